@@ -1,0 +1,41 @@
+"""Checkpoints: one dict with model, optimizer, scheduler, scaler, epoch, best metric, RNG states
+and config, written atomically and read back with `weights_only=True`."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hpa.io import atomic_save
+
+
+def rng_state() -> dict:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+            "python_version": random.getstate()[0], "python_gauss": random.getstate()[2],
+            "numpy": torch.from_numpy(keys.astype(np.int64)), "numpy_pos": int(pos),
+            "numpy_gauss": [int(has_gauss), float(gauss)]}
+
+
+def set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    random.setstate((s["python_version"], tuple(s["python"]), s["python_gauss"]))
+    np.random.set_state(("MT19937", s["numpy"].numpy().astype(np.uint32), s["numpy_pos"],
+                         int(s["numpy_gauss"][0]), float(s["numpy_gauss"][1])))
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    atomic_save(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: cannot load checkpoint ({type(e).__name__}: {e})") from e

@@ -1,0 +1,178 @@
+"""Reading one HPA sample from any of its real formats, and atomic file writes.
+
+A sample is returned as an H x W x 4 uint8 array in RGBY order (red = microtubules,
+green = protein, blue = nucleus, yellow = ER).
+
+Formats, looked up in this order for `<dir>/<Id>_<color>.<ext>`:
+- `png`  Kaggle 512 px or full-size grayscale PNG, 8- or 16-bit.
+- `tif` / `tiff`  full-size grayscale TIFF, 8- or 16-bit.
+- `jpg` / `jpeg`  HPAv18 external images: each channel is stored as an RGB JPEG whose
+  colour carries the stain. We take the matching plane (red -> R, green -> G, blue -> B)
+  and for yellow the mean of R and G, since yellow is displayed as R + G.
+
+16-bit images are scaled linearly to 8 bits with round(v * 255 / 65535), i.e. the full
+16-bit range maps onto 0..255 (no per-image stretching, so intensities stay comparable
+between samples).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tifffile
+
+from hpa.labels import COLORS
+
+EXTENSIONS: tuple[str, ...] = ("png", "tif", "tiff", "jpg", "jpeg")
+
+
+class SampleError(ValueError):
+    """A sample's image files are missing, unreadable or inconsistent; the message names the file."""
+
+
+def channel_path(directory: Path, sample_id: str, color: str, ext: str) -> Path:
+    return Path(directory) / f"{sample_id}_{color}.{ext}"
+
+
+def find_format(directory: Path, sample_id: str) -> str:
+    """The extension under which `sample_id`'s red channel exists in `directory`."""
+    for ext in EXTENSIONS:
+        if channel_path(directory, sample_id, "red", ext).is_file():
+            return ext
+    raise SampleError(f"{channel_path(directory, sample_id, 'red', 'png')}: channel file not found "
+                      f"(also tried extensions {', '.join(EXTENSIONS[1:])})")
+
+
+def to_uint8(img: np.ndarray, path: Path) -> np.ndarray:
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        return ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    raise SampleError(f"{path}: unsupported pixel type {img.dtype} (expected 8- or 16-bit)")
+
+
+def _decode_png_or_jpg(path: Path, color: str, jpg: bool) -> np.ndarray:
+    data = path.read_bytes()
+    # libpng/libjpeg only warn on some truncations and return a partly grey image;
+    # check the end-of-stream markers so a cut download is never silently accepted.
+    if jpg and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        raise SampleError(f"{path}: truncated JPEG (no end-of-image marker)")
+    if not jpg and b"IEND" not in data[-16:]:
+        raise SampleError(f"{path}: truncated or invalid PNG (no IEND chunk)")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise SampleError(f"{path}: cannot decode image")
+    if img.ndim == 3:
+        if img.shape[2] == 4:
+            img = img[:, :, :3]
+        # cv2 gives BGR planes
+        b, g, r = img[:, :, 0], img[:, :, 1], img[:, :, 2]
+        if color == "red":
+            img = r
+        elif color == "green":
+            img = g
+        elif color == "blue":
+            img = b
+        else:
+            img = ((r.astype(np.uint32) + g) // 2).astype(img.dtype)
+    return img
+
+
+def read_channel(path: Path, color: str) -> np.ndarray:
+    """One channel as a 2-D uint8 array."""
+    path = Path(path)
+    if not path.is_file():
+        raise SampleError(f"{path}: channel file not found")
+    ext = path.suffix.lower().lstrip(".")
+    try:
+        if ext in ("tif", "tiff"):
+            img = tifffile.imread(path)
+            if img.ndim == 3 and img.shape[-1] in (3, 4):
+                img = img[..., "rgb".index(color[0])] if color != "yellow" else \
+                    ((img[..., 0].astype(np.uint32) + img[..., 1]) // 2).astype(img.dtype)
+        else:
+            img = _decode_png_or_jpg(path, color, jpg=ext in ("jpg", "jpeg"))
+    except SampleError:
+        raise
+    except Exception as e:  # tifffile raises many kinds on corrupt files
+        raise SampleError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
+    if img.ndim != 2:
+        raise SampleError(f"{path}: expected a single-channel image, got shape {img.shape}")
+    return to_uint8(img, path)
+
+
+def read_sample(directory: Path, sample_id: str, ext: str | None = None) -> np.ndarray:
+    """Read the 4 channel files of one sample as H x W x 4 uint8 (RGBY)."""
+    ext = ext or find_format(directory, sample_id)
+    planes = []
+    for color in COLORS:
+        p = channel_path(directory, sample_id, color, ext)
+        planes.append(read_channel(p, color))
+        if planes[-1].shape != planes[0].shape:
+            first = channel_path(directory, sample_id, COLORS[0], ext)
+            raise SampleError(f"{p}: size {planes[-1].shape} differs from {first} {planes[0].shape}")
+    return np.stack(planes, axis=-1)
+
+
+def write_channel_png(path: Path, plane: np.ndarray) -> None:
+    ok, buf = cv2.imencode(".png", plane)
+    if not ok:
+        raise SampleError(f"{path}: PNG encoding failed")
+    atomic_write_bytes(path, buf.tobytes())
+
+
+def write_sample_png(directory: Path, sample_id: str, img: np.ndarray) -> None:
+    """Write an H x W x 4 RGBY uint8 array as the 4 Kaggle-style grayscale PNGs."""
+    for k, color in enumerate(COLORS):
+        write_channel_png(channel_path(directory, sample_id, color, "png"), np.ascontiguousarray(img[:, :, k]))
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; on success it is renamed onto `path`, on error removed.
+
+    The rename is atomic on POSIX, so a reader never sees a half-written file, whatever
+    kills the writer.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_save(path: Path, writer: Callable[[Path], None]) -> None:
+    """Call `writer(tmp_path)` and move the result onto `path` atomically."""
+    with atomic_path(path) as tmp:
+        writer(tmp)
+
+
+def atomic_write_csv(path: Path, df) -> None:
+    buf = io.StringIO()
+    df.to_csv(buf, index=False)
+    atomic_write_text(path, buf.getvalue())

@@ -1,0 +1,147 @@
+"""The label contract: 28 HPA classes, `Id,Target` tables and safe sample Ids."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# Index order of the Kaggle HPA 2018 competition (the Target integers).
+CLASS_NAMES: tuple[str, ...] = (
+    "Nucleoplasm",
+    "Nuclear membrane",
+    "Nucleoli",
+    "Nucleoli fibrillar center",
+    "Nuclear speckles",
+    "Nuclear bodies",
+    "Endoplasmic reticulum",
+    "Golgi apparatus",
+    "Peroxisomes",
+    "Endosomes",
+    "Lysosomes",
+    "Intermediate filaments",
+    "Actin filaments",
+    "Focal adhesion sites",
+    "Microtubules",
+    "Microtubule ends",
+    "Cytokinetic bridge",
+    "Mitotic spindle",
+    "Microtubule organizing center",
+    "Centrosome",
+    "Lipid droplets",
+    "Plasma membrane",
+    "Cell junctions",
+    "Mitochondria",
+    "Aggresome",
+    "Cytosol",
+    "Cytoplasmic bodies",
+    "Rods & rings",
+)
+NUM_CLASSES = len(CLASS_NAMES)
+COLORS: tuple[str, ...] = ("red", "green", "blue", "yellow")
+
+# Kaggle Ids are UUIDs, HPAv18 Ids look like 10580_1610_C1_1. Anything that could
+# leave the data directory when joined into a path is refused.
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+class LabelError(ValueError):
+    """A labels or Id table is malformed; the message names the file and row."""
+
+
+def validate_id(sample_id: object, where: str = "") -> str:
+    """Return `sample_id` as str if it is safe to use in a file name, else raise LabelError."""
+    s = str(sample_id) if sample_id is not None else ""
+    if not s or not _ID_RE.match(s) or ".." in s:
+        raise LabelError(f"{where}invalid sample Id {s!r}: only letters, digits, '_', '-', '.' "
+                         "are allowed, no path separators and no '..'")
+    return s
+
+
+def parse_target(target: object, where: str = "") -> list[int]:
+    """Parse a Target string such as '7 1 2 0' into sorted unique class indices."""
+    if not isinstance(target, str) or not target.strip():
+        raise LabelError(f"{where}empty or missing Target {target!r}")
+    out = set()
+    for tok in target.split():
+        if not tok.isdigit():
+            raise LabelError(f"{where}malformed Target {target!r}: {tok!r} is not a class index")
+        k = int(tok)
+        if k >= NUM_CLASSES:
+            raise LabelError(f"{where}unknown class index {k} in Target {target!r} "
+                             f"(valid: 0..{NUM_CLASSES - 1})")
+        out.add(k)
+    return sorted(out)
+
+
+def format_target(classes: list[int] | np.ndarray) -> str:
+    """Class indices -> Target string, ascending."""
+    return " ".join(str(int(k)) for k in sorted(set(int(c) for c in classes)))
+
+
+def to_multihot(classes: list[int]) -> np.ndarray:
+    v = np.zeros(NUM_CLASSES, dtype=np.float32)
+    v[list(classes)] = 1.0
+    return v
+
+
+def from_multihot(v: np.ndarray) -> list[int]:
+    return [int(k) for k in np.flatnonzero(np.asarray(v) > 0.5)]
+
+
+def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise LabelError(f"{path}: file not found")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as e:  # pandas raises several types for broken CSVs
+        raise LabelError(f"{path}: cannot parse CSV ({e})") from e
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise LabelError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+    return df
+
+
+def read_ids(path: Path, column: str = "Id") -> list[str]:
+    """Read and validate the Id column of any CSV (duplicates and unsafe Ids are errors)."""
+    df = _read_csv(path, (column,))
+    ids = []
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(df[column].tolist()):
+        row = i + 2  # 1-based, header is row 1
+        sid = validate_id(raw, f"{path}, row {row}: ")
+        if sid in seen:
+            raise LabelError(f"{path}, row {row}: duplicate Id {sid!r} (first at row {seen[sid]})")
+        seen[sid] = row
+        ids.append(sid)
+    return ids
+
+
+def read_labels(path: Path) -> pd.DataFrame:
+    """Read an `Id,Target` CSV. Returns a frame with Id, Target (normalised) and a `y` matrix in attrs.
+
+    Every row is validated; the error names the file and the 1-based row (header = row 1).
+    """
+    df = _read_csv(path, ("Id", "Target"))
+    ids = read_ids(path)
+    targets = []
+    y = np.zeros((len(df), NUM_CLASSES), dtype=np.float32)
+    for i, t in enumerate(df["Target"].tolist()):
+        classes = parse_target(t, f"{path}, row {i + 2}: ")
+        y[i, classes] = 1.0
+        targets.append(format_target(classes))
+    out = pd.DataFrame({"Id": ids, "Target": targets})
+    out.attrs["y"] = y
+    return out
+
+
+def labels_matrix(df: pd.DataFrame) -> np.ndarray:
+    """The N x 28 multi-hot matrix of a frame returned by read_labels (recomputed if attrs were lost)."""
+    y = df.attrs.get("y")
+    if y is None or len(y) != len(df):
+        y = np.stack([to_multihot(parse_target(t)) for t in df["Target"]]) if len(df) else \
+            np.zeros((0, NUM_CLASSES), np.float32)
+    return y

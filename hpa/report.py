@@ -1,0 +1,61 @@
+"""Plots and tables people read: training curves, per-class reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from hpa.io import atomic_save  # noqa: E402
+from hpa.labels import CLASS_NAMES  # noqa: E402
+
+
+def save_figure(fig, path: Path) -> None:
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
+    plt.close(fig)
+
+
+def plot_training_curves(log: pd.DataFrame, path: Path) -> None:
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    ax[0].plot(log["epoch"], log["train_loss"], "o-", label="train")
+    ax[0].plot(log["epoch"], log["val_loss"], "o-", label="validation")
+    ax[0].set(title="loss", xlabel="epoch")
+    ax[0].legend()
+    ax[1].plot(log["epoch"], log["val_macro_f1"], "o-", color="C2")
+    ax[1].set(title="validation macro F1 (threshold 0.5)", xlabel="epoch")
+    ax[2].plot(log["epoch"], log["lr"], "o-", color="C3")
+    ax[2].set(title="head learning rate (end of epoch)", xlabel="epoch", yscale="log")
+    save_figure(fig, path)
+
+
+def per_class_frame(table: dict[str, np.ndarray]) -> pd.DataFrame:
+    df = pd.DataFrame({"class": range(len(CLASS_NAMES)), "name": CLASS_NAMES})
+    for k, v in table.items():
+        df[k] = v
+    return df
+
+
+def plot_per_class(df: pd.DataFrame, path: Path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    x = np.arange(len(df))
+    ax.bar(x, df["f1"], color="C0", label="F1")
+    if "threshold" in df:
+        ax.plot(x, df["threshold"], "D", color="C3", label="threshold")
+    ax.set_xticks(x, [f"{c} {n}" for c, n in zip(df["class"], df["name"])], rotation=75, ha="right", fontsize=8)
+    ax.set(ylim=(0, 1.05), title=title)
+    ax.legend()
+    save_figure(fig, path)
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
+    def fmt(v):
+        return format(v, floatfmt) if isinstance(v, (float, np.floating)) else str(v)
+
+    rows = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    rows += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in df.itertuples(index=False)]
+    return "\n".join(rows)

@@ -1,0 +1,87 @@
+"""Multilabel stratified K folds, keeping duplicate groups inside one fold.
+
+    python input_prep/make_folds.py --labels data/hpa/train.csv --folds 5 --seed 0 --out data/hpa/folds.csv \
+        [--groups data/hpa/dedup/duplicate_groups.csv]
+
+Writes `Id,fold` and, beside it, `<out stem>_class_counts.csv` (samples per class per fold).
+With --groups, the labels of a group are the union of its members' labels and whole groups are
+stratified, so near-duplicates never sit on both sides of a train/validation split.
+Stratification: iterative-stratification's MultilabelStratifiedKFold (Sechidis et al. 2011).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from hpa.io import atomic_write_csv  # noqa: E402
+from hpa.labels import NUM_CLASSES, LabelError, labels_matrix, read_labels  # noqa: E402
+
+
+def make_folds(ids: list[str], y: np.ndarray, k: int, seed: int, groups: dict[str, str] | None = None) -> np.ndarray:
+    """Fold index per sample."""
+    group_of = np.array([groups.get(i, i) if groups else i for i in ids])
+    uniq, inv = np.unique(group_of, return_inverse=True)
+    gy = np.zeros((len(uniq), y.shape[1]), np.float32)
+    np.maximum.at(gy, inv, y)
+    if len(uniq) < k:
+        raise ValueError(f"{len(uniq)} groups cannot fill {k} folds")
+    gfold = np.empty(len(uniq), int)
+    mskf = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    for f, (_, val) in enumerate(mskf.split(np.zeros(len(uniq)), gy)):
+        gfold[val] = f
+    return gfold[inv]
+
+
+def fold_class_counts(y: np.ndarray, folds: np.ndarray, k: int) -> pd.DataFrame:
+    df = pd.DataFrame({f"fold{f}": y[folds == f].sum(0).astype(int) for f in range(k)})
+    df.insert(0, "class", range(NUM_CLASSES))
+    df["total"] = y.sum(0).astype(int)
+    return df
+
+
+def max_proportion_deviation(y: np.ndarray, folds: np.ndarray, k: int) -> float:
+    """Largest |share of class c in fold f - share of class c overall|, in percentage points."""
+    whole = y.mean(0)
+    return float(max(np.abs(y[folds == f].mean(0) - whole).max() for f in range(k)) * 100)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--labels", type=Path, required=True, help="Id,Target CSV")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--groups", type=Path, help="Id,group CSV from dedup.py")
+    a = ap.parse_args(argv)
+    if a.folds < 2:
+        ap.error(f"--folds {a.folds}: need at least 2")
+    try:
+        labels = read_labels(a.labels)
+    except LabelError as e:
+        sys.exit(f"error: {e}")
+    groups = None
+    if a.groups:
+        g = pd.read_csv(a.groups, dtype=str)
+        groups = dict(zip(g["Id"], g["group"]))
+    y = labels_matrix(labels)
+    folds = make_folds(labels["Id"].tolist(), y, a.folds, a.seed, groups)
+    atomic_write_csv(a.out, pd.DataFrame({"Id": labels["Id"], "fold": folds}))
+    counts = fold_class_counts(y, folds, a.folds)
+    counts_path = a.out.with_name(a.out.stem + "_class_counts.csv")
+    atomic_write_csv(counts_path, counts)
+    print(counts.to_string(index=False))
+    print(f"largest deviation of a class share in a fold from the whole: "
+          f"{max_proportion_deviation(y, folds, a.folds):.3f} percentage points")
+    print(f"wrote {a.out} and {counts_path}")
+
+
+if __name__ == "__main__":
+    main()

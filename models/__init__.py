@@ -1,0 +1,151 @@
+"""Model registry: `--arch` names -> builders of 4-channel networks with a 28-way head.
+
+    model = build_model("se_resnext50", pretrained="weights/se_resnext50_32x4d.pth")
+
+Every arch except `gapnet_pl` is a timm encoder (feature map out) + pooling + buffering head.
+Head widths, dropouts and the pooling come from `configs/<arch>.yaml` (section `model`);
+keyword overrides win.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hpa.config import load_arch_config
+from models.gapnet import GapNetPL
+from models.heads import POOLS, buffering_head
+from models.pretrained import load_pretrained
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights only ever come from local files
+log = logging.getLogger(__name__)
+NUM_CLASSES = 28
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str) -> Callable:
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _REGISTRY[name] = fn
+        return fn
+    return deco
+
+
+def list_archs() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+class HPANet(nn.Module):
+    """encoder (N, C, H, W) -> pool (N, C * feat_mult) -> buffering head -> (N, 28) logits."""
+
+    def __init__(self, encoder: nn.Module, num_features: int, pool: str = "acp",
+                 head_hidden: list[int] = (), head_dropout: list[float] = (), num_classes: int = NUM_CLASSES,
+                 min_input: int = 0):
+        super().__init__()
+        # Encoders with unpadded convolutions (InceptionV4) reject small inputs; those are
+        # zero-padded (black, like the image background) up to `min_input`.
+        self.min_input = min_input
+        if pool not in POOLS:
+            raise ValueError(f"unknown pool {pool!r}; choose from {sorted(POOLS)}")
+        self.encoder = encoder
+        self.pool = POOLS[pool]()
+        self.head = buffering_head(num_features * self.pool.feat_mult, list(head_hidden), list(head_dropout),
+                                   num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if h < self.min_input or w < self.min_input:
+            ph, pw = max(0, self.min_input - h), max(0, self.min_input - w)
+            x = nn.functional.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+        return self.head(self.pool(self.encoder(x)))
+
+    def layer_groups(self, n: int = 2) -> list[list[nn.Parameter]]:
+        """Parameter groups for distinct learning rates: [encoder, head] or, with n=3,
+        [early encoder, late encoder, head]."""
+        head = list(self.head.parameters())
+        if n == 2:
+            return [list(self.encoder.parameters()), head]
+        if n == 3:
+            enc = [p for p in self.encoder.parameters()]
+            half = len(enc) // 2
+            return [enc[:half], enc[half:], head]
+        raise ValueError(f"layer groups: n must be 2 or 3, got {n}")
+
+
+def _timm_encoder(timm_name: str, pretrained: str | None) -> tuple[nn.Module, int]:
+    import timm
+
+    enc = timm.create_model(timm_name, pretrained=False, in_chans=4, num_classes=0, global_pool="")
+    if pretrained:
+        load_pretrained(enc, Path(pretrained))
+    else:
+        log.info("%s: no --pretrained weights given, random initialisation", timm_name)
+    return enc, enc.num_features
+
+
+def _timm_arch(name: str, timm_name: str, min_input: int = 0) -> None:
+    @register_model(name)
+    def build(pretrained: str | None = None, pool: str = "acp", head_hidden=(), head_dropout=(),
+              num_classes: int = NUM_CLASSES) -> nn.Module:
+        enc, nf = _timm_encoder(timm_name, pretrained)
+        return HPANet(enc, nf, pool, head_hidden, head_dropout, num_classes, min_input)
+    build.timm_name = timm_name
+
+
+for _name, _timm in {
+    "resnet18": "resnet18",
+    "resnet50": "resnet50",
+    "resnet101": "resnet101",
+    "densenet121": "densenet121",
+    "densenet169": "densenet169",
+    # The Cadene pretrainedmodels SE nets; their state dicts load into timm's legacy_* models.
+    "se_resnext50": "legacy_seresnext50_32x4d",
+    "senet154": "legacy_senet154",
+}.items():
+    _timm_arch(_name, _timm)
+_timm_arch("inception_v4", "inception_v4", min_input=75)  # smallest input its valid convs accept
+
+
+def _tiny_encoder(width: int = 16) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    cin = 4
+    for k in range(4):
+        cout = width * 2 ** k
+        layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                   nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+        if k < 3:
+            layers.append(nn.MaxPool2d(2))
+        cin = cout
+    return nn.Sequential(*layers)
+
+
+@register_model("tiny_cnn")
+def tiny_cnn(pretrained: str | None = None, pool: str = "acp", head_hidden=(), head_dropout=(),
+             num_classes: int = NUM_CLASSES, width: int = 16) -> nn.Module:
+    """A 4-stage plain CNN (~0.3M parameters) for tests and the CPU demo."""
+    enc = _tiny_encoder(width)
+    if pretrained:
+        load_pretrained(enc, Path(pretrained))
+    return HPANet(enc, width * 8, pool, head_hidden, head_dropout, num_classes)
+
+
+@register_model("gapnet_pl")
+def gapnet_pl(pretrained: str | None = None, num_classes: int = NUM_CLASSES, extra_first_stage: int = 0,
+              fc: int = 256, dropout: float = 0.3) -> nn.Module:
+    net = GapNetPL(4, num_classes, extra_first_stage, fc, dropout)
+    if pretrained:
+        load_pretrained(net, Path(pretrained))
+    return net
+
+
+def build_model(arch: str, **overrides) -> nn.Module:
+    """Build `arch` with its config's `model` settings, `overrides` winning."""
+    if arch not in _REGISTRY:
+        raise ValueError(f"unknown arch {arch!r}; valid archs: {', '.join(list_archs())}")
+    params = dict(load_arch_config(arch).get("model", {}))
+    params.update({k: v for k, v in overrides.items() if v is not None})
+    return _REGISTRY[arch](**params)

@@ -1,0 +1,258 @@
+"""Train one fold of one arch.
+
+    python train_fold.py --arch se_resnext50 --fold 3 --size 768
+
+Settings come from configs/default.yaml, then configs/<arch>.yaml, then the flags given here.
+Writes runs/<arch>_<size>/f<fold>/: config.yaml (merged), log.csv, curves.png, last.pt, best.pt
+(by validation macro F1 at threshold 0.5). `--resume` continues from last.pt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from hpa.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: E402
+from hpa.config import apply_config_defaults, deep_merge, load_arch_config, read_yaml, save_yaml  # noqa: E402
+from hpa.dataset import HPADataset, build_transforms, prepared_dir  # noqa: E402
+from hpa.io import atomic_write_csv  # noqa: E402
+from hpa.labels import labels_matrix, read_labels  # noqa: E402
+from hpa.losses import LOSSES, build_loss, hard_example_loss  # noqa: E402
+from hpa.metrics import f1_per_class  # noqa: E402
+from hpa.report import plot_training_curves  # noqa: E402
+from hpa.runtime import AMP_MODES, autocast, pick_device  # noqa: E402
+from hpa.schedules import CyclicCosine  # noqa: E402
+from models import build_model, list_archs  # noqa: E402
+
+log = logging.getLogger("train_fold")
+
+
+def int_or_fraction(v: str) -> int | float | None:
+    if v.lower() in ("none", "null", ""):
+        return None
+    return float(v) if "." in v else int(v)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", required=True, choices=list_archs())
+    ap.add_argument("--fold", type=int, required=True)
+    ap.add_argument("--config", type=Path, help="extra YAML applied over configs/<arch>.yaml")
+    ap.add_argument("--data-dir", type=Path, help="dataset directory (train.csv, prepared/, folds.csv)")
+    ap.add_argument("--folds-csv", type=Path, help="Id,fold table (default <data-dir>/folds.csv)")
+    ap.add_argument("--size", type=int, help="prepared image size to read")
+    ap.add_argument("--crop", type=int, help="random training crop (0 = whole image)")
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--batch-size", type=int)
+    ap.add_argument("--optimizer", choices=["sgd", "adamw"])
+    ap.add_argument("--lr", type=float, help="learning rate of the head group")
+    ap.add_argument("--loss", choices=LOSSES)
+    ap.add_argument("--hard-k", type=int_or_fraction, help="hard sampler top-k (int) or fraction; none = off")
+    ap.add_argument("--amp", choices=AMP_MODES)
+    ap.add_argument("--workers", type=int)
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--pretrained", type=Path, help="local .pth/.safetensors weights for the encoder")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    ap.add_argument("--out-root", type=Path, default=Path("runs"))
+    ap.add_argument("--resume", action="store_true", help="continue from last.pt of this run")
+    ap.add_argument("--limit-batches", type=int, default=0, help="stop each epoch after N batches (smoke tests)")
+    pre, _ = ap.parse_known_args(argv)
+    cfg = load_arch_config(pre.arch) if pre.arch in list_archs() else {}
+    if pre.config:
+        cfg = deep_merge(cfg, read_yaml(pre.config))
+    apply_config_defaults(ap, cfg)
+    args = ap.parse_args(argv)
+    args.model = cfg.get("model", {})
+    for key in ("momentum", "weight_decay", "lr_groups", "cycle_epochs", "cycles", "min_lr_ratio",
+                "warmup_steps", "alpha_e", "gamma", "focal_alpha", "channels_last", "grad_clip", "l1", "l2"):
+        setattr(args, key, cfg.get(key))
+    args.crop = args.crop or None
+    return args
+
+
+def config_dict(args: argparse.Namespace) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_data(args: argparse.Namespace):
+    data_dir = Path(args.data_dir)
+    labels = read_labels(data_dir / "train.csv")
+    folds_csv = Path(args.folds_csv) if args.folds_csv else data_dir / "folds.csv"
+    if not folds_csv.is_file():
+        raise SystemExit(f"{folds_csv}: folds table not found; run input_prep/make_folds.py first")
+    folds = pd.read_csv(folds_csv, dtype={"Id": str})
+    fold_of = dict(zip(folds["Id"], folds["fold"]))
+    missing = [i for i in labels["Id"] if i not in fold_of]
+    if missing:
+        raise SystemExit(f"{folds_csv}: {len(missing)} train Ids have no fold, e.g. {missing[0]!r}")
+    if args.fold not in set(fold_of.values()):
+        raise SystemExit(f"--fold {args.fold}: {folds_csv} has folds {sorted(set(fold_of.values()))}")
+    y = labels_matrix(labels)
+    is_val = np.array([fold_of[i] == args.fold for i in labels["Id"]])
+    ids = labels["Id"].to_numpy()
+    store = prepared_dir(data_dir, args.size, "train")
+    train_ds = HPADataset(store, ids[~is_val].tolist(), y[~is_val], build_transforms(True, args.size, args.crop),
+                          seed=args.seed)
+    val_ds = HPADataset(store, ids[is_val].tolist(), y[is_val], build_transforms(False, args.size))
+    g = torch.Generator().manual_seed(args.seed)
+    common = dict(batch_size=args.batch_size, num_workers=args.workers, persistent_workers=False,
+                  pin_memory=torch.cuda.is_available())
+    train_dl = DataLoader(train_ds, shuffle=True, drop_last=len(train_ds) > args.batch_size, generator=g, **common)
+    val_dl = DataLoader(val_ds, shuffle=False, **common)
+    return train_dl, val_dl, y[~is_val].sum(0)
+
+
+def build_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
+    groups = model.layer_groups(len(args.lr_groups))
+    params = [{"params": p, "lr": args.lr * m} for p, m in zip(groups, args.lr_groups)]
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+
+
+def train_single_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, args, device, epoch) -> float:
+    model.train()
+    total, n = 0.0, 0
+    bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, dynamic_ncols=True)
+    for step, (x, y) in enumerate(bar):
+        if args.limit_batches and step >= args.limit_batches:
+            break
+        x = x.to(device, non_blocking=True)
+        if args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = y.to(device, non_blocking=True)
+        with autocast(device, args.amp):
+            logits = model(x)
+        per_sample = loss_fn(logits.float(), y)
+        loss = hard_example_loss(per_sample, args.hard_k)
+        if args.l1 or args.l2:
+            loss = loss + model.regularization(args.l1 or 0.0, args.l2 or 0.0)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"epoch {epoch}, batch {step}: loss is {loss.item()}; stopping "
+                                     "(the last good checkpoint is kept). Try a lower --lr or --amp off.")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if args.grad_clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        total += per_sample.mean().item() * len(x)
+        n += len(x)
+        bar.set_postfix(loss=f"{total / n:.4f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}")
+    return total / max(n, 1)
+
+
+@torch.no_grad()
+def evaluate_single_epoch(model, loader, loss_fn, args, device) -> tuple[float, np.ndarray, np.ndarray]:
+    model.eval()
+    probs, ys, total = [], [], 0.0
+    for x, y in tqdm(loader, desc="validate", leave=False, dynamic_ncols=True):
+        x = x.to(device)
+        if args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, args.amp):
+            logits = model(x).float()
+        y = y.to(device)
+        total += loss_fn(logits, y).sum().item()
+        probs.append(torch.sigmoid(logits).cpu().numpy())
+        ys.append(y.cpu().numpy())
+    p, t = np.concatenate(probs), np.concatenate(ys)
+    return total / max(len(p), 1), p, t
+
+
+def run(args: argparse.Namespace) -> Path:
+    run_dir = Path(args.out_root) / f"{args.arch}_{args.size}" / f"f{args.fold}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = pick_device(args.device)
+    if args.amp == "fp16" and device.type != "cuda":
+        raise SystemExit("--amp fp16 needs a CUDA device; use --amp bf16 on CPU")
+    seed_everything(args.seed)
+    train_dl, val_dl, class_counts = build_data(args)
+    model = build_model(args.arch, pretrained=str(args.pretrained) if args.pretrained else None,
+                        **args.model).to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if (args.l1 or args.l2) and not hasattr(model, "regularization"):
+        raise SystemExit(f"l1/l2 regularisation is not available for --arch {args.arch}")
+    loss_fn = build_loss(args.loss, class_counts, alpha_e=args.alpha_e, gamma=args.gamma,
+                         alpha=args.focal_alpha).to(device)
+    optimizer = build_optimizer(model, args)
+    steps = len(train_dl) if not args.limit_batches else min(len(train_dl), args.limit_batches)
+    scheduler = CyclicCosine(optimizer, max(1, args.cycle_epochs * steps), args.cycles, args.min_lr_ratio,
+                             args.warmup_steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
+    cfg = config_dict(args)
+    save_yaml(run_dir / "config.yaml", cfg)
+    start, best, history = 1, -1.0, []
+    if args.resume and (run_dir / "last.pt").is_file():
+        ck = load_checkpoint(run_dir / "last.pt")
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        scaler.load_state_dict(ck["scaler"])
+        set_rng_state(ck["rng"])
+        train_dl.generator.set_state(ck["loader_rng"])
+        start, best, history = ck["epoch"] + 1, ck["best_f1"], ck["history"]
+        log.info("resumed from %s at epoch %d", run_dir / "last.pt", ck["epoch"])
+    for epoch in range(start, args.epochs + 1):
+        t0 = time.time()
+        train_dl.dataset.set_epoch(epoch)
+        train_loss = train_single_epoch(model, train_dl, loss_fn, optimizer, scheduler, scaler, args, device, epoch)
+        val_loss, p, t = evaluate_single_epoch(model, val_dl, loss_fn, args, device)
+        f1 = f1_per_class(t, p >= 0.5)
+        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_macro_f1": float(f1.mean()),
+               "lr": optimizer.param_groups[-1]["lr"], "seconds": round(time.time() - t0, 2)}
+        row.update({f"f1_{k}": float(v) for k, v in enumerate(f1)})
+        history.append(row)
+        improved = row["val_macro_f1"] > best
+        best = max(best, row["val_macro_f1"])
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+                 "best_f1": best, "history": history, "config": cfg, "rng": rng_state(),
+                 "loader_rng": train_dl.generator.get_state()}
+        if improved:
+            save_checkpoint(run_dir / "best.pt", state)
+        save_checkpoint(run_dir / "last.pt", state)
+        logdf = pd.DataFrame(history)
+        atomic_write_csv(run_dir / "log.csv", logdf)
+        plot_training_curves(logdf, run_dir / "curves.png")
+        print(f"[{args.arch} f{args.fold}] epoch {epoch}/{args.epochs} train_loss {train_loss:.4f} "
+              f"val_loss {val_loss:.4f} val_macro_f1 {row['val_macro_f1']:.4f}{' *' if improved else ''} "
+              f"({row['seconds']:.0f}s)", flush=True)
+    print(f"[{args.arch} f{args.fold}] best val macro F1 {best:.4f}; run in {run_dir}")
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        run(args)
+    except FloatingPointError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
