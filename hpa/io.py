@@ -85,6 +85,21 @@ def _decode_png_or_jpg(path: Path, color: str, jpg: bool) -> np.ndarray:
     return img
 
 
+def _read_tiff(path: Path) -> np.ndarray:
+    with tifffile.TiffFile(path) as tif:
+        if not tif.pages:
+            raise SampleError(f"{path}: cannot read image (no TIFF pages)")
+        page = tif.pages[0]
+        # tifffile fills missing strips with zeros; a cut file must be an error instead
+        end = max((o + n for o, n in zip(page.dataoffsets, page.databytecounts)), default=0)
+        if end > path.stat().st_size:
+            raise SampleError(f"{path}: truncated TIFF ({path.stat().st_size} bytes, image data ends at {end})")
+        img = page.asarray()
+    if img.size == 0:
+        raise SampleError(f"{path}: cannot read image (no image data)")
+    return img
+
+
 def read_channel(path: Path, color: str) -> np.ndarray:
     """One channel as a 2-D uint8 array."""
     path = Path(path)
@@ -93,7 +108,7 @@ def read_channel(path: Path, color: str) -> np.ndarray:
     ext = path.suffix.lower().lstrip(".")
     try:
         if ext in ("tif", "tiff"):
-            img = tifffile.imread(path)
+            img = _read_tiff(path)
             if img.ndim == 3 and img.shape[-1] in (3, 4):
                 img = img[..., "rgb".index(color[0])] if color != "yellow" else \
                     ((img[..., 0].astype(np.uint32) + img[..., 1]) // 2).astype(img.dtype)

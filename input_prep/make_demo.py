@@ -268,14 +268,14 @@ def p_mitotic_spindle(sc, cell, L):
 
 
 def p_mtoc(sc, cell, L):
-    cv2.circle(L, (int(cell.cs[1]), int(cell.cs[0])), max(1, int(round(1.6 * sc.s))), 1.0, -1, cv2.LINE_AA)
+    cv2.circle(L, (int(cell.cs[1]), int(cell.cs[0])), max(1, int(round(2.2 * sc.s))), 1.0, -1, cv2.LINE_AA)
 
 
 def p_centrosome(sc, cell, L):
     y, x = cell.cs
-    d = 1.5 * sc.s
+    d = 2.5 * sc.s
     for sgn in (-1, 1):
-        cv2.circle(L, (int(x + sgn * d), int(y)), max(0, int(round(0.7 * sc.s))), 1.0, -1, cv2.LINE_AA)
+        cv2.circle(L, (int(x + sgn * d), int(y)), max(0, int(round(0.9 * sc.s))), 1.0, -1, cv2.LINE_AA)
 
 
 def p_lipid_droplets(sc, cell, L):

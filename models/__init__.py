@@ -110,12 +110,15 @@ for _name, _timm in {
 _timm_arch("inception_v4", "inception_v4", min_input=75)  # smallest input its valid convs accept
 
 
-def _tiny_encoder(width: int = 16) -> nn.Sequential:
-    layers: list[nn.Module] = []
+def _tiny_encoder(width: int = 16, stem_stride: int = 2, input_norm: bool = True) -> nn.Sequential:
+    # BatchNorm on the input standardises each stain: HPA channels are dim and of unequal brightness.
+    layers: list[nn.Module] = [nn.BatchNorm2d(4)] if input_norm else []
     cin = 4
     for k in range(4):
         cout = width * 2 ** k
-        layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        stride = stem_stride if k == 0 else 1
+        layers += [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
+                   nn.ReLU(inplace=True),
                    nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
         if k < 3:
             layers.append(nn.MaxPool2d(2))
@@ -125,9 +128,10 @@ def _tiny_encoder(width: int = 16) -> nn.Sequential:
 
 @register_model("tiny_cnn")
 def tiny_cnn(pretrained: str | None = None, pool: str = "acp", head_hidden=(), head_dropout=(),
-             num_classes: int = NUM_CLASSES, width: int = 16) -> nn.Module:
-    """A 4-stage plain CNN (~0.3M parameters) for tests and the CPU demo."""
-    enc = _tiny_encoder(width)
+             num_classes: int = NUM_CLASSES, width: int = 16, stem_stride: int = 2,
+             input_norm: bool = True) -> nn.Module:
+    """A 4-stage plain CNN (~0.3M parameters at width 16) for tests and the CPU demo."""
+    enc = _tiny_encoder(width, stem_stride, input_norm)
     if pretrained:
         load_pretrained(enc, Path(pretrained))
     return HPANet(enc, width * 8, pool, head_hidden, head_dropout, num_classes)

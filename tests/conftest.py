@@ -1,0 +1,43 @@
+"""Shared fixtures. Real HPA material is read from ../shared/data (CI has it; a user's clone
+does not, so tests that need it skip with the reason)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+SHARED = Path(os.environ.get("HPA_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def shared_path(*parts: str) -> Path:
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"{p} is absent: real HPA data lives in ../shared/data, which only CI and the "
+                    "project's machines have")
+    return p
+
+
+@pytest.fixture(scope="session")
+def real_samples() -> tuple[Path, list[tuple[str, str, str]]]:
+    """(images dir, [(Id, Target, size)]) of the 8 real HPA samples."""
+    import pandas as pd
+
+    d = shared_path("hpa-samples")
+    df = pd.read_csv(d / "labels.csv", dtype=str)
+    return d / "images", list(df.itertuples(index=False, name=None))
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory) -> Path:
+    """A small demo dataset (64 px), generated once per test session."""
+    from input_prep.make_demo import make_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    make_demo(out, n_train=400, n_test=160, size=64, seed=1, min_per_class=2, progress=False)
+    return out

@@ -1,0 +1,107 @@
+"""End to end through the command lines, on a tiny demo: every stage, the file contracts,
+and a model that learned (test macro F1 clearly above the best image-blind predictor)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT
+from hpa.labels import labels_matrix, read_labels
+from hpa.metrics import best_constant_macro_f1, macro_f1
+from hpa.predictions import COLUMNS, read_predictions
+
+
+def run(*args):
+    r = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, f"{args[0]} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r.stdout
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_demo, tmp_path_factory):
+    d = tiny_demo
+    work = tmp_path_factory.mktemp("work")
+    cfg = work / "tiny64.yaml"  # at 64 px the stride-2 stem would blur away the small patterns
+    cfg.write_text("model: {stem_stride: 1}\n")
+    run("input_prep/prepare.py", "--data-dir", d, "--size", 64)
+    run("input_prep/dedup.py", "--data-dir", d, "--out", d / "dedup", "--size", 64)
+    run("input_prep/make_folds.py", "--labels", d / "train.csv", "--folds", 2, "--seed", 0, "--out", d / "folds.csv",
+        "--groups", d / "dedup" / "duplicate_groups.csv")
+    for fold in (0, 1):
+        run("train_fold.py", "--arch", "tiny_cnn", "--fold", fold, "--size", 64, "--data-dir", d,
+            "--out-root", work / "runs", "--epochs", 10, "--batch-size", 16, "--config", cfg)
+    run("predict_tta.py", "--arch", "tiny_cnn", "--size", 64, "--folds", 0, 1, "--tta", 2, "--data-dir", d,
+        "--runs", work / "runs", "--out-dir", work / "predictions")
+    run("find_thresholds.py", "--oof", work / "predictions" / "tiny_cnn_64_f*_oof.csv", "--labels", d / "train.csv",
+        "--out", work / "thresholds.json")
+    out = run("blend.py", "--oof", work / "predictions" / "*_oof.csv", "--test", work / "predictions" / "*_test.csv",
+              "--data-dir", d, "--test-labels", d / "test_labels.csv", "--out", work / "submission.csv")
+    return d, work, out
+
+
+def test_dedup_finds_every_injected_duplicate_and_nothing_else(pipeline):
+    d, _, _ = pipeline
+    truth = {frozenset(r) for r in pd.read_csv(d / "demo_duplicates.csv").itertuples(index=False)}
+    found = {frozenset((a, b)) for a, b in pd.read_csv(d / "dedup" / "duplicate_pairs.csv")[["Id_a", "Id_b"]]
+             .itertuples(index=False)}
+    assert found == truth
+    groups = pd.read_csv(d / "dedup" / "duplicate_groups.csv")
+    folds = pd.read_csv(d / "folds.csv")
+    g = dict(zip(groups["Id"], groups["group"]))
+    f = dict(zip(folds["Id"], folds["fold"]))
+    for pair in truth:  # a duplicate pair inside train never straddles two folds
+        a, b = tuple(pair)
+        if a in f and b in f:
+            assert g[a] == g[b] and f[a] == f[b]
+
+
+def test_run_directory_contents(pipeline):
+    _, work, _ = pipeline
+    run_dir = work / "runs" / "tiny_cnn_64" / "f0"
+    for name in ("config.yaml", "log.csv", "curves.png", "best.pt", "last.pt"):
+        assert (run_dir / name).is_file(), name
+    log = pd.read_csv(run_dir / "log.csv")
+    assert list(log["epoch"]) == list(range(1, 11))
+    assert {"train_loss", "val_loss", "val_macro_f1", "lr", "f1_0", "f1_27"} <= set(log.columns)
+    assert log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
+
+
+def test_prediction_files_follow_the_contract(pipeline):
+    d, work, _ = pipeline
+    folds = pd.read_csv(d / "folds.csv")
+    sub_ids = pd.read_csv(d / "sample_submission.csv")["Id"].tolist()
+    for fold in (0, 1):
+        oof = work / "predictions" / f"tiny_cnn_64_f{fold}_oof.csv"
+        assert pd.read_csv(oof, nrows=1).columns.tolist() == COLUMNS
+        ids, _ = read_predictions(oof)
+        assert sorted(ids) == sorted(folds.loc[folds["fold"] == fold, "Id"])
+        tids, _ = read_predictions(work / "predictions" / f"tiny_cnn_64_f{fold}_test.csv")
+        assert tids == sub_ids
+    th = json.loads((work / "thresholds.json").read_text())
+    assert len(th["thresholds"]) == 28 and th["macro_f1"] >= th["macro_f1_at_0.5"]
+    assert (work / "thresholds.png").is_file() and (work / "thresholds.csv").is_file()
+
+
+def test_submission_format_and_the_model_learned(pipeline):
+    d, work, out = pipeline
+    sub = pd.read_csv(work / "submission.csv", dtype=str, keep_default_na=False)
+    sample = pd.read_csv(d / "sample_submission.csv", dtype=str)
+    assert sub.columns.tolist() == ["Id", "Predicted"]
+    assert sub["Id"].tolist() == sample["Id"].tolist()
+    pred = np.zeros((len(sub), 28), bool)
+    for i, t in enumerate(sub["Predicted"]):
+        labels = [int(v) for v in t.split()]
+        assert labels and labels == sorted(set(labels)) and all(0 <= v < 28 for v in labels)
+        pred[i, labels] = True
+    truth = read_labels(d / "test_labels.csv")
+    y = labels_matrix(truth)
+    assert truth["Id"].tolist() == sub["Id"].tolist()
+    score = macro_f1(y, pred)
+    assert f"TEST MACRO F1: {score:.4f}" in out
+    baseline = best_constant_macro_f1(y)
+    assert score > baseline + 0.05, (score, baseline)
+    assert (work / "report.md").is_file() and (work / "report.png").is_file()
