@@ -18,7 +18,7 @@ Options (defaults in brackets; the demo's first):
                      [tiny_cnn | se_resnext50]
   --size N           prepared image size [128 | 768]
   --folds K          number of folds, all trained [2 | 5]
-  --epochs N         epochs per fold [12 | the arch config's]
+  --epochs N         epochs per fold [the arch config's: 24 for tiny_cnn]
   --sizes "N M"      TTA inference sizes [--size]
   --tta N            dihedral TTA transforms, 1..8 [8]
   --device D         auto | cpu | cuda [auto]
@@ -56,7 +56,7 @@ start=$(date +%s)
 
 if [ -z "$DATA" ]; then
     DEMO=1; DATA=data/demo
-    ARCHS="${ARCHS:-tiny_cnn}"; SIZE="${SIZE:-128}"; FOLDS="${FOLDS:-2}"; EPOCHS="${EPOCHS:-12}"
+    ARCHS="${ARCHS:-tiny_cnn}"; SIZE="${SIZE:-128}"; FOLDS="${FOLDS:-2}"
     if [ ! -f "$DATA/train.csv" ]; then
         echo "== generating the demo dataset in $DATA"
         python input_prep/make_demo.py --out "$DATA" --n-train "$N_TRAIN" --n-test "$N_TEST" --size "$SIZE" --seed 0
