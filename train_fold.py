@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import random
 import sys
@@ -122,6 +123,18 @@ def build_data(args: argparse.Namespace):
     return train_dl, val_dl, y[~is_val].sum(0)
 
 
+def schedule_shape(epochs: int, cycle_epochs: float | None, cycles: int | None) -> tuple[float, int]:
+    """Cycle length and count: a null `cycles` repeats `cycle_epochs` to cover `epochs`; a null
+    `cycle_epochs` splits `epochs` into `cycles` equal cycles. So `--epochs` keeps the shape."""
+    if cycle_epochs is None and cycles is None:
+        raise SystemExit("config: set cycle_epochs, cycles or both")
+    if cycle_epochs is None:
+        return epochs / cycles, cycles
+    if cycles is None:
+        return cycle_epochs, max(1, math.ceil(epochs / cycle_epochs))
+    return cycle_epochs, cycles
+
+
 def build_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
     groups = model.layer_groups(len(args.lr_groups))
     params = [{"params": p, "lr": args.lr * m} for p, m in zip(groups, args.lr_groups)]
@@ -200,7 +213,8 @@ def run(args: argparse.Namespace) -> Path:
                          alpha=args.focal_alpha).to(device)
     optimizer = build_optimizer(model, args)
     steps = len(train_dl) if not args.limit_batches else min(len(train_dl), args.limit_batches)
-    scheduler = CyclicCosine(optimizer, max(1, args.cycle_epochs * steps), args.cycles, args.min_lr_ratio,
+    cycle_epochs, cycles = schedule_shape(args.epochs, args.cycle_epochs, args.cycles)
+    scheduler = CyclicCosine(optimizer, max(1, round(cycle_epochs * steps)), cycles, args.min_lr_ratio,
                              args.warmup_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
     cfg = config_dict(args)
@@ -216,6 +230,7 @@ def run(args: argparse.Namespace) -> Path:
         train_dl.generator.set_state(ck["loader_rng"])
         start, best, history = ck["epoch"] + 1, ck["best_f1"], ck["history"]
         log.info("resumed from %s at epoch %d", run_dir / "last.pt", ck["epoch"])
+    last_plot = time.time()
     for epoch in range(start, args.epochs + 1):
         t0 = time.time()
         train_dl.dataset.set_epoch(epoch)
@@ -237,7 +252,9 @@ def run(args: argparse.Namespace) -> Path:
         save_checkpoint(run_dir / "last.pt", state)
         logdf = pd.DataFrame(history)
         atomic_write_csv(run_dir / "log.csv", logdf)
-        plot_training_curves(logdf, run_dir / "curves.png")
+        if epoch == args.epochs or time.time() - last_plot > 30:  # a plot costs ~0.5 s; short epochs skip it
+            plot_training_curves(logdf, run_dir / "curves.png")
+            last_plot = time.time()
         print(f"[{args.arch} f{args.fold}] epoch {epoch}/{args.epochs} train_loss {train_loss:.4f} "
               f"val_loss {val_loss:.4f} val_macro_f1 {row['val_macro_f1']:.4f}{' *' if improved else ''} "
               f"({row['seconds']:.0f}s)", flush=True)

@@ -35,9 +35,10 @@ def real_samples() -> tuple[Path, list[tuple[str, str, str]]]:
 
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory) -> Path:
-    """A small demo dataset (64 px), generated once per test session."""
+    """A small demo dataset (64 px), generated once per test session. Every class is forced 6 times
+    per split so that 2 folds of 200 samples can learn more than the common classes."""
     from input_prep.make_demo import make_demo
 
     out = tmp_path_factory.mktemp("demo")
-    make_demo(out, n_train=400, n_test=160, size=64, seed=1, min_per_class=2, progress=False)
+    make_demo(out, n_train=400, n_test=200, size=64, seed=1, min_per_class=6, progress=False)
     return out

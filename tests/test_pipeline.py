@@ -33,7 +33,7 @@ def pipeline(tiny_demo, tmp_path_factory):
         "--groups", d / "dedup" / "duplicate_groups.csv")
     for fold in (0, 1):
         run("train_fold.py", "--arch", "tiny_cnn", "--fold", fold, "--size", 64, "--data-dir", d,
-            "--out-root", work / "runs", "--epochs", 10, "--batch-size", 16, "--config", cfg)
+            "--out-root", work / "runs", "--epochs", 40, "--batch-size", 16, "--config", cfg)
     run("predict_tta.py", "--arch", "tiny_cnn", "--size", 64, "--folds", 0, 1, "--tta", 2, "--data-dir", d,
         "--runs", work / "runs", "--out-dir", work / "predictions")
     run("find_thresholds.py", "--oof", work / "predictions" / "tiny_cnn_64_f*_oof.csv", "--labels", d / "train.csv",
@@ -65,7 +65,7 @@ def test_run_directory_contents(pipeline):
     for name in ("config.yaml", "log.csv", "curves.png", "best.pt", "last.pt"):
         assert (run_dir / name).is_file(), name
     log = pd.read_csv(run_dir / "log.csv")
-    assert list(log["epoch"]) == list(range(1, 11))
+    assert list(log["epoch"]) == list(range(1, 41))
     assert {"train_loss", "val_loss", "val_macro_f1", "lr", "f1_0", "f1_27"} <= set(log.columns)
     assert log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
 
@@ -103,5 +103,5 @@ def test_submission_format_and_the_model_learned(pipeline):
     score = macro_f1(y, pred)
     assert f"TEST MACRO F1: {score:.4f}" in out
     baseline = best_constant_macro_f1(y)
-    assert score > baseline + 0.05, (score, baseline)
+    assert score > baseline + 0.1, (score, baseline)
     assert (work / "report.md").is_file() and (work / "report.png").is_file()

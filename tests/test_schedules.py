@@ -1,0 +1,45 @@
+import math
+
+import pytest
+import torch
+
+from hpa.schedules import CyclicCosine
+from train_fold import schedule_shape
+
+
+def make(cycle_steps=10, cycles=2, min_ratio=0.1):
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [p], "lr": 0.01}, {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.03}],
+                          lr=0.03)
+    return opt, CyclicCosine(opt, cycle_steps, cycles, min_ratio)
+
+
+def test_cosine_values_and_restarts():
+    opt, sch = make()
+    lrs = []
+    for _ in range(25):
+        lrs.append([g["lr"] for g in opt.param_groups])
+        sch.step()
+    for step, (a, b) in enumerate(lrs):
+        t = (step % 10) / 10 if step < 20 else None
+        f = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)) if t is not None else 0.1
+        assert a == pytest.approx(0.01 * f) and b == pytest.approx(0.03 * f)  # groups keep their ratio
+    assert lrs[0][1] == pytest.approx(0.03) and lrs[10][1] == pytest.approx(0.03)  # restart
+    assert lrs[9][1] < lrs[5][1] < lrs[1][1]
+
+
+def test_state_roundtrip():
+    opt, sch = make()
+    for _ in range(7):
+        sch.step()
+    opt2, sch2 = make()
+    sch2.load_state_dict(sch.state_dict())
+    assert [g["lr"] for g in opt2.param_groups] == [g["lr"] for g in opt.param_groups]
+
+
+def test_schedule_shape_follows_epochs():
+    assert schedule_shape(24, None, 1) == (24, 1)
+    assert schedule_shape(10, None, 2) == (5, 2)
+    assert schedule_shape(16, 4, None) == (4, 4)
+    assert schedule_shape(10, 4, None) == (4, 3)
+    assert schedule_shape(16, 4, 2) == (4, 2)
