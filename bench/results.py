@@ -1,0 +1,41 @@
+"""Writing benchmark figures into bench/RESULTS.md, one marked section per benchmark."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sys
+from datetime import date
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), {date.today().isoformat()}")
+
+
+def write_section(name: str, command: str, body: str) -> None:
+    header = "# Benchmark results\n\nEach section is rewritten by the script named in it.\n"
+    text = RESULTS.read_text() if RESULTS.is_file() else header
+    block = (f"<!-- {name} -->\n## {name}\n\nCommand: `{command}`  \nMachine: {machine()}\n\n{body.strip()}\n"
+             f"<!-- /{name} -->")
+    pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    from hpa.io import atomic_write_text
+
+    atomic_write_text(RESULTS, text)
+    print(block)

@@ -1,0 +1,166 @@
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import models
+from conftest import ROOT
+from hpa.config import load_arch_config
+from models.gapnet import GapNetPL
+from models.heads import AdaptiveConcatPool2d
+from models.pretrained import WeightsError
+
+ARCHS = models.list_archs()
+
+
+def test_registry_lists_the_paper_archs():
+    for a in ("resnet50", "resnet101", "inception_v4", "densenet121", "densenet169", "se_resnext50", "senet154",
+              "gapnet_pl", "tiny_cnn"):
+        assert a in ARCHS
+
+
+def test_unknown_arch_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown arch 'resnet5'; valid archs: .*resnet50.*se_resnext50"):
+        models.build_model("resnet5")
+
+
+def test_train_fold_takes_arch_choices_from_the_registry():
+    r = subprocess.run([sys.executable, "train_fold.py", "--arch", "nope", "--fold", "0"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "invalid choice: 'nope'" in r.stderr and "se_resnext50" in r.stderr
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_arch_takes_4_channels_and_any_size(arch):
+    torch.manual_seed(0)
+    m = models.build_model(arch).eval()
+    first = next(mod for mod in m.modules() if isinstance(mod, nn.Conv2d))
+    assert first.in_channels == 4
+    with torch.no_grad():
+        for shape in ((2, 4, 64, 64), (2, 4, 96, 128)):
+            out = m(torch.rand(*shape))
+            assert out.shape == (2, 28) and torch.isfinite(out).all()
+
+
+def test_acp_shape_and_channel_order():
+    x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
+    x[1, 2, 0, 0] = 1000.0
+    out = AdaptiveConcatPool2d()(x)
+    assert out.shape == (2, 6)
+    assert torch.allclose(out[:, :3], x.mean((2, 3)))  # average first
+    assert torch.allclose(out[:, 3:], x.amax((2, 3)))  # then max
+    assert out[1, 5] == 1000.0
+    assert AdaptiveConcatPool2d.feat_mult == 2
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHS if a != "gapnet_pl"])
+def test_head_matches_config(arch):
+    cfg = load_arch_config(arch)["model"]
+    m = models.build_model(arch)
+    linears = [x for x in m.head if isinstance(x, nn.Linear)]
+    drops = [x.p for x in m.head if isinstance(x, nn.Dropout)]
+    assert [lin.out_features for lin in linears] == cfg["head_hidden"] + [28]
+    assert drops == cfg["head_dropout"]
+    # the head's input width is computed from the encoder and the pooling, never hard-coded
+    with torch.no_grad():
+        feats = m.eval().encoder(torch.rand(2, 4, 96, 96))
+    assert linears[0].in_features == feats.shape[1] * m.pool.feat_mult
+
+
+def test_paper_head_sizes():
+    r50 = models.build_model("resnet50")
+    assert [x.out_features for x in r50.head if isinstance(x, nn.Linear)] == [1024, 28]
+    assert r50.head[0].in_features == 4096
+    r101 = models.build_model("resnet101")
+    assert [(x.in_features, x.out_features) for x in r101.head if isinstance(x, nn.Linear)] == \
+        [(4096, 4096), (4096, 1024), (1024, 28)]
+    assert [x.p for x in r101.head if isinstance(x, nn.Dropout)] == [0.25, 0.5]
+    assert models.build_model("inception_v4").head[0].in_features == 3072
+
+
+def test_overrides_win_over_config():
+    m = models.build_model("tiny_cnn", head_hidden=[32, 16], head_dropout=[0.1, 0.3], pool="avg")
+    assert [x.out_features for x in m.head if isinstance(x, nn.Linear)] == [32, 16, 28]
+    assert m.head[0].in_features == 128  # avg pooling: feat_mult 1
+
+
+def test_layer_groups_partition_the_parameters():
+    m = models.build_model("resnet18")
+    every = {id(p) for p in m.parameters()}
+    for n in (2, 3):
+        groups = m.layer_groups(n)
+        ids = [id(p) for g in groups for p in g]
+        assert len(groups) == n and len(ids) == len(set(ids)) and set(ids) == every
+        assert {id(p) for p in groups[-1]} == {id(p) for p in m.head.parameters()}
+
+
+def _three_channel_state(timm_name):
+    import timm
+
+    torch.manual_seed(1)
+    return timm.create_model(timm_name, pretrained=False, in_chans=3, num_classes=1000).state_dict()
+
+
+@pytest.mark.parametrize("fmt", ["pth", "safetensors"])
+def test_pretrained_weights_from_local_file(tmp_path, fmt):
+    sd = _three_channel_state("resnet18")
+    path = tmp_path / f"resnet18.{fmt}"
+    if fmt == "pth":
+        torch.save({"state_dict": {"module." + k: v for k, v in sd.items()}}, path)  # wrapped, DataParallel keys
+    else:
+        from safetensors.torch import save_file
+        save_file(sd, str(path))
+    m = models.build_model("resnet18", pretrained=str(path))
+    w3, w4 = sd["conv1.weight"], m.encoder.conv1.weight.detach()
+    assert w4.shape[1] == 4
+    # documented rule: RGB kernels repeated (R, G, B, R) and scaled by 3/4
+    assert torch.allclose(w4[:, :3], w3 * 0.75)
+    assert torch.allclose(w4[:, 3], w3[:, 0] * 0.75)
+    assert torch.equal(m.encoder.layer4[1].conv2.weight, sd["layer4.1.conv2.weight"])
+
+
+def test_cadene_se_resnext50_state_dict_loads(tmp_path):
+    """Cadene pretrainedmodels' se_resnext50_32x4d uses the key layout of timm's legacy model."""
+    sd = _three_channel_state("legacy_seresnext50_32x4d")
+    assert "last_linear.weight" in sd and "layer0.conv1.weight" in sd
+    path = tmp_path / "se_resnext50_32x4d-a260b3a4.pth"
+    torch.save(sd, path)
+    m = models.build_model("se_resnext50", pretrained=str(path))
+    assert torch.allclose(m.encoder.layer0.conv1.weight[:, :3], sd["layer0.conv1.weight"] * 0.75)
+    assert torch.equal(m.encoder.layer3[2].se_module.fc1.weight, sd["layer3.2.se_module.fc1.weight"])
+
+
+def test_wrong_or_missing_weights_name_the_file(tmp_path):
+    with pytest.raises(WeightsError, match="nope.pth: weights file not found"):
+        models.build_model("resnet18", pretrained=str(tmp_path / "nope.pth"))
+    path = tmp_path / "r50.pth"
+    torch.save(_three_channel_state("resnet50"), path)
+    with pytest.raises(WeightsError, match="r50.pth: .*shape"):
+        models.build_model("resnet18", pretrained=str(path))
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="bad.pth: cannot read weights"):
+        models.build_model("resnet18", pretrained=str(bad))
+
+
+def test_random_init_says_so(caplog):
+    with caplog.at_level(logging.INFO):
+        models.build_model("resnet18")
+    assert "no --pretrained weights given, random initialisation" in caplog.text
+
+
+def test_gapnet_structure_and_regularisation():
+    base, extra = GapNetPL(), GapNetPL(extra_first_stage=2)
+    n_conv = lambda m: sum(isinstance(x, nn.Conv2d) for x in m.stage1)  # noqa: E731
+    assert n_conv(base) == 1 and n_conv(extra) == 3
+    assert base.head[0].in_features == 32 + 64 + 128
+    assert [x.out_features for x in base.head if isinstance(x, nn.Linear)] == [256, 256, 28]
+    assert [x.p for x in base.head if isinstance(x, nn.AlphaDropout)] == [0.3, 0.3]
+    ws = [m.weight for m in base.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    expected = 1e-7 * sum(w.abs().sum() for w in ws) + 1e-5 * sum((w ** 2).sum() for w in ws)
+    assert torch.allclose(base.regularization(1e-7, 1e-5), expected)
+    assert np.isfinite(base.regularization(1e-7, 1e-5).item())
