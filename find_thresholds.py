@@ -5,7 +5,8 @@
 
 The OOF files (quoted globs or paths) of the folds of one model are concatenated. Methods: see
 hpa/thresholds.py (`paper`: global grid then greedy per class; `exact`: each class's optimum
-over every cut point; `flat`: 0.5). Writes the JSON (thresholds, macro F1), a per-class CSV and
+over every cut point; `shrink` (default): exact pulled toward the global value for rare
+classes; `flat`: 0.5). Writes the JSON (thresholds, macro F1), a per-class CSV and
 a PNG beside it.
 """
 
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--oof", nargs="+", required=True, help="OOF prediction files or quoted globs")
     ap.add_argument("--labels", type=Path, required=True, help="Id,Target CSV")
-    ap.add_argument("--method", choices=METHODS, default="exact")
+    ap.add_argument("--method", choices=METHODS, default="shrink")
     ap.add_argument("--out", type=Path, default=Path("thresholds.json"))
     a = ap.parse_args(argv)
     try:

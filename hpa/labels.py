@@ -105,35 +105,39 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     return df
 
 
-def read_ids(path: Path, column: str = "Id") -> list[str]:
-    """Read and validate the Id column of any CSV (duplicates and unsafe Ids are errors)."""
+def read_ids(path: Path, column: str = "Id", allow_duplicates: bool = False) -> list[str]:
+    """Read and validate the Id column of any CSV (unsafe Ids, and duplicates unless allowed, are errors)."""
     df = _read_csv(path, (column,))
     ids = []
     seen: dict[str, int] = {}
     for i, raw in enumerate(df[column].tolist()):
         row = i + 2  # 1-based, header is row 1
         sid = validate_id(raw, f"{path}, row {row}: ")
-        if sid in seen:
+        if sid in seen and not allow_duplicates:
             raise LabelError(f"{path}, row {row}: duplicate Id {sid!r} (first at row {seen[sid]})")
-        seen[sid] = row
+        seen.setdefault(sid, row)
         ids.append(sid)
     return ids
 
 
-def read_labels(path: Path) -> pd.DataFrame:
+def read_labels(path: Path, duplicates: str = "error") -> pd.DataFrame:
     """Read an `Id,Target` CSV. Returns a frame with Id, Target (normalised) and a `y` matrix in attrs.
 
     Every row is validated; the error names the file and the 1-based row (header = row 1).
+    `duplicates="union"` merges repeated Ids into one row with the union of their labels (the
+    community's leak tables list some test Ids twice, with label sets that differ).
     """
+    if duplicates not in ("error", "union"):
+        raise ValueError(f"duplicates must be 'error' or 'union', got {duplicates!r}")
     df = _read_csv(path, ("Id", "Target"))
-    ids = read_ids(path)
-    targets = []
-    y = np.zeros((len(df), NUM_CLASSES), dtype=np.float32)
-    for i, t in enumerate(df["Target"].tolist()):
-        classes = parse_target(t, f"{path}, row {i + 2}: ")
-        y[i, classes] = 1.0
-        targets.append(format_target(classes))
-    out = pd.DataFrame({"Id": ids, "Target": targets})
+    ids = read_ids(path, allow_duplicates=duplicates == "union")
+    merged: dict[str, set[int]] = {}
+    for i, (sid, t) in enumerate(zip(ids, df["Target"].tolist())):
+        merged.setdefault(sid, set()).update(parse_target(t, f"{path}, row {i + 2}: "))
+    out = pd.DataFrame({"Id": list(merged), "Target": [format_target(c) for c in merged.values()]})
+    y = np.zeros((len(merged), NUM_CLASSES), dtype=np.float32)
+    for i, classes in enumerate(merged.values()):
+        y[i, list(classes)] = 1.0
     out.attrs["y"] = y
     return out
 

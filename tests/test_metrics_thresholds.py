@@ -10,8 +10,10 @@ from hpa.thresholds import (
     apply_thresholds,
     exact_threshold,
     exact_thresholds,
+    global_threshold,
     paper_thresholds,
     per_class_table,
+    shrunk_thresholds,
 )
 
 
@@ -71,6 +73,17 @@ def test_paper_thresholds_match_brute_force_grid_search():
 def test_exact_beats_or_equals_paper_on_the_fitting_data():
     p, y = random_problem(n=400, seed=5)
     assert macro_f1(y, p >= exact_thresholds(p, y)) >= macro_f1(y, p >= paper_thresholds(p, y)) - 1e-12
+
+
+def test_shrunk_thresholds_formula():
+    p, y = random_problem(n=300, seed=2)
+    n = y.sum(0)
+    g = max(PAPER_GRID, key=lambda v: (macro_f1(y, p >= v), -v))
+    assert global_threshold(p, y) == pytest.approx(g)
+    expected = (n * exact_thresholds(p, y) + 10 * g) / (n + 10)
+    assert np.allclose(shrunk_thresholds(p, y), expected)
+    with np.errstate(invalid="ignore"):  # k = 0 leaves 0/0 for classes without positives
+        assert shrunk_thresholds(p, y, k=0)[n > 0] == pytest.approx(exact_thresholds(p, y)[n > 0])
 
 
 def test_empty_rows_get_their_closest_class():
