@@ -5,9 +5,9 @@
 
 For each fold, the run's best.pt predicts the fold's validation Ids (the OOF file) and the Ids of
 sample_submission.csv (the test file): predictions/<arch>_<size>_f<fold>_{oof,test}.csv.
-TTA: the probabilities (after the sigmoid) are averaged over the first --tta of the 8 dihedral
-transforms (identity, h-flip, v-flip, rot180, rot90, rot270, transpose, anti-transpose) and over
-every --sizes value, the prepared image being resized to each size.
+TTA: the probabilities (after the sigmoid) are averaged over the --tta dihedral transforms
+(in this order: id, hflip, vflip, rot180, rot90, rot270, transpose, antitranspose) and over every
+--sizes value, the prepared image being resized to each size.
 With --images, every sample found in the folder (any format hpa.io reads; or the Ids of --ids)
 is predicted by all the given folds' models, and a CSV of probabilities, the predicted class
 names (per-class thresholds from --thresholds, else 0.5) is written.
@@ -52,7 +52,7 @@ def dihedral(x: torch.Tensor, name: str) -> torch.Tensor:
         "rot90": lambda t: t.rot90(1, (2, 3)),
         "rot270": lambda t: t.rot90(3, (2, 3)),
         "transpose": lambda t: t.transpose(2, 3),
-        "antitranspose": lambda t: t.rot90(1, (2, 3)).flip(2),
+        "antitranspose": lambda t: t.transpose(2, 3).flip(2, 3),
     }[name](x)
 
 
@@ -85,7 +85,7 @@ def load_run_model(run_dir: Path, device: torch.device) -> tuple[torch.nn.Module
 
 
 @torch.no_grad()
-def predict(models: list[torch.nn.Module], ids: list[str], sizes: list[int], n_tta: int, batch_size: int,
+def predict(models: list[torch.nn.Module], ids: list[str], sizes: list[int], tta: tuple[str, ...], batch_size: int,
             device: torch.device, amp: str, workers: int, desc: str, **source) -> np.ndarray:
     """Mean sigmoid probability over models x sizes x TTA transforms, N x 28."""
     total = np.zeros((len(ids), len(CLASS_NAMES)))
@@ -96,12 +96,24 @@ def predict(models: list[torch.nn.Module], ids: list[str], sizes: list[int], n_t
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             acc = torch.zeros(len(x), len(CLASS_NAMES), device=device)
             for model in models:
-                for name in DIHEDRAL[:n_tta]:
+                for name in tta:
                     with autocast(device, amp):
                         acc += torch.sigmoid(model(dihedral(x, name)).float())
             total[row:row + len(x)] += acc.cpu().numpy()
             row += len(x)
-    return total / (len(sizes) * len(models) * n_tta)
+    return total / (len(sizes) * len(models) * len(tta))
+
+
+def parse_tta(v: str) -> tuple[str, ...]:
+    if v.isdigit():
+        if not 1 <= int(v) <= len(DIHEDRAL):
+            raise argparse.ArgumentTypeError(f"--tta {v}: a count must be 1..8")
+        return DIHEDRAL[: int(v)]
+    names = tuple(n.strip() for n in v.split(",") if n.strip())
+    bad = [n for n in names if n not in DIHEDRAL]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"--tta {v}: unknown transform(s) {bad}; choose from {', '.join(DIHEDRAL)}")
+    return names
 
 
 def find_image_ids(directory: Path) -> list[str]:
@@ -119,8 +131,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--size", type=int, required=True, help="the training size (names the run)")
     ap.add_argument("--folds", type=int, nargs="+", default=[0], help="folds whose runs to use")
     ap.add_argument("--sizes", type=int, nargs="+", help="inference sizes (default: --size)")
-    ap.add_argument("--tta", type=int, default=8, choices=range(1, 9), metavar="1..8",
-                    help="number of dihedral transforms to average (default 8)")
+    ap.add_argument("--tta", type=parse_tta, default=DIHEDRAL,
+                    help="dihedral transforms to average: a count 1..8 (the first N of the order above) or "
+                         "names, e.g. id,hflip,vflip (default: all 8)")
     ap.add_argument("--data-dir", type=Path, help="dataset directory (default: the run's)")
     ap.add_argument("--runs", type=Path, default=Path("runs"))
     ap.add_argument("--out-dir", type=Path, default=Path("predictions"))
@@ -139,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     for r in run_dirs:
         if not (r / "best.pt").is_file():
             sys.exit(f"error: {r / 'best.pt'} not found; train that fold first (train_fold.py)")
-    common = dict(sizes=sizes, n_tta=a.tta, batch_size=a.batch_size, device=device, amp=a.amp, workers=a.workers)
+    common = dict(sizes=sizes, tta=a.tta, batch_size=a.batch_size, device=device, amp=a.amp, workers=a.workers)
 
     if a.images:
         try:

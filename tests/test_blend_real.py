@@ -89,6 +89,13 @@ def test_bad_prediction_sets_are_named(real, tmp_path):
     _rewrite(d / test_file.name, test_file, lambda df: df.iloc[:-5])
     r = blend(tmp_path, "--out", tmp_path / "s.csv")
     assert r.returncode != 0 and "team4gapnet_512_f0_test.csv: 5 Ids missing" in r.stderr
+    def extra_row(df):
+        row = df.iloc[[0]].copy()
+        row["Id"] = "not-in-sample-submission"
+        return pd.concat([df, row])
+    _rewrite(d / test_file.name, test_file, extra_row)
+    r = blend(tmp_path, "--out", tmp_path / "s.csv")
+    assert r.returncode != 0 and "team4gapnet_512_f0_test.csv: 1 unexpected Ids" in r.stderr
     (tmp_path / test_file.name).write_bytes((d / test_file.name).read_bytes())
 
     oof_file = tmp_path / "team5xception_512_f0_oof.csv"

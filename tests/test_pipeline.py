@@ -105,3 +105,29 @@ def test_submission_format_and_the_model_learned(pipeline):
     baseline = best_constant_macro_f1(y)
     assert score > baseline + 0.1, (score, baseline)
     assert (work / "report.md").is_file() and (work / "report.png").is_file()
+
+
+def test_multi_size_tta_prediction(pipeline, tmp_path):
+    d, work, _ = pipeline
+    run("predict_tta.py", "--arch", "tiny_cnn", "--size", 64, "--folds", 0, "--sizes", 64, 80, "--tta", "id,rot90",
+        "--data-dir", d, "--runs", work / "runs", "--out-dir", tmp_path)
+    ids, multi = read_predictions(tmp_path / "tiny_cnn_64_f0_oof.csv")
+    ids1, single = read_predictions(work / "predictions" / "tiny_cnn_64_f0_oof.csv")
+    assert ids == ids1 and multi.shape == single.shape
+    assert not np.allclose(multi, single) and np.corrcoef(multi.ravel(), single.ravel())[0, 1] > 0.9
+
+
+def test_predict_a_biologists_own_images(pipeline, real_samples, tmp_path):
+    _, work, _ = pipeline
+    images, rows = real_samples
+    out = tmp_path / "mine.csv"
+    run("predict_tta.py", "--arch", "tiny_cnn", "--size", 64, "--folds", 0, 1, "--tta", 2, "--images", images,
+        "--runs", work / "runs", "--thresholds", work / "thresholds.json", "--out", out)
+    df = pd.read_csv(out)
+    assert sorted(df["Id"]) == sorted(r[0] for r in rows)  # 512, 2048 and 3072 px samples
+    assert df.columns.tolist() == COLUMNS + ["predicted"]
+    probs = df[COLUMNS[1:]].to_numpy()
+    assert ((probs >= 0) & (probs <= 1)).all()
+    from hpa.labels import CLASS_NAMES
+    for names in df["predicted"]:
+        assert names and all(n in CLASS_NAMES for n in names.split("; "))
