@@ -58,8 +58,8 @@ def to_uint8(img: np.ndarray, path: Path) -> np.ndarray:
     raise SampleError(f"{path}: unsupported pixel type {img.dtype} (expected 8- or 16-bit)")
 
 
-def _decode_png_or_jpg(path: Path, color: str, jpg: bool) -> np.ndarray:
-    data = path.read_bytes()
+def decode_channel(data: bytes, path: Path | str, color: str, jpg: bool) -> np.ndarray:
+    """Decode one stain's PNG or JPEG bytes to a 2-D array; `path` only names it in errors."""
     # libpng/libjpeg only warn on some truncations and return a partly grey image;
     # check the end-of-stream markers so a cut download is never silently accepted.
     if jpg and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
@@ -113,14 +113,23 @@ def read_channel(path: Path, color: str) -> np.ndarray:
                 img = img[..., "rgb".index(color[0])] if color != "yellow" else \
                     ((img[..., 0].astype(np.uint32) + img[..., 1]) // 2).astype(img.dtype)
         else:
-            img = _decode_png_or_jpg(path, color, jpg=ext in ("jpg", "jpeg"))
+            img = decode_channel(path.read_bytes(), path, color, jpg=ext in ("jpg", "jpeg"))
     except SampleError:
         raise
     except Exception as e:  # tifffile raises many kinds on corrupt files
         raise SampleError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
+    return _single_channel(img, path)
+
+
+def _single_channel(img: np.ndarray, path: Path | str) -> np.ndarray:
     if img.ndim != 2:
         raise SampleError(f"{path}: expected a single-channel image, got shape {img.shape}")
     return to_uint8(img, path)
+
+
+def decode_jpeg_channel(data: bytes, name: str, color: str) -> np.ndarray:
+    """An HPAv18 stain JPEG (RGB) from memory -> the stain's 2-D uint8 plane."""
+    return _single_channel(decode_channel(data, name, color, jpg=True), name)
 
 
 def read_sample(directory: Path, sample_id: str, ext: str | None = None) -> np.ndarray:

@@ -1,0 +1,162 @@
+"""download.py against a loopback HTTP server that serves real HPA samples as HPAv18-style RGB
+JPEGs and injects faults: HTTP 500, timeouts, cut bodies, dropped connections, 404."""
+
+import os
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from hpa.io import read_channel, read_sample
+from hpa.labels import COLORS
+from input_prep import download
+
+EXT_IDS = ["10580_1610_C1_1", "10580_1610_C1_2", "777_88_D2_1"]
+
+
+class Server:
+    def __init__(self, files: dict[str, bytes]):
+        self.files, self.faults, self.hits = files, {}, Counter()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                outer.hits[self.path] += 1
+                plan = outer.faults.get(self.path, [])
+                fault = plan.pop(0) if plan else None
+                body = outer.files.get(self.path)
+                if fault == "drop":
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                if fault == "timeout":
+                    time.sleep(1.5)
+                if body is None or fault == "404":
+                    self.send_error(404)
+                    return
+                if fault == "500":
+                    self.send_error(500)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2] if fault == "truncate" else body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/images"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def served(real_samples):
+    images, rows = real_samples
+    sources = [rows[0][0], rows[0][0], rows[1][0]]  # the 512 px sample (twice) and a 2048 px one
+    files, planes = {}, {}
+    for ext_id, src in zip(EXT_IDS, sources):
+        img = read_sample(images, src)
+        if img.shape[0] > 1024:
+            img = cv2.resize(img, (1024, 1024), interpolation=cv2.INTER_AREA)
+        folder, _, rest = ext_id.partition("_")
+        for k, c in enumerate(COLORS):
+            plane = img[:, :, k]
+            z = np.zeros_like(plane)
+            r, g, b = {"red": (plane, z, z), "green": (z, plane, z), "blue": (z, z, plane),
+                       "yellow": (plane, plane, z)}[c]
+            ok, buf = cv2.imencode(".jpg", np.dstack([b, g, r]), [cv2.IMWRITE_JPEG_QUALITY, 95])
+            files[f"/images/{folder}/{rest}_{c}.jpg"] = buf.tobytes()
+            planes[(ext_id, c)] = plane
+    server = Server(files)
+    yield server, planes
+    server.close()
+
+
+def table(tmp_path):
+    p = tmp_path / "ext.csv"
+    pd.DataFrame({"Id": EXT_IDS, "Target": ["13 25 0", "0", "21"]}).to_csv(p, index=False)
+    return p
+
+
+def run(tmp_path, server, retries):
+    return download.main(["--out", str(tmp_path / "data"), "--external", str(table(tmp_path)), "--base-url",
+                          server.url, "--workers", "4", "--timeout", "0.5", "--retries", str(retries),
+                          "--backoff", "0.01"])
+
+
+def stored_files_all_decode(d):
+    for p in d.iterdir():
+        assert p.suffix == ".png" and not p.name.startswith("."), p  # no temporary or partial files
+        assert read_channel(p, p.stem.rsplit("_", 1)[1]).ndim == 2
+
+
+def test_url_scheme():
+    assert download.external_url("http://v18.proteinatlas.org/images", "10580_1610_C1_1", "green") == \
+        "http://v18.proteinatlas.org/images/10580/1610_C1_1_green.jpg"
+    with pytest.raises(SystemExit, match="only http"):
+        download.check_base_url("ftp://example.org/images")
+    with pytest.raises(SystemExit, match="only http"):
+        download.check_base_url("file:///etc")
+
+
+def test_faults_are_reported_then_completed_on_rerun(served, tmp_path):
+    server, planes = served
+    server.hits.clear()
+    faulty = {"/images/10580/1610_C1_1_green.jpg": ["500"], "/images/10580/1610_C1_2_red.jpg": ["truncate"],
+              "/images/10580/1610_C1_2_blue.jpg": ["drop"], "/images/777/88_D2_1_yellow.jpg": ["timeout"]}
+    server.faults = {k: list(v) for k, v in faulty.items()}
+    assert run(tmp_path, server, retries=0) == 1
+    d = tmp_path / "data"
+    fails = pd.read_csv(d / "download_failures.csv")
+    assert sorted(fails["url"].str.replace(server.url, "/images")) == sorted(faulty)
+    assert set(fails["error"].str[:8]) >= {"HTTP 500"}
+    assert fails["error"].str.contains("cut at").any()
+    stored_files_all_decode(d / "external")
+    assert len(list((d / "external").iterdir())) == 12 - 4
+    assert pd.read_csv(d / "external.csv").empty  # every sample misses a stain
+
+    hits_before = Counter(server.hits)
+    assert run(tmp_path, server, retries=2) == 0
+    assert not (d / "download_failures.csv").exists()
+    assert pd.read_csv(d / "external.csv")["Id"].tolist() == EXT_IDS
+    stored_files_all_decode(d / "external")
+    for path in server.files:  # verified files were skipped, the failed ones fetched again
+        assert server.hits[path] - hits_before[path] == (1 if path in faulty else 0)
+    for (ext_id, c), plane in planes.items():
+        got = read_channel(d / "external" / f"{ext_id}_{c}.png", c)
+        assert got.shape == plane.shape
+        assert np.abs(got.astype(int) - plane).mean() < 5  # JPEG round trip
+    img = read_sample(d / "external", EXT_IDS[2])
+    assert img.shape == (1024, 1024, 4)
+
+
+def test_retries_with_backoff_within_one_run(served, tmp_path):
+    server, _ = served
+    server.hits.clear()
+    path = "/images/10580/1610_C1_1_blue.jpg"
+    server.faults = {path: ["500", "drop", "truncate"], "/images/777/88_D2_1_red.jpg": ["404"]}
+    assert run(tmp_path, server, retries=3) == 1
+    assert server.hits[path] == 4
+    fails = pd.read_csv(tmp_path / "data" / "download_failures.csv")
+    assert fails["error"].tolist() == ["HTTP 404"]
+    assert server.hits["/images/777/88_D2_1_red.jpg"] == 1  # a 404 is not retried
+    assert pd.read_csv(tmp_path / "data" / "external.csv")["Id"].tolist() == EXT_IDS[:2]
+
+
+def test_kaggle_without_credentials_says_how(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    monkeypatch.delenv("KAGGLE_KEY", raising=False)
+    assert download.main(["--out", str(tmp_path / "d"), "--kaggle"]) == 2
+    err = capsys.readouterr().err
+    assert "no Kaggle credentials" in err and os.path.join(str(tmp_path), "kaggle.json") in err
