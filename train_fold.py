@@ -35,6 +35,7 @@ from hpa.losses import LOSSES, build_loss, hard_example_loss  # noqa: E402
 from hpa.metrics import f1_per_class  # noqa: E402
 from hpa.report import plot_training_curves  # noqa: E402
 from hpa.runtime import AMP_MODES, autocast, pick_device  # noqa: E402
+from hpa.sampling import class_counts_table, oversample_plan  # noqa: E402
 from hpa.schedules import CyclicCosine  # noqa: E402
 from models import build_model, list_archs  # noqa: E402
 
@@ -78,7 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     apply_config_defaults(ap, cfg)
     args = ap.parse_args(argv)
     args.model = cfg.get("model", {})
-    for key in ("momentum", "weight_decay", "lr_groups", "cycle_epochs", "cycles", "min_lr_ratio",
+    for key in ("momentum", "weight_decay", "lr_groups", "cycle_epochs", "cycles", "min_lr_ratio", "oversample_target",
+                "oversample_max",
                 "warmup_steps", "alpha_e", "gamma", "focal_alpha", "channels_last", "grad_clip", "l1", "l2"):
         setattr(args, key, cfg.get(key))
     args.crop = args.crop or None
@@ -109,18 +111,22 @@ def build_data(args: argparse.Namespace):
     if args.fold not in set(fold_of.values()):
         raise SystemExit(f"--fold {args.fold}: {folds_csv} has folds {sorted(set(fold_of.values()))}")
     y = labels_matrix(labels)
-    is_val = np.array([fold_of[i] == args.fold for i in labels["Id"]])
+    fold = np.array([fold_of[i] for i in labels["Id"]])
+    is_val, is_train = fold == args.fold, (fold != args.fold) & (fold >= 0)  # fold -1: dropped by make_folds
     ids = labels["Id"].to_numpy()
+    repeats = oversample_plan(y[is_train], args.oversample_target, args.oversample_max)
+    counts = class_counts_table(y[is_train], repeats)
+    train_ids = np.repeat(ids[is_train], repeats).tolist()
     store = prepared_dir(data_dir, args.size, "train")
-    train_ds = HPADataset(store, ids[~is_val].tolist(), y[~is_val], build_transforms(True, args.size, args.crop),
-                          seed=args.seed)
+    train_ds = HPADataset(store, train_ids, np.repeat(y[is_train], repeats, axis=0),
+                          build_transforms(True, args.size, args.crop), seed=args.seed)
     val_ds = HPADataset(store, ids[is_val].tolist(), y[is_val], build_transforms(False, args.size))
     g = torch.Generator().manual_seed(args.seed)
     common = dict(batch_size=args.batch_size, num_workers=args.workers, persistent_workers=False,
                   pin_memory=torch.cuda.is_available())
     train_dl = DataLoader(train_ds, shuffle=True, drop_last=len(train_ds) > args.batch_size, generator=g, **common)
     val_dl = DataLoader(val_ds, shuffle=False, **common)
-    return train_dl, val_dl, y[~is_val].sum(0)
+    return train_dl, val_dl, counts
 
 
 def schedule_shape(epochs: int, cycle_epochs: float | None, cycles: int | None) -> tuple[float, int]:
@@ -202,14 +208,17 @@ def run(args: argparse.Namespace) -> Path:
     if args.amp == "fp16" and device.type != "cuda":
         raise SystemExit("--amp fp16 needs a CUDA device; use --amp bf16 on CPU")
     seed_everything(args.seed)
-    train_dl, val_dl, class_counts = build_data(args)
+    train_dl, val_dl, counts = build_data(args)
+    atomic_write_csv(run_dir / "class_counts.csv", counts)
+    log.info("training samples per class (after oversampling): %s", counts["oversampled"].tolist())
     model = build_model(args.arch, pretrained=str(args.pretrained) if args.pretrained else None,
                         **args.model).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if (args.l1 or args.l2) and not hasattr(model, "regularization"):
         raise SystemExit(f"l1/l2 regularisation is not available for --arch {args.arch}")
-    loss_fn = build_loss(args.loss, class_counts, alpha_e=args.alpha_e, gamma=args.gamma,
+    # E-loss counts distinct samples: repeats of an oversampled image add no new feature volume
+    loss_fn = build_loss(args.loss, counts["count"].to_numpy(), alpha_e=args.alpha_e, gamma=args.gamma,
                          alpha=args.focal_alpha).to(device)
     optimizer = build_optimizer(model, args)
     steps = len(train_dl) if not args.limit_batches else min(len(train_dl), args.limit_batches)

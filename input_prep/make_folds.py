@@ -5,7 +5,9 @@
 
 Writes `Id,fold` and, beside it, `<out stem>_class_counts.csv` (samples per class per fold).
 With --groups, the labels of a group are the union of its members' labels and whole groups are
-stratified, so near-duplicates never sit on both sides of a train/validation split.
+stratified, so near-duplicates never sit on both sides of a train/validation split. With
+--drop-conflicts, the members of a group whose label sets differ get fold -1: training and
+validation both leave them out (their labels contradict each other).
 Stratification: iterative-stratification's MultilabelStratifiedKFold (Sechidis et al. 2011).
 """
 
@@ -39,6 +41,15 @@ def make_folds(ids: list[str], y: np.ndarray, k: int, seed: int, groups: dict[st
     return gfold[inv]
 
 
+def conflicting(ids: list[str], y: np.ndarray, groups: dict[str, str]) -> np.ndarray:
+    """True for samples in a duplicate group whose members do not all share one label set."""
+    group_of = np.array([groups.get(i, i) for i in ids])
+    keys = np.array([hash(r.tobytes()) for r in (y > 0.5)])
+    df = pd.DataFrame({"g": group_of, "k": keys})
+    n_sets = df.groupby("g")["k"].transform("nunique").to_numpy()
+    return n_sets > 1
+
+
 def fold_class_counts(y: np.ndarray, folds: np.ndarray, k: int) -> pd.DataFrame:
     df = pd.DataFrame({f"fold{f}": y[folds == f].sum(0).astype(int) for f in range(k)})
     df.insert(0, "class", range(NUM_CLASSES))
@@ -60,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--groups", type=Path, help="Id,group CSV from dedup.py")
+    ap.add_argument("--drop-conflicts", action="store_true", help="fold -1 for duplicates with differing labels")
     a = ap.parse_args(argv)
     if a.folds < 2:
         ap.error(f"--folds {a.folds}: need at least 2")
@@ -73,13 +85,20 @@ def main(argv: list[str] | None = None) -> None:
         groups = dict(zip(g["Id"], g["group"]))
     y = labels_matrix(labels)
     folds = make_folds(labels["Id"].tolist(), y, a.folds, a.seed, groups)
+    if a.drop_conflicts:
+        if not groups:
+            ap.error("--drop-conflicts needs --groups")
+        drop = conflicting(labels["Id"].tolist(), y, groups)
+        folds[drop] = -1
+        print(f"dropped {int(drop.sum())} samples of duplicate groups with conflicting labels (fold -1)")
     atomic_write_csv(a.out, pd.DataFrame({"Id": labels["Id"], "fold": folds}))
-    counts = fold_class_counts(y, folds, a.folds)
+    keep = folds >= 0
+    counts = fold_class_counts(y[keep], folds[keep], a.folds)
     counts_path = a.out.with_name(a.out.stem + "_class_counts.csv")
     atomic_write_csv(counts_path, counts)
     print(counts.to_string(index=False))
     print(f"largest deviation of a class share in a fold from the whole: "
-          f"{max_proportion_deviation(y, folds, a.folds):.3f} percentage points")
+          f"{max_proportion_deviation(y[keep], folds[keep], a.folds):.3f} percentage points")
     print(f"wrote {a.out} and {counts_path}")
 
 
