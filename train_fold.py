@@ -204,6 +204,8 @@ def evaluate_single_epoch(model, loader, loss_fn, args, device) -> tuple[float, 
 def run(args: argparse.Namespace) -> Path:
     run_dir = Path(args.out_root) / f"{args.arch}_{args.size}" / f"f{args.fold}"
     run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in run_dir.glob(".*.tmp"):  # left by a writer killed mid-write; the real files are intact
+        stale.unlink()
     device = pick_device(args.device)
     if args.amp == "fp16" and device.type != "cuda":
         raise SystemExit("--amp fp16 needs a CUDA device; use --amp bf16 on CPU")

@@ -1,0 +1,89 @@
+"""Training behaviour: kill and resume, non-finite losses, configs."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT
+from hpa.checkpoint import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def data(tiny_demo):
+    d = tiny_demo
+    if not (d / "prepared" / "64").is_dir():
+        subprocess.run([sys.executable, "input_prep/prepare.py", "--data-dir", d, "--size", "64"], cwd=ROOT, check=True,
+                       capture_output=True)
+    if not (d / "folds.csv").is_file():
+        subprocess.run([sys.executable, "input_prep/make_folds.py", "--labels", d / "train.csv", "--folds", "2",
+                        "--out", d / "folds.csv"], cwd=ROOT, check=True, capture_output=True)
+    return d
+
+
+def cmd(d, out, *extra):
+    return [sys.executable, "train_fold.py", "--arch", "tiny_cnn", "--fold", "0", "--size", "64", "--data-dir", str(d),
+            "--out-root", str(out), "--epochs", "4", "--batch-size", "8", *map(str, extra)]
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(data, tmp_path):
+    ref = subprocess.run(cmd(data, tmp_path / "ref"), cwd=ROOT, capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr
+    run_dir = tmp_path / "killed" / "tiny_cnn_64" / "f0"
+    p = subprocess.Popen(cmd(data, tmp_path / "killed"), cwd=ROOT, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    seen = set()
+    while p.poll() is None:  # wait for epoch 1 to be saved, checking every checkpoint that appears
+        if (run_dir / "log.csv").is_file() and len(pd.read_csv(run_dir / "log.csv")) >= 1:
+            time.sleep(0.2)  # into epoch 2
+            p.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    p.wait()
+    assert p.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    for name in ("last.pt", "best.pt"):
+        ck = load_checkpoint(run_dir / name)  # complete and loadable, never truncated
+        seen.add(ck["epoch"])
+    assert max(seen) < 4
+    res = subprocess.run(cmd(data, tmp_path / "killed", "--resume"), cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    a = pd.read_csv(tmp_path / "ref" / "tiny_cnn_64" / "f0" / "log.csv")
+    b = pd.read_csv(run_dir / "log.csv")
+    cols = ["train_loss", "val_loss", "val_macro_f1"]
+    assert len(b) == 4 and list(b["epoch"]) == [1, 2, 3, 4]
+    # same seed, same data order and augmentations: equal up to floating-point noise
+    assert (a[cols] - b[cols]).abs().max().max() < 1e-4
+    ka, kb = load_checkpoint(tmp_path / "ref" / "tiny_cnn_64" / "f0" / "last.pt"), load_checkpoint(run_dir / "last.pt")
+    for k in ka["model"]:
+        assert torch.allclose(ka["model"][k].float(), kb["model"][k].float(), atol=1e-4), k
+    assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
+    cfg = tmp_path / "explode.yaml"
+    cfg.write_text(yaml.safe_dump({"optimizer": "sgd", "lr": 1.0e12, "lr_groups": [1.0, 1.0], "momentum": 0.0}))
+    r = subprocess.run(cmd(data, tmp_path, "--config", cfg, "--amp", "off"), cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "loss is nan" in r.stderr or "loss is inf" in r.stderr
+    assert "last good checkpoint is kept" in r.stderr
+    run_dir = tmp_path / "tiny_cnn_64" / "f0"
+    if (run_dir / "last.pt").exists():
+        ck = load_checkpoint(run_dir / "last.pt")
+        assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+def test_flags_override_config_and_merged_config_is_saved(data, tmp_path):
+    r = subprocess.run(cmd(data, tmp_path, "--lr", "0.0007", "--limit-batches", "2") + ["--epochs", "1"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    saved = yaml.safe_load((tmp_path / "tiny_cnn_64" / "f0" / "config.yaml").read_text())
+    assert saved["lr"] == 0.0007 and saved["epochs"] == 1  # flags win
+    assert saved["optimizer"] == "adamw" and saved["model"]["width"] == 16  # from configs/tiny_cnn.yaml
+    assert saved["momentum"] == 0.9 and saved["oversample_max"] == 4  # from configs/default.yaml
+    counts = pd.read_csv(tmp_path / "tiny_cnn_64" / "f0" / "class_counts.csv")
+    assert (counts["oversampled"] >= counts["count"]).all() and (counts["oversampled"] > counts["count"]).any()
