@@ -10,6 +10,9 @@ Writes runs/<arch>_<size>/f<fold>/: config.yaml (merged), log.csv, curves.png, l
 from __future__ import annotations
 
 import argparse
+import copy
+import itertools
+import json
 import logging
 import math
 import os
@@ -29,14 +32,14 @@ from tqdm import tqdm  # noqa: E402
 from hpa.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: E402
 from hpa.config import apply_config_defaults, deep_merge, load_arch_config, read_yaml, save_yaml  # noqa: E402
 from hpa.dataset import HPADataset, build_transforms, prepared_dir  # noqa: E402
-from hpa.io import atomic_write_csv  # noqa: E402
+from hpa.io import atomic_write_csv, atomic_write_text  # noqa: E402
 from hpa.labels import labels_matrix, read_labels  # noqa: E402
 from hpa.losses import LOSSES, build_loss, hard_example_loss  # noqa: E402
 from hpa.metrics import f1_per_class  # noqa: E402
-from hpa.report import plot_training_curves  # noqa: E402
+from hpa.report import plot_lr_find, plot_lr_schedule, plot_training_curves  # noqa: E402
 from hpa.runtime import AMP_MODES, autocast, pick_device  # noqa: E402
 from hpa.sampling import class_counts_table, oversample_plan  # noqa: E402
-from hpa.schedules import CyclicCosine  # noqa: E402
+from hpa.schedules import CyclicCosine, lr_range_test  # noqa: E402
 from models import build_model, list_archs  # noqa: E402
 
 log = logging.getLogger("train_fold")
@@ -71,6 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ap.add_argument("--out-root", type=Path, default=Path("runs"))
     ap.add_argument("--resume", action="store_true", help="continue from last.pt of this run")
+    ap.add_argument("--find-lr", choices=["off", "report", "use"], default="off",
+                    help="LR range test before training: report the chosen LR, or also train with it")
+    ap.add_argument("--find-lr-steps", type=int, default=100)
     ap.add_argument("--limit-batches", type=int, default=0, help="stop each epoch after N batches (smoke tests)")
     pre, _ = ap.parse_known_args(argv)
     cfg = load_arch_config(pre.arch) if pre.arch in list_archs() else {}
@@ -89,6 +95,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def config_dict(args: argparse.Namespace) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+
+
+def save_json(path: Path, data: dict) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1))
 
 
 def seed_everything(seed: int) -> None:
@@ -149,38 +159,73 @@ def build_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.o
     return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
 
 
-def train_single_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, args, device, epoch) -> float:
+def train_step(model, x, y, loss_fn, optimizer, scaler, args, device) -> float:
+    """One optimizer step; returns the batch's mean per-sample loss (before hard-example selection)."""
+    x = x.to(device, non_blocking=True)
+    if args.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = y.to(device, non_blocking=True)
+    with autocast(device, args.amp):
+        logits = model(x)
+    per_sample = loss_fn(logits.float(), y)
+    loss = hard_example_loss(per_sample, args.hard_k)
+    if args.l1 or args.l2:
+        loss = loss + model.regularization(args.l1 or 0.0, args.l2 or 0.0)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss is {loss.item()}")
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if args.grad_clip:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return per_sample.mean().item()
+
+
+def train_single_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, args, device, epoch,
+                       lr_steps: list[float]) -> float:
     model.train()
     total, n = 0.0, 0
     bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, dynamic_ncols=True)
     for step, (x, y) in enumerate(bar):
         if args.limit_batches and step >= args.limit_batches:
             break
-        x = x.to(device, non_blocking=True)
-        if args.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = y.to(device, non_blocking=True)
-        with autocast(device, args.amp):
-            logits = model(x)
-        per_sample = loss_fn(logits.float(), y)
-        loss = hard_example_loss(per_sample, args.hard_k)
-        if args.l1 or args.l2:
-            loss = loss + model.regularization(args.l1 or 0.0, args.l2 or 0.0)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"epoch {epoch}, batch {step}: loss is {loss.item()}; stopping "
-                                     "(the last good checkpoint is kept). Try a lower --lr or --amp off.")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if args.grad_clip:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        lr_steps.append(optimizer.param_groups[-1]["lr"])
+        try:
+            loss = train_step(model, x, y, loss_fn, optimizer, scaler, args, device)
+        except FloatingPointError as e:
+            raise FloatingPointError(f"epoch {epoch}, batch {step}: {e}; stopping (the last good checkpoint is "
+                                     "kept). Try a lower --lr or --amp off.") from None
         scheduler.step()
-        total += per_sample.mean().item() * len(x)
+        total += loss * len(x)
         n += len(x)
         bar.set_postfix(loss=f"{total / n:.4f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}")
     return total / max(n, 1)
+
+
+def find_lr(model, train_dl, loss_fn, args, device, run_dir: Path) -> float:
+    """Run the LR range test from a copy of the initial state, restore it, report the chosen LR."""
+    init = copy.deepcopy(model.state_dict())
+    optimizer = build_optimizer(model, args)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
+    batches = itertools.chain.from_iterable(itertools.repeat(train_dl))
+    model.train()
+
+    def step() -> float:
+        x, y = next(batches)
+        try:
+            return train_step(model, x, y, loss_fn, optimizer, scaler, args, device)
+        except FloatingPointError:
+            return math.inf
+
+    result = lr_range_test(step, optimizer, start_lr=1e-5, end_lr=10.0, steps=args.find_lr_steps)
+    model.load_state_dict(init)
+    save_json(run_dir / "lr_find.json", result)
+    plot_lr_find(result, run_dir / "lr_find.png")
+    print(f"[{args.arch} f{args.fold}] LR range test: chosen lr {result['chosen_lr']:.3g} "
+          f"({len(result['lrs'])} steps; plot {run_dir / 'lr_find.png'})", flush=True)
+    return result["chosen_lr"]
 
 
 @torch.no_grad()
@@ -222,6 +267,10 @@ def run(args: argparse.Namespace) -> Path:
     # E-loss counts distinct samples: repeats of an oversampled image add no new feature volume
     loss_fn = build_loss(args.loss, counts["count"].to_numpy(), alpha_e=args.alpha_e, gamma=args.gamma,
                          alpha=args.focal_alpha).to(device)
+    if args.find_lr != "off":
+        chosen = find_lr(model, train_dl, loss_fn, args, device, run_dir)
+        if args.find_lr == "use":
+            args.lr = chosen
     optimizer = build_optimizer(model, args)
     steps = len(train_dl) if not args.limit_batches else min(len(train_dl), args.limit_batches)
     cycle_epochs, cycles = schedule_shape(args.epochs, args.cycle_epochs, args.cycles)
@@ -230,7 +279,7 @@ def run(args: argparse.Namespace) -> Path:
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
     cfg = config_dict(args)
     save_yaml(run_dir / "config.yaml", cfg)
-    start, best, history = 1, -1.0, []
+    start, best, history, lr_steps = 1, -1.0, [], []
     if args.resume and (run_dir / "last.pt").is_file():
         ck = load_checkpoint(run_dir / "last.pt")
         model.load_state_dict(ck["model"])
@@ -239,13 +288,14 @@ def run(args: argparse.Namespace) -> Path:
         scaler.load_state_dict(ck["scaler"])
         set_rng_state(ck["rng"])
         train_dl.generator.set_state(ck["loader_rng"])
-        start, best, history = ck["epoch"] + 1, ck["best_f1"], ck["history"]
+        start, best, history, lr_steps = ck["epoch"] + 1, ck["best_f1"], ck["history"], ck["lr_steps"]
         log.info("resumed from %s at epoch %d", run_dir / "last.pt", ck["epoch"])
     last_plot = time.time()
     for epoch in range(start, args.epochs + 1):
         t0 = time.time()
         train_dl.dataset.set_epoch(epoch)
-        train_loss = train_single_epoch(model, train_dl, loss_fn, optimizer, scheduler, scaler, args, device, epoch)
+        train_loss = train_single_epoch(model, train_dl, loss_fn, optimizer, scheduler, scaler, args, device, epoch,
+                                        lr_steps)
         val_loss, p, t = evaluate_single_epoch(model, val_dl, loss_fn, args, device)
         f1 = f1_per_class(t, p >= 0.5)
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_macro_f1": float(f1.mean()),
@@ -257,14 +307,16 @@ def run(args: argparse.Namespace) -> Path:
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
                  "best_f1": best, "history": history, "config": cfg, "rng": rng_state(),
-                 "loader_rng": train_dl.generator.get_state()}
+                 "loader_rng": train_dl.generator.get_state(), "lr_steps": lr_steps}
         if improved:
             save_checkpoint(run_dir / "best.pt", state)
         save_checkpoint(run_dir / "last.pt", state)
         logdf = pd.DataFrame(history)
         atomic_write_csv(run_dir / "log.csv", logdf)
+        atomic_write_csv(run_dir / "lr_steps.csv", pd.DataFrame({"step": range(1, len(lr_steps) + 1), "lr": lr_steps}))
         if epoch == args.epochs or time.time() - last_plot > 30:  # a plot costs ~0.5 s; short epochs skip it
             plot_training_curves(logdf, run_dir / "curves.png")
+            plot_lr_schedule(lr_steps, run_dir / "lr_schedule.png")
             last_plot = time.time()
         print(f"[{args.arch} f{args.fold}] epoch {epoch}/{args.epochs} train_loss {train_loss:.4f} "
               f"val_loss {val_loss:.4f} val_macro_f1 {row['val_macro_f1']:.4f}{' *' if improved else ''} "

@@ -33,6 +33,24 @@ def plot_training_curves(log: pd.DataFrame, path: Path) -> None:
     save_figure(fig, path)
 
 
+def plot_lr_find(result: dict, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot(result["lrs"], result["losses"], color="0.7", lw=1, label="loss")
+    ax.plot(result["lrs"], result["smoothed"], color="C0", label="smoothed loss")
+    ax.axvline(result["min_loss_lr"], color="0.4", ls=":", label=f"smoothed minimum {result['min_loss_lr']:.2e}")
+    ax.axvline(result["chosen_lr"], color="C3", ls="--", label=f"chosen lr {result['chosen_lr']:.2e}")
+    ax.set(xscale="log", xlabel="learning rate (head group)", ylabel="training loss", title="LR range test")
+    ax.legend()
+    save_figure(fig, path)
+
+
+def plot_lr_schedule(lrs: list[float], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    ax.plot(range(1, len(lrs) + 1), lrs, color="C3")
+    ax.set(xlabel="training step", ylabel="learning rate (head group)", yscale="log", title="LR of every step")
+    save_figure(fig, path)
+
+
 def per_class_frame(table: dict[str, np.ndarray]) -> pd.DataFrame:
     df = pd.DataFrame({"class": range(len(CLASS_NAMES)), "name": CLASS_NAMES})
     for k, v in table.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from torch.optim import Optimizer
 
@@ -49,3 +50,40 @@ class CyclicCosine:
     def load_state_dict(self, state: dict) -> None:
         self.step_num = int(state["step_num"])
         self._apply()
+
+
+def lr_range_test(step_fn: Callable[[], float], optimizer: Optimizer, start_lr: float = 1e-5, end_lr: float = 10.0,
+                  steps: int = 100, smoothing: float = 0.9, diverge: float = 4.0, margin: float = 10.0) -> dict:
+    """The LR range test (Smith 2017): the LR grows exponentially from `start_lr` each batch while
+    the loss is recorded. `step_fn()` runs one training step at the current LR and returns its loss.
+
+    Rule for the chosen LR: the smoothed loss (exponential moving average, bias-corrected) keeps
+    decreasing up to its minimum, the highest LR at which the loss still decreases (the paper's
+    criterion). The moving average lags, so at that point the raw loss is already diverging: the
+    chosen LR is the minimum's LR divided by `margin` (10, the usual one order of magnitude). The
+    test stops early once the smoothed loss exceeds `diverge` x its minimum. Group LRs keep their
+    ratios: `start_lr` and the returned LRs refer to the last group (the head).
+    """
+    ratios = [g["lr"] / optimizer.param_groups[-1]["lr"] for g in optimizer.param_groups]
+    factor = (end_lr / start_lr) ** (1 / max(1, steps - 1))
+    lrs, raw, smooth = [], [], []
+    avg, best = 0.0, math.inf
+    for i in range(steps):
+        lr = start_lr * factor ** i
+        for g, r in zip(optimizer.param_groups, ratios):
+            g["lr"] = lr * r
+        loss = float(step_fn())
+        if not math.isfinite(loss):
+            break
+        avg = smoothing * avg + (1 - smoothing) * loss
+        s = avg / (1 - smoothing ** (i + 1))
+        lrs.append(lr)
+        raw.append(loss)
+        smooth.append(s)
+        best = min(best, s)
+        if s > diverge * best:
+            break
+    if not smooth:
+        raise FloatingPointError(f"LR range test: the loss was not finite even at lr {start_lr}")
+    k = int(min(range(len(smooth)), key=smooth.__getitem__))
+    return {"lrs": lrs, "losses": raw, "smoothed": smooth, "min_loss_lr": lrs[k], "chosen_lr": lrs[k] / margin}

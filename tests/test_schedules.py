@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from hpa.schedules import CyclicCosine
+from hpa.schedules import CyclicCosine, lr_range_test
 from train_fold import schedule_shape
 
 
@@ -43,3 +43,31 @@ def test_schedule_shape_follows_epochs():
     assert schedule_shape(16, 4, None) == (4, 4)
     assert schedule_shape(10, 4, None) == (4, 3)
     assert schedule_shape(16, 4, 2) == (4, 2)
+
+
+def test_lr_range_test_stays_below_the_divergence_limit():
+    """Least squares with curvature lambda_max: SGD diverges above lr = 2 / lambda_max."""
+    torch.manual_seed(0)
+    x = torch.randn(256, 8) * torch.linspace(0.5, 3.0, 8)
+    w_true = torch.randn(8, 1)
+    y = x @ w_true
+    lam_max = torch.linalg.eigvalsh(2 * x.T @ x / len(x)).max().item()
+    model = torch.nn.Linear(8, 1, bias=False)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+
+    def step():
+        loss = ((model(x) - y) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    r = lr_range_test(step, opt, start_lr=1e-5, end_lr=10.0, steps=120)
+    limit = 2 / lam_max
+    assert limit / 30 < r["chosen_lr"] <= limit, (r["chosen_lr"], limit)
+    assert r["chosen_lr"] == pytest.approx(r["min_loss_lr"] / 10)
+    assert len(r["lrs"]) < 120  # stopped once the loss diverged
+    k = r["lrs"].index(r["min_loss_lr"])
+    assert r["smoothed"][k] == min(r["smoothed"])
+    assert all(b > a for a, b in zip(r["lrs"], r["lrs"][1:]))  # exponential growth
+    assert r["lrs"][1] / r["lrs"][0] == pytest.approx((10.0 / 1e-5) ** (1 / 119))

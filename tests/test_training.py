@@ -87,3 +87,19 @@ def test_flags_override_config_and_merged_config_is_saved(data, tmp_path):
     assert saved["momentum"] == 0.9 and saved["oversample_max"] == 4  # from configs/default.yaml
     counts = pd.read_csv(tmp_path / "tiny_cnn_64" / "f0" / "class_counts.csv")
     assert (counts["oversampled"] >= counts["count"]).all() and (counts["oversampled"] > counts["count"]).any()
+
+
+def test_find_lr_writes_plot_and_feeds_the_run(data, tmp_path):
+    r = subprocess.run(cmd(data, tmp_path, "--find-lr", "use", "--find-lr-steps", 30, "--limit-batches", 3)
+                       + ["--epochs", "1"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    run_dir = tmp_path / "tiny_cnn_64" / "f0"
+    import json
+
+    res = json.loads((run_dir / "lr_find.json").read_text())
+    assert (run_dir / "lr_find.png").is_file() and "chosen lr" in r.stdout
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["lr"] == pytest.approx(res["chosen_lr"])
+    steps = pd.read_csv(run_dir / "lr_steps.csv")
+    assert len(steps) == 3 and steps["lr"].iloc[0] == pytest.approx(res["chosen_lr"])
+    assert (run_dir / "lr_schedule.png").is_file()
