@@ -26,9 +26,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+from torch.utils.data import DataLoader, DistributedSampler, Subset  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from hpa import distributed  # noqa: E402
 from hpa.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: E402
 from hpa.config import apply_config_defaults, deep_merge, load_arch_config, read_yaml, save_yaml  # noqa: E402
 from hpa.dataset import HPADataset, build_transforms, prepared_dir  # noqa: E402
@@ -87,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.model = cfg.get("model", {})
     for key in ("momentum", "weight_decay", "lr_groups", "cycle_epochs", "cycles", "min_lr_ratio", "oversample_target",
                 "oversample_max",
-                "warmup_steps", "alpha_e", "gamma", "focal_alpha", "channels_last", "grad_clip", "l1", "l2"):
+                "warmup_steps", "alpha_e", "gamma", "focal_alpha", "channels_last", "grad_clip", "l1", "l2", "sync_bn"):
         setattr(args, key, cfg.get(key))
     args.crop = args.crop or None
     return args
@@ -107,7 +109,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_data(args: argparse.Namespace):
+def build_data(args: argparse.Namespace, rank: int = 0, world: int = 1):
     data_dir = Path(args.data_dir)
     labels = read_labels(data_dir / "train.csv")
     folds_csv = Path(args.folds_csv) if args.folds_csv else data_dir / "folds.csv"
@@ -131,12 +133,17 @@ def build_data(args: argparse.Namespace):
     train_ds = HPADataset(store, train_ids, np.repeat(y[is_train], repeats, axis=0),
                           build_transforms(True, args.size, args.crop), seed=args.seed)
     val_ds = HPADataset(store, ids[is_val].tolist(), y[is_val], build_transforms(False, args.size))
-    g = torch.Generator().manual_seed(args.seed)
+    # One sampler for one process or many: the permutation depends only on (seed, epoch), so a
+    # resumed run replays the same order, and N processes with batch B see exactly the batches of
+    # one process with batch N x B (rank r takes every N-th index from r).
+    sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=args.seed,
+                                 drop_last=True)
     common = dict(batch_size=args.batch_size, num_workers=args.workers, persistent_workers=False,
                   pin_memory=torch.cuda.is_available())
-    train_dl = DataLoader(train_ds, shuffle=True, drop_last=len(train_ds) > args.batch_size, generator=g, **common)
-    val_dl = DataLoader(val_ds, shuffle=False, **common)
-    return train_dl, val_dl, counts
+    train_dl = DataLoader(train_ds, sampler=sampler, drop_last=len(sampler) > args.batch_size, **common)
+    val_part = list(range(rank, len(val_ds), world))  # each rank validates a disjoint share
+    val_dl = DataLoader(Subset(val_ds, val_part), shuffle=False, **common)
+    return train_dl, val_dl, val_part, counts
 
 
 def schedule_shape(epochs: int, cycle_epochs: float | None, cycles: int | None) -> tuple[float, int]:
@@ -170,7 +177,7 @@ def train_step(model, x, y, loss_fn, optimizer, scaler, args, device) -> float:
     per_sample = loss_fn(logits.float(), y)
     loss = hard_example_loss(per_sample, args.hard_k)
     if args.l1 or args.l2:
-        loss = loss + model.regularization(args.l1 or 0.0, args.l2 or 0.0)
+        loss = loss + getattr(model, "module", model).regularization(args.l1 or 0.0, args.l2 or 0.0)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss is {loss.item()}")
     optimizer.zero_grad(set_to_none=True)
@@ -187,7 +194,7 @@ def train_single_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, arg
                        lr_steps: list[float]) -> float:
     model.train()
     total, n = 0.0, 0
-    bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, dynamic_ncols=True)
+    bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, dynamic_ncols=True, disable=not distributed.is_main())
     for step, (x, y) in enumerate(bar):
         if args.limit_batches and step >= args.limit_batches:
             break
@@ -201,7 +208,8 @@ def train_single_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, arg
         total += loss * len(x)
         n += len(x)
         bar.set_postfix(loss=f"{total / n:.4f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}")
-    return total / max(n, 1)
+    sums = distributed.gather((total, n))
+    return sum(v[0] for v in sums) / max(sum(v[1] for v in sums), 1)
 
 
 def find_lr(model, train_dl, loss_fn, args, device, run_dir: Path) -> float:
@@ -229,10 +237,12 @@ def find_lr(model, train_dl, loss_fn, args, device, run_dir: Path) -> float:
 
 
 @torch.no_grad()
-def evaluate_single_epoch(model, loader, loss_fn, args, device) -> tuple[float, np.ndarray, np.ndarray]:
+def evaluate_single_epoch(model, loader, loss_fn, args, device,
+                          part: list[int]) -> tuple[float, np.ndarray, np.ndarray]:
+    """Validation loss, probabilities and targets over the whole validation set (all ranks' shares)."""
     model.eval()
     probs, ys, total = [], [], 0.0
-    for x, y in tqdm(loader, desc="validate", leave=False, dynamic_ncols=True):
+    for x, y in tqdm(loader, desc="validate", leave=False, dynamic_ncols=True, disable=not distributed.is_main()):
         x = x.to(device)
         if args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -242,28 +252,45 @@ def evaluate_single_epoch(model, loader, loss_fn, args, device) -> tuple[float, 
         total += loss_fn(logits, y).sum().item()
         probs.append(torch.sigmoid(logits).cpu().numpy())
         ys.append(y.cpu().numpy())
-    p, t = np.concatenate(probs), np.concatenate(ys)
-    return total / max(len(p), 1), p, t
+    shares = distributed.gather((part, np.concatenate(probs) if probs else np.zeros((0, 28)),
+                                 np.concatenate(ys) if ys else np.zeros((0, 28)), total))
+    order = np.argsort(np.concatenate([s[0] for s in shares]), kind="stable")
+    p = np.concatenate([s[1] for s in shares])[order]
+    t = np.concatenate([s[2] for s in shares])[order]
+    return sum(s[3] for s in shares) / max(len(p), 1), p, t
 
 
 def run(args: argparse.Namespace) -> Path:
+    rank, world, local_rank = distributed.init()
+    main_proc = rank == 0  # only rank 0 writes files
     run_dir = Path(args.out_root) / f"{args.arch}_{args.size}" / f"f{args.fold}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in run_dir.glob(".*.tmp"):  # left by a writer killed mid-write; the real files are intact
-        stale.unlink()
+    if main_proc:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in run_dir.glob(".*.tmp"):  # left by a writer killed mid-write; the real files are intact
+            stale.unlink()
     device = pick_device(args.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local_rank)
+    if world > 1 and args.find_lr != "off":
+        raise SystemExit("--find-lr runs in a single process; run it without torchrun, then pass --lr")
     if args.amp == "fp16" and device.type != "cuda":
         raise SystemExit("--amp fp16 needs a CUDA device; use --amp bf16 on CPU")
     seed_everything(args.seed)
-    train_dl, val_dl, counts = build_data(args)
-    atomic_write_csv(run_dir / "class_counts.csv", counts)
-    log.info("training samples per class (after oversampling): %s", counts["oversampled"].tolist())
+    train_dl, val_dl, val_part, counts = build_data(args, rank, world)
+    if main_proc:
+        atomic_write_csv(run_dir / "class_counts.csv", counts)
+        log.info("training samples per class (after oversampling): %s", counts["oversampled"].tolist())
     model = build_model(args.arch, pretrained=str(args.pretrained) if args.pretrained else None,
                         **args.model).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if (args.l1 or args.l2) and not hasattr(model, "regularization"):
         raise SystemExit(f"l1/l2 regularisation is not available for --arch {args.arch}")
+    core = model  # the bare network: layer groups, checkpoints
+    if world > 1:
+        if device.type == "cuda" and args.sync_bn:  # one set of BatchNorm statistics across GPUs
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     # E-loss counts distinct samples: repeats of an oversampled image add no new feature volume
     loss_fn = build_loss(args.loss, counts["count"].to_numpy(), alpha_e=args.alpha_e, gamma=args.gamma,
                          alpha=args.focal_alpha).to(device)
@@ -271,32 +298,34 @@ def run(args: argparse.Namespace) -> Path:
         chosen = find_lr(model, train_dl, loss_fn, args, device, run_dir)
         if args.find_lr == "use":
             args.lr = chosen
-    optimizer = build_optimizer(model, args)
+    optimizer = build_optimizer(core, args)
     steps = len(train_dl) if not args.limit_batches else min(len(train_dl), args.limit_batches)
     cycle_epochs, cycles = schedule_shape(args.epochs, args.cycle_epochs, args.cycles)
     scheduler = CyclicCosine(optimizer, max(1, round(cycle_epochs * steps)), cycles, args.min_lr_ratio,
                              args.warmup_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
     cfg = config_dict(args)
-    save_yaml(run_dir / "config.yaml", cfg)
+    cfg["world_size"] = world
+    if main_proc:
+        save_yaml(run_dir / "config.yaml", cfg)
     start, best, history, lr_steps = 1, -1.0, [], []
     if args.resume and (run_dir / "last.pt").is_file():
         ck = load_checkpoint(run_dir / "last.pt")
-        model.load_state_dict(ck["model"])
+        core.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         scaler.load_state_dict(ck["scaler"])
         set_rng_state(ck["rng"])
-        train_dl.generator.set_state(ck["loader_rng"])
         start, best, history, lr_steps = ck["epoch"] + 1, ck["best_f1"], ck["history"], ck["lr_steps"]
         log.info("resumed from %s at epoch %d", run_dir / "last.pt", ck["epoch"])
     last_plot = time.time()
     for epoch in range(start, args.epochs + 1):
         t0 = time.time()
         train_dl.dataset.set_epoch(epoch)
+        train_dl.sampler.set_epoch(epoch)
         train_loss = train_single_epoch(model, train_dl, loss_fn, optimizer, scheduler, scaler, args, device, epoch,
                                         lr_steps)
-        val_loss, p, t = evaluate_single_epoch(model, val_dl, loss_fn, args, device)
+        val_loss, p, t = evaluate_single_epoch(model, val_dl, loss_fn, args, device, val_part)
         f1 = f1_per_class(t, p >= 0.5)
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_macro_f1": float(f1.mean()),
                "lr": optimizer.param_groups[-1]["lr"], "seconds": round(time.time() - t0, 2)}
@@ -304,10 +333,12 @@ def run(args: argparse.Namespace) -> Path:
         history.append(row)
         improved = row["val_macro_f1"] > best
         best = max(best, row["val_macro_f1"])
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        if not main_proc:
+            continue
+        state = {"model": core.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
                  "best_f1": best, "history": history, "config": cfg, "rng": rng_state(),
-                 "loader_rng": train_dl.generator.get_state(), "lr_steps": lr_steps}
+                 "lr_steps": lr_steps}
         if improved:
             save_checkpoint(run_dir / "best.pt", state)
         save_checkpoint(run_dir / "last.pt", state)
@@ -321,7 +352,10 @@ def run(args: argparse.Namespace) -> Path:
         print(f"[{args.arch} f{args.fold}] epoch {epoch}/{args.epochs} train_loss {train_loss:.4f} "
               f"val_loss {val_loss:.4f} val_macro_f1 {row['val_macro_f1']:.4f}{' *' if improved else ''} "
               f"({row['seconds']:.0f}s)", flush=True)
-    print(f"[{args.arch} f{args.fold}] best val macro F1 {best:.4f}; run in {run_dir}")
+    if main_proc:
+        print(f"[{args.arch} f{args.fold}] best val macro F1 {best:.4f}; run in {run_dir}")
+    distributed.barrier()
+    distributed.shutdown()
     return run_dir
 
 

@@ -42,9 +42,14 @@ class GapNetPL(nn.Module):
         c = self.stage3(b)
         return self.head(torch.cat([a.mean((2, 3)), b.mean((2, 3)), c.mean((2, 3))], 1))
 
-    def layer_groups(self) -> list[list[nn.Parameter]]:
-        return [list(self.stage1.parameters()) + list(self.stage2.parameters()) + list(self.stage3.parameters()),
-                list(self.head.parameters())]
+    def layer_groups(self, n: int = 2) -> list[list[nn.Parameter]]:
+        """[convolutional stages, head] or, with n=3, [stage 1 + 2, stage 3, head]."""
+        early = list(self.stage1.parameters()) + list(self.stage2.parameters())
+        if n == 2:
+            return [early + list(self.stage3.parameters()), list(self.head.parameters())]
+        if n == 3:
+            return [early, list(self.stage3.parameters()), list(self.head.parameters())]
+        raise ValueError(f"layer groups: n must be 2 or 3, got {n}")
 
     def regularization(self, l1: float, l2: float) -> torch.Tensor:
         """L1 + L2 penalty over the weights (the GapNet-PL paper uses 1e-7 and 1e-5)."""

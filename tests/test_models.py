@@ -88,8 +88,9 @@ def test_overrides_win_over_config():
     assert m.head[0].in_features == 128  # avg pooling: feat_mult 1
 
 
-def test_layer_groups_partition_the_parameters():
-    m = models.build_model("resnet18")
+@pytest.mark.parametrize("arch", ["resnet18", "tiny_cnn", "gapnet_pl"])
+def test_layer_groups_partition_the_parameters(arch):
+    m = models.build_model(arch)
     every = {id(p) for p in m.parameters()}
     for n in (2, 3):
         groups = m.layer_groups(n)
