@@ -76,6 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ap.add_argument("--out-root", type=Path, default=Path("runs"))
     ap.add_argument("--resume", action="store_true", help="continue from last.pt of this run")
+    ap.add_argument("--tensorboard", action="store_true", help="also log to <run dir>/tb (needs tensorboard)")
     ap.add_argument("--find-lr", choices=["off", "report", "use"], default="off",
                     help="LR range test before training: report the chosen LR, or also train with it")
     ap.add_argument("--find-lr-steps", type=int, default=100)
@@ -97,6 +98,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def config_dict(args: argparse.Namespace) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+
+
+def open_tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise SystemExit("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(str(run_dir / "tb"))
 
 
 def save_json(path: Path, data: dict) -> None:
@@ -318,6 +327,7 @@ def run(args: argparse.Namespace) -> Path:
         set_rng_state(ck["rng"])
         start, best, history, lr_steps = ck["epoch"] + 1, ck["best_f1"], ck["history"], ck["lr_steps"]
         log.info("resumed from %s at epoch %d", run_dir / "last.pt", ck["epoch"])
+    tb = open_tensorboard(run_dir) if args.tensorboard and main_proc else None
     last_plot = time.time()
     for epoch in range(start, args.epochs + 1):
         t0 = time.time()
@@ -349,6 +359,10 @@ def run(args: argparse.Namespace) -> Path:
             plot_training_curves(logdf, run_dir / "curves.png")
             plot_lr_schedule(lr_steps, run_dir / "lr_schedule.png")
             last_plot = time.time()
+        if tb:
+            for key in ("train_loss", "val_loss", "val_macro_f1", "lr"):
+                tb.add_scalar(key, row[key], epoch)
+            tb.flush()
         print(f"[{args.arch} f{args.fold}] epoch {epoch}/{args.epochs} train_loss {train_loss:.4f} "
               f"val_loss {val_loss:.4f} val_macro_f1 {row['val_macro_f1']:.4f}{' *' if improved else ''} "
               f"({row['seconds']:.0f}s)", flush=True)

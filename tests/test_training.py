@@ -131,3 +131,11 @@ def test_torchrun_two_processes_match_one_process(data, tmp_path):
         assert ((a[col] - b[col]).abs() / a[col]).max() < 1e-3, (a[col], b[col])
     assert (a["val_macro_f1"] - b["val_macro_f1"]).abs().max() < 0.01
     assert two.stdout.count("best val macro F1") == 1  # only rank 0 reports and writes
+
+
+def test_tensorboard_logging(data, tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is optional and not in requirements.txt")
+    r = subprocess.run(cmd(data, tmp_path, "--tensorboard", "--limit-batches", 2) + ["--epochs", "1"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert list((tmp_path / "tiny_cnn_64" / "f0" / "tb").glob("events.out.tfevents.*"))
