@@ -34,8 +34,12 @@ from hpa import distributed  # noqa: E402
 from hpa.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: E402
 from hpa.config import apply_config_defaults, deep_merge, load_arch_config, read_yaml, save_yaml  # noqa: E402
 from hpa.dataset import HPADataset, build_transforms, prepared_dir  # noqa: E402
-from hpa.io import atomic_write_csv, atomic_write_text  # noqa: E402
-from hpa.labels import labels_matrix, read_labels  # noqa: E402
+from hpa.io import (  # noqa: E402
+    SampleError,  # noqa: E402
+    atomic_write_csv,
+    atomic_write_text,
+)
+from hpa.labels import LabelError, labels_matrix, read_labels  # noqa: E402
 from hpa.losses import LOSSES, build_loss, hard_example_loss  # noqa: E402
 from hpa.metrics import f1_per_class  # noqa: E402
 from hpa.report import plot_lr_find, plot_lr_schedule, plot_training_curves  # noqa: E402
@@ -43,6 +47,7 @@ from hpa.runtime import AMP_MODES, autocast, pick_device  # noqa: E402
 from hpa.sampling import class_counts_table, oversample_plan  # noqa: E402
 from hpa.schedules import CyclicCosine, lr_range_test  # noqa: E402
 from models import build_model, list_archs  # noqa: E402
+from models.pretrained import WeightsError  # noqa: E402
 
 log = logging.getLogger("train_fold")
 
@@ -378,7 +383,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         run(args)
-    except FloatingPointError as e:
+    except (FloatingPointError, LabelError, SampleError, WeightsError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
 
 

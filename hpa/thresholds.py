@@ -25,15 +25,7 @@ PAPER_GRID = np.round(np.arange(0.10, 0.9001, 0.05), 2)
 
 def _grid_f1(probs: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """F1 of every class at every grid threshold: shape (len(grid), C)."""
-    t = y > 0.5
-    pos = t.sum(0)
-    out = np.empty((len(grid), probs.shape[1]))
-    for i, g in enumerate(grid):
-        p = probs >= g
-        tp = (p & t).sum(0)
-        denom = p.sum(0) + pos
-        out[i] = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
-    return out
+    return np.stack([f1_per_class(y, probs >= g) for g in grid])
 
 
 def paper_thresholds(probs: np.ndarray, y: np.ndarray, grid: np.ndarray = PAPER_GRID) -> np.ndarray:

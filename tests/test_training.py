@@ -139,3 +139,20 @@ def test_tensorboard_logging(data, tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert list((tmp_path / "tiny_cnn_64" / "f0" / "tb").glob("events.out.tfevents.*"))
+
+
+def test_clear_errors_without_tracebacks(data, tmp_path):
+    r = subprocess.run(cmd(tmp_path / "nodata", tmp_path), cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode != 0 and "nodata/train.csv: file not found" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run(cmd(data, tmp_path, "--pretrained", tmp_path / "missing.pth"), cwd=ROOT, capture_output=True,
+                       text=True)
+    assert r.returncode != 0 and "missing.pth: weights file not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_run_all_help_lists_the_options():
+    r = subprocess.run(["bash", "run_all.sh", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0
+    for opt in ("--data-dir", "--archs", "--size", "--folds", "--epochs", "--device", "--tta"):
+        assert opt in r.stdout
+    r = subprocess.run(["bash", "run_all.sh", "--bogus"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown option --bogus" in r.stderr
