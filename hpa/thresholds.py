@@ -29,10 +29,9 @@ def _grid_f1(probs: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
 
 
 def paper_thresholds(probs: np.ndarray, y: np.ndarray, grid: np.ndarray = PAPER_GRID) -> np.ndarray:
-    f1 = _grid_f1(probs, y, grid)
-    glob = global_threshold(probs, y, grid)
-    best = np.full(probs.shape[1], glob, dtype=float)
-    gi = int(np.flatnonzero(grid == glob)[0])
+    f1 = _grid_f1(probs, y, grid)  # computed once: the global step and the greedy pass both read it
+    gi = int(np.argmax(f1.mean(1)))
+    best = np.full(probs.shape[1], grid[gi], dtype=float)
     for c in range(probs.shape[1]):
         k = int(np.argmax(f1[:, c]))
         if f1[k, c] > f1[gi, c]:  # move away from the global value only for a real gain
