@@ -180,12 +180,15 @@ def build_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.o
     return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
 
 
+def to_device(x: torch.Tensor, args: argparse.Namespace, device: torch.device) -> torch.Tensor:
+    """An input batch on the device, in the memory layout the model was put in."""
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if args.channels_last else x
+
+
 def train_step(model, x, y, loss_fn, optimizer, scaler, args, device) -> float:
     """One optimizer step; returns the batch's mean per-sample loss (before hard-example selection)."""
-    x = x.to(device, non_blocking=True)
-    if args.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = y.to(device, non_blocking=True)
+    x, y = to_device(x, args, device), y.to(device, non_blocking=True)
     with autocast(device, args.amp):
         logits = model(x)
     per_sample = loss_fn(logits.float(), y)
@@ -257,9 +260,7 @@ def evaluate_single_epoch(model, loader, loss_fn, args, device,
     model.eval()
     probs, ys, total = [], [], 0.0
     for x, y in tqdm(loader, desc="validate", leave=False, dynamic_ncols=True, disable=not distributed.is_main()):
-        x = x.to(device)
-        if args.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = to_device(x, args, device)
         with autocast(device, args.amp):
             logits = model(x).float()
         y = y.to(device)

@@ -13,26 +13,28 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 from results import write_section
 
 import models
-from hpa.losses import build_loss, hard_example_loss
+from hpa.losses import build_loss
+from train_fold import train_step
 
 
 def step_time(model, loss_fn, hard_k, x, y, amp: bool, repeats: int) -> float:
+    """Median time of train_fold.train_step, the step training really runs, after 2 warm-up steps."""
+    args = SimpleNamespace(channels_last=x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1,
+                           amp="bf16" if amp else "off", hard_k=hard_k, l1=0.0, l2=0.0, grad_clip=None)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    device = torch.device("cpu")
     times = []
     for i in range(repeats + 2):
         t = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            logits = model(x)
-        loss = hard_example_loss(loss_fn(logits.float(), y), hard_k)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        train_step(model, x, y, loss_fn, opt, scaler, args, device)
         if i >= 2:
             times.append(time.perf_counter() - t)
     return statistics.median(times)
