@@ -12,46 +12,46 @@ a PNG beside it.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
-from hpa.blending import concat_oof, expand, labels_for
-from hpa.io import atomic_write_csv, atomic_write_text
-from hpa.labels import LabelError
+from hpa import cli
+from hpa.blending import check_oof_provenance, concat_oof, expand, labels_for
+from hpa.io import atomic_outputs, csv_text
 from hpa.metrics import macro_f1
-from hpa.predictions import PredictionError
 from hpa.report import per_class_frame, plot_per_class
 from hpa.thresholds import METHODS, apply_thresholds, fit_thresholds, per_class_table
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = cli.Parser(__doc__)
     ap.add_argument("--oof", nargs="+", required=True, help="OOF prediction files or quoted globs")
     ap.add_argument("--labels", type=Path, required=True, help="Id,Target CSV")
-    ap.add_argument("--method", choices=METHODS, default="shrink")
-    ap.add_argument("--out", type=Path, default=Path("thresholds.json"))
+    ap.add_argument("--method", choices=METHODS, default="shrink", help="threshold method")
+    ap.add_argument("--allow-missing-oof", action="store_true",
+                    help="fit on the OOF rows present when some Ids of the folds have no OOF prediction")
+    ap.add_argument("--out", type=Path, default=Path("thresholds.json"), help="thresholds JSON (CSV and PNG beside)")
     a = ap.parse_args(argv)
-    try:
-        ids, probs = concat_oof(expand(a.oof))
-        y = labels_for(ids, a.labels)
-    except (PredictionError, LabelError) as e:
-        sys.exit(f"error: {e}")
+    files = expand(a.oof)
+    notes = check_oof_provenance(files, a.labels, a.allow_missing_oof)
+    ids, probs = concat_oof(files)
+    y = labels_for(ids, a.labels)
     thr = fit_thresholds(probs, y, a.method)
     table = per_class_frame(per_class_table(probs, y, thr))
     result = {"method": a.method, "n_samples": len(ids), "thresholds": [float(t) for t in thr],
               "macro_f1_at_0.5": macro_f1(y, probs >= 0.5), "macro_f1": macro_f1(y, probs >= thr),
               "macro_f1_filled": macro_f1(y, apply_thresholds(probs, thr))}
-    atomic_write_text(a.out, json.dumps(result, indent=1))
-    atomic_write_csv(a.out.with_suffix(".csv"), table)
-    plot_per_class(table, a.out.with_suffix(".png"), f"OOF per-class F1, {a.method} thresholds "
-                   f"(macro {result['macro_f1']:.3f})")
+    with atomic_outputs() as tmp:
+        tmp(a.out).write_text(json.dumps(result, indent=1))
+        tmp(a.out.with_suffix(".csv")).write_text(csv_text(table))
+        plot_per_class(table, tmp(a.out.with_suffix(".png")), f"OOF per-class F1, {a.method} thresholds "
+                       f"(macro {result['macro_f1']:.3f})")
+    for n in notes:
+        print(f"note: {n}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"OOF macro F1: {result['macro_f1_at_0.5']:.4f} at 0.5 -> {result['macro_f1']:.4f} with {a.method} "
           f"thresholds ({result['macro_f1_filled']:.4f} when empty rows get their best class). Wrote {a.out}")
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

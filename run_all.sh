@@ -17,13 +17,13 @@ Options (defaults in brackets; the demo's first):
   --archs "A B"      archs to train, from: python -c 'import models; print(models.list_archs())'
                      [tiny_cnn | se_resnext50]
   --size N           prepared image size [128 | 768]
-  --folds K          number of folds, all trained [2 | 5]
+  --n-folds K        number of folds, all trained [2 | 5]
   --epochs N         epochs per fold [the arch config's: 24 for tiny_cnn]
   --sizes "N M"      TTA inference sizes [--size]
   --tta N            dihedral TTA transforms, 1..8 [8]
   --device D         auto | cpu | cuda [auto]
   --pretrained P     local encoder weights passed to train_fold.py [none]
-  --work DIR         where runs/, predictions/ and submission.csv go [work/<data dir name>]
+  --out-dir DIR      where runs/, predictions/ and submission.csv go [work/<data dir name>]
   --n-train N        demo only: train samples [2000]
   --n-test N         demo only: test samples [500]
   -h, --help         this text
@@ -37,13 +37,13 @@ while [ $# -gt 0 ]; do
         --data-dir) DATA="$2"; shift 2 ;;
         --archs) ARCHS="$2"; shift 2 ;;
         --size) SIZE="$2"; shift 2 ;;
-        --folds) FOLDS="$2"; shift 2 ;;
+        --n-folds) FOLDS="$2"; shift 2 ;;
         --epochs) EPOCHS="$2"; shift 2 ;;
         --sizes) SIZES="$2"; shift 2 ;;
         --tta) TTA="$2"; shift 2 ;;
         --device) DEVICE="$2"; shift 2 ;;
         --pretrained) PRETRAINED="$2"; shift 2 ;;
-        --work) WORK="$2"; shift 2 ;;
+        --out-dir) WORK="$2"; shift 2 ;;
         --n-train) N_TRAIN="$2"; shift 2 ;;
         --n-test) N_TEST="$2"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
@@ -59,7 +59,7 @@ if [ -z "$DATA" ]; then
     ARCHS="${ARCHS:-tiny_cnn}"; SIZE="${SIZE:-128}"; FOLDS="${FOLDS:-2}"
     if [ ! -f "$DATA/train.csv" ]; then
         echo "== generating the demo dataset in $DATA"
-        python input_prep/make_demo.py --out "$DATA" --n-train "$N_TRAIN" --n-test "$N_TEST" --size "$SIZE" --seed 0
+        python input_prep/make_demo.py --out-dir "$DATA" --n-train "$N_TRAIN" --n-test "$N_TEST" --size "$SIZE" --seed 0
     fi
 else
     DEMO=0
@@ -77,16 +77,16 @@ echo "== prepare (resize once into prepared/$SIZE)"
 python input_prep/prepare.py --data-dir "$DATA" --size "$SIZE" --workers 2
 
 echo "== near-duplicate detection"
-python input_prep/dedup.py --data-dir "$DATA" --out "$DATA/dedup" --size "$SIZE"
+python input_prep/dedup.py --data-dir "$DATA" --out-dir "$DATA/dedup" --size "$SIZE"
 
 echo "== multilabel stratified folds over duplicate groups"
-python input_prep/make_folds.py --labels "$DATA/train.csv" --folds "$FOLDS" --seed 0 --out "$DATA/folds.csv" \
+python input_prep/make_folds.py --labels "$DATA/train.csv" --n-folds "$FOLDS" --seed 0 --out "$DATA/folds.csv" \
     --groups "$DATA/dedup/duplicate_groups.csv" | tail -n 2
 
 for arch in $ARCHS; do
     for ((fold = 0; fold < FOLDS; fold++)); do
         echo "== train $arch fold $fold"
-        args=(--arch "$arch" --fold "$fold" --size "$SIZE" --data-dir "$DATA" --out-root "$WORK/runs"
+        args=(--arch "$arch" --fold "$fold" --size "$SIZE" --data-dir "$DATA" --runs "$WORK/runs"
               --device "$DEVICE" --resume)
         [ -n "$EPOCHS" ] && args+=(--epochs "$EPOCHS")
         [ -n "$PRETRAINED" ] && args+=(--pretrained "$PRETRAINED")

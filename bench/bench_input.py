@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from real_data import SHARED
 from results import write_section
 
 from hpa.dataset import load_prepared
 from hpa.hashing import near_duplicate_pairs, sample_hashes
 from hpa.io import read_sample, write_sample_png
 from hpa.labels import COLORS
+from hpa.realdata import SHARED
 from input_prep.prepare import prepare_one
 
 

@@ -13,28 +13,28 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import torch
 from results import write_section
 
 import models
+from hpa.config import load_arch_config
 from hpa.losses import build_loss
-from train_fold import train_step
+from hpa.training import train_step
 
 
 def step_time(model, loss_fn, hard_k, x, y, amp: bool, repeats: int) -> float:
-    """Median time of train_fold.train_step, the step training really runs, after 2 warm-up steps."""
-    args = SimpleNamespace(channels_last=x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1,
-                           amp="bf16" if amp else "off", hard_k=hard_k, l1=0.0, l2=0.0, grad_clip=None)
+    """Median time of hpa.training.train_step, the step training really runs, after 2 warm-up steps."""
+    cfg = load_arch_config("resnet50", channels_last=x.is_contiguous(memory_format=torch.channels_last),
+                           amp="bf16" if amp else "off", hard_k=hard_k)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     device = torch.device("cpu")
     times = []
     for i in range(repeats + 2):
         t = time.perf_counter()
-        train_step(model, x, y, loss_fn, opt, scaler, args, device)
+        train_step(model, x, y, loss_fn, opt, scaler, cfg, device)
         if i >= 2:
             times.append(time.perf_counter() - t)
     return statistics.median(times)
@@ -53,15 +53,16 @@ def main() -> None:
     for arch in ("resnet50", "se_resnext50"):
         x = torch.rand(a.batch, 4, a.size, a.size)
         xc = x.contiguous(memory_format=torch.channels_last)
-        full = models.build_model(arch).to(memory_format=torch.channels_last)
+        head = load_arch_config(arch).model
+        full = models.build_model(arch, **head).to(memory_format=torch.channels_last)
         plain = models.build_model(arch, pool="avg", head_hidden=[], head_dropout=[]).to(
             memory_format=torch.channels_last)
         t_full = step_time(full, build_loss("eloss_focal", counts), 0.5, xc, y, True, a.repeats)
         t_plain = step_time(plain, build_loss("bce"), None, xc, y, True, a.repeats)
         rows_a.append(f"| {arch} | {t_plain:.3f} | {t_full:.3f} | {t_full / t_plain:.3f} |")
-        nchw = models.build_model(arch)
+        nchw = models.build_model(arch, **head)
         t32 = step_time(nchw, build_loss("bce"), None, x, y, False, a.repeats)
-        t16 = step_time(models.build_model(arch).to(memory_format=torch.channels_last), build_loss("bce"), None,
+        t16 = step_time(models.build_model(arch, **head).to(memory_format=torch.channels_last), build_loss("bce"), None,
                         xc, y, True, a.repeats)
         rows_b.append(f"| {arch} | {t32:.3f} | {t16:.3f} | {t32 / t16:.2f}x |")
     body = (f"Training step (forward, backward, SGD step), batch {a.batch}, {a.size} px, 4 channels, median of "

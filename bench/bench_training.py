@@ -3,7 +3,7 @@
     python bench/bench_training.py [--size 512] [--batch 4] [--steps 4]
 
 bf16 autocast + channels_last on CPU (fp16 + GradScaler on a GPU when one is present), full model
-(ACP + buffering head + E-loss focal + hard sampler), through train_fold.train_step, so the
+(ACP + buffering head + E-loss focal + hard sampler), through hpa.training.train_step, so the
 number is what train_fold.py achieves per step. On a GPU it also times the bare backbone's
 forward + backward at the same batch, the ceiling the full step is compared with.
 """
@@ -13,15 +13,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import torch
 from results import write_section
 
 import models
+from hpa.config import load_arch_config
 from hpa.losses import build_loss
-from train_fold import train_step
+from hpa.training import train_step
 
 
 def images_per_s(fn, batch: int, steps: int, device) -> float:
@@ -39,14 +39,14 @@ def images_per_s(fn, batch: int, steps: int, device) -> float:
 
 
 def bench_one(arch: str, size: int, batch: int, steps: int, device: torch.device, amp: str) -> str:
-    args = SimpleNamespace(channels_last=True, amp=amp, hard_k=0.5, l1=0.0, l2=0.0, grad_clip=None)
-    model = models.build_model(arch).to(device).to(memory_format=torch.channels_last).train()
+    cfg = load_arch_config(arch, channels_last=True, amp=amp, hard_k=0.5)
+    model = models.build_model(arch, **cfg.model).to(device).to(memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     loss_fn = build_loss("eloss_focal", np.linspace(10, 12000, 28)).to(device)
     x = torch.rand(batch, 4, size, size)
     y = (torch.rand(batch, 28) < 0.2).float()
-    full = images_per_s(lambda: train_step(model, x, y, loss_fn, opt, scaler, args, device), batch, steps, device)
+    full = images_per_s(lambda: train_step(model, x, y, loss_fn, opt, scaler, cfg, device), batch, steps, device)
     cell = f"| {arch} | {size} | {device.type} {amp} channels_last | {full:.2f} |"
     if device.type != "cuda":
         return cell + " n/a (no GPU) | |"

@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 import platform
 import re
-import sys
 from datetime import date
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def machine() -> str:

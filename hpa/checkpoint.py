@@ -9,7 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hpa.errors import HPAError
 from hpa.io import atomic_save
+
+
+class CheckpointError(HPAError):
+    """A checkpoint is missing, corrupt or of another kind; the message names the file."""
 
 
 def rng_state() -> dict:
@@ -34,8 +39,12 @@ def save_checkpoint(path: Path, state: dict) -> None:
 def load_checkpoint(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+        raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path}: cannot load checkpoint ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{path}: cannot load checkpoint, the file is corrupt or not a checkpoint "
+                              f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
+    if not isinstance(ck, dict) or not {"model", "config", "epoch"} <= set(ck):
+        raise CheckpointError(f"{path}: not a training checkpoint of this toolkit (no model/config/epoch)")
+    return ck

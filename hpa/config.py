@@ -1,13 +1,102 @@
-"""YAML configs: `configs/default.yaml` overlaid by `configs/<arch>.yaml`, then command-line flags."""
+"""One typed training config. Layers merge in this order, each over the one before:
+the field defaults below, `configs/default.yaml`, `configs/<arch>.yaml`, `--config FILE`,
+`--set key=value`, then the flags named after the keys (`--batch-size 16`).
+
+Validation is pydantic's (unknown keys forbidden, values coerced to the field's type and
+range-checked); what is ours is that every error is one line naming the layer (file or flag)
+that set the bad key. A run saves the merged config as `config.yaml`: passing it back as
+`--config` rebuilds the same run, and prediction builds the model from it, never from today's
+`configs/`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import typing
 from pathlib import Path
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hpa.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+class TrainConfig(BaseModel):
+    """Every setting that decides what a run learns (flags such as --device or --resume, which do
+    not change the result, are not here)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    arch: str = Field(description="model name from the registry (models.list_archs())")
+    fold: int = Field(0, ge=0, description="validation fold; the others train")
+    data_dir: str | None = Field(None, description="dataset directory (train.csv, prepared/, folds.csv)")
+    folds_csv: str | None = Field(None, description="Id,fold table (null: <data_dir>/folds.csv)")
+    size: int = Field(768, ge=8, description="side of the prepared images to read")
+    crop: int | None = Field(512, ge=8, description="random training crop side; null trains on whole images")
+    epochs: int = Field(16, ge=1, description="training epochs")
+    batch_size: int = Field(32, ge=1, description="batch size per process")
+    optimizer: Literal["sgd", "adamw"] = Field("sgd", description="optimizer")
+    lr: float = Field(0.01, gt=0, description="learning rate of the last layer group (the head)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    weight_decay: float = Field(1e-6, ge=0, description="weight decay")
+    lr_groups: list[float] = Field([0.3333, 1.0], min_length=2, max_length=3,
+                                   description="LR multipliers: [encoder, head] or [early, late, head]")
+    cycle_epochs: float | None = Field(4, gt=0, description="epochs per cosine cycle (null: epochs / cycles)")
+    cycles: int | None = Field(None, ge=1, description="cosine cycles (null: enough to cover epochs)")
+    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="LR at a cycle's end, as a fraction of the base")
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up batches")
+    oversample_target: float = Field(0.03, ge=0, le=1,
+                                     description="rare-class oversampling: classes below this share are repeated")
+    oversample_max: int = Field(4, ge=1, description="... at most this many times (1 = off)")
+    loss: Literal["bce", "focal", "eloss_bce", "eloss_focal"] = Field("eloss_focal", description="loss")
+    alpha_e: float = Field(0.999, ge=0, lt=1, description="E-loss alpha (0 = no class weighting)")
+    gamma: float = Field(2.0, ge=0, description="focal gamma")
+    focal_alpha: float | None = Field(None, ge=0, le=1, description="focal alpha-balancing (null = off)")
+    hard_k: int | float | None = Field(0.5, description="hard sampler: keep the top-k losses of a batch "
+                                                        "(int count or fraction in (0, 1]; null = all)")
+    amp: Literal["bf16", "fp16", "off"] = Field("bf16", description="mixed precision (fp16 needs CUDA)")
+    channels_last: bool = Field(True, description="channels-last memory layout")
+    sync_bn: bool = Field(True, description="torchrun on GPUs: BatchNorm statistics over all GPUs")
+    grad_clip: float | None = Field(None, gt=0, description="gradient norm clip (null = off)")
+    workers: int = Field(2, ge=0, description="DataLoader worker processes (does not change the result)")
+    seed: int = Field(0, description="seed of weights, data order and augmentation")
+    l1: float = Field(0.0, ge=0, description="L1 penalty on weights (GapNet-PL)")
+    l2: float = Field(0.0, ge=0, description="L2 penalty on weights (GapNet-PL)")
+    pretrained: str | None = Field(None, description="encoder weights: a local .pth/.safetensors file, or null")
+    find_lr: Literal["off", "report", "use"] = Field("off", description="LR range test before training: "
+                                                                        "report the LR, or also train with it")
+    find_lr_steps: int = Field(100, ge=2, description="LR range test batches")
+    limit_batches: int = Field(0, ge=0, description="stop each epoch after N batches (smoke runs; 0 = all)")
+    model: dict[str, Any] = Field(default_factory=dict, description="model builder settings (head, pooling)")
+
+    @field_validator("hard_k")
+    @classmethod
+    def _hard_k(cls, v: int | float | None) -> int | float | None:
+        if v is not None and (v <= 0 or (isinstance(v, float) and v > 1)):
+            raise ValueError("must be an int >= 1, a fraction in (0, 1] or null")
+        return v
+
+    @field_validator("amp", "find_lr", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, v: str) -> str:
+        from models import list_archs
+
+        if v not in list_archs():
+            raise ValueError(f"unknown arch {v!r}; valid archs: {', '.join(list_archs())}")
+        return v
+
+
+# Settings a resumed run may change: they do not alter what is learned.
+RESUMABLE_CHANGES = frozenset({"workers", "data_dir"})
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -18,31 +107,183 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 
 def read_yaml(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: invalid YAML ({e})") from e
+        raise ConfigError(f"{path}: invalid YAML ({' '.join(str(e).split())})") from e
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: top level must be a mapping")
+        raise ConfigError(f"{path}: top level must be a mapping of setting: value")
     return data
-
-
-def load_arch_config(arch: str, config_dir: Path = CONFIG_DIR) -> dict:
-    cfg = read_yaml(config_dir / "default.yaml")
-    arch_file = config_dir / f"{arch}.yaml"
-    if arch_file.is_file():
-        cfg = deep_merge(cfg, read_yaml(arch_file))
-    return cfg
-
-
-def apply_config_defaults(parser: argparse.ArgumentParser, cfg: dict) -> None:
-    """Use config values as argparse defaults so that explicit flags win (timm's train.py does
-    the same). Keys the parser does not know stay in the config only."""
-    known = {a.dest for a in parser._actions}
-    parser.set_defaults(**{k: v for k, v in cfg.items() if k in known})
 
 
 def save_yaml(path: Path, data: dict) -> None:
     from hpa.io import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def parse_value(text: str) -> Any:
+    """A flag's text as YAML (`0.5`, `null`, `[512, 256]`, `true`), so flags, `--set` and files agree."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_set(items: list[str]) -> dict:
+    """`--set key=value` pairs (dotted keys reach into `model`) -> a nested dict."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = parse_value(value)
+    return out
+
+
+def arch_layers(arch: str | None, config_dir: Path = CONFIG_DIR) -> list[tuple[str, dict]]:
+    """(source, settings) of configs/default.yaml and configs/<arch>.yaml."""
+    layers = [(str(config_dir / "default.yaml"), read_yaml(config_dir / "default.yaml"))]
+    if arch and (config_dir / f"{arch}.yaml").is_file():
+        layers.append((str(config_dir / f"{arch}.yaml"), read_yaml(config_dir / f"{arch}.yaml")))
+    return layers
+
+
+def merge_layers(layers: list[tuple[str, dict]]) -> tuple[dict, dict[str, str]]:
+    """Merge (source, settings) layers in order. Returns the merged dict and the source of each key
+    (`model.<k>` for model settings); an unknown key is an error naming its source."""
+    known = set(TrainConfig.model_fields)
+    merged: dict = {}
+    origin: dict[str, str] = {}
+    for source, data in layers:
+        for key, value in data.items():
+            if key not in known:
+                raise ConfigError(f"{source}: unknown setting {key!r}{_did_you_mean(key, known)}")
+            if key == "model":
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{source}: 'model' must be a mapping")
+                origin.update({f"model.{k}": source for k in value})
+            origin[key] = source
+        merged = deep_merge(merged, data)
+    return merged, origin
+
+
+def _did_you_mean(key: str, known: set[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f"; valid settings: {', '.join(sorted(known))}"
+
+
+def build_config(layers: list[tuple[str, dict]]) -> TrainConfig:
+    """Merge the layers and validate; an error names the setting and the layer that set it."""
+    merged, origin = merge_layers(layers)
+    try:
+        cfg = TrainConfig(**merged)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "config"
+        top = str(err["loc"][0]) if err["loc"] else ""
+        source = origin.get(key, origin.get(top, "config"))
+        if err["type"] == "missing":
+            raise ConfigError(f"--{key.replace('_', '-')}: required") from None
+        got = f" (got {err['input']!r})"
+        raise ConfigError(f"{source}: setting {key!r}: {err['msg']}{got}") from None
+    check_model_settings(cfg.arch, cfg.model, origin)
+    return cfg
+
+
+def check_model_settings(arch: str, settings: dict, origin: dict[str, str] | None = None) -> None:
+    """Every `model` key must be a parameter of the arch's builder."""
+    from models import builder
+
+    params = inspect.signature(builder(arch)).parameters
+    for k in settings:
+        if k not in params or k == "pretrained":
+            where = (origin or {}).get(f"model.{k}", "config")
+            valid = ", ".join(p for p in params if p != "pretrained")
+            raise ConfigError(f"{where}: model setting {k!r} does not exist for arch {arch!r}; valid: {valid}")
+
+
+def load_arch_config(arch: str, **overrides) -> TrainConfig:
+    """The config of `arch` from configs/, with keyword overrides (tests, benchmarks)."""
+    return build_config(arch_layers(arch) + [("overrides", {"arch": arch, **overrides})])
+
+
+def changed_settings(old: dict, new: TrainConfig) -> list[str]:
+    """`key old -> new` for every setting that differs, except those a resume may change."""
+    now = new.model_dump()
+    # with find_lr "use" the saved lr is the one the range test chose
+    free = RESUMABLE_CHANGES | ({"lr"} if now["find_lr"] == old.get("find_lr") == "use" else set())
+    return [f"{k} {old.get(k)!r} -> {now[k]!r}" for k in now if k not in free and old.get(k) != now[k]]
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def train_cli(doc: str, argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
+    """Parse train_fold.py's command line: one flag per TrainConfig key (its default in --help is the
+    effective one for the chosen --arch and --config), `--set key=value`, and the run options.
+    Returns the validated config and the options that are not settings."""
+    from hpa.cli import Parser
+    from models import list_archs
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--arch")
+    pre.add_argument("--config", type=Path)
+    pre.add_argument("--set", action="append", default=[])
+    known, _ = pre.parse_known_args(argv)
+    layers = arch_layers(known.arch if known.arch in list_archs() else None)
+    if known.config:
+        layers.append((str(known.config), read_yaml(known.config)))
+    if known.set:
+        layers.append(("--set", parse_set(known.set)))
+    effective, _ = merge_layers([("defaults", {k: f.default for k, f in TrainConfig.model_fields.items()
+                                               if not f.is_required() and f.default_factory is None})] + layers)
+
+    ap = Parser(doc)
+    ap.add_argument("--config", type=Path, help="YAML file of settings applied over configs/<arch>.yaml")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="any setting, value in YAML syntax (repeatable); dotted keys reach model settings, "
+                         "e.g. --set model.head_dropout=[0.3]")
+    ap.add_argument("--print-config", action="store_true", help="print the merged config and exit")
+    ap.add_argument("--runs", type=Path, default=Path("runs"), help="runs root: the run goes to "
+                    "<runs>/<arch>_<size>/f<fold>/")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    ap.add_argument("--resume", action="store_true", help="continue from the run's last.pt (a fresh run if none)")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing run in the run directory")
+    settings = ap.add_argument_group("settings (configs/default.yaml < configs/<arch>.yaml < --config < --set "
+                                     "< these flags)")
+    for key, field in TrainConfig.model_fields.items():
+        if key == "model":
+            continue
+        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "metavar": key.upper()}
+        choices = _choices(field.annotation)
+        if key == "arch":
+            choices = list_archs()
+        if choices:
+            kw.update(choices=choices, metavar=None)
+        if typing.get_origin(field.annotation) is list:
+            kw["nargs"] = "+"
+        default = effective.get(key, "required")
+        settings.add_argument(_flag(key), help=f"{field.description} [default: {default}]", **kw)
+    args = ap.parse_args(argv)
+    flags = [(_flag(k), {k: _flag_value(v)}) for k, v in vars(args).items() if k in TrainConfig.model_fields]
+    cfg = build_config(layers + flags)
+    return cfg, args
+
+
+def _choices(annotation) -> list[str] | None:
+    return list(typing.get_args(annotation)) if typing.get_origin(annotation) is Literal else None
+
+
+def _flag_value(v: str | list[str]) -> Any:
+    return [parse_value(x) for x in v] if isinstance(v, list) else parse_value(v)

@@ -14,6 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from hpa.io import SampleError
+from hpa.labels import NUM_CLASSES
+
 
 def prepared_dir(data_dir: Path, size: int, split: str) -> Path:
     return Path(data_dir) / "prepared" / str(size) / split
@@ -30,9 +33,16 @@ def working_side(src_side: int, size: int, large_size: int | None = None) -> int
 def load_prepared(store: Path, sample_id: str) -> np.ndarray:
     path = Path(store) / f"{sample_id}.npy"
     try:
-        return np.load(path)
+        img = np.load(path)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: not prepared; run input_prep/prepare.py first") from None
+        raise SampleError(f"{path}: not prepared; run input_prep/prepare.py first") from None
+    except (ValueError, EOFError, OSError) as e:  # a cut or foreign file
+        raise SampleError(f"{path}: corrupt prepared sample ({' '.join(str(e).split())}); delete it and run "
+                          "input_prep/prepare.py again") from None
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 4:
+        raise SampleError(f"{path}: prepared sample of shape {img.shape} and type {img.dtype}, expected H x W x 4 "
+                          "uint8; run input_prep/prepare.py again")
+    return img
 
 
 class PerChannelBrightnessContrast(A.ImageOnlyTransform):
@@ -85,5 +95,5 @@ class HPADataset(Dataset):
                 self.transform.set_random_seed((self.seed * 1_000_003 + self.epoch * 10_007 + i) % 2**32)
             img = self.transform(image=img)["image"]
         x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)
-        y = torch.from_numpy(self.y[i]) if self.y is not None else torch.zeros(28)
+        y = torch.from_numpy(self.y[i]) if self.y is not None else torch.zeros(NUM_CLASSES)
         return x, y

@@ -18,6 +18,7 @@ between samples).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import tempfile
@@ -28,12 +29,13 @@ import cv2
 import numpy as np
 import tifffile
 
+from hpa.errors import HPAError
 from hpa.labels import COLORS
 
 EXTENSIONS: tuple[str, ...] = ("png", "tif", "tiff", "jpg", "jpeg")
 
 
-class SampleError(ValueError):
+class SampleError(HPAError, ValueError):
     """A sample's image files are missing, unreadable or inconsistent; the message names the file."""
 
 
@@ -42,12 +44,14 @@ def channel_path(directory: Path, sample_id: str, color: str, ext: str) -> Path:
 
 
 def find_format(directory: Path, sample_id: str) -> str:
-    """The extension under which `sample_id`'s red channel exists in `directory`."""
+    """The extension (as spelt on disk, lower or upper case: `png`, `PNG`...) under which `sample_id`'s red
+    channel exists in `directory`."""
     for ext in EXTENSIONS:
-        if channel_path(directory, sample_id, "red", ext).is_file():
-            return ext
+        for spelt in (ext, ext.upper()):
+            if channel_path(directory, sample_id, "red", spelt).is_file():
+                return spelt
     raise SampleError(f"{channel_path(directory, sample_id, 'red', 'png')}: channel file not found "
-                      f"(also tried extensions {', '.join(EXTENSIONS[1:])})")
+                      f"(also tried extensions {', '.join(EXTENSIONS[1:])}, in either case)")
 
 
 def to_uint8(img: np.ndarray, path: Path) -> np.ndarray:
@@ -158,12 +162,19 @@ def write_sample_png(directory: Path, sample_id: str, img: np.ndarray) -> None:
         write_channel_png(channel_path(directory, sample_id, color, "png"), np.ascontiguousarray(img[:, :, k]))
 
 
+def _file_mode() -> int:
+    """The mode `open()` would give a new file under the current umask (mkstemp's is 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success it is renamed onto `path`, on error removed.
 
     The rename is atomic on POSIX, so a reader never sees a half-written file, whatever
-    kills the writer.
+    kills the writer. The file gets the umask's mode, as any other tool's output would.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,11 +182,39 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_outputs() -> Iterator[Callable[[Path], Path]]:
+    """All-or-nothing outputs of one stage: `with atomic_outputs() as tmp:` hands out a temp
+    path per output (`tmp(path)`); only when the block succeeds are they all renamed into place,
+    so a failure part-way leaves every earlier output as it was."""
+    pending: list[tuple[Path, Path]] = []
+
+    def reserve(path: Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+        os.close(fd)
+        pending.append((Path(tmp), path))
+        return Path(tmp)
+
+    try:
+        yield reserve
+        for tmp, _ in pending:
+            os.chmod(tmp, _file_mode())
+        for tmp, path in pending:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in pending:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -196,7 +235,19 @@ def atomic_save(path: Path, writer: Callable[[Path], None]) -> None:
         writer(tmp)
 
 
-def atomic_write_csv(path: Path, df) -> None:
+def csv_text(df) -> str:
     buf = io.StringIO()
     df.to_csv(buf, index=False)
-    atomic_write_text(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def atomic_write_csv(path: Path, df) -> None:
+    atomic_write_text(path, csv_text(df))
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def ids_sha256(ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hpa.errors import HPAError
+
 # Index order of the Kaggle HPA 2018 competition (the Target integers).
 CLASS_NAMES: tuple[str, ...] = (
     "Nucleoplasm",
@@ -44,17 +46,17 @@ COLORS: tuple[str, ...] = ("red", "green", "blue", "yellow")
 
 # Kaggle Ids are UUIDs, HPAv18 Ids look like 10580_1610_C1_1. Anything that could
 # leave the data directory when joined into a path is refused.
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 
 
-class LabelError(ValueError):
+class LabelError(HPAError, ValueError):
     """A labels or Id table is malformed; the message names the file and row."""
 
 
 def validate_id(sample_id: object, where: str = "") -> str:
     """Return `sample_id` as str if it is safe to use in a file name, else raise LabelError."""
     s = str(sample_id) if sample_id is not None else ""
-    if not s or not _ID_RE.match(s) or ".." in s:
+    if not s or not _ID_RE.fullmatch(s) or ".." in s:
         raise LabelError(f"{where}invalid sample Id {s!r}: only letters, digits, '_', '-', '.' "
                          "are allowed, no path separators and no '..'")
     return s
@@ -91,7 +93,7 @@ def from_multihot(v: np.ndarray) -> list[int]:
     return [int(k) for k in np.flatnonzero(np.asarray(v) > 0.5)]
 
 
-def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+def read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise LabelError(f"{path}: file not found")
@@ -107,7 +109,7 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
 
 def read_ids(path: Path, column: str = "Id", allow_duplicates: bool = False) -> list[str]:
     """Read and validate the Id column of any CSV (unsafe Ids, and duplicates unless allowed, are errors)."""
-    df = _read_csv(path, (column,))
+    df = read_table(path, (column,))
     ids = []
     seen: dict[str, int] = {}
     for i, raw in enumerate(df[column].tolist()):
@@ -129,7 +131,7 @@ def read_labels(path: Path, duplicates: str = "error") -> pd.DataFrame:
     """
     if duplicates not in ("error", "union"):
         raise ValueError(f"duplicates must be 'error' or 'union', got {duplicates!r}")
-    df = _read_csv(path, ("Id", "Target"))
+    df = read_table(path, ("Id", "Target"))
     ids = read_ids(path, allow_duplicates=duplicates == "union")
     merged: dict[str, set[int]] = {}
     for i, (sid, t) in enumerate(zip(ids, df["Target"].tolist())):
@@ -149,3 +151,16 @@ def labels_matrix(df: pd.DataFrame) -> np.ndarray:
         y = np.stack([to_multihot(parse_target(t)) for t in df["Target"]]) if len(df) else \
             np.zeros((0, NUM_CLASSES), np.float32)
     return y
+
+
+def read_folds(path: Path) -> dict[str, int]:
+    """Id -> fold of a folds table (fold -1: left out by make_folds)."""
+    if not Path(path).is_file():
+        raise LabelError(f"{path}: folds table not found; run input_prep/make_folds.py first")
+    df = read_table(path, ("Id", "fold"))
+    out = {}
+    for i, (sid, f) in enumerate(zip(df["Id"], df["fold"])):
+        if not f.lstrip("-").isdigit():
+            raise LabelError(f"{path}, row {i + 2}: fold {f!r} is not an integer")
+        out[validate_id(sid, f"{path}, row {i + 2}: ")] = int(f)
+    return out

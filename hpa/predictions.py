@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hpa.errors import HPAError
 from hpa.io import atomic_write_csv
 from hpa.labels import NUM_CLASSES, LabelError, validate_id
 
@@ -18,7 +19,7 @@ COLUMNS = ["Id"] + [str(k) for k in range(NUM_CLASSES)]
 NAME_RE = re.compile(r"^(?P<arch>.+)_(?P<size>\d+)_f(?P<fold>\d+)_(?P<kind>oof|test)\.csv$")
 
 
-class PredictionError(ValueError):
+class PredictionError(HPAError, ValueError):
     """A prediction file breaks the contract; the message names the file."""
 
 

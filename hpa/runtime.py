@@ -6,13 +6,25 @@ import contextlib
 
 import torch
 
+from hpa.errors import ConfigError
+
 AMP_MODES = ("bf16", "fp16", "off")
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """`auto` (a GPU when there is one), `cpu`, `cuda` or `cuda:N`; a device that is not there is an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name}: not a device name (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"--device {name}: no such CUDA device on this machine "
+                          f"({torch.cuda.device_count()} GPU(s)); use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name}: only cpu and cuda devices are supported")
+    return device
 
 
 def autocast(device: torch.device, amp: str):

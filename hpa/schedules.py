@@ -1,55 +1,53 @@
-"""Learning-rate schedules: cyclic cosine annealing with restarts, stepped per batch."""
+"""Learning-rate schedules: cyclic cosine annealing with restarts as a factor function under
+torch's `LambdaLR` (so its state, resume and any tooling that expects a torch scheduler work),
+and the LR range test, which no library here provides."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
 from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+from hpa.errors import ConfigError
 
 
-class CyclicCosine:
-    """Each cycle of `cycle_steps` batches anneals every group's LR from its base value to
-    `min_lr_ratio` x base along half a cosine, then restarts at the base (SGDR, Loshchilov &
-    Hutter 2017, as used by Zhang et al. 2021). After the last cycle the LR stays at its minimum.
-    """
+def cyclic_cosine_factor(step: int, cycle_steps: int, cycles: int, min_lr_ratio: float = 0.01,
+                         warmup_steps: int = 0) -> float:
+    """LR multiplier at batch `step`: each cycle of `cycle_steps` batches anneals from 1 to
+    `min_lr_ratio` along half a cosine, then restarts at 1 (SGDR, Loshchilov & Hutter 2017, as used
+    by Zhang et al. 2021); after the last cycle it stays at `min_lr_ratio`. A linear warm-up of
+    `warmup_steps` batches comes first."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    step -= warmup_steps
+    if step >= cycle_steps * cycles:
+        return min_lr_ratio
+    t = (step % cycle_steps) / cycle_steps
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
-    def __init__(self, optimizer: Optimizer, cycle_steps: int, cycles: int, min_lr_ratio: float = 0.01,
-                 warmup_steps: int = 0):
-        if cycle_steps < 1 or cycles < 1:
-            raise ValueError(f"cycle_steps and cycles must be >= 1, got {cycle_steps}, {cycles}")
-        self.optimizer = optimizer
-        self.base = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
-        for g, b in zip(optimizer.param_groups, self.base):
-            g["initial_lr"] = b
-        self.cycle_steps, self.cycles, self.min_ratio, self.warmup = cycle_steps, cycles, min_lr_ratio, warmup_steps
-        self.step_num = 0
-        self._apply()
 
-    def factor(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        step -= self.warmup
-        if step >= self.cycle_steps * self.cycles:
-            return self.min_ratio
-        t = (step % self.cycle_steps) / self.cycle_steps
-        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+def cyclic_cosine(optimizer: Optimizer, cycle_steps: int, cycles: int, min_lr_ratio: float = 0.01,
+                  warmup_steps: int = 0) -> LambdaLR:
+    """A `LambdaLR` stepped once per batch; every group keeps its own base LR."""
+    if cycle_steps < 1 or cycles < 1:
+        raise ConfigError(f"schedule: cycle_steps and cycles must be >= 1, got {cycle_steps}, {cycles}")
+    return LambdaLR(optimizer, functools.partial(cyclic_cosine_factor, cycle_steps=cycle_steps, cycles=cycles,
+                                                 min_lr_ratio=min_lr_ratio, warmup_steps=warmup_steps))
 
-    def _apply(self) -> None:
-        f = self.factor(self.step_num)
-        for g, b in zip(self.optimizer.param_groups, self.base):
-            g["lr"] = b * f
 
-    def step(self) -> None:
-        self.step_num += 1
-        self._apply()
-
-    def state_dict(self) -> dict:
-        return {"step_num": self.step_num}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.step_num = int(state["step_num"])
-        self._apply()
+def schedule_shape(epochs: int, cycle_epochs: float | None, cycles: int | None) -> tuple[float, int]:
+    """Cycle length and count: a null `cycles` repeats `cycle_epochs` to cover `epochs`; a null
+    `cycle_epochs` splits `epochs` into `cycles` equal cycles. So `--epochs` keeps the shape."""
+    if cycle_epochs is None and cycles is None:
+        raise ConfigError("config: set cycle_epochs, cycles or both")
+    if cycle_epochs is None:
+        return epochs / cycles, cycles
+    if cycles is None:
+        return cycle_epochs, max(1, math.ceil(epochs / cycle_epochs))
+    return cycle_epochs, cycles
 
 
 def lr_range_test(step_fn: Callable[[], float], optimizer: Optimizer, start_lr: float = 1e-5, end_lr: float = 10.0,

@@ -18,8 +18,6 @@ raw files. Writes to --out:
 
 from __future__ import annotations
 
-import argparse
-import sys
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -27,11 +25,12 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hpa.dataset import load_prepared, prepared_dir  # noqa: E402
-from hpa.hashing import connected_groups, near_duplicate_pairs, sample_hashes  # noqa: E402
-from hpa.io import SampleError, atomic_write_csv, read_sample  # noqa: E402
-from hpa.labels import read_ids, read_labels  # noqa: E402
+from hpa import cli
+from hpa.dataset import load_prepared, prepared_dir
+from hpa.errors import HPAError
+from hpa.hashing import connected_groups, near_duplicate_pairs, sample_hashes
+from hpa.io import SampleError, atomic_outputs, csv_text, read_sample
+from hpa.labels import read_ids, read_labels
 
 SPLITS = {"train": "train.csv", "external": "external.csv", "test": "sample_submission.csv"}
 
@@ -58,21 +57,20 @@ def hash_dataset(data_dir: Path, size: int | None, workers: int) -> pd.DataFrame
             for sid, h, err in tqdm(pool.imap(_hash_job, jobs, chunksize=64), total=len(jobs),
                                     desc=f"hash {split}", unit="sample"):
                 if err:
-                    raise SystemExit(f"error: {err}")
+                    raise HPAError(err)
                 rows.append((sid, split, *h))
     if not rows:
-        raise SystemExit(f"{data_dir}: no train/, test/ or external/ images with their CSVs found")
+        raise HPAError(f"--data-dir {data_dir}: no train/, test/ or external/ images with their CSVs found")
     return pd.DataFrame(rows, columns=["Id", "split", "h_red", "h_green", "h_blue"])
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
+    ap = cli.Parser(__doc__)
+    ap.add_argument("--data-dir", type=Path, required=True, help="dataset directory")
+    ap.add_argument("--out-dir", type=Path, required=True, help="where the pair, group, leak and hash tables go")
     ap.add_argument("--threshold", type=int, default=16, help="max differing bits over r, g, b (0..192)")
-    ap.add_argument("--size", type=int, help="hash prepared/<size>/ images instead of raw files")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--size", type=cli.positive_int, help="hash prepared/<size>/ images instead of raw files")
+    ap.add_argument("--workers", type=cli.positive_int, default=cli.DEFAULT_WORKERS, help="worker processes")
     a = ap.parse_args(argv)
     if not 0 <= a.threshold <= 192:
         ap.error(f"--threshold {a.threshold}: must be within 0..192")
@@ -83,13 +81,10 @@ def main(argv: list[str] | None = None) -> None:
     pair_df = pd.DataFrame({"Id_a": ids[pairs[:, 0]], "Id_b": ids[pairs[:, 1]], "split_a": splits[pairs[:, 0]],
                             "split_b": splits[pairs[:, 1]], "distance": dist})
     groups = connected_groups(len(df), pairs)
-    out = a.out
+    out = a.out_dir
     hashes = df.copy()
     for c in ("h_red", "h_green", "h_blue"):
         hashes[c] = [f"{int(v):016x}" for v in hashes[c]]
-    atomic_write_csv(out / "hashes.csv", hashes)
-    atomic_write_csv(out / "duplicate_pairs.csv", pair_df)
-    atomic_write_csv(out / "duplicate_groups.csv", pd.DataFrame({"Id": ids, "group": groups}))
     targets = {}
     for split in ("train", "external"):
         table = a.data_dir / ("train.csv" if split == "train" else "external.csv")
@@ -101,11 +96,16 @@ def main(argv: list[str] | None = None) -> None:
         if (r.split_a == "test") != (r.split_b == "test"):
             test_id, other = (r.Id_a, r.Id_b) if r.split_a == "test" else (r.Id_b, r.Id_a)
             leak_rows.append((test_id, other, r.distance, targets.get(other, "")))
-    atomic_write_csv(out / "leaks.csv", pd.DataFrame(leak_rows, columns=["test_Id", "train_Id", "distance", "Target"]))
+    with atomic_outputs() as tmp:
+        tmp(out / "hashes.csv").write_text(csv_text(hashes))
+        tmp(out / "duplicate_pairs.csv").write_text(csv_text(pair_df))
+        tmp(out / "duplicate_groups.csv").write_text(csv_text(pd.DataFrame({"Id": ids, "group": groups})))
+        tmp(out / "leaks.csv").write_text(csv_text(pd.DataFrame(leak_rows, columns=["test_Id", "train_Id", "distance",
+                                                                                    "Target"])))
     n_groups = len(set(groups[pairs.ravel()])) if len(pairs) else 0
     print(f"{len(df)} samples hashed; {len(pair_df)} near-duplicate pairs in {n_groups} groups; "
           f"{len(leak_rows)} test samples with a labelled twin. Written to {out}")
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

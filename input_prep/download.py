@@ -36,9 +36,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hpa.io import SampleError, atomic_write_csv, decode_jpeg_channel, read_channel, write_channel_png  # noqa: E402,I001
-from hpa.labels import COLORS, LabelError, read_labels  # noqa: E402
+from hpa import cli
+from hpa.io import SampleError, atomic_write_csv, decode_jpeg_channel, read_channel, write_channel_png
+from hpa.labels import COLORS, LabelError, read_labels
 
 DEFAULT_BASE = "http://v18.proteinatlas.org/images"
 COMPETITION = "human-protein-atlas-image-classification"
@@ -58,7 +58,7 @@ def external_url(base: str, sample_id: str, color: str) -> str:
 def check_base_url(base: str) -> str:
     scheme = urlparse(base).scheme
     if scheme not in ("http", "https"):
-        raise SystemExit(f"--base-url {base!r}: only http:// and https:// addresses are allowed")
+        raise argparse.ArgumentTypeError(f"{base!r}: only http:// and https:// addresses are allowed")
     return base
 
 
@@ -176,15 +176,15 @@ def download_kaggle(out: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, required=True, help="dataset directory")
+    ap = cli.Parser(__doc__)
+    ap.add_argument("--data-dir", type=Path, required=True, help="dataset directory to download into")
     ap.add_argument("--kaggle", action="store_true", help="download the competition files")
     ap.add_argument("--external", type=Path, help="Id,Target CSV of HPA v18 samples to fetch")
-    ap.add_argument("--base-url", default=DEFAULT_BASE, type=check_base_url)
-    ap.add_argument("--workers", type=int, default=16)
+    ap.add_argument("--base-url", default=DEFAULT_BASE, type=check_base_url, help="HPA image server")
+    ap.add_argument("--connections", type=cli.positive_int, default=16,
+                    help="parallel downloads (network-bound threads, not --workers processes)")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
-    ap.add_argument("--retries", type=int, default=5)
+    ap.add_argument("--retries", type=cli.non_negative_int, default=5, help="retries per file")
     ap.add_argument("--backoff", type=float, default=1.0, help="first retry delay in seconds, doubled each time")
     ap.add_argument("--max-side", type=int, help="downscale stored images to at most this side")
     ap.add_argument("--limit", type=int, help="only the first N samples of --external (trial runs)")
@@ -193,16 +193,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("nothing to do: give --kaggle and/or --external CSV")
     status = 0
     if a.kaggle:
-        status = max(status, download_kaggle(a.out))
+        status = max(status, download_kaggle(a.data_dir))
     if a.external:
-        try:
-            status = max(status, download_external(a.external, a.out, a.base_url, a.workers, a.timeout, a.retries,
-                                                   a.backoff, a.max_side, a.limit))
-        except LabelError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        status = max(status, download_external(a.external, a.data_dir, a.base_url, a.connections, a.timeout,
+                                               a.retries, a.backoff, a.max_side, a.limit))
     return status
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(lambda argv: sys.exit(main(argv)))

@@ -18,9 +18,7 @@ noise vary so the task is not trivial. Output is a pure function of the argument
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import uuid
 from pathlib import Path
 
@@ -29,9 +27,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hpa.io import atomic_write_bytes, atomic_write_csv, read_sample, write_sample_png  # noqa: E402
-from hpa.labels import CLASS_NAMES, NUM_CLASSES, format_target  # noqa: E402
+from hpa import cli
+from hpa.errors import ConfigError
+from hpa.io import atomic_write_bytes, atomic_write_csv, read_sample, write_sample_png
+from hpa.labels import CLASS_NAMES, NUM_CLASSES, format_target
 
 LABEL_TABLE = Path(__file__).with_name("kaggle2018_label_sets.json")
 
@@ -368,7 +367,7 @@ def draw_label_sets(n: int, rng: np.random.Generator, min_per_class: int) -> lis
     sets = [[int(x) for x in k.split()] for k in table]
     w = np.array(list(table.values()), float)
     if NUM_CLASSES * min_per_class > n:
-        raise SystemExit(f"--min-per-class {min_per_class}: needs at least {NUM_CLASSES * min_per_class} "
+        raise ConfigError(f"--min-per-class {min_per_class}: needs at least {NUM_CLASSES * min_per_class} "
                          f"samples per split, got {n}")
     out = []
     for c in range(NUM_CLASSES):
@@ -465,20 +464,19 @@ def make_demo(out: Path, n_train: int, n_test: int, size: int, seed: int, min_pe
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--out", type=Path, required=True, help="output data directory")
-    ap.add_argument("--n-train", type=int, default=2000)
-    ap.add_argument("--n-test", type=int, default=500)
+    ap = cli.Parser(__doc__)
+    ap.add_argument("--out-dir", type=Path, required=True, help="output dataset directory")
+    ap.add_argument("--n-train", type=cli.positive_int, default=2000, help="training samples")
+    ap.add_argument("--n-test", type=cli.positive_int, default=500, help="test samples")
     ap.add_argument("--size", type=int, default=128, help="image side in pixels")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="random seed")
     ap.add_argument("--min-per-class", type=int, default=3, help="forced occurrences of every class per split")
     a = ap.parse_args(argv)
     if a.size < 32:
         ap.error(f"--size {a.size}: must be at least 32")
-    make_demo(a.out, a.n_train, a.n_test, a.size, a.seed, a.min_per_class)
-    print(f"wrote demo dataset to {a.out} (preview: {a.out / 'preview.png'})")
+    make_demo(a.out_dir, a.n_train, a.n_test, a.size, a.seed, a.min_per_class)
+    print(f"wrote demo dataset to {a.out_dir} (preview: {a.out_dir / 'preview.png'})")
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

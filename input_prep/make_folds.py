@@ -13,17 +13,15 @@ Stratification: iterative-stratification's MultilabelStratifiedKFold (Sechidis e
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hpa.io import atomic_write_csv  # noqa: E402
-from hpa.labels import NUM_CLASSES, LabelError, labels_matrix, read_labels  # noqa: E402
+from hpa import cli
+from hpa.io import atomic_outputs, csv_text
+from hpa.labels import NUM_CLASSES, LabelError, labels_matrix, read_labels, read_table
 
 
 def make_folds(ids: list[str], y: np.ndarray, k: int, seed: int, groups: dict[str, str] | None = None) -> np.ndarray:
@@ -64,43 +62,42 @@ def max_proportion_deviation(y: np.ndarray, folds: np.ndarray, k: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = cli.Parser(__doc__)
     ap.add_argument("--labels", type=Path, required=True, help="Id,Target CSV")
-    ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--n-folds", type=int, default=5, help="number of folds")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the split")
+    ap.add_argument("--out", type=Path, required=True, help="Id,fold CSV (class counts per fold beside it)")
     ap.add_argument("--groups", type=Path, help="Id,group CSV from dedup.py")
     ap.add_argument("--drop-conflicts", action="store_true", help="fold -1 for duplicates with differing labels")
     a = ap.parse_args(argv)
-    if a.folds < 2:
-        ap.error(f"--folds {a.folds}: need at least 2")
-    try:
-        labels = read_labels(a.labels)
-    except LabelError as e:
-        sys.exit(f"error: {e}")
+    if a.n_folds < 2:
+        ap.error(f"--n-folds {a.n_folds}: need at least 2")
+    if a.drop_conflicts and not a.groups:
+        ap.error("--drop-conflicts needs --groups")
+    labels = read_labels(a.labels)
+    if len(labels) < a.n_folds:
+        raise LabelError(f"--n-folds {a.n_folds}: {a.labels} has only {len(labels)} samples")
     groups = None
     if a.groups:
-        g = pd.read_csv(a.groups, dtype=str)
+        g = read_table(a.groups, ("Id", "group"))
         groups = dict(zip(g["Id"], g["group"]))
     y = labels_matrix(labels)
-    folds = make_folds(labels["Id"].tolist(), y, a.folds, a.seed, groups)
+    folds = make_folds(labels["Id"].tolist(), y, a.n_folds, a.seed, groups)
     if a.drop_conflicts:
-        if not groups:
-            ap.error("--drop-conflicts needs --groups")
         drop = conflicting(labels["Id"].tolist(), y, groups)
         folds[drop] = -1
         print(f"dropped {int(drop.sum())} samples of duplicate groups with conflicting labels (fold -1)")
-    atomic_write_csv(a.out, pd.DataFrame({"Id": labels["Id"], "fold": folds}))
     keep = folds >= 0
-    counts = fold_class_counts(y[keep], folds[keep], a.folds)
+    counts = fold_class_counts(y[keep], folds[keep], a.n_folds)
     counts_path = a.out.with_name(a.out.stem + "_class_counts.csv")
-    atomic_write_csv(counts_path, counts)
+    with atomic_outputs() as tmp:
+        tmp(a.out).write_text(csv_text(pd.DataFrame({"Id": labels["Id"], "fold": folds})))
+        tmp(counts_path).write_text(csv_text(counts))
     print(counts.to_string(index=False))
     print(f"largest deviation of a class share in a fold from the whole: "
-          f"{max_proportion_deviation(y[keep], folds[keep], a.folds):.3f} percentage points")
+          f"{max_proportion_deviation(y[keep], folds[keep], a.n_folds):.3f} percentage points")
     print(f"wrote {a.out} and {counts_path}")
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hpa.dataset import prepared_dir, working_side  # noqa: E402
-from hpa.io import SampleError, atomic_save, atomic_write_csv, read_sample  # noqa: E402
-from hpa.labels import read_ids  # noqa: E402
+from hpa import cli
+from hpa.dataset import prepared_dir, working_side
+from hpa.errors import HPAError
+from hpa.io import SampleError, atomic_save, atomic_write_csv, read_sample
+from hpa.labels import read_ids
 
 SPLITS = {"train": "train.csv", "test": "sample_submission.csv", "external": "external.csv"}
 
@@ -76,20 +77,23 @@ def parse_shard(s: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", type=Path, required=True)
-    ap.add_argument("--size", type=int, required=True, help="working side for sources up to 2048 px")
-    ap.add_argument("--large-size", type=int, help="working side for 3072 px sources (default size*4/3)")
-    ap.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
-    ap.add_argument("--workers", type=int, default=2)
+    ap = cli.Parser(__doc__)
+    ap.add_argument("--data-dir", type=Path, required=True, help="dataset directory")
+    ap.add_argument("--size", type=cli.positive_int, required=True, help="working side for sources up to 2048 px")
+    ap.add_argument("--large-size", type=cli.positive_int, help="working side for 3072 px sources (default size*4/3)")
+    ap.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS), help="splits to prepare")
+    ap.add_argument("--workers", type=cli.positive_int, default=cli.DEFAULT_WORKERS, help="worker processes")
     ap.add_argument("--shard", type=parse_shard, default=(0, 1), help="i/n: prepare every n-th sample from i")
     a = ap.parse_args(argv)
+    if not a.data_dir.is_dir():
+        raise HPAError(f"--data-dir {a.data_dir}: no such directory")
+    present = [s for s in a.splits if (a.data_dir / SPLITS[s]).is_file() and (a.data_dir / s).is_dir()]
+    if not present:
+        raise HPAError(f"--data-dir {a.data_dir}: none of the splits {a.splits} is there (each needs its table, "
+                       f"e.g. train.csv, and its image folder, e.g. train/; see data/README.md)")
     status = 0
-    for split in a.splits:
+    for split in present:
         table = a.data_dir / SPLITS[split]
-        if not table.is_file() or not (a.data_dir / split).is_dir():
-            continue
         ids = sorted(read_ids(table))[a.shard[0]::a.shard[1]]
         dst = prepared_dir(a.data_dir, a.size, split)
         dst.mkdir(parents=True, exist_ok=True)
@@ -111,4 +115,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(lambda argv: sys.exit(main(argv)))

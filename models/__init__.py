@@ -1,30 +1,29 @@
 """Model registry: `--arch` names -> builders of 4-channel networks with a 28-way head.
 
-    model = build_model("se_resnext50", pretrained="weights/se_resnext50_32x4d.pth")
+    model = build_model("se_resnext50", pretrained="weights/se_resnext50_32x4d.pth", head_hidden=[1024],
+                        head_dropout=[0.5])
 
 Every arch except `gapnet_pl` is a timm encoder (feature map out) + pooling + buffering head.
-Head widths, dropouts and the pooling come from `configs/<arch>.yaml` (section `model`);
-keyword overrides win.
+The builders take their settings as arguments only: the paper's values live in
+`configs/<arch>.yaml` (section `model`) and reach here through the run's saved config.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from hpa.config import load_arch_config
+from hpa.labels import NUM_CLASSES
 from models.gapnet import GapNetPL
 from models.heads import POOLS, buffering_head
 from models.pretrained import load_pretrained
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights only ever come from local files
 log = logging.getLogger(__name__)
-NUM_CLASSES = 28
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -37,6 +36,36 @@ def register_model(name: str) -> Callable:
 
 def list_archs() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def builder(arch: str) -> Callable[..., nn.Module]:
+    if arch not in _REGISTRY:
+        raise ValueError(f"unknown arch {arch!r}; valid archs: {', '.join(list_archs())}")
+    return _REGISTRY[arch]
+
+
+def encoder_stages(encoder: nn.Module) -> list[list[nn.Parameter]]:
+    """The encoder's parameters per stage, in forward order. Stage boundaries are the modules of
+    timm's `feature_info` (stem, then each resolution stage); a parameter belongs to the first
+    stage whose module ends at or after it, so transition layers go with the stage they feed."""
+    names = [f["module"] for f in encoder.feature_info]
+    order = {name: i for i, (name, _) in enumerate(encoder.named_modules())}
+    ends = []
+    for name in names:
+        inside = [i for n, i in order.items() if n == name or n.startswith(name + ".")]
+        ends.append(max(inside))
+    stages: list[list[nn.Parameter]] = [[] for _ in names]
+    for mod_name, module in encoder.named_modules():
+        for p in module.parameters(recurse=False):
+            k = next((j for j, e in enumerate(ends) if order[mod_name] <= e), len(ends) - 1)
+            stages[k].append(p)
+    return stages
+
+
+def split_stages(stages: list[list[nn.Parameter]], n: int) -> list[list[nn.Parameter]]:
+    """Contiguous stages into `n` groups as even in stage count as possible (earlier groups get
+    the extra stage, as fastai's split of a ResNet body after layer2)."""
+    return [[p for k in part for p in stages[k]] for part in np.array_split(np.arange(len(stages)), n)]
 
 
 class HPANet(nn.Module):
@@ -64,16 +93,11 @@ class HPANet(nn.Module):
         return self.head(self.pool(self.encoder(x)))
 
     def layer_groups(self, n: int = 2) -> list[list[nn.Parameter]]:
-        """Parameter groups for distinct learning rates: [encoder, head] or, with n=3,
-        [early encoder, late encoder, head]."""
-        head = list(self.head.parameters())
-        if n == 2:
-            return [list(self.encoder.parameters()), head]
-        if n == 3:
-            enc = [p for p in self.encoder.parameters()]
-            half = len(enc) // 2
-            return [enc[:half], enc[half:], head]
-        raise ValueError(f"layer groups: n must be 2 or 3, got {n}")
+        """Parameter groups for distinct learning rates, split at stage boundaries: n=2 gives
+        [encoder, head], n=3 [early stages, late stages, head]."""
+        if n not in (2, 3):
+            raise ValueError(f"layer groups: n must be 2 or 3, got {n}")
+        return split_stages(encoder_stages(self.encoder), n - 1) + [list(self.head.parameters())]
 
 
 def _timm_encoder(timm_name: str, pretrained: str | None) -> tuple[nn.Module, int]:
@@ -113,6 +137,7 @@ _timm_arch("inception_v4", "inception_v4", min_input=75)  # smallest input its v
 def _tiny_encoder(width: int = 16, stem_stride: int = 2, input_norm: bool = True) -> nn.Sequential:
     # BatchNorm on the input standardises each stain: HPA channels are dim and of unequal brightness.
     layers: list[nn.Module] = [nn.BatchNorm2d(4)] if input_norm else []
+    stage_ends = []
     cin = 4
     for k in range(4):
         cout = width * 2 ** k
@@ -120,10 +145,13 @@ def _tiny_encoder(width: int = 16, stem_stride: int = 2, input_norm: bool = True
         layers += [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
                    nn.ReLU(inplace=True),
                    nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+        stage_ends.append(str(len(layers) - 1))
         if k < 3:
             layers.append(nn.MaxPool2d(2))
         cin = cout
-    return nn.Sequential(*layers)
+    enc = nn.Sequential(*layers)
+    enc.feature_info = [{"module": m} for m in stage_ends]  # timm's stage description, for layer groups
+    return enc
 
 
 @register_model("tiny_cnn")
@@ -146,10 +174,6 @@ def gapnet_pl(pretrained: str | None = None, num_classes: int = NUM_CLASSES, ext
     return net
 
 
-def build_model(arch: str, **overrides) -> nn.Module:
-    """Build `arch` with its config's `model` settings, `overrides` winning."""
-    if arch not in _REGISTRY:
-        raise ValueError(f"unknown arch {arch!r}; valid archs: {', '.join(list_archs())}")
-    params = dict(load_arch_config(arch).get("model", {}))
-    params.update({k: v for k, v in overrides.items() if v is not None})
-    return _REGISTRY[arch](**params)
+def build_model(arch: str, **settings) -> nn.Module:
+    """Build `arch` from explicit settings (the run config's `model` section, `pretrained`)."""
+    return builder(arch)(**{k: v for k, v in settings.items() if v is not None})

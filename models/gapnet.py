@@ -10,13 +10,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hpa.labels import NUM_CLASSES
+
 
 def _conv(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.SELU(inplace=True)]
 
 
 class GapNetPL(nn.Module):
-    def __init__(self, in_chans: int = 4, num_classes: int = 28, extra_first_stage: int = 0,
+    def __init__(self, in_chans: int = 4, num_classes: int = NUM_CLASSES, extra_first_stage: int = 0,
                  fc: int = 256, dropout: float = 0.3):
         super().__init__()
         s1 = _conv(in_chans, 32, 2)

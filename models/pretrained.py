@@ -15,11 +15,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hpa.errors import HPAError
+
 log = logging.getLogger(__name__)
 _CLASSIFIER_PREFIXES = ("fc.", "last_linear.", "classifier.", "head.fc.", "head.")
 
 
-class WeightsError(ValueError):
+class WeightsError(HPAError, ValueError):
     """A weights file is missing or does not fit the model; the message names the file."""
 
 

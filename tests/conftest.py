@@ -4,15 +4,15 @@ does not, so tests that need it skip with the reason)."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
+from hpa.realdata import SHARED
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-SHARED = Path(os.environ.get("HPA_SHARED_DATA", ROOT.parent / "shared" / "data"))
+# The one place offline mode is set: tests never reach the network, and every subprocess inherits it.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def shared_path(*parts: str) -> Path:

@@ -1,6 +1,7 @@
 """download.py against a loopback HTTP server that serves real HPA samples as HPAv18-style RGB
 JPEGs and injects faults: HTTP 500, timeouts, cut bodies, dropped connections, 404."""
 
+import argparse
 import os
 import threading
 import time
@@ -89,8 +90,8 @@ def table(tmp_path):
 
 
 def run(tmp_path, server, retries):
-    return download.main(["--out", str(tmp_path / "data"), "--external", str(table(tmp_path)), "--base-url",
-                          server.url, "--workers", "4", "--timeout", "0.5", "--retries", str(retries),
+    return download.main(["--data-dir", str(tmp_path / "data"), "--external", str(table(tmp_path)), "--base-url",
+                          server.url, "--connections", "4", "--timeout", "0.5", "--retries", str(retries),
                           "--backoff", "0.01"])
 
 
@@ -103,9 +104,9 @@ def stored_files_all_decode(d):
 def test_url_scheme():
     assert download.external_url("http://v18.proteinatlas.org/images", "10580_1610_C1_1", "green") == \
         "http://v18.proteinatlas.org/images/10580/1610_C1_1_green.jpg"
-    with pytest.raises(SystemExit, match="only http"):
+    with pytest.raises(argparse.ArgumentTypeError, match="only http"):
         download.check_base_url("ftp://example.org/images")
-    with pytest.raises(SystemExit, match="only http"):
+    with pytest.raises(argparse.ArgumentTypeError, match="only http"):
         download.check_base_url("file:///etc")
 
 
@@ -157,6 +158,6 @@ def test_kaggle_without_credentials_says_how(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
     monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
     monkeypatch.delenv("KAGGLE_KEY", raising=False)
-    assert download.main(["--out", str(tmp_path / "d"), "--kaggle"]) == 2
+    assert download.main(["--data-dir", str(tmp_path / "d"), "--kaggle"]) == 2
     err = capsys.readouterr().err
     assert "no Kaggle credentials" in err and os.path.join(str(tmp_path), "kaggle.json") in err

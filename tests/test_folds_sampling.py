@@ -48,8 +48,8 @@ def test_conflicting_groups_are_dropped(tmp_path):
     lab = read_labels(tmp_path / "train.csv")
     groups = dict(pd.read_csv(tmp_path / "groups.csv", dtype=str).values)
     assert conflicting(lab["Id"].tolist(), labels_matrix(lab), groups)[:5].tolist() == [True, True, True, False, False]
-    r = subprocess.run([sys.executable, "input_prep/make_folds.py", "--labels", tmp_path / "train.csv", "--folds", "3",
-                        "--out", tmp_path / "folds.csv", "--groups", tmp_path / "groups.csv", "--drop-conflicts"],
+    r = subprocess.run([sys.executable, "input_prep/make_folds.py", "--labels", tmp_path / "train.csv", "--n-folds",
+                        "3", "--out", tmp_path / "folds.csv", "--groups", tmp_path / "groups.csv", "--drop-conflicts"],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     folds = pd.read_csv(tmp_path / "folds.csv").set_index("Id")["fold"]

@@ -10,11 +10,17 @@ from torch import nn
 import models
 from conftest import ROOT
 from hpa.config import load_arch_config
+from hpa.errors import ConfigError
 from models.gapnet import GapNetPL
 from models.heads import AdaptiveConcatPool2d
 from models.pretrained import WeightsError
 
 ARCHS = models.list_archs()
+
+
+def paper_model(arch: str) -> nn.Module:
+    """`arch` with the model settings of its paper config."""
+    return models.build_model(arch, **load_arch_config(arch).model)
 
 
 def test_registry_lists_the_paper_archs():
@@ -26,18 +32,21 @@ def test_registry_lists_the_paper_archs():
 def test_unknown_arch_lists_the_valid_ones():
     with pytest.raises(ValueError, match="unknown arch 'resnet5'; valid archs: .*resnet50.*se_resnext50"):
         models.build_model("resnet5")
+    with pytest.raises(ConfigError, match="unknown arch 'resnet5'; valid archs: .*resnet50"):
+        load_arch_config("resnet5")
 
 
 def test_train_fold_takes_arch_choices_from_the_registry():
     r = subprocess.run([sys.executable, "train_fold.py", "--arch", "nope", "--fold", "0"], cwd=ROOT,
                        capture_output=True, text=True)
-    assert r.returncode == 2 and "invalid choice: 'nope'" in r.stderr and "se_resnext50" in r.stderr
+    assert r.returncode == 1 and "invalid choice: 'nope'" in r.stderr and "se_resnext50" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_arch_takes_4_channels_and_any_size(arch):
     torch.manual_seed(0)
-    m = models.build_model(arch).eval()
+    m = paper_model(arch).eval()
     first = next(mod for mod in m.modules() if isinstance(mod, nn.Conv2d))
     assert first.in_channels == 4
     with torch.no_grad():
@@ -59,8 +68,8 @@ def test_acp_shape_and_channel_order():
 
 @pytest.mark.parametrize("arch", [a for a in ARCHS if a != "gapnet_pl"])
 def test_head_matches_config(arch):
-    cfg = load_arch_config(arch)["model"]
-    m = models.build_model(arch)
+    cfg = load_arch_config(arch).model
+    m = paper_model(arch)
     linears = [x for x in m.head if isinstance(x, nn.Linear)]
     drops = [x.p for x in m.head if isinstance(x, nn.Dropout)]
     assert [lin.out_features for lin in linears] == cfg["head_hidden"] + [28]
@@ -72,14 +81,14 @@ def test_head_matches_config(arch):
 
 
 def test_paper_head_sizes():
-    r50 = models.build_model("resnet50")
+    r50 = paper_model("resnet50")
     assert [x.out_features for x in r50.head if isinstance(x, nn.Linear)] == [1024, 28]
     assert r50.head[0].in_features == 4096
-    r101 = models.build_model("resnet101")
+    r101 = paper_model("resnet101")
     assert [(x.in_features, x.out_features) for x in r101.head if isinstance(x, nn.Linear)] == \
         [(4096, 4096), (4096, 1024), (1024, 28)]
     assert [x.p for x in r101.head if isinstance(x, nn.Dropout)] == [0.25, 0.5]
-    assert models.build_model("inception_v4").head[0].in_features == 3072
+    assert paper_model("inception_v4").head[0].in_features == 3072
 
 
 def test_overrides_win_over_config():
@@ -97,6 +106,37 @@ def test_layer_groups_partition_the_parameters(arch):
         ids = [id(p) for g in groups for p in g]
         assert len(groups) == n and len(ids) == len(set(ids)) and set(ids) == every
         assert {id(p) for p in groups[-1]} == {id(p) for p in m.head.parameters()}
+
+
+def _group_modules(m: nn.Module, depth: int) -> list[set[str]]:
+    """Per layer group, the encoder modules (name cut to `depth` parts) whose parameters it holds."""
+    name_of = {id(p): n for n, p in m.encoder.named_parameters()}
+    return [{".".join(name_of[id(p)].split(".")[:depth]) for p in g if id(p) in name_of} for g in m.layer_groups(3)]
+
+
+DENSE_EARLY = {"features.conv0", "features.norm0", "features.denseblock1", "features.transition1",
+               "features.denseblock2"}
+STAGE_GROUPS = {  # arch: (depth of a stage's module name, early group, late group); the split is at a stage boundary
+    "resnet50": (1, {"conv1", "bn1", "layer1", "layer2"}, {"layer3", "layer4"}),
+    "resnet101": (1, {"conv1", "bn1", "layer1", "layer2"}, {"layer3", "layer4"}),
+    "se_resnext50": (1, {"layer0", "layer1", "layer2"}, {"layer3", "layer4"}),
+    "densenet121": (2, DENSE_EARLY, {"features.transition2", "features.denseblock3", "features.transition3",
+                                     "features.denseblock4", "features.norm5"}),
+    "inception_v4": (2, {f"features.{k}" for k in range(10)}, {f"features.{k}" for k in range(10, 22)}),
+    "tiny_cnn": (1, {str(k) for k in range(15)}, {str(k) for k in range(15, 27)}),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(STAGE_GROUPS))
+def test_three_layer_groups_split_the_encoder_at_a_stage_boundary(arch):
+    depth, early, late = STAGE_GROUPS[arch]
+    m = paper_model(arch)
+    got_early, got_late, _ = _group_modules(m, depth)
+    param_modules = lambda names: {n for n in names if any(True for _ in dict(m.encoder.named_modules())[n]  # noqa: E731
+                                                           .parameters())}
+    assert got_early == param_modules(early) and got_late == param_modules(late)
+    groups = m.layer_groups(3)
+    assert {id(p) for p in groups[2]} == {id(p) for p in m.head.parameters()}
 
 
 def _three_channel_state(timm_name):

@@ -28,12 +28,12 @@ def pipeline(tiny_demo, tmp_path_factory):
     cfg = work / "tiny64.yaml"  # at 64 px the stride-2 stem would blur away the small patterns
     cfg.write_text("model: {stem_stride: 1}\n")
     run("input_prep/prepare.py", "--data-dir", d, "--size", 64)
-    run("input_prep/dedup.py", "--data-dir", d, "--out", d / "dedup", "--size", 64)
-    run("input_prep/make_folds.py", "--labels", d / "train.csv", "--folds", 2, "--seed", 0, "--out", d / "folds.csv",
+    run("input_prep/dedup.py", "--data-dir", d, "--out-dir", d / "dedup", "--size", 64)
+    run("input_prep/make_folds.py", "--labels", d / "train.csv", "--n-folds", 2, "--seed", 0, "--out", d / "folds.csv",
         "--groups", d / "dedup" / "duplicate_groups.csv")
     for fold in (0, 1):
         run("train_fold.py", "--arch", "tiny_cnn", "--fold", fold, "--size", 64, "--data-dir", d,
-            "--out-root", work / "runs", "--epochs", 40, "--batch-size", 16, "--config", cfg)
+            "--runs", work / "runs", "--epochs", 40, "--batch-size", 16, "--config", cfg)
     run("predict_tta.py", "--arch", "tiny_cnn", "--size", 64, "--folds", 0, 1, "--tta", 2, "--data-dir", d,
         "--runs", work / "runs", "--out-dir", work / "predictions")
     run("find_thresholds.py", "--oof", work / "predictions" / "tiny_cnn_64_f*_oof.csv", "--labels", d / "train.csv",
@@ -148,8 +148,8 @@ def test_run_all_on_a_real_kaggle_layout_directory(real_samples, tmp_path):
         lines[split].append(f"{sid},{target if split == 'train' else 0}")
     (d / "train.csv").write_text("\n".join(lines["train"]) + "\n")
     (d / "sample_submission.csv").write_text("\n".join(lines["test"]) + "\n")
-    r = subprocess.run(["bash", "run_all.sh", "--data-dir", str(d), "--archs", "tiny_cnn", "--size", "64", "--folds",
-                        "2", "--epochs", "1", "--tta", "1", "--work", str(tmp_path / "work")], cwd=ROOT,
+    r = subprocess.run(["bash", "run_all.sh", "--data-dir", str(d), "--archs", "tiny_cnn", "--size", "64", "--n-folds",
+                        "2", "--epochs", "1", "--tta", "1", "--out-dir", str(tmp_path / "work")], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     sub = pd.read_csv(tmp_path / "work" / "submission.csv")

@@ -1,10 +1,10 @@
-import argparse
 import itertools
 
 import pytest
 import torch
 
-from predict_tta import DIHEDRAL, dihedral, parse_tta
+from hpa.errors import ConfigError
+from hpa.inference import DIHEDRAL, dihedral, parse_tta
 
 
 def test_dihedral_group_is_the_8_symmetries_of_the_square():
@@ -26,5 +26,5 @@ def test_parse_tta():
     assert parse_tta("8") == DIHEDRAL
     assert parse_tta("id,rot90") == ("id", "rot90")
     for bad in ("0", "9", "id,spin", ","):
-        with pytest.raises(argparse.ArgumentTypeError):
+        with pytest.raises(ConfigError, match="--tta"):
             parse_tta(bad)

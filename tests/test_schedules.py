@@ -2,23 +2,25 @@ import math
 
 import pytest
 import torch
+from torch.optim.lr_scheduler import LambdaLR
 
-from hpa.schedules import CyclicCosine, lr_range_test
-from train_fold import schedule_shape
+from hpa.schedules import cyclic_cosine, lr_range_test, schedule_shape
 
 
 def make(cycle_steps=10, cycles=2, min_ratio=0.1):
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([{"params": [p], "lr": 0.01}, {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.03}],
                           lr=0.03)
-    return opt, CyclicCosine(opt, cycle_steps, cycles, min_ratio)
+    return opt, cyclic_cosine(opt, cycle_steps, cycles, min_ratio)
 
 
 def test_cosine_values_and_restarts():
     opt, sch = make()
+    assert isinstance(sch, LambdaLR)  # a torch scheduler: its state and tooling work as usual
     lrs = []
     for _ in range(25):
         lrs.append([g["lr"] for g in opt.param_groups])
+        opt.step()
         sch.step()
     for step, (a, b) in enumerate(lrs):
         t = (step % 10) / 10 if step < 20 else None
@@ -28,12 +30,16 @@ def test_cosine_values_and_restarts():
     assert lrs[9][1] < lrs[5][1] < lrs[1][1]
 
 
-def test_state_roundtrip():
+def test_state_roundtrip_through_a_weights_only_checkpoint(tmp_path):
     opt, sch = make()
     for _ in range(7):
+        opt.step()
         sch.step()
+    torch.save(sch.state_dict(), tmp_path / "s.pt")
     opt2, sch2 = make()
-    sch2.load_state_dict(sch.state_dict())
+    sch2.load_state_dict(torch.load(tmp_path / "s.pt", weights_only=True))
+    for _ in range(3):
+        opt.step(), sch.step(), opt2.step(), sch2.step()
     assert [g["lr"] for g in opt2.param_groups] == [g["lr"] for g in opt.param_groups]
 
 

@@ -1,16 +1,19 @@
 """The real 2018 model outputs in ../shared/data: 4 top-team test predictions (11,702 x 28, in
-sample_submission order) and the 258 test rows whose labels are known from leak.csv."""
+sample_submission order) and the 258 test rows whose labels are known from leak.csv. Used by the
+tests and benchmarks; the directory is ../shared/data beside the project (or $HPA_SHARED_DATA)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from hpa.labels import labels_matrix, read_ids, read_labels
+from hpa.predictions import PredictionError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(os.environ.get("HPA_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 MODELS = {"team5inceptionv3_800": "team5_inceptionv3_800_test.npy",
           "team10seresnext50_512": "team10_seresnext50_inceptionv3_test.csv",
           "team5xception_512": "team5_xception_512_test.npy", "team4gapnet_512": "team4_gapnet_5fold_test.npy"}
@@ -30,7 +33,7 @@ def load_real(shared: Path = SHARED):
         if f.endswith(".csv"):
             df = pd.read_csv(path)
             if df["Id"].tolist() != sub_ids:
-                raise ValueError(f"{path}: rows are not in sample_submission order")
+                raise PredictionError(f"{path}: rows are not in sample_submission order")
             preds[name] = df.iloc[:, 1:].to_numpy()
         else:
             preds[name] = np.load(path)

@@ -1,0 +1,222 @@
+"""Inference: a run's model rebuilt from its own saved config, dihedral test-time augmentation at
+one or several sizes, OOF and test predictions per fold, and a folder of a user's own images.
+
+Every prediction file gets a sidecar `<file>.json` that records the run, the labels and folds it
+was trained on; blending uses it to refuse predictions made against other folds or labels.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from hpa.checkpoint import CheckpointError, load_checkpoint
+from hpa.config import TrainConfig
+from hpa.dataset import load_prepared, prepared_dir
+from hpa.errors import ConfigError, RunError
+from hpa.io import EXTENSIONS, SampleError, csv_text, read_sample
+from hpa.labels import CLASS_NAMES, NUM_CLASSES, LabelError, read_folds, read_ids, validate_id
+from hpa.predictions import COLUMNS, prediction_path
+from hpa.runtime import autocast
+from hpa.training import check_provenance, folds_csv_of, run_dir_of
+from models import build_model
+
+DIHEDRAL = ("id", "hflip", "vflip", "rot180", "rot90", "rot270", "transpose", "antitranspose")
+
+
+def dihedral(x: torch.Tensor, name: str) -> torch.Tensor:
+    """One of the 8 symmetries of the square on a N x C x H x W batch."""
+    return {
+        "id": lambda t: t,
+        "hflip": lambda t: t.flip(3),
+        "vflip": lambda t: t.flip(2),
+        "rot180": lambda t: t.flip(2, 3),
+        "rot90": lambda t: t.rot90(1, (2, 3)),
+        "rot270": lambda t: t.rot90(3, (2, 3)),
+        "transpose": lambda t: t.transpose(2, 3),
+        "antitranspose": lambda t: t.transpose(2, 3).flip(2, 3),
+    }[name](x)
+
+
+def parse_tta(v: str) -> tuple[str, ...]:
+    """`--tta`: a count 1..8 (the first N of DIHEDRAL) or comma-separated names."""
+    if v.isdigit():
+        if not 1 <= int(v) <= len(DIHEDRAL):
+            raise ConfigError(f"--tta {v}: a count must be 1..8")
+        return DIHEDRAL[: int(v)]
+    names = tuple(n.strip() for n in v.split(",") if n.strip())
+    bad = [n for n in names if n not in DIHEDRAL]
+    if bad or not names:
+        raise ConfigError(f"--tta {v}: unknown transform(s) {bad}; choose from {', '.join(DIHEDRAL)}")
+    return names
+
+
+class ImageSet(Dataset):
+    """Whole images resized to `size`, from prepared storage or from raw files. From raw files a
+    sample that cannot be read comes back as zeros with the reason, so one bad file does not stop
+    the others."""
+
+    def __init__(self, ids: list[str], size: int, store: Path | None = None, raw_dir: Path | None = None):
+        self.ids, self.size, self.store, self.raw_dir = ids, size, store, raw_dir
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
+        sid = self.ids[i]
+        if self.store:
+            img = load_prepared(self.store, sid)
+        else:
+            try:
+                img = read_sample(self.raw_dir, sid)
+            except SampleError as e:
+                return torch.zeros(4, self.size, self.size), str(e)
+        if img.shape[:2] != (self.size, self.size):
+            img = cv2.resize(img, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0), ""
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    model: torch.nn.Module
+    cfg: TrainConfig
+    provenance: dict = field(default_factory=dict)
+
+
+def load_run(run_dir: Path, device: torch.device) -> LoadedRun:
+    """A run's best model, built from the config saved in its checkpoint (never today's configs/)."""
+    ck = load_checkpoint(run_dir / "best.pt")
+    try:
+        cfg = TrainConfig(**ck["config"])
+    except Exception as e:
+        raise CheckpointError(f"{run_dir / 'best.pt'}: its saved config is not valid today "
+                              f"({' '.join(str(e).split())[:200]})") from None
+    model = build_model(cfg.arch, **cfg.model)
+    model.load_state_dict(ck["model"])
+    model.to(device).eval()
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return LoadedRun(run_dir, model, cfg, ck.get("provenance") or {})
+
+
+@torch.no_grad()
+def predict(models: Sequence[torch.nn.Module], ids: list[str], sizes: Sequence[int], tta: Sequence[str],
+            batch_size: int, device: torch.device, amp: str, workers: int, desc: str,
+            **source) -> tuple[np.ndarray, dict[str, str]]:
+    """Mean sigmoid probability over models x sizes x TTA transforms (N x 28), and the samples
+    that could not be read, with the reason (raw images only; their rows are zeros)."""
+    total = np.zeros((len(ids), NUM_CLASSES))
+    failed: dict[str, str] = {}
+    for size in sizes:
+        dl = DataLoader(ImageSet(ids, size, **source), batch_size=batch_size, num_workers=workers)
+        row = 0
+        for x, errors in tqdm(dl, desc=f"{desc} @{size}", leave=False, dynamic_ncols=True):
+            x = x.to(device).contiguous(memory_format=torch.channels_last)
+            acc = torch.zeros(len(x), NUM_CLASSES, device=device)
+            for model in models:
+                for name in tta:
+                    with autocast(device, amp):
+                        acc += torch.sigmoid(model(dihedral(x, name)).float())
+            total[row:row + len(x)] += acc.cpu().numpy()
+            failed.update({ids[row + k]: e for k, e in enumerate(errors) if e})
+            row += len(x)
+    return total / (len(sizes) * len(models) * len(tta)), failed
+
+
+_RED = re.compile(r"^(?P<id>.+)_red\.(?P<ext>[A-Za-z]+)$")
+
+
+def find_image_ids(directory: Path) -> tuple[list[str], dict[str, str]]:
+    """Sample Ids of every `<Id>_red.<ext>` in `directory` (any case of a known extension), and the
+    files skipped because their name is not a safe Id."""
+    if not Path(directory).is_dir():
+        raise ConfigError(f"--images {directory}: no such directory")
+    ids, skipped = set(), {}
+    for p in sorted(Path(directory).iterdir()):
+        m = _RED.match(p.name)
+        if not m or m["ext"].lower() not in EXTENSIONS:
+            continue
+        try:
+            ids.add(validate_id(m["id"]))
+        except LabelError as e:
+            skipped[p.name] = str(e)
+    return sorted(ids), skipped
+
+
+def frame(ids: list[str], probs: np.ndarray) -> pd.DataFrame:
+    df = pd.DataFrame(probs, columns=COLUMNS[1:])
+    df.insert(0, "Id", list(ids))
+    return df
+
+
+@dataclass
+class PredictionSet:
+    """Files of one prediction stage, written together by `write_all`."""
+    files: dict[Path, str] = field(default_factory=dict)  # path -> text
+
+    def add(self, path: Path, df: pd.DataFrame, sidecar: dict | None = None) -> None:
+        self.files[Path(path)] = csv_text(df)
+        if sidecar is not None:
+            self.files[Path(path).with_suffix(".json")] = json.dumps(sidecar, indent=1)
+
+    def write_all(self) -> list[Path]:
+        from hpa.io import atomic_outputs
+
+        with atomic_outputs() as tmp:
+            for path, text in self.files.items():
+                tmp(path).write_text(text)
+        return [p for p in self.files if p.suffix == ".csv"]
+
+
+def predict_folds(runs: Path, arch: str, size: int, folds: Sequence[int], out_dir: Path, sizes: Sequence[int],
+                  tta: Sequence[str], batch_size: int, device: torch.device, amp: str, workers: int,
+                  data_dir: Path | None = None) -> PredictionSet:
+    """OOF and test predictions of each fold's run, after checking that the labels and folds are
+    those the run was trained on. Nothing is written: the caller writes the set once it is complete."""
+    run_dirs = [run_dir_of(runs, arch, size, f) for f in folds]
+    for r in run_dirs:
+        if not (r / "best.pt").is_file():
+            raise RunError(f"{r / 'best.pt'} not found; train that fold first (train_fold.py)")
+    out = PredictionSet()
+    common = dict(sizes=sizes, tta=tta, batch_size=batch_size, device=device, amp=amp, workers=workers)
+    for fold, run_dir in zip(folds, run_dirs):
+        run = load_run(run_dir, device)
+        cfg = run.cfg
+        if data_dir is not None:
+            cfg = cfg.model_copy(update={"data_dir": str(data_dir)})
+        labels_csv, folds_csv = Path(cfg.data_dir) / "train.csv", folds_csv_of(cfg)
+        if not run.provenance:
+            raise RunError(f"{run_dir}: its checkpoint does not record the folds and labels it was trained on; "
+                           "retrain it with this version")
+        check_provenance(run_dir, run.provenance, labels_csv, folds_csv)
+        fold_of = read_folds(folds_csv)
+        val_ids = [validate_id(i) for i, f in fold_of.items() if f == fold]
+        sidecar = {"run": str(run_dir.resolve()), "labels_sha256": run.provenance["labels_sha256"],
+                   "folds_sha256": run.provenance["folds_sha256"], "folds_csv": str(folds_csv.resolve()),
+                   "fold": fold, "sizes": list(sizes), "tta": list(tta)}
+        probs, _ = predict([run.model], val_ids, desc=f"f{fold} oof",
+                           store=prepared_dir(cfg.data_dir, cfg.size, "train"), **common)
+        out.add(prediction_path(out_dir, arch, size, fold, "oof"), frame(val_ids, probs), {**sidecar, "kind": "oof"})
+        test_csv = Path(cfg.data_dir) / "sample_submission.csv"
+        if test_csv.is_file():
+            test_ids = read_ids(test_csv)
+            probs, _ = predict([run.model], test_ids, desc=f"f{fold} test",
+                               store=prepared_dir(cfg.data_dir, cfg.size, "test"), **common)
+            out.add(prediction_path(out_dir, arch, size, fold, "test"), frame(test_ids, probs),
+                    {**sidecar, "kind": "test"})
+    return out
+
+
+def predicted_names(pred: np.ndarray) -> list[str]:
+    return ["; ".join(CLASS_NAMES[k] for k in np.flatnonzero(p)) for p in pred]
