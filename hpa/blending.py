@@ -14,7 +14,7 @@ import pandas as pd
 
 from hpa.errors import RunError
 from hpa.io import file_sha256
-from hpa.labels import NUM_CLASSES, labels_matrix, read_folds, read_labels
+from hpa.labels import NUM_CLASSES, LabelError, labels_matrix, read_folds, read_labels
 from hpa.metrics import macro_f1
 from hpa.predictions import PredictionError, parse_name, read_predictions
 from hpa.thresholds import fit_thresholds
@@ -111,6 +111,8 @@ def check_oof_provenance(oof_paths: list[Path], labels_csv: Path, allow_missing:
     """Refuse OOF files made against other labels or other folds than each other; check that the
     OOF files cover every Id of their folds table. Returns notes for the report (files without a
     sidecar cannot be checked; missing coverage when `allow_missing`)."""
+    if not Path(labels_csv).is_file():
+        raise LabelError(f"{labels_csv}: file not found")
     sides = read_sidecars(oof_paths)
     notes = []
     unchecked = [p for p in oof_paths if p not in sides]

@@ -49,6 +49,8 @@ def one_line(e: BaseException) -> str:
     """The message of `e` on one line. An error raised in a DataLoader worker comes back with the
     worker's traceback folded into its message; its last line is the original message."""
     text = str(e)
+    if isinstance(e, OSError) and e.filename and e.strerror:
+        text = f"{e.filename}: {e.strerror.lower()}"
     if "Original Traceback" in text:
         last = [ln for ln in text.splitlines() if ln.strip()][-1]
         text = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].endswith("Error") else last

@@ -145,7 +145,7 @@ def find_image_ids(directory: Path) -> tuple[list[str], dict[str, str]]:
     ids, skipped = set(), {}
     for p in sorted(Path(directory).iterdir()):
         m = _RED.match(p.name)
-        if not m or m["ext"].lower() not in EXTENSIONS:
+        if not m or m["ext"] not in EXTENSIONS + tuple(e.upper() for e in EXTENSIONS):  # as hpa.io.find_format
             continue
         try:
             ids.add(validate_id(m["id"]))

@@ -48,6 +48,7 @@ def blend(d, *extra, oof="*_oof.csv", test="*_test.csv"):
                            *map(str, extra)], cwd=ROOT, capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_blend_writes_a_valid_submission(real, tmp_path):
     d, sub_ids, _, rows, y, preds = real
     r = blend(d, "--out", tmp_path / "submission.csv")
@@ -62,6 +63,7 @@ def test_blend_writes_a_valid_submission(real, tmp_path):
     assert (tmp_path / "report.md").read_text().count("team") >= 4 and (tmp_path / "report.png").is_file()
 
 
+@pytest.mark.slow
 def test_find_thresholds_methods_on_real_rows(real, tmp_path):
     d = real[0]
     scores = {}
@@ -81,6 +83,7 @@ def _rewrite(src, dst, fn):
     fn(df).to_csv(dst, index=False)
 
 
+@pytest.mark.slow
 def test_bad_prediction_sets_are_named(real, tmp_path):
     d = real[0]
     for f in d.glob("*.csv"):

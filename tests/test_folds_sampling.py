@@ -41,6 +41,7 @@ def test_groups_never_straddle_folds():
         assert len({folds[3 * g + k] for k in range(3)}) == 1
 
 
+@pytest.mark.slow
 def test_conflicting_groups_are_dropped(tmp_path):
     (tmp_path / "train.csv").write_text("Id,Target\na,0\nb,0\nc,1\nd,2 3\ne,3 2\n" +
                                         "".join(f"x{i},{i % 28}\n" for i in range(60)))

@@ -36,6 +36,7 @@ def test_unknown_arch_lists_the_valid_ones():
         load_arch_config("resnet5")
 
 
+@pytest.mark.slow
 def test_train_fold_takes_arch_choices_from_the_registry():
     r = subprocess.run([sys.executable, "train_fold.py", "--arch", "nope", "--fold", "0"], cwd=ROOT,
                        capture_output=True, text=True)

@@ -14,6 +14,8 @@ from hpa.labels import labels_matrix, read_labels
 from hpa.metrics import best_constant_macro_f1, macro_f1
 from hpa.predictions import COLUMNS, read_predictions
 
+pytestmark = pytest.mark.slow  # subprocess and end-to-end runs
+
 
 def run(*args):
     r = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True)

@@ -34,6 +34,7 @@ def real_dataset(real_samples, tmp_path_factory):
     return d, rows
 
 
+@pytest.mark.slow
 def test_prepare_full_size_rule_shards_and_idempotence(real_dataset):
     d, rows = real_dataset
     for shard in ("0/2", "1/2"):
@@ -55,6 +56,7 @@ def test_prepare_full_size_rule_shards_and_idempotence(real_dataset):
     assert not list(store.glob(".*"))  # no temporary files left
 
 
+@pytest.mark.slow
 def test_prepare_reports_broken_samples(tmp_path):
     (tmp_path / "train").mkdir()
     write_sample_png(tmp_path / "train", "good", np.zeros((64, 64, 4), np.uint8))

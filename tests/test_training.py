@@ -17,6 +17,8 @@ from hpa.checkpoint import load_checkpoint
 from hpa.config import load_arch_config
 from hpa.errors import RunError
 
+pytestmark = pytest.mark.slow  # subprocess and end-to-end runs
+
 
 @pytest.fixture(scope="module")
 def data(tiny_demo):
