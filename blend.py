@@ -8,11 +8,15 @@ concatenated over folds, its test files averaged. OOF files made by predict_tta.
 naming the labels and folds of their runs: models made against other labels or folds than each
 other are refused, and OOF files that do not cover every Id of their folds are an error unless
 --allow-missing-oof. Model weights (`--weights`):
-- `equal`: the plain mean;
-- `greedy`: greedy ensemble selection with replacement (Caruana et al., ICML 2004).
-  On small OOF sets the weights overfit (bench/RESULTS.md); prefer `equal` there.
-Thresholds (`--method`) are then fitted on the blended OOF; a test sample with no class above
-threshold gets its class of highest probability/threshold ratio (every sample has a label).
+- `equal`: the plain mean of probabilities; `logit`: the mean of logits;
+- `greedy`: greedy ensemble selection with replacement (Caruana et al., ICML 2004);
+- `bagged`: greedy selection on random halves of the models, averaged (Caruana et al. 2004);
+- `auto` (default): the pair of weighting and threshold method that scores best in K-fold
+  cross-validation inside the OOF rows (fit on K-1 parts, score the held-out part; the simplest
+  pair within one standard error of the best), then fitted on all OOF rows. The report shows the
+  cross-validated table and the choice.
+Thresholds (`--method`: flat 0.5, paper, exact, shrink or auto) are fitted on the blended OOF; a
+test sample with no class above threshold gets its class of highest probability/threshold ratio.
 Writes the submission (Id,Predicted; every sample_submission Id once, labels ascending), and
 report.md, report.png and blend.json beside it, all together.
 """
@@ -27,11 +31,13 @@ import pandas as pd
 
 from hpa import cli
 from hpa.blending import (
+    WEIGHTINGS,
     align,
     check_oof_provenance,
+    choose_blend,
     concat_oof,
     expand,
-    greedy_weights,
+    fit_blend,
     group_by_model,
     labels_for,
     mean_test,
@@ -56,9 +62,13 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--labels", type=Path, help="Id,Target of the OOF rows (default <data-dir>/train.csv)")
     ap.add_argument("--sample-submission", type=Path, help="test Ids (default <data-dir>/sample_submission.csv)")
     ap.add_argument("--test-labels", type=Path, help="Id,Target of the test set, to score the blend")
-    ap.add_argument("--method", choices=METHODS, default="shrink", help="threshold method (hpa/thresholds.py)")
-    ap.add_argument("--weights", choices=["greedy", "equal"], default="greedy", help="model weights")
+    ap.add_argument("--method", choices=[*METHODS, "auto"], default="auto", help="threshold method "
+                    "(hpa/thresholds.py), or auto: chosen by cross-validation on the OOF rows")
+    ap.add_argument("--weights", choices=[*WEIGHTINGS, "auto"], default="auto", help="model weights, or auto: "
+                    "chosen by cross-validation on the OOF rows")
     ap.add_argument("--rounds", type=cli.positive_int, default=20, help="greedy selection rounds")
+    ap.add_argument("--cv-folds", type=cli.positive_int, default=5, help="K of the cross-validation for auto")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the cross-validation splits and of bagging")
     ap.add_argument("--allow-missing-oof", action="store_true",
                     help="blend on the OOF rows present when some Ids of the folds have no OOF prediction")
     ap.add_argument("--out", type=Path, default=Path("submission.csv"), help="submission CSV")
@@ -95,17 +105,23 @@ def main(argv: list[str] | None = None) -> None:
         tl = read_labels(a.test_labels)
         ty = align(tl["Id"].tolist(), labels_matrix(tl), sub_ids, a.test_labels)
 
-    w = greedy_weights(oofs, y, a.rounds, a.method) if a.weights == "greedy" and len(oofs) > 1 else \
-        np.full(len(oofs), 1 / len(oofs))
-    oof = sum(wi * o for wi, o in zip(w, oofs))
-    test = sum(wi * t for wi, t in zip(w, tests))
-    thr = fit_thresholds(oof, y, a.method)
+    cv_table = None
+    weighting, method = a.weights, a.method
+    if "auto" in (a.weights, a.method):
+        if a.cv_folds < 2:
+            raise ConfigError(f"--cv-folds {a.cv_folds}: auto needs at least 2")
+        (weighting, method), cv_table = choose_blend(
+            oofs, y, list(WEIGHTINGS) if a.weights == "auto" else [a.weights],
+            list(METHODS) if a.method == "auto" else [a.method], k=a.cv_folds, rounds=a.rounds, seed=a.seed)
+    fitted = fit_blend(oofs, y, weighting, method, a.rounds, a.seed)
+    w, thr = fitted.weights, fitted.thresholds
+    oof, test = fitted.combine(oofs), fitted.combine(tests)
     pred = apply_thresholds(test, thr)
     sub = pd.DataFrame({"Id": sub_ids, "Predicted": [format_target(np.flatnonzero(r)) for r in pred]})
     validate_submission(sub, sub_ids, a.out)
 
-    singles = {m: macro_f1(y, o >= fit_thresholds(o, y, a.method)) for m, o in zip(names, oofs)}
-    summary = {"models": names, "weights": [float(v) for v in w], "threshold_method": a.method,
+    singles = {m: macro_f1(y, o >= fit_thresholds(o, y, method)) for m, o in zip(names, oofs)}
+    summary = {"models": names, "weighting": weighting, "weights": [float(v) for v in w], "threshold_method": method,
                "thresholds": [float(t) for t in thr], "oof_rows": len(oof_ids),
                "oof_macro_f1_at_0.5": macro_f1(y, oof >= 0.5), "oof_macro_f1": macro_f1(y, oof >= thr),
                "oof_macro_f1_filled": macro_f1(y, apply_thresholds(oof, thr)),
@@ -118,19 +134,34 @@ def main(argv: list[str] | None = None) -> None:
     lines = ["# Blend report", "", "| model | weight | OOF macro F1 (own thresholds) |", "|---|---|---|"]
     lines += [f"| {m} | {wi:.3f} | {singles[m]:.4f} |" for m, wi in zip(names, w)]
     lines += ["", f"Blended OOF macro F1 over {len(oof_ids)} rows: {summary['oof_macro_f1_at_0.5']:.4f} at 0.5, "
-              f"{summary['oof_macro_f1']:.4f} with {a.method} thresholds "
+              f"{summary['oof_macro_f1']:.4f} with {method} thresholds "
               f"({summary['oof_macro_f1_filled']:.4f} when empty rows get their closest class)."]
     if "test_macro_f1" in summary:
         lines.append(f"Test macro F1 (against {a.test_labels}): {summary['test_macro_f1']:.4f}.")
     lines += [f"Note: {n}." for n in notes]
+    if cv_table is not None:
+        summary["cross_validation"] = cv_table.to_dict(orient="records")
+        lines += ["", f"## Choice of weights and thresholds: {weighting} + {method}", "",
+                  f"{a.cv_folds}-fold cross-validation inside the {len(oof_ids)} OOF rows "
+                  f"({cv_table['n_scores'][0] // a.cv_folds} repeat(s)): each pair is fitted on {a.cv_folds - 1} parts "
+                  "and scored (macro F1, empty rows filled) on the held-out part; mean and standard error over the "
+                  "held-out parts. Chosen: the simplest pair whose shortfall to the best pair, on the same "
+                  "held-out parts, is within one standard error (the one-standard-error rule, paired), then fitted "
+                  "on all OOF rows.", "",
+                  markdown_table(cv_table, floatfmt=".4f")]
     lines += ["", f"![per-class F1]({png.name})", "", markdown_table(table)]
     with atomic_outputs() as tmp:  # the submission and its report appear together or not at all
         tmp(a.out).write_text(csv_text(sub))
-        plot_per_class(table, tmp(png), f"blend: OOF per-class F1 and thresholds (macro {summary['oof_macro_f1']:.3f})")
+        plot_per_class(table, tmp(png), f"blend: OOF per-class F1 and thresholds (macro "
+                       f"{summary['oof_macro_f1']:.3f})")
         tmp(report).write_text("\n".join(lines) + "\n")
         tmp(a.out.with_name("blend.json")).write_text(json.dumps(summary, indent=1))
     for n in notes:
         print(f"note: {n}")
+    if cv_table is not None:
+        best = cv_table[cv_table["chosen"]].iloc[0]
+        print(f"auto: {weighting} weights + {method} thresholds (cross-validated macro F1 {best['cv_macro_f1']:.4f} "
+              f"+- {best['std_error']:.4f}; table in {report})")
     print(f"models {names} weights {np.round(w, 3).tolist()}; OOF macro F1 {summary['oof_macro_f1']:.4f}")
     if "test_macro_f1" in summary:
         print(f"TEST MACRO F1: {summary['test_macro_f1']:.4f}")

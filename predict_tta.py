@@ -9,7 +9,8 @@ and folds are those it was trained on: predictions/<arch>_<size>_f<fold>_{oof,te
 a .json sidecar, all written together once every fold has been predicted.
 TTA: the probabilities (after the sigmoid) are averaged over the --tta dihedral transforms
 (in this order: id, hflip, vflip, rot180, rot90, rot270, transpose, antitranspose) and over every
---sizes value, the prepared image being resized to each size.
+--sizes value. Images are seen whole at their stored side (768 px for 2048 px sources, 1024 px
+for 3072 px ones in a 768 run); --sizes rescales them (e.g. --sizes 768 1024 adds a pass at 4/3).
 With --images, every sample in the folder (`<Id>_red.<ext>` and its 3 sibling files, png, tif,
 tiff, jpg or jpeg in either case) is predicted by all the given folds' models; unreadable samples
 are listed and skipped. Writes probabilities and the predicted class names (thresholds from
@@ -48,7 +49,9 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--arch", required=True, choices=list_archs(), help="the runs' arch")
     ap.add_argument("--size", type=cli.positive_int, required=True, help="the training size (names the run)")
     ap.add_argument("--folds", type=cli.non_negative_int, nargs="+", default=[0], help="folds whose runs to use")
-    ap.add_argument("--sizes", type=cli.positive_int, nargs="+", help="inference sizes (default: --size)")
+    ap.add_argument("--sizes", type=cli.positive_int, nargs="+",
+                    help="inference sides for images stored at --size, larger stored images scaled alike "
+                         "(default: --size, i.e. every image whole at its stored side)")
     ap.add_argument("--tta", default=str(len(DIHEDRAL)),
                     help="dihedral transforms to average: a count 1..8 (the first N of the order above) or names, "
                          "e.g. id,hflip,vflip")
@@ -86,7 +89,7 @@ def predict_images(a, common: dict) -> None:
     if not ids:
         raise HPAError(f"--images {a.images}: no <Id>_red.<png|tif|tiff|jpg|jpeg> files with a valid Id found")
     models = [load_run(run_dir_of(a.runs, a.arch, a.size, f), common["device"]).model for f in a.folds]
-    probs, failed = predict(models, ids, desc="images", raw_dir=a.images, **common)
+    probs, failed = predict(models, ids, a.size, desc="images", raw_dir=a.images, **common)
     skipped.update(failed)
     ok = [k for k, i in enumerate(ids) if i not in failed]
     for name, why in skipped.items():
@@ -104,8 +107,8 @@ def predict_images(a, common: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
-    common = dict(sizes=a.sizes or [a.size], tta=parse_tta(a.tta), batch_size=a.batch_size,
-                  device=pick_device(a.device), amp=a.amp, workers=a.workers)
+    common = dict(sizes=a.sizes, tta=parse_tta(a.tta), batch_size=a.batch_size, device=pick_device(a.device),
+                  amp=a.amp, workers=a.workers)
     if a.images:
         predict_images(a, common)
         return

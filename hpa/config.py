@@ -36,7 +36,10 @@ class TrainConfig(BaseModel):
     data_dir: str | None = Field(None, description="dataset directory (train.csv, prepared/, folds.csv)")
     folds_csv: str | None = Field(None, description="Id,fold table (null: <data_dir>/folds.csv)")
     size: int = Field(768, ge=8, description="side of the prepared images to read")
-    crop: int | None = Field(512, ge=8, description="random training crop side; null trains on whole images")
+    crop: int | None = Field(512, ge=8, description="random training crop side for images stored at `size`; "
+                                                    "other stored sides get the same fraction; null: whole images")
+    crop_large: int | None = Field(None, ge=8, description="crop side for images stored larger than `size` (3072 px "
+                                                           "sources); null: crop x side / size")
     epochs: int = Field(16, ge=1, description="training epochs")
     batch_size: int = Field(32, ge=1, description="batch size per process")
     optimizer: Literal["sgd", "adamw"] = Field("sgd", description="optimizer")

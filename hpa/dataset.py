@@ -1,8 +1,11 @@
 """Prepared storage and the training dataset.
 
-`input_prep/prepare.py` writes every sample once, resized to the working size, as an
+`input_prep/prepare.py` writes every sample once, resized to its working side, as an
 uncompressed H x W x 4 uint8 `.npy` under `<data_dir>/prepared/<size>/<split>/<Id>.npy`;
-loading one is a header parse and a memcpy instead of decoding 4 PNGs.
+loading one is a header parse and a memcpy instead of decoding 4 PNGs. The working side follows
+the source (Zhang et al. 2021: 2048 px sources -> 768, 3072 px -> 1024), and nothing downstream
+resamples again: training takes random crops whose side follows the stored side, validation and
+prediction see the whole stored image, and a batch holds samples of one stored side only.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import albumentations as A
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -28,6 +32,41 @@ def working_side(src_side: int, size: int, large_size: int | None = None) -> int
     if src_side >= 3072:
         return large_size or int(round(size * 4 / 3))
     return size
+
+
+def resize_to_working_side(img: np.ndarray, size: int, large_size: int | None = None) -> np.ndarray:
+    """The one resampling a sample gets: to its working side (area interpolation when shrinking)."""
+    side = working_side(max(img.shape[:2]), size, large_size)
+    if img.shape[:2] == (side, side):
+        return img
+    interp = cv2.INTER_AREA if side < img.shape[0] else cv2.INTER_LINEAR
+    return cv2.resize(img, (side, side), interpolation=interp)
+
+
+def stored_side(path: Path) -> int:
+    """The side of a prepared sample, from its .npy header alone."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            shape = np.lib.format._read_array_header(f, version)[0]
+    except FileNotFoundError:
+        raise SampleError(f"{path}: not prepared; run input_prep/prepare.py first") from None
+    except (ValueError, OSError) as e:
+        raise SampleError(f"{path}: corrupt prepared sample ({e}); delete it and run input_prep/prepare.py again") \
+            from None
+    return int(shape[0])
+
+
+def crop_side(side: int, size: int, crop: int | None, crop_large: int | None = None) -> int | None:
+    """The training crop for a sample stored at `side`: `crop` at the base `size`, `crop_large` (if
+    set) for larger stored sides, otherwise the same fraction of the side as crop / size."""
+    if crop is None:
+        return None
+    if side == size:
+        return crop
+    if crop_large and side > size:
+        return min(crop_large, side)
+    return min(side, int(round(crop * side / size)))
 
 
 def load_prepared(store: Path, sample_id: str) -> np.ndarray:
@@ -62,24 +101,38 @@ class PerChannelBrightnessContrast(A.ImageOnlyTransform):
         return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def build_transforms(train: bool, size: int, crop: int | None = None) -> A.Compose:
-    """Resize to `size` (a no-op for prepared images of that size), then for training a random
-    `crop`, flips, 90-degree rotations and per-channel brightness/contrast."""
-    ops: list = [A.Resize(size, size)]
-    if train:
-        if crop and crop < size:
-            ops.append(A.RandomCrop(crop, crop))
+def build_transforms(crop: int | None, augment: bool = True) -> A.Compose:
+    """Training transforms of one stored side: a random `crop` (no resampling), then flips,
+    90-degree rotations and per-channel brightness/contrast."""
+    ops: list = [A.RandomCrop(crop, crop)] if crop else []
+    if augment:
         ops += [A.HorizontalFlip(), A.VerticalFlip(), A.RandomRotate90(), PerChannelBrightnessContrast()]
     return A.Compose(ops)
 
 
 class HPADataset(Dataset):
-    """Samples from prepared storage as (4 x H x W float tensor in [0, 1], 28-dim target)."""
+    """Samples from prepared storage as (4 x H x W float tensor in [0, 1], 28-dim target). With
+    `crop_for` (stored side -> crop side) it trains: random crops and augmentation; without, it
+    returns the whole stored image. `stores` is one directory for all samples or one per sample
+    (Kaggle train and HPAv18 external samples live in different ones)."""
 
-    def __init__(self, store: Path, ids: list[str], y: np.ndarray | None, transform: A.Compose | None,
-                 seed: int | None = None):
-        self.store, self.ids, self.y, self.transform = Path(store), list(ids), y, transform
+    def __init__(self, stores: Path | list[Path], ids: list[str], y: np.ndarray | None,
+                 crop_for=None, seed: int | None = None, augment: bool = True):
+        self.ids, self.y = list(ids), y
+        self.stores = [Path(stores)] * len(self.ids) if isinstance(stores, str | Path) else [Path(s) for s in stores]
+        self.crop_for, self.augment, self._transforms = crop_for, augment, {}
         self.seed, self.epoch = seed, 0
+
+    def sides(self) -> list[int]:
+        """Every sample's stored side (header reads only), for batching by side."""
+        return [stored_side(s / f"{i}.npy") for s, i in zip(self.stores, self.ids)]
+
+    def transform(self, side: int) -> A.Compose | None:
+        if self.crop_for is None:
+            return None
+        if side not in self._transforms:
+            self._transforms[side] = build_transforms(self.crop_for(side), self.augment)
+        return self._transforms[side]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -88,12 +141,13 @@ class HPADataset(Dataset):
         return len(self.ids)
 
     def __getitem__(self, i: int):
-        img = load_prepared(self.store, self.ids[i])
-        if self.transform is not None:
+        img = load_prepared(self.stores[i], self.ids[i])
+        transform = self.transform(img.shape[0])
+        if transform is not None:
             if self.seed is not None:
                 # the augmentation of (epoch, sample) is fixed, whatever the worker count or a resume
-                self.transform.set_random_seed((self.seed * 1_000_003 + self.epoch * 10_007 + i) % 2**32)
-            img = self.transform(image=img)["image"]
+                transform.set_random_seed((self.seed * 1_000_003 + self.epoch * 10_007 + i) % 2**32)
+            img = transform(image=img)["image"]
         x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)
         y = torch.from_numpy(self.y[i]) if self.y is not None else torch.zeros(NUM_CLASSES)
         return x, y

@@ -22,12 +22,13 @@ from tqdm import tqdm
 
 from hpa.checkpoint import CheckpointError, load_checkpoint
 from hpa.config import TrainConfig
-from hpa.dataset import load_prepared, prepared_dir
+from hpa.dataset import load_prepared, prepared_dir, resize_to_working_side, stored_side, working_side
 from hpa.errors import ConfigError, RunError
-from hpa.io import EXTENSIONS, SampleError, csv_text, read_sample
+from hpa.io import EXTENSIONS, SampleError, channel_path, csv_text, find_format, read_sample
 from hpa.labels import CLASS_NAMES, NUM_CLASSES, LabelError, read_folds, read_ids, validate_id
 from hpa.predictions import COLUMNS, prediction_path
 from hpa.runtime import autocast
+from hpa.sampling import SideBatchSampler
 from hpa.training import check_provenance, folds_csv_of, run_dir_of
 from models import build_model
 
@@ -61,29 +62,50 @@ def parse_tta(v: str) -> tuple[str, ...]:
     return names
 
 
-class ImageSet(Dataset):
-    """Whole images resized to `size`, from prepared storage or from raw files. From raw files a
-    sample that cannot be read comes back as zeros with the reason, so one bad file does not stop
-    the others."""
+def raw_working_side(directory: Path, sample_id: str, size: int) -> int:
+    """The working side a raw sample will have, from its red channel's header (0 if unreadable:
+    the sample then fails, and is reported, when it is read)."""
+    from PIL import Image
 
-    def __init__(self, ids: list[str], size: int, store: Path | None = None, raw_dir: Path | None = None):
-        self.ids, self.size, self.store, self.raw_dir = ids, size, store, raw_dir
+    try:
+        with Image.open(channel_path(directory, sample_id, "red", find_format(directory, sample_id))) as im:
+            return working_side(max(im.size), size)
+    except Exception:  # any unreadable file: reported with its reason by ImageSet
+        return 0
+
+
+class ImageSet(Dataset):
+    """Whole images at their stored side (prepared storage) or their working side (raw files,
+    resized once by the prepare rule), times `scale` for multi-size TTA. A raw sample that cannot
+    be read comes back as zeros with the reason, so one bad file does not stop the others."""
+
+    def __init__(self, ids: list[str], size: int, scale: float = 1.0, store: Path | None = None,
+                 raw_dir: Path | None = None):
+        self.ids, self.size, self.scale, self.store, self.raw_dir = ids, size, scale, store, raw_dir
+
+    def sides(self) -> list[int]:
+        if self.store:
+            return [stored_side(Path(self.store) / f"{i}.npy") for i in self.ids]
+        return [raw_working_side(self.raw_dir, i, self.size) for i in self.ids]
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str, int]:
         sid = self.ids[i]
         if self.store:
             img = load_prepared(self.store, sid)
         else:
             try:
-                img = read_sample(self.raw_dir, sid)
+                img = resize_to_working_side(read_sample(self.raw_dir, sid), self.size)
             except SampleError as e:
-                return torch.zeros(4, self.size, self.size), str(e)
-        if img.shape[:2] != (self.size, self.size):
-            img = cv2.resize(img, (self.size, self.size), interpolation=cv2.INTER_AREA)
-        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0), ""
+                side = max(8, round(raw_working_side(self.raw_dir, sid, self.size) * self.scale))
+                return torch.zeros(4, side, side), str(e), i
+        if self.scale != 1.0:
+            side = max(8, round(img.shape[0] * self.scale))
+            img = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA if side < img.shape[0] else
+                             cv2.INTER_LINEAR)
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0), "", i
 
 
 @dataclass
@@ -111,26 +133,32 @@ def load_run(run_dir: Path, device: torch.device) -> LoadedRun:
 
 
 @torch.no_grad()
-def predict(models: Sequence[torch.nn.Module], ids: list[str], sizes: Sequence[int], tta: Sequence[str],
-            batch_size: int, device: torch.device, amp: str, workers: int, desc: str,
+def predict(models: Sequence[torch.nn.Module], ids: list[str], size: int, sizes: Sequence[int] | None,
+            tta: Sequence[str], batch_size: int, device: torch.device, amp: str, workers: int, desc: str,
             **source) -> tuple[np.ndarray, dict[str, str]]:
     """Mean sigmoid probability over models x sizes x TTA transforms (N x 28), and the samples
-    that could not be read, with the reason (raw images only; their rows are zeros)."""
+    that could not be read, with the reason (raw images only; their rows are zeros). `size` is the
+    runs' base size; `sizes` (default: [size]) are inference sides for images stored at `size`,
+    other stored sides being scaled alike, so a 1024 px sample of a 768 run is seen whole at 1024.
+    Batches hold images of one side."""
+    sizes = list(sizes or [size])
     total = np.zeros((len(ids), NUM_CLASSES))
     failed: dict[str, str] = {}
-    for size in sizes:
-        dl = DataLoader(ImageSet(ids, size, **source), batch_size=batch_size, num_workers=workers)
-        row = 0
-        for x, errors in tqdm(dl, desc=f"{desc} @{size}", leave=False, dynamic_ncols=True):
+    sides = None
+    for s in sizes:
+        ds = ImageSet(ids, size, s / size, **source)
+        sides = sides if sides is not None else ds.sides()
+        sampler = SideBatchSampler(sides, batch_size, shuffle=False, drop_last=False)
+        dl = DataLoader(ds, batch_sampler=sampler, num_workers=workers)
+        for x, errors, index in tqdm(dl, desc=f"{desc} @{s}", leave=False, dynamic_ncols=True):
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             acc = torch.zeros(len(x), NUM_CLASSES, device=device)
             for model in models:
                 for name in tta:
                     with autocast(device, amp):
                         acc += torch.sigmoid(model(dihedral(x, name)).float())
-            total[row:row + len(x)] += acc.cpu().numpy()
-            failed.update({ids[row + k]: e for k, e in enumerate(errors) if e})
-            row += len(x)
+            total[index.numpy()] += acc.cpu().numpy()
+            failed.update({ids[int(k)]: e for k, e in zip(index, errors) if e})
     return total / (len(sizes) * len(models) * len(tta)), failed
 
 
@@ -179,7 +207,7 @@ class PredictionSet:
         return [p for p in self.files if p.suffix == ".csv"]
 
 
-def predict_folds(runs: Path, arch: str, size: int, folds: Sequence[int], out_dir: Path, sizes: Sequence[int],
+def predict_folds(runs: Path, arch: str, size: int, folds: Sequence[int], out_dir: Path, sizes: Sequence[int] | None,
                   tta: Sequence[str], batch_size: int, device: torch.device, amp: str, workers: int,
                   data_dir: Path | None = None) -> PredictionSet:
     """OOF and test predictions of each fold's run, after checking that the labels and folds are
@@ -189,7 +217,7 @@ def predict_folds(runs: Path, arch: str, size: int, folds: Sequence[int], out_di
         if not (r / "best.pt").is_file():
             raise RunError(f"{r / 'best.pt'} not found; train that fold first (train_fold.py)")
     out = PredictionSet()
-    common = dict(sizes=sizes, tta=tta, batch_size=batch_size, device=device, amp=amp, workers=workers)
+    common = dict(size=size, sizes=sizes, tta=tta, batch_size=batch_size, device=device, amp=amp, workers=workers)
     for fold, run_dir in zip(folds, run_dirs):
         run = load_run(run_dir, device)
         cfg = run.cfg
@@ -204,7 +232,7 @@ def predict_folds(runs: Path, arch: str, size: int, folds: Sequence[int], out_di
         val_ids = [validate_id(i) for i, f in fold_of.items() if f == fold]
         sidecar = {"run": str(run_dir.resolve()), "labels_sha256": run.provenance["labels_sha256"],
                    "folds_sha256": run.provenance["folds_sha256"], "folds_csv": str(folds_csv.resolve()),
-                   "fold": fold, "sizes": list(sizes), "tta": list(tta)}
+                   "fold": fold, "sizes": list(sizes or [size]), "tta": list(tta)}
         probs, _ = predict([run.model], val_ids, desc=f"f{fold} oof",
                            store=prepared_dir(cfg.data_dir, cfg.size, "train"), **common)
         out.add(prediction_path(out_dir, arch, size, fold, "oof"), frame(val_ids, probs), {**sidecar, "kind": "oof"})

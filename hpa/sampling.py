@@ -31,3 +31,49 @@ def class_counts_table(y: np.ndarray, repeats: np.ndarray) -> pd.DataFrame:
     t = y > 0.5
     return pd.DataFrame({"class": range(len(CLASS_NAMES)), "name": CLASS_NAMES, "count": t.sum(0).astype(int),
                          "oversampled": (t * repeats[:, None]).sum(0).astype(int)})
+
+
+class SideBatchSampler:
+    """Batches whose samples share one stored side (768 and 1024 px images never mix), for one
+    process or many. The order depends only on (seed, epoch): each side's indices are shuffled
+    and cut into global batches of `batch_size` x `world`, the global batches are shuffled, and
+    rank r takes positions r, r + world, ... of each. So a resumed run replays the same order, and
+    N processes with batch B see exactly the batches of one process with batch N x B.
+    Without shuffling (validation, prediction) the order is the index order within each side, and
+    the last, incomplete batch of a side is kept (it may then be uneven across ranks)."""
+
+    def __init__(self, sides: list[int], batch_size: int, world: int = 1, rank: int = 0, shuffle: bool = True,
+                 drop_last: bool = True, seed: int = 0):
+        self.sides = np.asarray(sides)
+        self.batch_size, self.world, self.rank = batch_size, world, rank
+        self.shuffle, self.drop_last, self.seed, self.epoch = shuffle, drop_last, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def global_batches(self) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        span = self.batch_size * self.world
+        out = []
+        for side in np.unique(self.sides):
+            idx = np.flatnonzero(self.sides == side)
+            if self.shuffle:
+                idx = rng.permutation(idx)
+            full = len(idx) // span * span
+            out += [idx[k:k + span] for k in range(0, full, span)]
+            rest = len(idx) - full
+            # a side smaller than one batch still trains, if every rank gets a share
+            if rest and (not self.drop_last or (not full and rest >= self.world)):
+                out.append(idx[full:])
+        if self.shuffle:
+            out = [out[k] for k in rng.permutation(len(out))]
+        return out
+
+    def __iter__(self):
+        for batch in self.global_batches():
+            mine = batch[self.rank::self.world]
+            if len(mine):
+                yield mine.tolist()
+
+    def __len__(self) -> int:
+        return sum(1 for b in self.global_batches() if len(b[self.rank::self.world]))

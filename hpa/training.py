@@ -10,6 +10,7 @@ history, RNG states, config, provenance), loaded with `weights_only=True`.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import json
 import math
@@ -23,13 +24,13 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from hpa import distributed
 from hpa.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from hpa.config import TrainConfig, changed_settings, save_yaml
-from hpa.dataset import HPADataset, build_transforms, prepared_dir
+from hpa.dataset import HPADataset, crop_side, prepared_dir
 from hpa.errors import ConfigError, RunError
 from hpa.io import atomic_write_csv, atomic_write_text, file_sha256, ids_sha256
 from hpa.labels import NUM_CLASSES, labels_matrix, read_folds, read_labels
@@ -37,7 +38,7 @@ from hpa.losses import build_loss, hard_example_loss
 from hpa.metrics import f1_per_class
 from hpa.report import plot_lr_find, plot_lr_schedule, plot_training_curves
 from hpa.runtime import autocast, pick_device
-from hpa.sampling import class_counts_table, oversample_plan
+from hpa.sampling import SideBatchSampler, class_counts_table, oversample_plan
 from hpa.schedules import cyclic_cosine, lr_range_test, schedule_shape
 from models import build_model
 
@@ -113,21 +114,18 @@ def build_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> TrainData:
     if not store.is_dir():
         raise RunError(f"{store}: not prepared; run input_prep/prepare.py --data-dir {data_dir} --size {cfg.size}")
     train_ds = HPADataset(store, np.repeat(ids[is_train], repeats).tolist(), np.repeat(y[is_train], repeats, axis=0),
-                          build_transforms(True, cfg.size, cfg.crop), seed=cfg.seed)
-    val_ds = HPADataset(store, ids[is_val].tolist(), y[is_val], build_transforms(False, cfg.size))
+                          seed=cfg.seed, crop_for=functools.partial(crop_side, size=cfg.size, crop=cfg.crop,
+                                                                    crop_large=cfg.crop_large))
+    val_ds = HPADataset(store, ids[is_val].tolist(), y[is_val])  # whole stored images
     if len(train_ds) < world or not len(val_ds):
         raise ConfigError(f"--fold {cfg.fold}: {len(train_ds)} training and {len(val_ds)} validation samples in "
                           f"{folds_csv}; each process needs at least one training sample and the fold one to validate")
-    # One sampler for one process or many: the permutation depends only on (seed, epoch), so a
-    # resumed run replays the same order, and N processes with batch B see exactly the batches of
-    # one process with batch N x B (rank r takes every N-th index from r).
-    sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
-                                 drop_last=True)
-    common = dict(batch_size=cfg.batch_size, num_workers=cfg.workers, persistent_workers=False,
-                  pin_memory=torch.cuda.is_available())
-    train_dl = DataLoader(train_ds, sampler=sampler, drop_last=len(sampler) > cfg.batch_size, **common)
-    val_part = list(range(rank, len(val_ds), world))  # each rank validates a disjoint share
-    val_dl = DataLoader(Subset(val_ds, val_part), shuffle=False, **common)
+    sampler = SideBatchSampler(train_ds.sides(), cfg.batch_size, world, rank, shuffle=True, seed=cfg.seed)
+    val_sampler = SideBatchSampler(val_ds.sides(), cfg.batch_size, world, rank, shuffle=False, drop_last=False)
+    common = dict(num_workers=cfg.workers, persistent_workers=False, pin_memory=torch.cuda.is_available())
+    train_dl = DataLoader(train_ds, batch_sampler=sampler, **common)
+    val_part = [i for b in val_sampler for i in b]  # this rank's share of the validation set, in its order
+    val_dl = DataLoader(val_ds, batch_sampler=val_sampler, **common)
     return TrainData(train_dl, val_dl, val_part, counts,
                      provenance(cfg, ids[is_train].tolist(), ids[is_val].tolist()))
 
@@ -341,7 +339,7 @@ def train(cfg: TrainConfig, runs: Path = Path("runs"), device_name: str = "auto"
     for epoch in range(start, cfg.epochs + 1):
         t0 = time.time()
         data.train.dataset.set_epoch(epoch)
-        data.train.sampler.set_epoch(epoch)
+        data.train.batch_sampler.set_epoch(epoch)
         train_loss = train_single_epoch(model, data.train, loss_fn, optimizer, scheduler, scaler, cfg, device, epoch,
                                         lr_steps)
         val_loss, p, t = evaluate(model, data.val, loss_fn, cfg, device, data.val_part)

@@ -18,26 +18,17 @@ import sys
 from multiprocessing import Pool
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from hpa import cli
-from hpa.dataset import prepared_dir, working_side
+from hpa.dataset import prepared_dir, resize_to_working_side
 from hpa.errors import HPAError
 from hpa.io import SampleError, atomic_save, atomic_write_csv, read_sample
 from hpa.labels import read_ids
 
 SPLITS = {"train": "train.csv", "test": "sample_submission.csv", "external": "external.csv"}
-
-
-def resize_sample(img: np.ndarray, size: int, large_size: int | None) -> np.ndarray:
-    side = working_side(max(img.shape[:2]), size, large_size)
-    if img.shape[:2] == (side, side):
-        return img
-    interp = cv2.INTER_AREA if side < img.shape[0] else cv2.INTER_LINEAR
-    return cv2.resize(img, (side, side), interpolation=interp)
 
 
 def _is_done(path: Path) -> bool:
@@ -54,7 +45,7 @@ def prepare_one(job: tuple) -> tuple[str, str | None]:
     if dst.is_file() and _is_done(dst):
         return sid, None
     try:
-        img = resize_sample(read_sample(Path(src_dir), sid), size, large_size)
+        img = resize_to_working_side(read_sample(Path(src_dir), sid), size, large_size)
     except SampleError as e:
         return sid, str(e)
     atomic_save(dst, lambda tmp: _write_npy(tmp, img))

@@ -24,13 +24,32 @@ def shared_path(*parts: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def real_samples() -> tuple[Path, list[tuple[str, str, str]]]:
-    """(images dir, [(Id, Target, size)]) of the 8 real HPA samples."""
+def real_samples(tmp_path_factory) -> tuple[Path, list[tuple[str, str, str]]]:
+    """(images dir, [(Id, Target, size)]) of the 8 real HPA samples. Without ../shared (a user's
+    clone), synthetic stand-ins of the same sizes (512, 6 x 2048, 3072 px) drawn by the demo
+    generator, so the format and size paths are still exercised."""
     import pandas as pd
 
-    d = shared_path("hpa-samples")
-    df = pd.read_csv(d / "labels.csv", dtype=str)
-    return d / "images", list(df.itertuples(index=False, name=None))
+    d = SHARED / "hpa-samples"
+    if d.is_dir():
+        df = pd.read_csv(d / "labels.csv", dtype=str)
+        return d / "images", list(df.itertuples(index=False, name=None))
+    import cv2
+    import numpy as np
+
+    from hpa.io import write_sample_png
+    from input_prep.make_demo import render
+
+    out = tmp_path_factory.mktemp("synthetic_samples")
+    rng = np.random.default_rng(0)
+    rows = []
+    for k, side in enumerate([512] + [2048] * 6 + [3072]):
+        classes = sorted({int(c) for c in rng.choice(28, size=1 + k % 2, replace=False)})
+        img = cv2.resize(render(classes, 256, rng), (side, side), interpolation=cv2.INTER_LINEAR)
+        sid = f"synthetic{k:02d}-{side}"
+        write_sample_png(out, sid, img)
+        rows.append((sid, " ".join(map(str, classes)), f"{side}x{side}"))
+    return out, rows
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,55 @@
+"""Every paper config against the settings Zhang et al. 2021 state ("Training settings for
+different base models" and the sections on each backbone); quoted where a number comes from."""
+
+import pytest
+
+from hpa.config import load_arch_config
+
+PAPER = {
+    # "SGD with a default learning rate of 0.01, default weight decay of 1e-6 and default momentum of 0.9"
+    "default": dict(optimizer="sgd", momentum=0.9, weight_decay=1e-6),
+    # "learning rates of [1e-2, 2e-2] ... cycle ... 4 epochs ... 3 or 4 cycles ... one buffering layer of 1024 units
+    # with a 0.5 dropout ratio ... 512 x 512 crops ... batch size of 74"
+    "resnet50": dict(lrs=[0.01, 0.02], cycle_epochs=4, cycles_range=(3, 4), head=[1024], dropout=[0.5], crop=512,
+                     batch_size=74),
+    # "the same as that of ResNet50 except ... two separate buffering layers with 4096 units, a 0.25 dropout ratio
+    # and 1024 units, a 0.5 dropout ratio"
+    "resnet101": dict(lrs=[0.01, 0.02], cycle_epochs=4, cycles_range=(3, 4), head=[4096, 1024], dropout=[0.25, 0.5],
+                      crop=512),
+    # "batch size of 48 with an input size of 512 x 512 ... one buffering layer with 1024 units ... 50% dropout"
+    "inception_v4": dict(batch_size=48, crop=512, head=[1024], dropout=[0.5]),
+    # "learning rates of [2e-3, 4e-3] to train for approximately 5 cycles"
+    "densenet121": dict(lrs=[0.002, 0.004], cycles_range=(5, 5)),
+    "densenet169": dict(lrs=[0.002, 0.004], cycles_range=(5, 5)),
+    # "[1e-3, 3e-3, 5e-3] as the learning rate ... A batch size of 80"
+    "se_resnext50": dict(lrs=[0.001, 0.003, 0.005], batch_size=80),
+    "senet154": dict(lrs=[0.001, 0.003, 0.005], batch_size=80),
+    # "input size of 768 x 768 ... SGD with a momentum of 0.9 ... initial learning rate of 0.01 ... L1 norm of 1e-7
+    # and L2 norm of 1e-5 ... dropout rate in the fully connected layers is still 30% ... batch size of 128"
+    "gapnet_pl": dict(lrs=[0.01, 0.01], size=768, crop=None, momentum=0.9, l1=1e-7, l2=1e-5, weight_decay=0.0,
+                      batch_size=128, gapnet_dropout=0.3),
+}
+
+
+@pytest.mark.parametrize("arch", [a for a in PAPER if a != "default"])
+def test_config_follows_the_paper(arch):
+    cfg = load_arch_config(arch)
+    want = {**PAPER["default"], **PAPER[arch]}
+    if arch == "gapnet_pl":
+        want.pop("weight_decay")
+        assert cfg.weight_decay == 0.0  # "no other weight decay" than its L1/L2 terms
+        assert cfg.model["dropout"] == want.pop("gapnet_dropout") and cfg.model["extra_first_stage"] > 0
+    if "lrs" in want:
+        lrs = want.pop("lrs")
+        assert len(cfg.lr_groups) == len(lrs)
+        assert [cfg.lr * m for m in cfg.lr_groups] == pytest.approx(lrs, rel=0.01)
+    if "cycles_range" in want:
+        lo, hi = want.pop("cycles_range")
+        cycles = cfg.cycles or cfg.epochs / cfg.cycle_epochs
+        assert lo <= cycles <= hi
+    if "head" in want:
+        assert cfg.model["head_hidden"] == want.pop("head") and cfg.model["head_dropout"] == want.pop("dropout")
+    for key, value in want.items():
+        assert getattr(cfg, key) == (pytest.approx(value) if isinstance(value, float) else value), key
+    if cfg.crop:  # the paper's crop is 2/3 of the stored 768 side
+        assert cfg.crop == 512 and cfg.size == 768
