@@ -59,7 +59,8 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--test", nargs="+", default=["predictions/*_test.csv"], help="test files or quoted globs")
     ap.add_argument("--data-dir", type=Path, help="dataset directory: --labels and --sample-submission default to "
                                                   "its train.csv and sample_submission.csv")
-    ap.add_argument("--labels", type=Path, help="Id,Target of the OOF rows (default <data-dir>/train.csv)")
+    ap.add_argument("--labels", type=Path, nargs="+", help="Id,Target tables of the OOF rows (default "
+                    "<data-dir>/train.csv, and external.csv if it exists)")
     ap.add_argument("--sample-submission", type=Path, help="test Ids (default <data-dir>/sample_submission.csv)")
     ap.add_argument("--test-labels", type=Path, help="Id,Target of the test set, to score the blend")
     ap.add_argument("--method", choices=[*METHODS, "auto"], default="auto", help="threshold method "
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     if not (a.labels and a.sample_submission) and not a.data_dir:
         raise ConfigError("--data-dir (or both --labels and --sample-submission) is needed: where are the labels "
                           "and the test Ids?")
-    labels_csv = a.labels or a.data_dir / "train.csv"
+    labels_csv = a.labels or [p for p in (a.data_dir / "train.csv", a.data_dir / "external.csv")
+                              if p.name == "train.csv" or p.is_file()]
     sub_csv = a.sample_submission or a.data_dir / "sample_submission.csv"
     # every input is read and checked before the first output is written
     oof_files = expand(a.oof)

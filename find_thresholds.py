@@ -26,7 +26,8 @@ from hpa.thresholds import METHODS, apply_thresholds, fit_thresholds, per_class_
 def main(argv: list[str] | None = None) -> None:
     ap = cli.Parser(__doc__)
     ap.add_argument("--oof", nargs="+", required=True, help="OOF prediction files or quoted globs")
-    ap.add_argument("--labels", type=Path, required=True, help="Id,Target CSV")
+    ap.add_argument("--labels", type=Path, nargs="+", required=True,
+                    help="Id,Target tables of the OOF rows (train.csv, and external.csv if the runs used it)")
     ap.add_argument("--method", choices=METHODS, default="shrink", help="threshold method")
     ap.add_argument("--allow-missing-oof", action="store_true",
                     help="fit on the OOF rows present when some Ids of the folds have no OOF prediction")

@@ -16,7 +16,7 @@ import pandas as pd
 
 from hpa.errors import ConfigError, RunError
 from hpa.io import file_sha256
-from hpa.labels import NUM_CLASSES, LabelError, labels_matrix, read_folds, read_labels
+from hpa.labels import NUM_CLASSES, LabelError, labels_matrix, read_folds, read_label_tables
 from hpa.metrics import macro_f1
 from hpa.predictions import PredictionError, parse_name, read_predictions
 from hpa.thresholds import apply_thresholds, fit_thresholds
@@ -87,12 +87,13 @@ def restrict(ids: list[str], probs: np.ndarray, keep: set[str]) -> tuple[list[st
     return [ids[k] for k in rows], probs[rows]
 
 
-def labels_for(ids: list[str], labels_csv: Path) -> np.ndarray:
-    lab = read_labels(labels_csv)
+def labels_for(ids: list[str], label_files: list[Path]) -> np.ndarray:
+    lab = read_label_tables(label_files)
     index = dict(zip(lab["Id"], range(len(lab))))
     missing = [s for s in ids if s not in index]
     if missing:
-        raise PredictionError(f"{labels_csv}: no labels for {len(missing)} predicted Ids, e.g. {missing[0]!r}")
+        raise PredictionError(f"{', '.join(map(str, label_files))}: no labels for {len(missing)} predicted Ids, e.g. "
+                              f"{missing[0]!r}")
     return labels_matrix(lab)[[index[s] for s in ids]]
 
 
@@ -109,12 +110,13 @@ def read_sidecars(paths: list[Path]) -> dict[Path, dict]:
     return out
 
 
-def check_oof_provenance(oof_paths: list[Path], labels_csv: Path, allow_missing: bool) -> list[str]:
+def check_oof_provenance(oof_paths: list[Path], label_files: list[Path], allow_missing: bool) -> list[str]:
     """Refuse OOF files made against other labels or other folds than each other; check that the
     OOF files cover every Id of their folds table. Returns notes for the report (files without a
     sidecar cannot be checked; missing coverage when `allow_missing`)."""
-    if not Path(labels_csv).is_file():
-        raise LabelError(f"{labels_csv}: file not found")
+    for f in label_files:
+        if not Path(f).is_file():
+            raise LabelError(f"{f}: file not found")
     sides = read_sidecars(oof_paths)
     notes = []
     unchecked = [p for p in oof_paths if p not in sides]
@@ -123,11 +125,12 @@ def check_oof_provenance(oof_paths: list[Path], labels_csv: Path, allow_missing:
                      f"folds and labels were not checked, e.g. {unchecked[0]}")
     if not sides:
         return notes
-    labels_hash = file_sha256(labels_csv)
+    given = {file_sha256(f) for f in label_files}
     for p, s in sides.items():
-        if s.get("labels_sha256") != labels_hash:
-            raise RunError(f"{p}: predicted by a run trained with other labels than {labels_csv}; retrain or pass "
-                           "the labels it was trained with")
+        for name, sha in s.get("labels", {}).items():
+            if sha not in given:
+                raise RunError(f"{p}: predicted by a run trained with other labels ({name}) than "
+                               f"{', '.join(map(str, label_files))}; retrain, or pass the labels it was trained with")
     folds = {s.get("folds_sha256") for s in sides.values()}
     if len(folds) > 1:
         first = next(iter(sides))

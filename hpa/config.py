@@ -67,9 +67,13 @@ class TrainConfig(BaseModel):
     grad_clip: float | None = Field(None, gt=0, description="gradient norm clip (null = off)")
     workers: int = Field(2, ge=0, description="DataLoader worker processes (does not change the result)")
     seed: int = Field(0, description="seed of weights, data order and augmentation")
+    external: Literal["auto", "off"] = Field("auto", description="train on Kaggle train + HPAv18 external samples "
+                                                                 "when <data_dir>/external.csv exists (auto), or not")
     l1: float = Field(0.0, ge=0, description="L1 penalty on weights (GapNet-PL)")
     l2: float = Field(0.0, ge=0, description="L2 penalty on weights (GapNet-PL)")
-    pretrained: str | None = Field(None, description="encoder weights: a local .pth/.safetensors file, or null")
+    pretrained: str | None = Field("imagenet", description="encoder weights: imagenet (the arch's timm weights, from "
+                                                           "the Hugging Face or torch hub cache, downloaded once when "
+                                                           "online), none, or a .pth/.safetensors file")
     find_lr: Literal["off", "report", "use"] = Field("off", description="LR range test before training: "
                                                                         "report the LR, or also train with it")
     find_lr_steps: int = Field(100, ge=2, description="LR range test batches")
@@ -83,7 +87,7 @@ class TrainConfig(BaseModel):
             raise ValueError("must be an int >= 1, a fraction in (0, 1] or null")
         return v
 
-    @field_validator("amp", "find_lr", mode="before")
+    @field_validator("amp", "find_lr", "external", mode="before")
     @classmethod
     def _yaml_off(cls, v: Any) -> Any:
         return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false

@@ -47,8 +47,9 @@ def stored_side(path: Path) -> int:
     """The side of a prepared sample, from its .npy header alone."""
     try:
         with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            shape = np.lib.format._read_array_header(f, version)[0]
+            major, _ = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape = read(f)[0]
     except FileNotFoundError:
         raise SampleError(f"{path}: not prepared; run input_prep/prepare.py first") from None
     except (ValueError, OSError) as e:

@@ -25,7 +25,7 @@ from hpa.config import TrainConfig
 from hpa.dataset import load_prepared, prepared_dir, resize_to_working_side, stored_side, working_side
 from hpa.errors import ConfigError, RunError
 from hpa.io import EXTENSIONS, SampleError, channel_path, csv_text, find_format, read_sample
-from hpa.labels import CLASS_NAMES, NUM_CLASSES, LabelError, read_folds, read_ids, validate_id
+from hpa.labels import CLASS_NAMES, NUM_CLASSES, LabelError, read_folds, read_ids, read_label_tables, validate_id
 from hpa.predictions import COLUMNS, prediction_path
 from hpa.runtime import autocast
 from hpa.sampling import SideBatchSampler
@@ -79,13 +79,14 @@ class ImageSet(Dataset):
     resized once by the prepare rule), times `scale` for multi-size TTA. A raw sample that cannot
     be read comes back as zeros with the reason, so one bad file does not stop the others."""
 
-    def __init__(self, ids: list[str], size: int, scale: float = 1.0, store: Path | None = None,
+    def __init__(self, ids: list[str], size: int, scale: float = 1.0, store: Path | list[Path] | None = None,
                  raw_dir: Path | None = None):
-        self.ids, self.size, self.scale, self.store, self.raw_dir = ids, size, scale, store, raw_dir
+        self.ids, self.size, self.scale, self.raw_dir = ids, size, scale, raw_dir
+        self.store = [Path(store)] * len(ids) if isinstance(store, str | Path) else store  # one per sample
 
     def sides(self) -> list[int]:
         if self.store:
-            return [stored_side(Path(self.store) / f"{i}.npy") for i in self.ids]
+            return [stored_side(Path(s) / f"{i}.npy") for s, i in zip(self.store, self.ids)]
         return [raw_working_side(self.raw_dir, i, self.size) for i in self.ids]
 
     def __len__(self) -> int:
@@ -94,7 +95,7 @@ class ImageSet(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str, int]:
         sid = self.ids[i]
         if self.store:
-            img = load_prepared(self.store, sid)
+            img = load_prepared(self.store[i], sid)
         else:
             try:
                 img = resize_to_working_side(read_sample(self.raw_dir, sid), self.size)
@@ -223,18 +224,24 @@ def predict_folds(runs: Path, arch: str, size: int, folds: Sequence[int], out_di
         cfg = run.cfg
         if data_dir is not None:
             cfg = cfg.model_copy(update={"data_dir": str(data_dir)})
-        labels_csv, folds_csv = Path(cfg.data_dir) / "train.csv", folds_csv_of(cfg)
+        folds_csv = folds_csv_of(cfg)
         if not run.provenance:
             raise RunError(f"{run_dir}: its checkpoint does not record the folds and labels it was trained on; "
                            "retrain it with this version")
-        check_provenance(run_dir, run.provenance, labels_csv, folds_csv)
+        check_provenance(run_dir, run.provenance, Path(cfg.data_dir), folds_csv)
         fold_of = read_folds(folds_csv)
         val_ids = [validate_id(i) for i, f in fold_of.items() if f == fold]
-        sidecar = {"run": str(run_dir.resolve()), "labels_sha256": run.provenance["labels_sha256"],
+        tables = read_label_tables([Path(cfg.data_dir) / n for n in run.provenance["labels"]])
+        split_of = dict(zip(tables["Id"], tables["table"]))
+        split_dirs = [prepared_dir(cfg.data_dir, cfg.size, s) for s in ("train", "external")]
+        val_store = [split_dirs[split_of[i]] for i in val_ids]
+        sidecar = {"run": str(run_dir.resolve()), "labels": run.provenance["labels"],
                    "folds_sha256": run.provenance["folds_sha256"], "folds_csv": str(folds_csv.resolve()),
                    "fold": fold, "sizes": list(sizes or [size]), "tta": list(tta)}
-        probs, _ = predict([run.model], val_ids, desc=f"f{fold} oof",
-                           store=prepared_dir(cfg.data_dir, cfg.size, "train"), **common)
+        probs, _ = predict([run.model], val_ids, desc=f"f{fold} oof", store=val_store, **common)
+        if not np.isfinite(probs).all():
+            raise RunError(f"{run_dir}: the model predicts NaN or infinite probabilities (the run diverged); retrain "
+                           "it with a lower --lr or --grad-clip")
         out.add(prediction_path(out_dir, arch, size, fold, "oof"), frame(val_ids, probs), {**sidecar, "kind": "oof"})
         test_csv = Path(cfg.data_dir) / "sample_submission.csv"
         if test_csv.is_file():

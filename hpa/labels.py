@@ -164,3 +164,20 @@ def read_folds(path: Path) -> dict[str, int]:
             raise LabelError(f"{path}, row {i + 2}: fold {f!r} is not an integer")
         out[validate_id(sid, f"{path}, row {i + 2}: ")] = int(f)
     return out
+
+
+def read_label_tables(paths: list[Path]) -> pd.DataFrame:
+    """The union of several Id,Target tables (Kaggle train.csv, HPAv18 external.csv), in order, with
+    a `table` column (0, 1, ...); an Id in two tables is an error naming both."""
+    frames, seen = [], {}
+    for path in paths:
+        df = read_labels(path)
+        for i in df["Id"]:
+            if i in seen:
+                raise LabelError(f"{path}: Id {i!r} is also in {seen[i]}")
+            seen[i] = path
+        frames.append(df)
+    out = pd.DataFrame({"Id": [i for f in frames for i in f["Id"]], "Target": [t for f in frames for t in f["Target"]],
+                        "table": np.repeat(np.arange(len(frames)), [len(f) for f in frames])})
+    out.attrs["y"] = np.concatenate([labels_matrix(f) for f in frames]) if frames else np.zeros((0, NUM_CLASSES))
+    return out

@@ -62,8 +62,8 @@ class SideBatchSampler:
             full = len(idx) // span * span
             out += [idx[k:k + span] for k in range(0, full, span)]
             rest = len(idx) - full
-            # a side smaller than one batch still trains, if every rank gets a share
-            if rest and (not self.drop_last or (not full and rest >= self.world)):
+            # a side smaller than one batch still trains if every rank gets 2 samples (BatchNorm needs 2)
+            if rest and (not self.drop_last or (not full and rest >= 2 * self.world)):
                 out.append(idx[full:])
         if self.shuffle:
             out = [out[k] for k in rng.permutation(len(out))]

@@ -33,7 +33,7 @@ from hpa.config import TrainConfig, changed_settings, save_yaml
 from hpa.dataset import HPADataset, crop_side, prepared_dir
 from hpa.errors import ConfigError, RunError
 from hpa.io import atomic_write_csv, atomic_write_text, file_sha256, ids_sha256
-from hpa.labels import NUM_CLASSES, labels_matrix, read_folds, read_labels
+from hpa.labels import NUM_CLASSES, labels_matrix, read_folds, read_label_tables
 from hpa.losses import build_loss, hard_example_loss
 from hpa.metrics import f1_per_class
 from hpa.report import plot_lr_find, plot_lr_schedule, plot_training_curves
@@ -60,24 +60,31 @@ def folds_csv_of(cfg: TrainConfig) -> Path:
     return Path(cfg.folds_csv) if cfg.folds_csv else Path(cfg.data_dir) / "folds.csv"
 
 
+def label_tables(cfg: TrainConfig) -> list[Path]:
+    """train.csv, and external.csv (HPAv18) when it exists and `external` is not off."""
+    data_dir = Path(cfg.data_dir)
+    ext = data_dir / "external.csv"
+    return [data_dir / "train.csv"] + ([ext] if cfg.external == "auto" and ext.is_file() else [])
+
+
 def provenance(cfg: TrainConfig, train_ids: list[str], val_ids: list[str]) -> dict:
     """What a run was trained on, so prediction and blending can refuse other folds or labels."""
     data_dir = Path(cfg.data_dir)
-    return {"data_dir": str(data_dir.resolve()), "labels_sha256": file_sha256(data_dir / "train.csv"),
+    return {"data_dir": str(data_dir.resolve()), "labels": {p.name: file_sha256(p) for p in label_tables(cfg)},
             "folds_csv": str(folds_csv_of(cfg).resolve()), "folds_sha256": file_sha256(folds_csv_of(cfg)),
             "n_train": len(train_ids), "n_val": len(val_ids),
             "train_ids_sha256": ids_sha256(sorted(train_ids)), "val_ids_sha256": ids_sha256(sorted(val_ids))}
 
 
-def check_provenance(run_dir: Path, saved: dict, labels_csv: Path, folds_csv: Path) -> None:
+def check_provenance(run_dir: Path, saved: dict, data_dir: Path, folds_csv: Path) -> None:
     """Refuse to use a run with labels or folds other than those it was trained on."""
-    for what, path, key in (("labels", labels_csv, "labels_sha256"), ("folds", folds_csv, "folds_sha256")):
-        if not Path(path).is_file():
+    files = [("labels", Path(data_dir) / name, sha) for name, sha in saved["labels"].items()]
+    for what, path, sha in files + [("folds", Path(folds_csv), saved["folds_sha256"])]:
+        if not path.is_file():
             raise RunError(f"{path}: {what} file not found (the run {run_dir} was trained with it)")
-        if file_sha256(path) != saved[key]:
+        if file_sha256(path) != sha:
             raise RunError(f"{run_dir}: was trained with other {what} than {path} now holds (sha256 "
-                           f"{saved[key][:12]}... vs {file_sha256(path)[:12]}...); retrain the run or restore "
-                           f"the {what} file")
+                           f"{sha[:12]}... vs {file_sha256(path)[:12]}...); retrain the run or restore the file")
 
 
 @dataclass
@@ -87,6 +94,7 @@ class TrainData:
     val_part: list[int]  # this rank's indices into the validation set
     counts: pd.DataFrame  # per-class counts before and after oversampling
     provenance: dict
+    note: str  # what the run trains on, for its log
 
 
 def build_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> TrainData:
@@ -96,12 +104,15 @@ def build_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> TrainData:
     data_dir = Path(cfg.data_dir)
     if not data_dir.is_dir():
         raise ConfigError(f"--data-dir {data_dir}: no such directory")
-    labels = read_labels(data_dir / "train.csv")
+    tables = label_tables(cfg)
+    labels = read_label_tables(tables)
     folds_csv = folds_csv_of(cfg)
     fold_of = read_folds(folds_csv)
     missing = [i for i in labels["Id"] if i not in fold_of]
     if missing:
-        raise RunError(f"{folds_csv}: {len(missing)} train Ids have no fold, e.g. {missing[0]!r}")
+        raise RunError(f"{folds_csv}: {len(missing)} Ids of {', '.join(p.name for p in tables)} have no fold, e.g. "
+                       f"{missing[0]!r}; run input_prep/make_folds.py --labels {' '.join(map(str, tables))}"
+                       + ("" if len(tables) > 1 else " (or --external off)"))
     if cfg.fold not in set(fold_of.values()):
         raise ConfigError(f"--fold {cfg.fold}: {folds_csv} has folds {sorted(set(fold_of.values()) - {-1})}")
     y = labels_matrix(labels)
@@ -110,13 +121,16 @@ def build_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> TrainData:
     ids = labels["Id"].to_numpy()
     repeats = oversample_plan(y[is_train], cfg.oversample_target, cfg.oversample_max)
     counts = class_counts_table(y[is_train], repeats)
-    store = prepared_dir(data_dir, cfg.size, "train")
-    if not store.is_dir():
-        raise RunError(f"{store}: not prepared; run input_prep/prepare.py --data-dir {data_dir} --size {cfg.size}")
-    train_ds = HPADataset(store, np.repeat(ids[is_train], repeats).tolist(), np.repeat(y[is_train], repeats, axis=0),
+    split_dirs = [prepared_dir(data_dir, cfg.size, split) for split in ("train", "external")[:len(tables)]]
+    for d in split_dirs:
+        if not d.is_dir():
+            raise RunError(f"{d}: not prepared; run input_prep/prepare.py --data-dir {data_dir} --size {cfg.size}")
+    store = np.array([split_dirs[t] for t in labels["table"]], dtype=object)
+    train_ds = HPADataset(np.repeat(store[is_train], repeats).tolist(), np.repeat(ids[is_train], repeats).tolist(),
+                          np.repeat(y[is_train], repeats, axis=0),
                           seed=cfg.seed, crop_for=functools.partial(crop_side, size=cfg.size, crop=cfg.crop,
                                                                     crop_large=cfg.crop_large))
-    val_ds = HPADataset(store, ids[is_val].tolist(), y[is_val])  # whole stored images
+    val_ds = HPADataset(store[is_val].tolist(), ids[is_val].tolist(), y[is_val])  # whole stored images
     if len(train_ds) < world or not len(val_ds):
         raise ConfigError(f"--fold {cfg.fold}: {len(train_ds)} training and {len(val_ds)} validation samples in "
                           f"{folds_csv}; each process needs at least one training sample and the fold one to validate")
@@ -126,8 +140,11 @@ def build_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> TrainData:
     train_dl = DataLoader(train_ds, batch_sampler=sampler, **common)
     val_part = [i for b in val_sampler for i in b]  # this rank's share of the validation set, in its order
     val_dl = DataLoader(val_ds, batch_sampler=val_sampler, **common)
-    return TrainData(train_dl, val_dl, val_part, counts,
-                     provenance(cfg, ids[is_train].tolist(), ids[is_val].tolist()))
+    n_ext = int((labels["table"].to_numpy()[is_train] == 1).sum())
+    note = (f"{int(is_train.sum())} training samples ({n_ext} HPAv18 external), {int(is_val.sum())} validation; "
+            f"{int((fold < 0).sum())} left out by {folds_csv.name} (fold -1)")
+    return TrainData(train_dl, val_dl, val_part, counts, provenance(cfg, ids[is_train].tolist(),
+                                                                    ids[is_val].tolist()), note)
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -305,6 +322,8 @@ def train(cfg: TrainConfig, runs: Path = Path("runs"), device_name: str = "auto"
     # E-loss counts distinct samples: repeats of an oversampled image add no new feature volume
     loss_fn = build_loss(cfg.loss, data.counts["count"].to_numpy(), alpha_e=cfg.alpha_e, gamma=cfg.gamma,
                          alpha=cfg.focal_alpha).to(device)
+    if main_proc:
+        echo(f"{tag} {data.note}")
     if main_proc:  # inputs are valid: the first write happens only now
         run_dir.mkdir(parents=True, exist_ok=True)
         for stale in [*run_dir.glob(".*.tmp"), *(run_dir / f for f in RUN_FILES if overwrite)]:

@@ -1,8 +1,11 @@
 """Download the Kaggle competition files and the HPA v18 external images.
 
-    python input_prep/download.py --out data/hpa --kaggle
-    python input_prep/download.py --out data/hpa --external ../shared/data/kaggle-hpa-2018/HPAv18RBGY_wodpl.csv \
-        --workers 32 [--base-url http://v18.proteinatlas.org/images] [--max-side 2048]
+    python input_prep/download.py --data-dir data/hpa --kaggle
+    python input_prep/download.py --data-dir data/hpa --external [TABLE.csv] --connections 32 \
+        [--base-url http://v18.proteinatlas.org/images] [--max-side 2048]
+
+--external without a table fetches the 74,606 HPAv18 samples of the label table shipped with the
+project (input_prep/HPAv18RBGY_wodpl.csv.gz; source and licence in input_prep/HPAv18_SOURCE.md).
 
 Kaggle: through the official `kaggle` package, credentials from kaggle.json in $KAGGLE_CONFIG_DIR,
 ~/.kaggle or ~/.config/kaggle, or the KAGGLE_USERNAME / KAGGLE_KEY variables (you must have
@@ -37,7 +40,14 @@ import pandas as pd
 from tqdm import tqdm
 
 from hpa import cli
-from hpa.io import SampleError, atomic_write_csv, decode_jpeg_channel, read_channel, write_channel_png
+from hpa.io import (
+    SampleError,
+    atomic_write_bytes,
+    atomic_write_csv,
+    decode_jpeg_channel,
+    read_channel,
+    write_channel_png,
+)
 from hpa.labels import COLORS, LabelError, read_labels
 
 DEFAULT_BASE = "http://v18.proteinatlas.org/images"
@@ -167,19 +177,46 @@ def download_kaggle(out: Path) -> int:
     except OSError as e:
         print(f"error: Kaggle authentication failed: {e}", file=sys.stderr)
         return 2
+    if (out / "train.csv").is_file() and (out / "sample_submission.csv").is_file() and (out / "train").is_dir():
+        print(f"{out}: the Kaggle files are already there")
+        return 0
     api = KaggleApi()
     api.authenticate()
     out.mkdir(parents=True, exist_ok=True)
-    api.competition_download_files(COMPETITION, path=str(out), quiet=False)
-    print(f"downloaded the competition archive into {out}; unzip it there (train/, test/, train.csv, ...)")
+    api.competition_download_files(COMPETITION, path=str(out), quiet=False)  # skips a complete archive
+    extract_archive(out / f"{COMPETITION}.zip", out)
+    print(f"Kaggle files in {out}: train.csv, sample_submission.csv, train/, test/")
     return 0
+
+
+def extract_archive(archive: Path, out: Path) -> None:
+    """Unpack the competition archive into `out` (train.csv, sample_submission.csv, train/, test/),
+    skipping members already there with their full size, so an interrupted unpack resumes."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(archive) as z:
+            for info in tqdm(z.infolist(), desc="unzip", unit="file"):
+                target = out / info.filename
+                if info.is_dir() or (target.is_file() and target.stat().st_size == info.file_size):
+                    continue
+                if ".." in Path(info.filename).parts or Path(info.filename).is_absolute():
+                    raise SampleError(f"{archive}: unsafe member name {info.filename!r}")
+                with z.open(info) as src:
+                    atomic_write_bytes(target, src.read())
+    except zipfile.BadZipFile as e:
+        raise SampleError(f"{archive}: not a complete zip archive ({e}); delete it and download again") from None
+
+
+HPAV18_TABLE = Path(__file__).with_name("HPAv18RBGY_wodpl.csv.gz")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = cli.Parser(__doc__)
     ap.add_argument("--data-dir", type=Path, required=True, help="dataset directory to download into")
     ap.add_argument("--kaggle", action="store_true", help="download the competition files")
-    ap.add_argument("--external", type=Path, help="Id,Target CSV of HPA v18 samples to fetch")
+    ap.add_argument("--external", type=Path, nargs="?", const=HPAV18_TABLE,
+                    help="Id,Target CSV of HPA v18 samples to fetch (no value: the shipped HPAv18 table)")
     ap.add_argument("--base-url", default=DEFAULT_BASE, type=check_base_url, help="HPA image server")
     ap.add_argument("--connections", type=cli.positive_int, default=16,
                     help="parallel downloads (network-bound threads, not --workers processes)")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,7 +20,7 @@ from torch import nn
 from hpa.labels import NUM_CLASSES
 from models.gapnet import GapNetPL
 from models.heads import POOLS, buffering_head
-from models.pretrained import load_pretrained
+from models.pretrained import load_pretrained, resolve
 
 log = logging.getLogger(__name__)
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -73,8 +72,14 @@ class HPANet(nn.Module):
 
     def __init__(self, encoder: nn.Module, num_features: int, pool: str = "acp",
                  head_hidden: list[int] = (), head_dropout: list[float] = (), num_classes: int = NUM_CLASSES,
-                 min_input: int = 0):
+                 min_input: int = 0, stats: tuple[list[float], list[float]] | None = None):
         super().__init__()
+        # Inputs are in [0, 1]; pretrained encoders get the normalisation their weights were trained with.
+        # Not saved in checkpoints: the run's config (model.normalize) rebuilds it.
+        self.normalize = stats is not None
+        if stats:
+            self.register_buffer("mean", torch.tensor(stats[0]).view(1, -1, 1, 1), persistent=False)
+            self.register_buffer("std", torch.tensor(stats[1]).view(1, -1, 1, 1), persistent=False)
         # Encoders with unpadded convolutions (InceptionV4) reject small inputs; those are
         # zero-padded (black, like the image background) up to `min_input`.
         self.min_input = min_input
@@ -86,6 +91,8 @@ class HPANet(nn.Module):
                                    num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalize:
+            x = (x - self.mean) / self.std
         h, w = x.shape[-2:]
         if h < self.min_input or w < self.min_input:
             ph, pw = max(0, self.min_input - h), max(0, self.min_input - w)
@@ -104,19 +111,35 @@ def _timm_encoder(timm_name: str, pretrained: str | None) -> tuple[nn.Module, in
     import timm
 
     enc = timm.create_model(timm_name, pretrained=False, in_chans=4, num_classes=0, global_pool="")
-    if pretrained:
-        load_pretrained(enc, Path(pretrained))
+    path = resolve(pretrained, timm_name)
+    if path:
+        load_pretrained(enc, path)
     else:
-        log.info("%s: no --pretrained weights given, random initialisation", timm_name)
+        log.info("%s: no pretrained weights, random initialisation", timm_name)
     return enc, enc.num_features
+
+
+def input_stats(timm_name: str, normalize: str) -> tuple[list[float], list[float]] | None:
+    """Per-channel mean and std the encoder's pretrained weights expect, for R, G, B, Y. Yellow takes
+    red's statistics because its first-layer kernel starts as (a scaled copy of) red's."""
+    if normalize == "none":
+        return None
+    if normalize != "imagenet":
+        raise ValueError(f"normalize: 'imagenet' or 'none', got {normalize!r}")
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(timm_name)
+    mean, std = list(cfg.mean), list(cfg.std)
+    return mean + mean[:1], std + std[:1]
 
 
 def _timm_arch(name: str, timm_name: str, min_input: int = 0) -> None:
     @register_model(name)
     def build(pretrained: str | None = None, pool: str = "acp", head_hidden=(), head_dropout=(),
-              num_classes: int = NUM_CLASSES) -> nn.Module:
+              num_classes: int = NUM_CLASSES, normalize: str = "none") -> nn.Module:
         enc, nf = _timm_encoder(timm_name, pretrained)
-        return HPANet(enc, nf, pool, head_hidden, head_dropout, num_classes, min_input)
+        return HPANet(enc, nf, pool, head_hidden, head_dropout, num_classes, min_input,
+                      input_stats(timm_name, normalize))
     build.timm_name = timm_name
 
 
@@ -160,8 +183,9 @@ def tiny_cnn(pretrained: str | None = None, pool: str = "acp", head_hidden=(), h
              input_norm: bool = True) -> nn.Module:
     """A 4-stage plain CNN (~0.3M parameters at width 16) for tests and the CPU demo."""
     enc = _tiny_encoder(width, stem_stride, input_norm)
-    if pretrained:
-        load_pretrained(enc, Path(pretrained))
+    path = resolve(pretrained, None)
+    if path:
+        load_pretrained(enc, path)
     return HPANet(enc, width * 8, pool, head_hidden, head_dropout, num_classes)
 
 
@@ -169,8 +193,9 @@ def tiny_cnn(pretrained: str | None = None, pool: str = "acp", head_hidden=(), h
 def gapnet_pl(pretrained: str | None = None, num_classes: int = NUM_CLASSES, extra_first_stage: int = 0,
               fc: int = 256, dropout: float = 0.3) -> nn.Module:
     net = GapNetPL(4, num_classes, extra_first_stage, fc, dropout)
-    if pretrained:
-        load_pretrained(net, Path(pretrained))
+    path = resolve(pretrained, None)
+    if path:
+        load_pretrained(net, path)
     return net
 
 

@@ -1,4 +1,6 @@
-"""Loading pretrained 3-channel weights from a local file into a 4-channel network.
+"""Pretrained 3-channel weights into a 4-channel network: from a local file, or the arch's timm
+ImageNet weights from the standard caches (Hugging Face hub cache for weights published there,
+torch hub cache for those timm still fetches by URL), downloaded once when the machine is online.
 
 The first convolution is adapted with timm's `adapt_input_conv`: the RGB kernels are repeated
 cyclically over the 4 input channels (R, G, B, R) and scaled by 3/4, so the 4th (yellow, ER)
@@ -10,7 +12,9 @@ ignored: the network's own head is trained from scratch.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -67,3 +71,61 @@ def load_pretrained(model: nn.Module, path: Path) -> None:
         raise WeightsError(f"{path}: {len(missing)} model weights missing from the file, e.g. {missing[:3]}")
     model.load_state_dict(out, strict=False)
     log.info("loaded pretrained weights from %s (%d tensors)", path, len(out))
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def imagenet_weights(timm_name: str) -> Path:
+    """The local file of timm's default ImageNet weights for `timm_name`: from the cache, or
+    downloaded into it when online. Offline without it: a WeightsError that says how to get it."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(timm_name)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
+        raise WeightsError(f"--pretrained imagenet: timm has no ImageNet weights for {timm_name}; use --pretrained "
+                           "none or a weights file")
+    if cfg.hf_hub_id:
+        from huggingface_hub import constants, hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+
+        reason = "not found"
+        for filename in ("model.safetensors", "pytorch_model.bin"):
+            try:
+                return Path(hf_hub_download(cfg.hf_hub_id, filename))
+            except EntryNotFoundError as e:  # this file is not in the repo or not cached; try the other
+                reason = type(e).__name__
+            except Exception as e:  # no network, offline mode, a server error: say how to get the file
+                reason = f"{type(e).__name__}: {' '.join(str(e).split())[:120]}"
+        raise WeightsError(
+            f"--pretrained imagenet: the weights of {timm_name} ({cfg.hf_hub_id}) are not in the Hugging Face cache "
+            f"{constants.HF_HUB_CACHE} and could not be downloaded ({reason}); on a machine with internet run "
+            f"python -c \"from huggingface_hub import hf_hub_download; hf_hub_download('{cfg.hf_hub_id}', "
+            f"'model.safetensors')\" and copy the cache (or set HF_HOME), or pass --pretrained FILE or none")
+    import torch
+
+    target = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name
+    if not target.is_file():
+        if _offline():
+            raise WeightsError(f"--pretrained imagenet: the weights of {timm_name} are not in the torch hub cache "
+                               f"({target}) and HF_HUB_OFFLINE is set; download {cfg.url} to that path on a machine "
+                               "with internet, or pass --pretrained FILE or none")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(cfg.url, str(target))
+        except Exception as e:
+            raise WeightsError(f"--pretrained imagenet: downloading {cfg.url} failed ({type(e).__name__}); download "
+                               f"it to {target} by hand, or pass --pretrained FILE or none") from None
+    return target
+
+
+def resolve(pretrained: str | None, timm_name: str | None) -> Path | None:
+    """`none`/None -> no weights; `imagenet` -> the cached ImageNet file of `timm_name`; else a path."""
+    if pretrained is None or str(pretrained).lower() == "none":
+        return None
+    if pretrained == "imagenet":
+        if timm_name is None:
+            raise WeightsError("--pretrained imagenet: this arch has no ImageNet weights; use --pretrained none")
+        return imagenet_weights(timm_name)
+    return Path(pretrained)

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpa.io import read_channel, read_sample
+from conftest import shared_path
+from hpa.io import SampleError, read_channel, read_sample
 from hpa.labels import COLORS
 from input_prep import download
 
@@ -161,3 +162,35 @@ def test_kaggle_without_credentials_says_how(tmp_path, monkeypatch, capsys):
     assert download.main(["--data-dir", str(tmp_path / "d"), "--kaggle"]) == 2
     err = capsys.readouterr().err
     assert "no Kaggle credentials" in err and os.path.join(str(tmp_path), "kaggle.json") in err
+
+
+def test_the_shipped_hpav18_table_is_the_real_one():
+    from hpa.labels import read_labels
+
+    shipped = read_labels(download.HPAV18_TABLE)
+    assert len(shipped) == 74606 and shipped["Id"][0] == "10580_1610_C1_1"
+    real = shared_path("kaggle-hpa-2018", "HPAv18RBGY_wodpl.csv")
+    assert shipped.equals(read_labels(real))
+
+
+def test_the_competition_archive_is_unpacked_resumably(tmp_path):
+    import zipfile
+
+    archive = tmp_path / "c.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("train.csv", "Id,Target\na,0\n")
+        z.writestr("train/a_red.png", b"png bytes")
+    out = tmp_path / "data"
+    download.extract_archive(archive, out)
+    assert (out / "train.csv").read_text() == "Id,Target\na,0\n" and (out / "train" / "a_red.png").is_file()
+    (out / "train.csv").write_text("Id,Target\na,0\n")  # complete files are kept, not rewritten
+    mtime = (out / "train" / "a_red.png").stat().st_mtime_ns
+    download.extract_archive(archive, out)
+    assert (out / "train" / "a_red.png").stat().st_mtime_ns == mtime
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("../evil.txt", "x")
+    with pytest.raises(SampleError, match="unsafe member name"):
+        download.extract_archive(archive, out)
+    archive.write_bytes(b"PK\x03\x04 cut")
+    with pytest.raises(SampleError, match="not a complete zip archive"):
+        download.extract_archive(archive, out)

@@ -92,3 +92,17 @@ def test_real_train_table_reads_with_real_frequencies():
     ext = read_ids(shared_path("kaggle-hpa-2018", "HPAv18RBGY_wodpl.csv"))
     assert len(ext) == 74606 and ext[0] == "10580_1610_C1_1"
     assert np.all(y.sum(1) >= 1)
+
+
+def test_train_and_external_tables_are_read_as_one(tmp_path):
+    from hpa.labels import read_label_tables
+
+    (tmp_path / "train.csv").write_text("Id,Target\na,0\nb,1 2\n")
+    (tmp_path / "external.csv").write_text("Id,Target\n10_1_A1_1,27\n")
+    both = read_label_tables([tmp_path / "train.csv", tmp_path / "external.csv"])
+    assert both["Id"].tolist() == ["a", "b", "10_1_A1_1"] and both["table"].tolist() == [0, 0, 1]
+    y = labels_matrix(both)
+    assert y.shape == (3, 28) and y[1, [1, 2]].tolist() == [1, 1] and y[2, 27] == 1 and y.sum() == 4
+    (tmp_path / "external.csv").write_text("Id,Target\nb,3\n")
+    with pytest.raises(LabelError, match=r"external.csv: Id 'b' is also in .*train.csv"):
+        read_label_tables([tmp_path / "train.csv", tmp_path / "external.csv"])

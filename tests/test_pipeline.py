@@ -150,9 +150,11 @@ def test_run_all_on_a_real_kaggle_layout_directory(real_samples, tmp_path):
         lines[split].append(f"{sid},{target if split == 'train' else 0}")
     (d / "train.csv").write_text("\n".join(lines["train"]) + "\n")
     (d / "sample_submission.csv").write_text("\n".join(lines["test"]) + "\n")
-    r = subprocess.run(["bash", "run_all.sh", "--data-dir", str(d), "--archs", "tiny_cnn", "--size", "64", "--n-folds",
-                        "2", "--epochs", "1", "--tta", "1", "--out-dir", str(tmp_path / "work")], cwd=ROOT,
-                       capture_output=True, text=True)
+    recipe = tmp_path / "mine.yaml"  # a user's own recipe
+    recipe.write_text("n_folds: 2\nduplicates: group\ntta: 1\n"
+                      "members:\n  - {arch: tiny_cnn, size: 64, set: {epochs: 1}}\n")
+    r = subprocess.run(["bash", "run_all.sh", "--data-dir", str(d), "--recipe", str(recipe), "--out-dir",
+                        str(tmp_path / "work")], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     sub = pd.read_csv(tmp_path / "work" / "submission.csv")
     assert sub["Id"].tolist() == [row[0] for row in rows[6:]]

@@ -43,6 +43,7 @@ def test_a_3072_px_sample_is_resampled_once_and_keeps_its_side(real_samples, tmp
     _window_of(stored, crop)  # a window of the stored pixels: no second resampling
     x_aug, _ = HPADataset(tmp_path, [sid], y, crop_for=crop_for, seed=0)[0]
     assert x_aug.shape == (4, 768, 768)
+    assert HPADataset(tmp_path, [sid], y).sides() == [1024]  # from the .npy header alone
     whole, _ = HPADataset(tmp_path, [sid], y)[0]  # validation: the whole stored image
     assert torch.equal(whole, torch.from_numpy(stored.transpose(2, 0, 1).copy()).float() / 255)
 

@@ -175,7 +175,8 @@ def test_clear_errors_without_tracebacks(data, tmp_path):
 def test_run_all_help_lists_the_options():
     r = subprocess.run(["bash", "run_all.sh", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0
-    for opt in ("--data-dir", "--archs", "--size", "--n-folds", "--epochs", "--device", "--tta"):
+    for opt in ("--data-dir", "--recipe", "--out-dir", "--n-folds", "--device", "--gpus", "--parallel-folds",
+                "--smoke"):
         assert opt in r.stdout
     r = subprocess.run(["bash", "run_all.sh", "--bogus"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "unknown option --bogus" in r.stderr
