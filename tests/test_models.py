@@ -192,7 +192,7 @@ def test_wrong_or_missing_weights_name_the_file(tmp_path):
 def test_random_init_says_so(caplog):
     with caplog.at_level(logging.INFO):
         models.build_model("resnet18")
-    assert "no --pretrained weights given, random initialisation" in caplog.text
+    assert "resnet18: no pretrained weights, random initialisation" in caplog.text
 
 
 def test_gapnet_structure_and_regularisation():
