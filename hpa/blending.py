@@ -129,8 +129,9 @@ def check_oof_provenance(oof_paths: list[Path], label_files: list[Path], allow_m
     for p, s in sides.items():
         for name, sha in s.get("labels", {}).items():
             if sha not in given:
-                raise RunError(f"{p}: predicted by a run trained with other labels ({name}) than "
-                               f"{', '.join(map(str, label_files))}; retrain, or pass the labels it was trained with")
+                raise RunError(f"{p}: predicted by a run trained with other labels than "
+                               f"{', '.join(map(str, label_files))} (its {name} differs); retrain, or pass the labels "
+                               "it was trained with")
     folds = {s.get("folds_sha256") for s in sides.values()}
     if len(folds) > 1:
         first = next(iter(sides))

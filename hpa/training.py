@@ -97,6 +97,15 @@ class TrainData:
     note: str  # what the run trains on, for its log
 
 
+def dropped_reasons(folds_csv: Path) -> str:
+    """Why make_folds left samples out, from the `<folds>_dropped.csv` it writes beside the folds."""
+    path = folds_csv.with_name(folds_csv.stem + "_dropped.csv")
+    if not path.is_file():
+        return ""
+    reasons = pd.read_csv(path)["reason"].str.replace(r" of .*", "", regex=True).value_counts()
+    return (": " + ", ".join(f"{n} {why}" for why, n in reasons.items())) if len(reasons) else ""
+
+
 def build_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> TrainData:
     if not cfg.data_dir:
         raise ConfigError("--data-dir: no dataset directory given (make the demo with input_prep/make_demo.py, "
@@ -142,7 +151,7 @@ def build_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> TrainData:
     val_dl = DataLoader(val_ds, batch_sampler=val_sampler, **common)
     n_ext = int((labels["table"].to_numpy()[is_train] == 1).sum())
     note = (f"{int(is_train.sum())} training samples ({n_ext} HPAv18 external), {int(is_val.sum())} validation; "
-            f"{int((fold < 0).sum())} left out by {folds_csv.name} (fold -1)")
+            f"{int((fold < 0).sum())} left out by {folds_csv.name} (fold -1){dropped_reasons(folds_csv)}")
     return TrainData(train_dl, val_dl, val_part, counts, provenance(cfg, ids[is_train].tolist(),
                                                                     ids[is_val].tolist()), note)
 

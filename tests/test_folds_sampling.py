@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT, shared_path
 from hpa.labels import labels_matrix, read_labels
 from hpa.sampling import class_counts_table, oversample_plan
-from input_prep.make_folds import conflicting, make_folds, max_proportion_deviation
+from input_prep.make_folds import conflicting, duplicates_to_drop, make_folds, max_proportion_deviation
 
 
 def test_folds_on_the_real_train_table():
@@ -55,8 +55,22 @@ def test_conflicting_groups_are_dropped(tmp_path):
     assert r.returncode == 0, r.stderr
     folds = pd.read_csv(tmp_path / "folds.csv").set_index("Id")["fold"]
     assert (folds[["a", "b", "c"]] == -1).all() and folds["d"] == folds["e"] >= 0
-    assert "dropped 3 samples" in r.stdout
+    assert "left out 3 samples (fold -1): 3 duplicate group with conflicting labels" in r.stdout
     assert (tmp_path / "folds_class_counts.csv").is_file()
+    assert sorted(pd.read_csv(tmp_path / "folds_dropped.csv")["Id"]) == ["a", "b", "c"]
+
+
+def test_duplicates_drop_keeps_one_per_group_preferring_the_first_table():
+    ids = ["t1", "t2", "e1", "e2", "e3", "u"]
+    y = np.zeros((6, 28), np.float32)
+    y[[0, 2, 3], 0] = 1  # t1, e1, e2: one group, same labels
+    y[1, 1], y[4, 2] = 1, 1  # t2 and e3: one group, conflicting labels
+    y[5, 3] = 1
+    groups = {"t1": "g", "e1": "g", "e2": "g", "t2": "h", "e3": "h"}
+    table = np.array([0, 0, 1, 1, 1, 0])  # train.csv rows, then external.csv rows
+    dropped = duplicates_to_drop(ids, y, groups, table)
+    assert dropped == {"e1": "near-duplicate of t1", "e2": "near-duplicate of t1",
+                       "t2": "duplicate group with conflicting labels", "e3": "duplicate group with conflicting labels"}
 
 
 def test_oversample_plan_against_the_rule():
