@@ -22,7 +22,14 @@ class GlobalAvgPool2d(nn.Module):
         return x.mean((2, 3))
 
 
-POOLS = {"acp": AdaptiveConcatPool2d, "avg": GlobalAvgPool2d}
+class GlobalMaxPool2d(nn.Module):
+    feat_mult = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.amax((2, 3))
+
+
+POOLS = {"acp": AdaptiveConcatPool2d, "avg": GlobalAvgPool2d, "max": GlobalMaxPool2d}
 
 
 def buffering_head(in_features: int, hidden: list[int], dropout: list[float], num_classes: int) -> nn.Sequential:

@@ -1,0 +1,175 @@
+"""Ablations: the paper's tricks one factor at a time against the arch's paper config, over seeds
+and folds, with paired statistics.
+
+A factor is named by the config key it changes (`pool`, `head_hidden`, `hard_k`, `loss`,
+`alpha_e`, `cycles`, `oversample_max`), or is a test-time factor (`tta`, `thresholds`) evaluated
+on the baseline's runs. Every (variant, seed) trains every fold; each fold is scored by OOF
+macro F1 with thresholds fitted on the other folds' OOF of the same runs (cross-fitting, so no
+score sees its own threshold fit). Variants are compared to the baseline pairwise over the same
+(seed, fold) cells: the mean difference, its 95% t interval, and a paired t-test.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from hpa.blending import choose_blend, fit_blend
+from hpa.config import TrainConfig
+from hpa.errors import ConfigError
+from hpa.io import atomic_write_csv, atomic_write_text
+from hpa.labels import labels_matrix, read_folds, read_label_tables
+from hpa.metrics import macro_f1
+from hpa.thresholds import apply_thresholds, fit_thresholds
+
+# factor -> variant -> settings (dotted keys reach `model`); the baseline is the arch config itself
+FACTORS: dict[str, dict[str, dict]] = {
+    "pool": {"acp": {"model.pool": "acp"}, "gap": {"model.pool": "avg"}, "max": {"model.pool": "max"}},
+    "head_hidden": {"none": {"model.head_hidden": [], "model.head_dropout": []}},
+    "hard_k": {"off": {"hard_k": None}, "0.25": {"hard_k": 0.25}, "0.5": {"hard_k": 0.5}, "0.75": {"hard_k": 0.75}},
+    "loss": {k: {"loss": k} for k in ("bce", "focal", "eloss_bce", "eloss_focal")},
+    "alpha_e": {str(a): {"alpha_e": a} for a in (0.9, 0.99, 0.999)},
+    "cycles": {"one_cycle": {"cycles": 1, "cycle_epochs": None},
+               "constant": {"cycles": 1, "cycle_epochs": None, "min_lr_ratio": 1.0}},
+    "oversample_max": {"off": {"oversample_max": 1}, "on": {"oversample_max": 4}},
+}
+TEST_FACTORS = ("tta", "thresholds")  # TTA 1 (baseline) / 8; thresholds paper (baseline) / flat / exact / auto
+
+
+def apply_settings(cfg: TrainConfig, settings: dict) -> TrainConfig:
+    top = {k: v for k, v in settings.items() if not k.startswith("model.")}
+    model = {**cfg.model, **{k[6:]: v for k, v in settings.items() if k.startswith("model.")}}
+    return TrainConfig(**{**cfg.model_dump(), **top, "model": model})
+
+
+def variants(base: TrainConfig, factors: list[str]) -> list[tuple[str, str, TrainConfig]]:
+    """(factor, variant, config) of every training variant that differs from the baseline."""
+    out = [("baseline", "paper config", base)]
+    for f in factors:
+        if f in TEST_FACTORS:
+            continue
+        if f not in FACTORS:
+            raise ConfigError(f"--factors {f}: unknown; choose from {', '.join([*FACTORS, *TEST_FACTORS])}")
+        for name, settings in FACTORS[f].items():
+            cfg = apply_settings(base, settings)
+            if cfg != base:
+                out.append((f, name, cfg))
+    return out
+
+
+def cross_fitted_f1(oof: dict[int, tuple[list[str], np.ndarray]], y_of: dict[str, np.ndarray],
+                    method: str) -> dict[int, float]:
+    """Per fold: macro F1 of its OOF rows at thresholds fitted on the other folds' OOF rows."""
+    out = {}
+    for f, (ids, p) in oof.items():
+        other = [k for k in oof if k != f]
+        op = np.concatenate([oof[k][1] for k in other])
+        oy = np.stack([y_of[i] for k in other for i in oof[k][0]])
+        y = np.stack([y_of[i] for i in ids])
+        if method == "auto":
+            (w, m), _ = choose_blend([op], oy, ["equal"], ["flat", "paper", "shrink", "exact"], progress=False)
+            thr = fit_blend([op], oy, w, m).thresholds
+        else:
+            thr = fit_thresholds(op, oy, method)
+        out[f] = macro_f1(y, apply_thresholds(p, thr))
+    return out
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """Per variant: mean macro F1 with a 95% t interval over (seed, fold) cells, and the paired
+    difference to the baseline's same cells with its 95% interval and paired t-test p-value."""
+    base = results[results["factor"] == "baseline"].set_index(["seed", "fold"])["macro_f1"]
+    rows = []
+    for (factor, variant), g in results.groupby(["factor", "variant"], sort=False):
+        v = g.set_index(["seed", "fold"])["macro_f1"]
+        n = len(v)
+        half = stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / np.sqrt(n) if n > 1 else np.nan
+        row = {"factor": factor, "variant": variant, "n": n, "mean_f1": v.mean(), "ci95": half}
+        if factor != "baseline":
+            d = (v - base.reindex(v.index)).dropna()
+            dh = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else np.nan
+            p = stats.ttest_rel(v.reindex(d.index), base.reindex(d.index)).pvalue if len(d) > 1 else np.nan
+            row.update(diff=d.mean(), diff_ci95=dh, p_value=p, significant=bool(len(d) > 1 and abs(d.mean()) > dh))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def table_markdown(summary: pd.DataFrame) -> str:
+    lines = ["| factor | variant | n | macro F1 (95% CI) | difference to baseline (95% CI) | p (paired t) | "
+             "significant |", "|---|---|---|---|---|---|---|"]
+    for r in summary.itertuples():
+        diff = "" if r.factor == "baseline" else f"{r.diff:+.4f} ± {r.diff_ci95:.4f}"
+        p = "" if r.factor == "baseline" else f"{r.p_value:.3f}"
+        sig = "" if r.factor == "baseline" else ("yes" if r.significant else "no")
+        lines.append(f"| {r.factor} | {r.variant} | {r.n} | {r.mean_f1:.4f} ± {r.ci95:.4f} | {diff} | {p} | {sig} |")
+    return "\n".join(lines)
+
+
+def plot(summary: pd.DataFrame, path: Path) -> None:
+    from hpa.report import plt, save_figure
+
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(summary) + 1.2))
+    labels = [f"{r.factor}: {r.variant}" for r in summary.itertuples()]
+    ax.errorbar(summary["mean_f1"], range(len(summary)), xerr=summary["ci95"], fmt="o", capsize=3)
+    ax.axvline(summary["mean_f1"].iloc[0], color="grey", ls="--", lw=1)
+    ax.set(yticks=range(len(summary)), yticklabels=labels, xlabel="OOF macro F1 (mean, 95% CI)")
+    ax.invert_yaxis()
+    save_figure(fig, path)
+
+
+def run_ablation(base: TrainConfig, factors: list[str], seeds: int, n_folds: int, out_dir: Path,
+                 device: str = "auto", echo=print) -> pd.DataFrame:
+    """Train (or reuse) every variant x seed x fold, score it, write results.csv, table.md, plot."""
+    from hpa.dataset import prepared_dir
+    from hpa.inference import DIHEDRAL, load_run, predict
+    from hpa.runtime import pick_device
+    from hpa.training import folds_csv_of, label_tables, run_dir_of, train
+
+    fold_of = read_folds(folds_csv_of(base))
+    folds = sorted({f for f in fold_of.values() if f >= 0})[:n_folds]
+    if len(folds) < 2:
+        raise ConfigError(f"--n-folds {n_folds}: cross-fitted thresholds need at least 2 folds")
+    labels = read_label_tables(label_tables(base))
+    y_of = dict(zip(labels["Id"], labels_matrix(labels)))
+    dev = pick_device(device)
+    split_dirs = [prepared_dir(base.data_dir, base.size, s) for s in ("train", "external")]
+    store_of = dict(zip(labels["Id"], [split_dirs[t] for t in labels["table"]]))
+    rows = []
+    tests = [f for f in factors if f in TEST_FACTORS]
+    for factor, variant, cfg in variants(base, factors):
+        # (TTA transforms, threshold method, factor, variant) scored from this variant's runs; the
+        # test-time factors reuse the baseline's runs
+        cells = [(1, "paper", factor, variant)]
+        if factor == "baseline":
+            cells += [(8, "paper", "tta", "8")] if "tta" in tests else []
+            cells += [(1, m, "thresholds", m) for m in ("flat", "exact", "auto")] if "thresholds" in tests else []
+        for seed in range(seeds):
+            runs = out_dir / "runs" / f"{factor}={variant}" / f"s{seed}"
+            oof: dict[int, dict[int, tuple[list[str], np.ndarray]]] = {t: {} for t, *_ in cells}
+            for f in folds:
+                c = cfg.model_copy(update={"seed": seed, "fold": f})
+                train(c, runs=runs, device_name=device, resume=True, echo=lambda _: None)
+                model = load_run(run_dir_of(runs, c.arch, c.size, f), dev).model
+                ids = [i for i, k in fold_of.items() if k == f]
+                for t in oof:
+                    p, _ = predict([model], ids, c.size, None, DIHEDRAL[:t], 32, dev, c.amp, 0, "ablation",
+                                   store=[store_of[i] for i in ids])
+                    oof[t][f] = (ids, p)
+            for t, method, fac, var in cells:
+                for f, score in cross_fitted_f1(oof[t], y_of, method).items():
+                    rows.append({"factor": fac, "variant": var, "seed": seed, "fold": f, "macro_f1": score})
+            echo(f"{factor}={variant} seed {seed}: done")
+    results = pd.DataFrame(rows)
+    summary = summarize(results)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_csv(out_dir / "results.csv", results)
+    atomic_write_csv(out_dir / "summary.csv", summary)
+    atomic_write_text(out_dir / "table.md", table_markdown(summary) + "\n")
+    atomic_write_text(out_dir / "config.json", json.dumps({"base": base.model_dump(), "factors": factors,
+                                                           "seeds": seeds}, indent=1))
+    plot(summary, out_dir / "plot.png")
+    return summary
