@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hpa.errors import ConfigError
 
@@ -86,6 +86,12 @@ class TrainConfig(BaseModel):
         if v is not None and (v <= 0 or (isinstance(v, float) and v > 1)):
             raise ValueError("must be an int >= 1, a fraction in (0, 1] or null")
         return v
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> TrainConfig:
+        if self.crop is not None and self.crop > self.size:
+            raise ValueError(f"crop {self.crop} is larger than size {self.size}: set crop <= size, or null")
+        return self
 
     @field_validator("amp", "find_lr", "external", mode="before")
     @classmethod
@@ -199,6 +205,10 @@ def build_config(layers: list[tuple[str, dict]]) -> TrainConfig:
         key = ".".join(str(p) for p in err["loc"]) or "config"
         top = str(err["loc"][0]) if err["loc"] else ""
         source = origin.get(key, origin.get(top, "config"))
+        if not err["loc"]:  # the one check across settings: crop against size
+            msg = err["msg"].removeprefix("Value error, ")
+            raise ConfigError(f"{msg} (crop from {origin.get('crop', 'defaults')}, size from "
+                              f"{origin.get('size', 'defaults')})") from None
         if err["type"] == "missing":
             raise ConfigError(f"--{key.replace('_', '-')}: required") from None
         got = f" (got {err['input']!r})"

@@ -65,7 +65,8 @@ def test_config_layers_merge_in_order(tmp_path):
 
 
 def test_a_saved_config_rebuilds_the_same_run(tmp_path):
-    cfg, _ = train_cli("doc", ["--arch", "resnet18", "--size", "96", "--set", "model.head_hidden=[64]", "--set",
+    cfg, _ = train_cli("doc", ["--arch", "resnet18", "--size", "96", "--crop", "64", "--set", "model.head_hidden=[64]",
+                               "--set",
                                "model.head_dropout=[0.2]"])
     saved = tmp_path / "config.yaml"
     saved.write_text(yaml.safe_dump(cfg.model_dump()))
@@ -86,6 +87,9 @@ def test_config_errors_name_the_layer(tmp_path):
         train_cli("doc", ["--arch", "tiny_cnn", "--config", str(bad)])
     with pytest.raises(ConfigError, match=r"--set: model setting 'depth' does not exist for arch 'resnet18'"):
         train_cli("doc", ["--arch", "resnet18", "--set", "model.depth=3"])
+    with pytest.raises(ConfigError, match=r"^crop 512 is larger than size 64: .* \(crop from .*default.yaml, size from "
+                       r"--size\)$"):
+        train_cli("doc", ["--arch", "resnet18", "--size", "64"])
     with pytest.raises(ConfigError, match=r"--lr: setting 'lr': .*greater than 0"):
         train_cli("doc", ["--arch", "tiny_cnn", "--lr", "0"])
 
