@@ -315,7 +315,9 @@ def train(cfg: TrainConfig, runs: Path = Path("runs"), device_name: str = "auto"
         return run_dir
     seed_everything(cfg.seed)
     data = build_data(cfg, rank, world)
-    if ck is not None and ck.get("provenance") != data.provenance:
+    same = ("labels", "folds_sha256", "train_ids_sha256", "val_ids_sha256")  # not paths: a dataset may move
+    if ck is not None and {k: (ck.get("provenance") or {}).get(k) for k in same} != \
+            {k: data.provenance[k] for k in same}:
         raise RunError(f"{run_dir}: --resume on other data than the run started with (labels, folds or data "
                        "directory changed); use --overwrite or another --runs directory")
     model = build_model(cfg.arch, pretrained=cfg.pretrained, **cfg.model).to(device)
