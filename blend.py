@@ -36,6 +36,7 @@ from hpa.blending import (
     check_oof_provenance,
     choose_blend,
     concat_oof,
+    cv_folds_for,
     expand,
     fit_blend,
     group_by_model,
@@ -68,7 +69,8 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--weights", choices=[*WEIGHTINGS, "auto"], default="auto", help="model weights, or auto: "
                     "chosen by cross-validation on the OOF rows")
     ap.add_argument("--rounds", type=cli.positive_int, default=20, help="greedy selection rounds")
-    ap.add_argument("--cv-folds", type=cli.positive_int, default=5, help="K of the cross-validation for auto")
+    ap.add_argument("--cv-folds", type=cli.positive_int, help="K of the cross-validation for auto (default: 10 "
+                    "below 5,000 OOF rows, else 5)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the cross-validation splits and of bagging")
     ap.add_argument("--allow-missing-oof", action="store_true",
                     help="blend on the OOF rows present when some Ids of the folds have no OOF prediction")
@@ -110,11 +112,12 @@ def main(argv: list[str] | None = None) -> None:
     cv_table = None
     weighting, method = a.weights, a.method
     if "auto" in (a.weights, a.method):
-        if a.cv_folds < 2:
-            raise ConfigError(f"--cv-folds {a.cv_folds}: auto needs at least 2")
+        k = a.cv_folds or cv_folds_for(len(y))
+        if k < 2:
+            raise ConfigError(f"--cv-folds {k}: auto needs at least 2")
         (weighting, method), cv_table = choose_blend(
             oofs, y, list(WEIGHTINGS) if a.weights == "auto" else [a.weights],
-            list(METHODS) if a.method == "auto" else [a.method], k=a.cv_folds, rounds=a.rounds, seed=a.seed)
+            list(METHODS) if a.method == "auto" else [a.method], k=k, rounds=a.rounds, seed=a.seed)
     fitted = fit_blend(oofs, y, weighting, method, a.rounds, a.seed)
     w, thr = fitted.weights, fitted.thresholds
     oof, test = fitted.combine(oofs), fitted.combine(tests)
@@ -144,8 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     if cv_table is not None:
         summary["cross_validation"] = cv_table.to_dict(orient="records")
         lines += ["", f"## Choice of weights and thresholds: {weighting} + {method}", "",
-                  f"{a.cv_folds}-fold cross-validation inside the {len(oof_ids)} OOF rows "
-                  f"({cv_table['n_scores'][0] // a.cv_folds} repeat(s)): each pair is fitted on {a.cv_folds - 1} parts "
+                  f"{k}-fold cross-validation inside the {len(oof_ids)} OOF rows "
+                  f"({cv_table['n_scores'][0] // k} repeat(s)): each pair is fitted on {k - 1} parts "
                   "and scored (macro F1, empty rows filled) on the held-out part; mean and standard error over the "
                   "held-out parts. Chosen: the simplest pair whose shortfall to the best pair, on the same "
                   "held-out parts, is within one standard error (the one-standard-error rule, paired), then fitted "

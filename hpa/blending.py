@@ -277,11 +277,17 @@ def cv_splits(y: np.ndarray, k: int, repeats: int, seed: int) -> list[tuple[np.n
     return out
 
 
-def choose_blend(oofs: list[np.ndarray], y: np.ndarray, weightings: list[str], methods: list[str], k: int = 5,
+def cv_folds_for(rows: int) -> int:
+    """Below 5,000 rows 10 folds, so each fit sees 90% of the rows and methods that need many rows
+    (exact thresholds, greedy weights) are not judged on much less than the final fit gets; 5 above."""
+    return 10 if rows < 5000 else 5
+
+
+def choose_blend(oofs: list[np.ndarray], y: np.ndarray, weightings: list[str], methods: list[str], k: int | None = None,
                  repeats: int | None = None, rounds: int = 20, seed: int = 0,
                  progress: bool = True) -> tuple[tuple[str, str], pd.DataFrame]:
     """Score every (weighting, threshold method) pair by K-fold cross-validation inside the OOF
-    rows: fit on K-1 parts, score the held-out part. Repeated (default: 3 times below 5,000 rows)
+    rows: fit on K-1 parts (K from `cv_folds_for`), score the held-out part. Repeated (3 times below 5,000 rows)
     because small held-out parts are noisy. The choice follows the one-standard-error rule
     (Hastie, Tibshirani & Friedman, Elements of Statistical Learning, 2nd ed., section 7.10) in its
     paired form: the simplest pair whose shortfall to the best pair, measured on the same held-out
@@ -292,6 +298,7 @@ def choose_blend(oofs: list[np.ndarray], y: np.ndarray, weightings: list[str], m
     K x repeats held-out scores, which overlap in training rows, so the errors are a rough guide)."""
     from tqdm import tqdm
 
+    k = k or cv_folds_for(len(y))
     repeats = repeats or (3 if len(y) < 5000 else 1)
     scores: dict[tuple[str, str], list[float]] = {(w, m): [] for w in weightings for m in methods}
     splits = cv_splits(y, k, repeats, seed)

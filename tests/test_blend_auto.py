@@ -150,6 +150,6 @@ def test_auto_on_the_real_2018_rows():
     shared_path("test-predictions")
     _, _, rows, y, preds = realdata.load_real()
     oofs = [p[rows] for p in preds.values()]
-    (w, m), table = choose_blend(oofs, y, ["equal", "greedy"], ["paper", "shrink"], k=5, progress=False)
-    assert (table["n_scores"] == 15).all()  # 5 folds x 3 repeats below 5,000 rows
+    (w, m), table = choose_blend(oofs, y, ["equal", "greedy"], ["paper", "shrink"], progress=False)
+    assert (table["n_scores"] == 30).all()  # 10 folds x 3 repeats below 5,000 rows
     assert 0.4 < table["cv_macro_f1"][0] < 0.8 and table["chosen"].sum() == 1
