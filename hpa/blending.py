@@ -279,8 +279,11 @@ def cv_splits(y: np.ndarray, k: int, repeats: int, seed: int) -> list[tuple[np.n
 
 def cv_folds_for(rows: int) -> int:
     """Below 5,000 rows 10 folds, so each fit sees 90% of the rows and methods that need many rows
-    (exact thresholds, greedy weights) are not judged on much less than the final fit gets; 5 above."""
-    return 10 if rows < 5000 else 5
+    (exact thresholds, greedy weights) are not judged on much less than the final fit gets; 5 above;
+    never more folds than rows."""
+    if rows < 2:
+        raise ConfigError(f"auto: {rows} OOF row(s) cannot be cross-validated; choose --weights and --method")
+    return min(10 if rows < 5000 else 5, rows)  # a tiny OOF set: one held-out row per part
 
 
 def choose_blend(oofs: list[np.ndarray], y: np.ndarray, weightings: list[str], methods: list[str], k: int | None = None,

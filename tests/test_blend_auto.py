@@ -153,3 +153,16 @@ def test_auto_on_the_real_2018_rows():
     (w, m), table = choose_blend(oofs, y, ["equal", "greedy"], ["paper", "shrink"], progress=False)
     assert (table["n_scores"] == 30).all()  # 10 folds x 3 repeats below 5,000 rows
     assert 0.4 < table["cv_macro_f1"][0] < 0.8 and table["chosen"].sum() == 1
+
+
+def test_cv_folds_follow_the_rows():
+    from hpa.blending import cv_folds_for
+    from hpa.errors import ConfigError
+
+    assert [cv_folds_for(n) for n in (2, 7, 4999, 5000)] == [2, 7, 10, 5]
+    with pytest.raises(ConfigError, match="1 OOF row"):
+        cv_folds_for(1)
+    oofs, y = synthetic(n=7, c=3)
+    y[:, 0] = 1  # every row has a label
+    (_, _), table = choose_blend(oofs, y, ["equal"], ["paper"], progress=False)
+    assert (table["n_scores"] == 21).all()  # 7 folds of one row, 3 repeats
