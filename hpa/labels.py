@@ -181,3 +181,10 @@ def read_label_tables(paths: list[Path]) -> pd.DataFrame:
                         "table": np.repeat(np.arange(len(frames)), [len(f) for f in frames])})
     out.attrs["y"] = np.concatenate([labels_matrix(f) for f in frames]) if frames else np.zeros((0, NUM_CLASSES))
     return out
+
+
+def count_reasons(reasons: list[str]) -> str:
+    """'3 near-duplicate, 1 duplicate group with conflicting labels': the reasons of make_folds'
+    left-out samples, counted with the twin they name stripped."""
+    counts = pd.Series(list(reasons), dtype=str).str.replace(r" of .*", "", regex=True).value_counts()
+    return ", ".join(f"{n} {why}" for why, n in counts.items())

@@ -33,7 +33,7 @@ from hpa.config import TrainConfig, changed_settings, save_yaml
 from hpa.dataset import HPADataset, crop_side, prepared_dir
 from hpa.errors import ConfigError, RunError
 from hpa.io import atomic_write_csv, atomic_write_text, file_sha256, ids_sha256
-from hpa.labels import NUM_CLASSES, labels_matrix, read_folds, read_label_tables
+from hpa.labels import NUM_CLASSES, count_reasons, labels_matrix, read_folds, read_label_tables
 from hpa.losses import build_loss, hard_example_loss
 from hpa.metrics import f1_per_class
 from hpa.report import plot_lr_find, plot_lr_schedule, plot_training_curves
@@ -102,8 +102,8 @@ def dropped_reasons(folds_csv: Path) -> str:
     path = folds_csv.with_name(folds_csv.stem + "_dropped.csv")
     if not path.is_file():
         return ""
-    reasons = pd.read_csv(path)["reason"].str.replace(r" of .*", "", regex=True).value_counts()
-    return (": " + ", ".join(f"{n} {why}" for why, n in reasons.items())) if len(reasons) else ""
+    reasons = pd.read_csv(path)["reason"].tolist()
+    return f": {count_reasons(reasons)}" if reasons else ""
 
 
 def build_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> TrainData:

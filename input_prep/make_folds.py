@@ -25,7 +25,7 @@ from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
 from hpa import cli
 from hpa.io import atomic_outputs, csv_text
-from hpa.labels import NUM_CLASSES, LabelError, labels_matrix, read_label_tables, read_table
+from hpa.labels import NUM_CLASSES, LabelError, count_reasons, labels_matrix, read_label_tables, read_table
 
 
 def make_folds(ids: list[str], y: np.ndarray, k: int, seed: int, groups: dict[str, str] | None = None) -> np.ndarray:
@@ -122,9 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     folds[keep] = make_folds([i for i, k in zip(ids, keep) if k], y[keep], a.n_folds, a.seed,
                              groups if a.duplicates == "group" else None)
     if dropped:
-        reasons = pd.Series(list(dropped.values())).str.replace(r" of .*", "", regex=True).value_counts()
-        print(f"left out {len(dropped)} samples (fold -1): "
-              + ", ".join(f"{n} {why}" for why, n in reasons.items()))
+        print(f"left out {len(dropped)} samples (fold -1): {count_reasons(list(dropped.values()))}")
     counts = fold_class_counts(y[keep], folds[keep], a.n_folds)
     counts_path = a.out.with_name(a.out.stem + "_class_counts.csv")
     dropped_path = a.out.with_name(a.out.stem + "_dropped.csv")
