@@ -2,7 +2,8 @@
 and folds, with paired statistics.
 
 A factor is named by the config key it changes (`pool`, `head_hidden`, `hard_k`, `loss`,
-`alpha_e`, `cycles`, `oversample_max`), or is a test-time factor (`tta`, `thresholds`) evaluated
+`alpha_e`, `cycles`, `oversample_max`), is `duplicates` (the folds rebuilt with near-duplicates
+dropped, grouped or ignored), or is a test-time factor (`tta`, `thresholds`) evaluated
 on the baseline's runs. Every (variant, seed) trains every fold; each fold is scored by OOF
 macro F1 with thresholds fitted on the other folds' OOF of the same runs (cross-fitting, so no
 score sees its own threshold fit). Variants are compared to the baseline pairwise over the same
@@ -22,7 +23,7 @@ from hpa.blending import choose_blend, fit_blend
 from hpa.config import TrainConfig
 from hpa.errors import ConfigError
 from hpa.io import atomic_write_csv, atomic_write_text
-from hpa.labels import labels_matrix, read_folds, read_label_tables
+from hpa.labels import labels_matrix, read_folds, read_label_tables, read_table
 from hpa.metrics import macro_f1
 from hpa.thresholds import apply_thresholds, fit_thresholds
 
@@ -38,6 +39,7 @@ FACTORS: dict[str, dict[str, dict]] = {
     "oversample_max": {"off": {"oversample_max": 1}, "on": {"oversample_max": 4}},
 }
 TEST_FACTORS = ("tta", "thresholds")  # TTA 1 (baseline) / 8; thresholds paper (baseline) / flat / exact / auto
+ALL_FACTORS = (*FACTORS, "duplicates", *TEST_FACTORS)
 
 
 def apply_settings(cfg: TrainConfig, settings: dict) -> TrainConfig:
@@ -46,14 +48,26 @@ def apply_settings(cfg: TrainConfig, settings: dict) -> TrainConfig:
     return TrainConfig(**{**cfg.model_dump(), **top, "model": model})
 
 
-def variants(base: TrainConfig, factors: list[str]) -> list[tuple[str, str, TrainConfig]]:
-    """(factor, variant, config) of every training variant that differs from the baseline."""
+def variants(base: TrainConfig, factors: list[str], extra: dict[str, dict[str, Path]] | None = None
+             ) -> list[tuple[str, str, TrainConfig]]:
+    """(factor, variant, config) of every training variant that differs from the baseline. `extra`
+    holds the data factors' files: duplicates -> mode -> folds CSV (a mode whose folds equal the
+    baseline's is the baseline itself)."""
+    from hpa.training import folds_csv_of
+
     out = [("baseline", "paper config", base)]
     for f in factors:
         if f in TEST_FACTORS:
             continue
+        if f == "duplicates":
+            if not extra or "duplicates" not in extra:
+                raise ConfigError("--factors duplicates: the folds of each duplicates mode were not built")
+            base_folds = read_folds(folds_csv_of(base))
+            out += [(f, mode, base.model_copy(update={"folds_csv": str(path)}))
+                    for mode, path in extra["duplicates"].items() if read_folds(path) != base_folds]
+            continue
         if f not in FACTORS:
-            raise ConfigError(f"--factors {f}: unknown; choose from {', '.join([*FACTORS, *TEST_FACTORS])}")
+            raise ConfigError(f"--factors {f}: unknown; choose from {', '.join(ALL_FACTORS)}")
         for name, settings in FACTORS[f].items():
             cfg = apply_settings(base, settings)
             if cfg != base:
@@ -121,48 +135,110 @@ def plot(summary: pd.DataFrame, path: Path) -> None:
     save_figure(fig, path)
 
 
-def run_ablation(base: TrainConfig, factors: list[str], seeds: int, n_folds: int, out_dir: Path,
-                 device: str = "auto", echo=print) -> pd.DataFrame:
-    """Train (or reuse) every variant x seed x fold, score it, write results.csv, table.md, plot."""
-    from hpa.dataset import prepared_dir
+def duplicates_folds(base: TrainConfig, out_dir: Path) -> dict[str, Path]:
+    """The base folds rebuilt under each duplicates mode (same number of folds, seed 0), from the
+    dataset's duplicate groups (input_prep/dedup.py), written to `out_dir/folds/<mode>.csv`."""
+    from hpa.folds import DUPLICATES, assign_folds
+    from hpa.training import folds_csv_of, label_tables
+
+    groups_csv = Path(base.data_dir) / "dedup" / "duplicate_groups.csv"
+    if not groups_csv.is_file():
+        raise ConfigError(f"--factors duplicates: {groups_csv} not found; run input_prep/dedup.py first")
+    g = read_table(groups_csv, ("Id", "group"))
+    groups = dict(zip(g["Id"], g["group"]))
+    labels = read_label_tables(label_tables(base))
+    k = len({f for f in read_folds(folds_csv_of(base)).values() if f >= 0})
+    out = {}
+    for mode in DUPLICATES:
+        folds, _ = assign_folds(labels["Id"].tolist(), labels_matrix(labels), labels["table"].to_numpy(), k, 0,
+                                groups, mode)
+        out[mode] = out_dir / "folds" / f"{mode}.csv"
+        out[mode].parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_csv(out[mode], pd.DataFrame({"Id": labels["Id"], "fold": folds}))
+    return out
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _cell_oof(cfg: TrainConfig, n_folds: int, runs: Path, tta: list[int], store_of: dict[str, Path],
+              device: str) -> dict[int, dict[int, tuple[list[str], np.ndarray]]]:
+    """Train (or reuse) one (variant, seed) on its first `n_folds` folds; OOF probabilities per
+    TTA count and fold."""
     from hpa.inference import DIHEDRAL, load_run, predict
     from hpa.runtime import pick_device
-    from hpa.training import folds_csv_of, label_tables, run_dir_of, train
+    from hpa.training import folds_csv_of, run_dir_of, train
 
-    fold_of = read_folds(folds_csv_of(base))
-    folds = sorted({f for f in fold_of.values() if f >= 0})[:n_folds]
-    if len(folds) < 2:
+    fold_of = read_folds(folds_csv_of(cfg))
+    dev = pick_device(device)
+    oof: dict[int, dict[int, tuple[list[str], np.ndarray]]] = {t: {} for t in tta}
+    for f in sorted({f for f in fold_of.values() if f >= 0})[:n_folds]:
+        c = cfg.model_copy(update={"fold": f})
+        train(c, runs=runs, device_name=device, resume=True, echo=lambda _: None)
+        model = load_run(run_dir_of(runs, c.arch, c.size, f), dev).model
+        ids = [i for i, k in fold_of.items() if k == f]
+        for t in tta:
+            p, _ = predict([model], ids, c.size, None, DIHEDRAL[:t], 32, dev, c.amp, 0, "ablation",
+                           store=[store_of[i] for i in ids])
+            oof[t][f] = (ids, p)
+    return oof
+
+
+def run_ablation(base: TrainConfig, factors: list[str], seeds: int, n_folds: int, out_dir: Path,
+                 device: str = "auto", jobs: int = 1, echo=print) -> pd.DataFrame:
+    """Train (or reuse) every variant x seed x fold, score it, write results.csv, table.md, plot.
+    `jobs` > 1 trains that many (variant, seed) cells at once in worker processes that share the
+    CPU threads (on 2 cores, two 1-thread runs finish in the time of one 2-thread run)."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    from hpa.dataset import prepared_dir
+    from hpa.training import folds_csv_of, label_tables
+
+    if len({f for f in read_folds(folds_csv_of(base)).values() if f >= 0}) < 2 or n_folds < 2:
         raise ConfigError(f"--n-folds {n_folds}: cross-fitted thresholds need at least 2 folds")
     labels = read_label_tables(label_tables(base))
     y_of = dict(zip(labels["Id"], labels_matrix(labels)))
-    dev = pick_device(device)
     split_dirs = [prepared_dir(base.data_dir, base.size, s) for s in ("train", "external")]
     store_of = dict(zip(labels["Id"], [split_dirs[t] for t in labels["table"]]))
-    rows = []
     tests = [f for f in factors if f in TEST_FACTORS]
-    for factor, variant, cfg in variants(base, factors):
-        # (TTA transforms, threshold method, factor, variant) scored from this variant's runs; the
-        # test-time factors reuse the baseline's runs
-        cells = [(1, "paper", factor, variant)]
-        if factor == "baseline":
-            cells += [(8, "paper", "tta", "8")] if "tta" in tests else []
-            cells += [(1, m, "thresholds", m) for m in ("flat", "exact", "auto")] if "thresholds" in tests else []
-        for seed in range(seeds):
-            runs = out_dir / "runs" / f"{factor}={variant}" / f"s{seed}"
-            oof: dict[int, dict[int, tuple[list[str], np.ndarray]]] = {t: {} for t, *_ in cells}
-            for f in folds:
-                c = cfg.model_copy(update={"seed": seed, "fold": f})
-                train(c, runs=runs, device_name=device, resume=True, echo=lambda _: None)
-                model = load_run(run_dir_of(runs, c.arch, c.size, f), dev).model
-                ids = [i for i, k in fold_of.items() if k == f]
-                for t in oof:
-                    p, _ = predict([model], ids, c.size, None, DIHEDRAL[:t], 32, dev, c.amp, 0, "ablation",
-                                   store=[store_of[i] for i in ids])
-                    oof[t][f] = (ids, p)
-            for t, method, fac, var in cells:
-                for f, score in cross_fitted_f1(oof[t], y_of, method).items():
-                    rows.append({"factor": fac, "variant": var, "seed": seed, "fold": f, "macro_f1": score})
-            echo(f"{factor}={variant} seed {seed}: done")
+    extra = {"duplicates": duplicates_folds(base, out_dir)} if "duplicates" in factors else {}
+    cells = []  # (factor, variant, seed, config, [(TTA count, threshold method, scored factor, variant)])
+    for factor, variant, cfg in variants(base, factors, extra):
+        scored = [(1, "paper", factor, variant)]
+        if factor == "baseline":  # the test-time factors are scored on the baseline's runs
+            scored += [(8, "paper", "tta", "8")] if "tta" in tests else []
+            scored += [(1, m, "thresholds", m) for m in ("flat", "exact", "auto")] if "thresholds" in tests else []
+        cells += [(factor, variant, seed, cfg.model_copy(update={"seed": seed}), scored) for seed in range(seeds)]
+
+    def args(cell):
+        factor, variant, seed, cfg, scored = cell
+        return (cfg, n_folds, out_dir / "runs" / f"{factor}={variant}" / f"s{seed}", sorted({t for t, *_ in scored}),
+                store_of, device)
+
+    oofs = {}
+    if jobs == 1:
+        for n, cell in enumerate(cells):
+            oofs[n] = _cell_oof(*args(cell))
+            echo(f"{cell[0]}={cell[1]} seed {cell[2]}: done ({n + 1}/{len(cells)})")
+    else:
+        threads = max(1, (os.cpu_count() or jobs) // jobs)
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init_worker,
+                                 initargs=(threads,)) as pool:
+            futures = {pool.submit(_cell_oof, *args(cell)): n for n, cell in enumerate(cells)}
+            for done, fut in enumerate(as_completed(futures)):
+                n = futures[fut]
+                oofs[n] = fut.result()
+                echo(f"{cells[n][0]}={cells[n][1]} seed {cells[n][2]}: done ({done + 1}/{len(cells)})")
+    rows = []
+    for n, (_, _, seed, _, scored) in enumerate(cells):
+        for t, method, fac, var in scored:
+            for f, score in cross_fitted_f1(oofs[n][t], y_of, method).items():
+                rows.append({"factor": fac, "variant": var, "seed": seed, "fold": f, "macro_f1": score})
     results = pd.DataFrame(rows)
     summary = summarize(results)
     out_dir.mkdir(parents=True, exist_ok=True)

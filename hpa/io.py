@@ -32,7 +32,8 @@ import tifffile
 from hpa.errors import HPAError
 from hpa.labels import COLORS
 
-EXTENSIONS: tuple[str, ...] = ("png", "tif", "tiff", "jpg", "jpeg")
+# Full-size TIFFs first: a sample stored both ways had its originals fetched on purpose.
+EXTENSIONS: tuple[str, ...] = ("tif", "tiff", "png", "jpg", "jpeg")
 
 
 class SampleError(HPAError, ValueError):
@@ -51,7 +52,7 @@ def find_format(directory: Path, sample_id: str) -> str:
             if channel_path(directory, sample_id, "red", spelt).is_file():
                 return spelt
     raise SampleError(f"{channel_path(directory, sample_id, 'red', 'png')}: channel file not found "
-                      f"(also tried extensions {', '.join(EXTENSIONS[1:])}, in either case)")
+                      f"(also tried extensions {', '.join(e for e in EXTENSIONS if e != 'png')}, in either case)")
 
 
 def to_uint8(img: np.ndarray, path: Path) -> np.ndarray:
@@ -89,19 +90,36 @@ def decode_channel(data: bytes, path: Path | str, color: str, jpg: bool) -> np.n
     return img
 
 
-def _read_tiff(path: Path) -> np.ndarray:
-    with tifffile.TiffFile(path) as tif:
+def _read_tiff(source: Path | bytes, name: Path | str) -> np.ndarray:
+    """The first page of a TIFF file or of TIFF bytes in memory; a cut file is an error."""
+    size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
+    with tifffile.TiffFile(io.BytesIO(source) if isinstance(source, bytes) else source) as tif:
         if not tif.pages:
-            raise SampleError(f"{path}: cannot read image (no TIFF pages)")
+            raise SampleError(f"{name}: cannot read image (no TIFF pages)")
         page = tif.pages[0]
         # tifffile fills missing strips with zeros; a cut file must be an error instead
         end = max((o + n for o, n in zip(page.dataoffsets, page.databytecounts)), default=0)
-        if end > path.stat().st_size:
-            raise SampleError(f"{path}: truncated TIFF ({path.stat().st_size} bytes, image data ends at {end})")
+        if end > size:
+            raise SampleError(f"{name}: truncated TIFF ({size} bytes, image data ends at {end})")
         img = page.asarray()
     if img.size == 0:
-        raise SampleError(f"{path}: cannot read image (no image data)")
+        raise SampleError(f"{name}: cannot read image (no image data)")
     return img
+
+
+def decode_tiff_channel(source: Path | bytes, name: Path | str, color: str) -> np.ndarray:
+    """One stain of a TIFF (file or bytes) as a 2-D uint8 array: the page itself, or the stain's
+    plane of an RGB page (yellow = mean of red and green)."""
+    try:
+        img = _read_tiff(source, name)
+        if img.ndim == 3 and img.shape[-1] in (3, 4):
+            img = img[..., "rgb".index(color[0])] if color != "yellow" else \
+                ((img[..., 0].astype(np.uint32) + img[..., 1]) // 2).astype(img.dtype)
+    except SampleError:
+        raise
+    except Exception as e:  # tifffile raises many kinds on corrupt files
+        raise SampleError(f"{name}: cannot read image ({type(e).__name__}: {e})") from e
+    return _single_channel(img, name)
 
 
 def read_channel(path: Path, color: str) -> np.ndarray:
@@ -110,17 +128,13 @@ def read_channel(path: Path, color: str) -> np.ndarray:
     if not path.is_file():
         raise SampleError(f"{path}: channel file not found")
     ext = path.suffix.lower().lstrip(".")
+    if ext in ("tif", "tiff"):
+        return decode_tiff_channel(path, path, color)
     try:
-        if ext in ("tif", "tiff"):
-            img = _read_tiff(path)
-            if img.ndim == 3 and img.shape[-1] in (3, 4):
-                img = img[..., "rgb".index(color[0])] if color != "yellow" else \
-                    ((img[..., 0].astype(np.uint32) + img[..., 1]) // 2).astype(img.dtype)
-        else:
-            img = decode_channel(path.read_bytes(), path, color, jpg=ext in ("jpg", "jpeg"))
+        img = decode_channel(path.read_bytes(), path, color, jpg=ext in ("jpg", "jpeg"))
     except SampleError:
         raise
-    except Exception as e:  # tifffile raises many kinds on corrupt files
+    except Exception as e:
         raise SampleError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
     return _single_channel(img, path)
 

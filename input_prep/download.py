@@ -1,6 +1,8 @@
-"""Download the Kaggle competition files and the HPA v18 external images.
+"""Download the Kaggle competition files, the full-size originals of its images where you have an
+address for them, and the HPA v18 external images.
 
     python input_prep/download.py --data-dir data/hpa --kaggle
+    python input_prep/download.py --data-dir data/hpa --full-size 'https://HOST/hpa/{split}/{id}_{color}.tif'
     python input_prep/download.py --data-dir data/hpa --external [TABLE.csv] --connections 32 \
         [--base-url http://v18.proteinatlas.org/images] [--max-side 2048]
 
@@ -19,6 +21,14 @@ its end marker); it is then stored the way Kaggle stores images, one grayscale P
 written atomically. Files already stored and decodable are skipped, so a re-run resumes.
 What still fails is listed in `<out>/download_failures.csv` (exit code 1); the samples whose 4
 stains are all present are listed with their labels in `<out>/external.csv`.
+
+Full size: Kaggle's API serves only the 512 px PNGs; the 2048/3072 px TIFF originals the paper
+trained on were published separately. --full-size takes an address template with `{id}` and
+`{color}` (and optionally `{split}`: train or test) where a copy of them is served, and fetches
+the 4 stains of every Id of train.csv and sample_submission.csv into train/ and test/ as
+`<Id>_<color>.tif`, beside the PNGs: readers take the TIFF when both exist. Each TIFF must decode
+whole (not cut) before it is stored, byte for byte, atomically; stored ones are skipped, failures
+listed in `<out>/download_failures_full_size.csv` (exit code 1), so a re-run resumes.
 """
 
 from __future__ import annotations
@@ -45,10 +55,11 @@ from hpa.io import (
     atomic_write_bytes,
     atomic_write_csv,
     decode_jpeg_channel,
+    decode_tiff_channel,
     read_channel,
     write_channel_png,
 )
-from hpa.labels import COLORS, LabelError, read_labels
+from hpa.labels import COLORS, LabelError, read_labels, read_table, validate_id
 
 DEFAULT_BASE = "http://v18.proteinatlas.org/images"
 COMPETITION = "human-protein-atlas-image-classification"
@@ -100,28 +111,105 @@ def _stored_ok(path: Path, color: str) -> bool:
         return False
 
 
-def download_one(url: str, dst: Path, color: str, timeout: float, retries: int, backoff: float,
-                 max_side: int | None) -> str | None:
-    """Fetch, verify, convert and store one stain. Returns None on success, else the last error."""
-    if _stored_ok(dst, color):
-        return None
+def _retrying(url: str, store, timeout: float, retries: int, backoff: float) -> str | None:
+    """Fetch `url` and hand its bytes to `store` (which verifies and writes them), retrying
+    transient failures with exponential backoff. Returns None on success, else the last error."""
     error = "not tried"
     for attempt in range(retries + 1):
         if attempt:
             time.sleep(backoff * 2 ** (attempt - 1))
         try:
-            # decoded from memory (end marker checked, stain plane picked): nothing partial touches disk
-            plane = decode_jpeg_channel(fetch(url, timeout), url, color)
-            if max_side and max(plane.shape) > max_side:
-                f = max_side / max(plane.shape)
-                plane = cv2.resize(plane, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
-            write_channel_png(dst, np.ascontiguousarray(plane))
+            store(fetch(url, timeout))  # verified from memory: nothing partial touches disk
             return None
         except (TransientError, SampleError) as e:
             error = str(e)
         except urllib.error.HTTPError as e:
             return f"HTTP {e.code}"
     return error
+
+
+def download_one(url: str, dst: Path, color: str, timeout: float, retries: int, backoff: float,
+                 max_side: int | None) -> str | None:
+    """Fetch, verify, convert and store one HPAv18 stain (RGB JPEG -> its grayscale plane as PNG)."""
+    if _stored_ok(dst, color):
+        return None
+
+    def store(data: bytes) -> None:
+        plane = decode_jpeg_channel(data, url, color)
+        if max_side and max(plane.shape) > max_side:
+            f = max_side / max(plane.shape)
+            plane = cv2.resize(plane, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        write_channel_png(dst, np.ascontiguousarray(plane))
+
+    return _retrying(url, store, timeout, retries, backoff)
+
+
+def download_tiff(url: str, dst: Path, color: str, timeout: float, retries: int, backoff: float) -> str | None:
+    """Fetch one full-size stain TIFF; stored as served once it decodes whole."""
+    if _stored_ok(dst, color):
+        return None
+
+    def store(data: bytes) -> None:
+        decode_tiff_channel(data, url, color)
+        atomic_write_bytes(dst, data)
+
+    return _retrying(url, store, timeout, retries, backoff)
+
+
+def full_size_template(value: str) -> str:
+    check_base_url(value)
+    missing = [k for k in ("{id}", "{color}") if k not in value]
+    if missing:
+        raise argparse.ArgumentTypeError(f"{value!r}: no {' or '.join(missing)} in the address; e.g. "
+                                         "'https://HOST/hpa/{split}/{id}_{color}.tif'")
+    try:
+        value.format(split="train", id="x", color="red")
+    except (KeyError, IndexError, ValueError) as e:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: only {{split}}, {{id}} and {{color}} may be filled in ({e})") from None
+    return value
+
+
+def _run_downloads(jobs: list[tuple], fetch_one, desc: str, connections: int) -> list[tuple]:
+    """Run `fetch_one(url, dst, color)` over (sample, color, url, dst) jobs; the failures."""
+    failures = []
+    with ThreadPoolExecutor(connections) as pool:
+        futs = {pool.submit(fetch_one, url, dst, c): (sid, c, url) for sid, c, url, dst in jobs}
+        for fut in tqdm(as_completed(futs), total=len(futs), desc=desc, unit="file"):
+            err = fut.result()
+            if err:
+                failures.append((*futs[fut], err))
+    return failures
+
+
+def _report_failures(failures: list[tuple], fail_csv: Path, n_jobs: int) -> None:
+    if failures:
+        atomic_write_csv(fail_csv, pd.DataFrame(sorted(failures), columns=["Id", "color", "url", "error"]))
+        print(f"{len(failures)} of {n_jobs} files failed ({len({f[0] for f in failures})} samples), listed in "
+              f"{fail_csv}; run the same command again to retry them")
+    else:
+        fail_csv.unlink(missing_ok=True)
+
+
+def download_full_size(out: Path, template: str, connections: int, timeout: float, retries: int,
+                       backoff: float, limit: int | None = None) -> int:
+    tables = {"train": out / "train.csv", "test": out / "sample_submission.csv"}
+    if not any(p.is_file() for p in tables.values()):
+        raise LabelError(f"{out}: no train.csv or sample_submission.csv to take Ids from; run --kaggle first")
+    jobs = []
+    for split, path in tables.items():
+        if not path.is_file():
+            continue
+        ids = [validate_id(i, f"{path}, row {k + 2}: ") for k, i in enumerate(read_table(path, ("Id",))["Id"])]
+        (out / split).mkdir(parents=True, exist_ok=True)
+        jobs += [(sid, c, template.format(split=split, id=sid, color=c), out / split / f"{sid}_{c}.tif")
+                 for sid in ids[:limit] for c in COLORS]
+    failures = _run_downloads(jobs, lambda url, dst, c: download_tiff(url, dst, c, timeout, retries, backoff),
+                              "full-size images", connections)
+    _report_failures(failures, out / "download_failures_full_size.csv", len(jobs))
+    print(f"{len(jobs) - len(failures)} of {len(jobs)} full-size stain TIFFs stored in "
+          f"{', '.join(str(out / s) for s, p in tables.items() if p.is_file())}")
+    return 1 if failures else 0
 
 
 def download_external(table: Path, out: Path, base: str, workers: int, timeout: float, retries: int,
@@ -131,25 +219,14 @@ def download_external(table: Path, out: Path, base: str, workers: int, timeout: 
         labels = labels.iloc[:limit]
     dst_dir = out / "external"
     dst_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(sid, c, external_url(base, sid, c)) for sid in labels["Id"] for c in COLORS]
-    failures = []
-    with ThreadPoolExecutor(workers) as pool:
-        futs = {pool.submit(download_one, url, dst_dir / f"{sid}_{c}.png", c, timeout, retries, backoff, max_side):
-                (sid, c, url) for sid, c, url in jobs}
-        for fut in tqdm(as_completed(futs), total=len(futs), desc="external images", unit="file"):
-            err = fut.result()
-            if err:
-                failures.append((*futs[fut], err))
+    jobs = [(sid, c, external_url(base, sid, c), dst_dir / f"{sid}_{c}.png") for sid in labels["Id"] for c in COLORS]
+    failures = _run_downloads(
+        jobs, lambda url, dst, c: download_one(url, dst, c, timeout, retries, backoff, max_side), "external images",
+        workers)
     failed_ids = {f[0] for f in failures}
     done = labels[~labels["Id"].isin(failed_ids)]
     atomic_write_csv(out / "external.csv", done[["Id", "Target"]])
-    fail_csv = out / "download_failures.csv"
-    if failures:
-        atomic_write_csv(fail_csv, pd.DataFrame(sorted(failures), columns=["Id", "color", "url", "error"]))
-        print(f"{len(failures)} of {len(jobs)} files failed ({len(failed_ids)} samples), listed in {fail_csv}; "
-              "run the same command again to retry them")
-    else:
-        fail_csv.unlink(missing_ok=True)
+    _report_failures(failures, out / "download_failures.csv", len(jobs))
     print(f"{len(done)} of {len(labels)} external samples complete in {dst_dir}; labels in {out / 'external.csv'}")
     return 1 if failures else 0
 
@@ -217,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kaggle", action="store_true", help="download the competition files")
     ap.add_argument("--external", type=Path, nargs="?", const=HPAV18_TABLE,
                     help="Id,Target CSV of HPA v18 samples to fetch (no value: the shipped HPAv18 table)")
+    ap.add_argument("--full-size", type=full_size_template, metavar="ADDRESS",
+                    help="fetch the 2048/3072 px TIFF originals from this address template with {id}, {color} "
+                         "and optionally {split}")
     ap.add_argument("--base-url", default=DEFAULT_BASE, type=check_base_url, help="HPA image server")
     ap.add_argument("--connections", type=cli.positive_int, default=16,
                     help="parallel downloads (network-bound threads, not --workers processes)")
@@ -224,13 +304,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retries", type=cli.non_negative_int, default=5, help="retries per file")
     ap.add_argument("--backoff", type=float, default=1.0, help="first retry delay in seconds, doubled each time")
     ap.add_argument("--max-side", type=int, help="downscale stored images to at most this side")
-    ap.add_argument("--limit", type=int, help="only the first N samples of --external (trial runs)")
+    ap.add_argument("--limit", type=cli.positive_int,
+                    help="only the first N samples of --external / of each --full-size split (trial runs)")
     a = ap.parse_args(argv)
-    if not a.kaggle and not a.external:
-        ap.error("nothing to do: give --kaggle and/or --external CSV")
+    if not (a.kaggle or a.external or a.full_size):
+        ap.error("nothing to do: give --kaggle, --full-size ADDRESS and/or --external [CSV]")
     status = 0
     if a.kaggle:
         status = max(status, download_kaggle(a.data_dir))
+    if a.full_size and status < 2:
+        status = max(status, download_full_size(a.data_dir, a.full_size, a.connections, a.timeout, a.retries,
+                                                a.backoff, a.limit))
     if a.external:
         status = max(status, download_external(a.external, a.data_dir, a.base_url, a.connections, a.timeout,
                                                a.retries, a.backoff, a.max_side, a.limit))

@@ -11,77 +11,19 @@ near-duplicates: `drop` keeps one member (from the first --labels table first, t
 Id) and leaves the rest out, as Zhang et al. 2021 removed duplicates; `group` keeps them all in one
 fold, stratified on the union of their labels, so twins never sit on both sides of a split;
 `ignore` treats them as independent samples. A group whose members' label sets differ is left out
-whole with `drop` (its labels contradict each other), and with `group` when --drop-conflicts.
-Stratification: iterative-stratification's MultilabelStratifiedKFold (Sechidis et al. 2011).
+whole with `drop` (its labels contradict each other), and with `group` when --drop-conflicts. The logic is `hpa.folds`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
 from hpa import cli
+from hpa.folds import DUPLICATES, assign_folds, fold_class_counts, max_proportion_deviation
 from hpa.io import atomic_outputs, csv_text
-from hpa.labels import NUM_CLASSES, LabelError, count_reasons, labels_matrix, read_label_tables, read_table
-
-
-def make_folds(ids: list[str], y: np.ndarray, k: int, seed: int, groups: dict[str, str] | None = None) -> np.ndarray:
-    """Fold index per sample."""
-    group_of = np.array([groups.get(i, i) if groups else i for i in ids])
-    uniq, inv = np.unique(group_of, return_inverse=True)
-    gy = np.zeros((len(uniq), y.shape[1]), np.float32)
-    np.maximum.at(gy, inv, y)
-    if len(uniq) < k:
-        raise ValueError(f"{len(uniq)} groups cannot fill {k} folds")
-    gfold = np.empty(len(uniq), int)
-    mskf = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    for f, (_, val) in enumerate(mskf.split(np.zeros(len(uniq)), gy)):
-        gfold[val] = f
-    return gfold[inv]
-
-
-def conflicting(ids: list[str], y: np.ndarray, groups: dict[str, str]) -> np.ndarray:
-    """True for samples in a duplicate group whose members do not all share one label set."""
-    group_of = np.array([groups.get(i, i) for i in ids])
-    keys = np.array([hash(r.tobytes()) for r in (y > 0.5)])
-    df = pd.DataFrame({"g": group_of, "k": keys})
-    n_sets = df.groupby("g")["k"].transform("nunique").to_numpy()
-    return n_sets > 1
-
-
-def duplicates_to_drop(ids: list[str], y: np.ndarray, groups: dict[str, str], rank: np.ndarray) -> dict[str, str]:
-    """Id -> why it is left out under `--duplicates drop`: all but the best-ranked member of each
-    group, and every member of a group with conflicting label sets."""
-    conflict = conflicting(ids, y, groups)
-    out: dict[str, str] = {}
-    members: dict[str, list[int]] = {}
-    for k, i in enumerate(ids):
-        members.setdefault(groups.get(i, i), []).append(k)
-    for ks in members.values():
-        if len(ks) < 2:
-            continue
-        if conflict[ks[0]]:
-            out.update({ids[k]: "duplicate group with conflicting labels" for k in ks})
-            continue
-        keep = min(ks, key=lambda k: (rank[k], ids[k]))
-        out.update({ids[k]: f"near-duplicate of {ids[keep]}" for k in ks if k != keep})
-    return out
-
-
-def fold_class_counts(y: np.ndarray, folds: np.ndarray, k: int) -> pd.DataFrame:
-    df = pd.DataFrame({f"fold{f}": y[folds == f].sum(0).astype(int) for f in range(k)})
-    df.insert(0, "class", range(NUM_CLASSES))
-    df["total"] = y.sum(0).astype(int)
-    return df
-
-
-def max_proportion_deviation(y: np.ndarray, folds: np.ndarray, k: int) -> float:
-    """Largest |share of class c in fold f - share of class c overall|, in percentage points."""
-    whole = y.mean(0)
-    return float(max(np.abs(y[folds == f].mean(0) - whole).max() for f in range(k)) * 100)
+from hpa.labels import LabelError, count_reasons, labels_matrix, read_label_tables, read_table
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed of the split")
     ap.add_argument("--out", type=Path, required=True, help="Id,fold CSV (class counts per fold beside it)")
     ap.add_argument("--groups", type=Path, help="Id,group CSV from dedup.py")
-    ap.add_argument("--duplicates", choices=["drop", "group", "ignore"], default="group",
+    ap.add_argument("--duplicates", choices=DUPLICATES, default="group",
                     help="with --groups: keep one sample per duplicate group, keep groups in one fold, or neither")
     ap.add_argument("--drop-conflicts", action="store_true",
                     help="with --duplicates group: fold -1 for duplicate groups with differing labels")
@@ -112,15 +54,9 @@ def main(argv: list[str] | None = None) -> None:
         groups = dict(zip(g["Id"], g["group"]))
     y = labels_matrix(labels)
     ids = labels["Id"].tolist()
-    dropped: dict[str, str] = {}
-    if a.duplicates == "drop":
-        dropped = duplicates_to_drop(ids, y, groups, labels["table"].to_numpy())
-    elif a.drop_conflicts:
-        dropped = {i: "duplicate group with conflicting labels" for i, c in zip(ids, conflicting(ids, y, groups)) if c}
-    keep = np.array([i not in dropped for i in ids])
-    folds = np.full(len(ids), -1)
-    folds[keep] = make_folds([i for i, k in zip(ids, keep) if k], y[keep], a.n_folds, a.seed,
-                             groups if a.duplicates == "group" else None)
+    folds, dropped = assign_folds(ids, y, labels["table"].to_numpy(), a.n_folds, a.seed, groups, a.duplicates,
+                                  a.drop_conflicts)
+    keep = folds >= 0
     if dropped:
         print(f"left out {len(dropped)} samples (fold -1): {count_reasons(list(dropped.values()))}")
     counts = fold_class_counts(y[keep], folds[keep], a.n_folds)

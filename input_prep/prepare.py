@@ -7,7 +7,8 @@ Reads `<split>/<Id>_<color>.{png,tif,tiff,jpg}` for the Ids of train.csv (split 
 sample_submission.csv (test) and external.csv (external), whichever exist, and writes
 `prepared/<size>/<split>/<Id>.npy` (H x W x 4 uint8, RGBY). Sources of 3072 px and more become
 `--large-size` (default size x 4/3: 768 -> 1024), smaller ones `--size` (the paper's rule).
-Already prepared samples of the right shape are skipped, so a re-run only does what is missing.
+Prepared samples of the right shape, newer than their sources, are skipped, so a re-run only does
+what is missing or changed (full-size TIFFs fetched after the PNGs were prepared).
 Samples that fail are listed in prepared/<size>/failures_<split>.csv and the exit code is 1.
 """
 
@@ -25,8 +26,8 @@ from tqdm import tqdm
 from hpa import cli
 from hpa.dataset import prepared_dir, resize_to_working_side
 from hpa.errors import HPAError
-from hpa.io import SampleError, atomic_save, atomic_write_csv, read_sample
-from hpa.labels import read_ids
+from hpa.io import SampleError, atomic_save, atomic_write_csv, channel_path, find_format, read_sample
+from hpa.labels import COLORS, read_ids
 
 SPLITS = {"train": "train.csv", "test": "sample_submission.csv", "external": "external.csv"}
 
@@ -39,10 +40,21 @@ def _is_done(path: Path) -> bool:
         return False
 
 
+def _source_mtime(src_dir: Path, sid: str) -> int:
+    """Newest modification time of the files a sample is read from (0 when they are missing, so
+    that reading reports the error). A full-size TIFF fetched after the 512 px PNG was prepared is
+    newer than the prepared array, and the sample is prepared again from it."""
+    try:
+        ext = find_format(src_dir, sid)
+        return max(channel_path(src_dir, sid, c, ext).stat().st_mtime_ns for c in COLORS)
+    except (SampleError, OSError):
+        return 0
+
+
 def prepare_one(job: tuple) -> tuple[str, str | None]:
     src_dir, dst_dir, sid, size, large_size = job
     dst = Path(dst_dir) / f"{sid}.npy"
-    if dst.is_file() and _is_done(dst):
+    if dst.is_file() and _is_done(dst) and dst.stat().st_mtime_ns >= _source_mtime(Path(src_dir), sid):
         return sid, None
     try:
         img = resize_to_working_side(read_sample(Path(src_dir), sid), size, large_size)

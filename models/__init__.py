@@ -144,6 +144,7 @@ def _timm_arch(name: str, timm_name: str, min_input: int = 0) -> None:
 
 
 for _name, _timm in {
+    "resnet10t": "resnet10t",  # CPU-sized (4.9M parameters), for ablations
     "resnet18": "resnet18",
     "resnet50": "resnet50",
     "resnet101": "resnet101",

@@ -194,3 +194,68 @@ def test_the_competition_archive_is_unpacked_resumably(tmp_path):
     archive.write_bytes(b"PK\x03\x04 cut")
     with pytest.raises(SampleError, match="not a complete zip archive"):
         download.extract_archive(archive, out)
+
+
+def tiff_bytes(plane: np.ndarray) -> bytes:
+    import io
+
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, plane)
+    return buf.getvalue()
+
+
+def test_full_size_tiffs_are_fetched_resumably_and_read_before_the_pngs(real_samples, tmp_path):
+    from hpa.io import write_sample_png
+
+    images, rows = real_samples
+    big = read_sample(images, rows[1][0])  # a real 2048 px sample
+    assert big.shape[0] == 2048
+    ids = {"train": ["aaaa-1", "bbbb-2"], "test": ["cccc-3"]}
+    files = {f"/full/{split}/{sid}_{c}.tif": tiff_bytes(np.ascontiguousarray(big[:, :, k] // (n + 1)))
+             for split, sids in ids.items() for n, sid in enumerate(sids) for k, c in enumerate(COLORS)}
+    d = tmp_path / "data"
+    d.mkdir()
+    pd.DataFrame({"Id": ids["train"], "Target": ["0", "25"]}).to_csv(d / "train.csv", index=False)
+    pd.DataFrame({"Id": ids["test"], "Predicted": ["0"]}).to_csv(d / "sample_submission.csv", index=False)
+    small = cv2.resize(big, (512, 512), interpolation=cv2.INTER_AREA)
+    write_sample_png(d / "train", "aaaa-1", small)  # Kaggle's 512 px PNGs already there
+    server = Server(files)
+    try:
+        faulty = {"/full/train/aaaa-1_green.tif": ["500"], "/full/train/bbbb-2_red.tif": ["truncate"],
+                  "/full/test/cccc-3_blue.tif": ["drop"]}
+        server.faults = {k: list(v) for k, v in faulty.items()}
+        base = server.url.replace("/images", "/full")
+        argv = ["--data-dir", str(d), "--full-size", base + "/{split}/{id}_{color}.tif", "--connections", "3",
+                "--timeout", "0.5", "--backoff", "0.01", "--retries"]
+        assert download.main(argv + ["0"]) == 1
+        fails = pd.read_csv(d / "download_failures_full_size.csv")
+        assert sorted(fails["url"].str.replace(base, "/full")) == sorted(faulty)
+        assert not (d / "train" / "bbbb-2_red.tif").exists()  # the cut TIFF was never stored
+        assert not [p for p in d.rglob("*") if p.name.startswith(".")]  # no temporary files left
+        hits = Counter(server.hits)
+        assert download.main(argv + ["2"]) == 0
+        assert not (d / "download_failures_full_size.csv").exists()
+        for path, body in files.items():
+            split, name = path.split("/")[2:]
+            assert (d / split / name).read_bytes() == body  # stored as served
+            assert server.hits[path] - hits[path] == (1 if path in faulty else 0)  # stored ones were skipped
+    finally:
+        server.close()
+    got = read_sample(d / "train", "aaaa-1")  # the TIFF, not the 512 px PNG beside it
+    assert got.shape == (2048, 2048, 4) and np.array_equal(got, big)
+    assert read_sample(d / "test", "cccc-3").shape == (2048, 2048, 4)
+
+
+def test_full_size_address_needs_id_and_color(tmp_path):
+    with pytest.raises(argparse.ArgumentTypeError, match=r"no \{color\}"):
+        download.full_size_template("https://h/x/{id}.tif")
+    with pytest.raises(argparse.ArgumentTypeError, match="may be filled in"):
+        download.full_size_template("https://h/{id}_{color}_{stain}.tif")
+    with pytest.raises(argparse.ArgumentTypeError, match="only http"):
+        download.full_size_template("file:///{id}_{color}.tif")
+    from hpa.labels import LabelError
+
+    with pytest.raises(LabelError, match="run --kaggle first"):
+        download.download_full_size(tmp_path, "https://h/{id}_{color}.tif", 1, 1.0, 0, 0.0)

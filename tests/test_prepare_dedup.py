@@ -131,3 +131,27 @@ def test_pair_search_matches_brute_force():
     assert {(int(i), int(j)) for i, j in pairs} == brute
     assert (5, 6) in brute and (12, 400) in brute and (13, 500) not in brute
     assert all(d[i, j] == v for (i, j), v in zip(pairs, dist))
+
+
+def test_prepare_redoes_a_sample_whose_full_size_tiff_arrived_later(tmp_path):
+    import os
+
+    import tifffile
+
+    from input_prep import prepare
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "train").mkdir()
+    for sid in ("a", "b"):
+        write_sample_png(tmp_path / "train", sid, rng.integers(0, 255, (64, 64, 4), dtype=np.uint8))
+    (tmp_path / "train.csv").write_text("Id,Target\na,0\nb,1\n")
+    assert prepare.main(["--data-dir", str(tmp_path), "--size", "32", "--workers", "1"]) == 0
+    store = tmp_path / "prepared" / "32" / "train"
+    before = {p.name: p.stat().st_mtime_ns for p in store.iterdir()}
+    full = rng.integers(0, 255, (256, 256, 4), dtype=np.uint8)
+    for k, c in enumerate(COLORS):  # the original of "a", fetched after the PNG was prepared
+        tifffile.imwrite(tmp_path / "train" / f"a_{c}.tif", full[:, :, k])
+        os.utime(tmp_path / "train" / f"a_{c}.tif", ns=(before["a.npy"] + 10**9,) * 2)
+    assert prepare.main(["--data-dir", str(tmp_path), "--size", "32", "--workers", "1"]) == 0
+    assert np.array_equal(load_prepared(store, "a"), cv2.resize(full, (32, 32), interpolation=cv2.INTER_AREA))
+    assert (store / "b.npy").stat().st_mtime_ns == before["b.npy"]  # unchanged sources: not redone
