@@ -5,7 +5,7 @@ every member and fold, predict OOF and test, blend into a submission. Re-running
 runs are kept (train_fold --resume), predictions newer than their runs are not redone.
 
 GPUs: with N > 1 visible GPUs each fold trains under `torchrun --nproc_per_node N` (DDP), or with
---parallel-folds one fold per GPU at a time; --gpus limits N.
+--parallel-folds one fold per GPU at a time, from one queue of every member's folds; --gpus limits N.
 
     python -m hpa.recipe --recipe paper --data-dir data/hpa --out-dir work/hpa [--smoke]
 """
@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,32 @@ def train_commands(m: Member, data_dir: Path, runs: Path, fold: int, device: str
     return [sys.executable, *args]
 
 
+def train_on_gpus(jobs: list[tuple[Member, int]], n_gpus: int, data_dir: Path, runs: Path, device: str,
+                  echo=print, poll_s: float = 1.0) -> None:
+    """Every (member, fold) as its own process pinned to one GPU, the next job starting on whichever
+    GPU frees first, across members: 5 folds x 6 members on 4 GPUs keep all 4 busy instead of
+    idling 3 in each member's last wave. Failed jobs are reported together at the end."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = visible.split(",") if visible else [str(g) for g in range(n_gpus)]  # keep the user's GPU selection
+    pending, running, failed = list(jobs), {}, []
+    while pending or running:
+        for gpu in range(n_gpus):
+            if gpu not in running and pending:
+                m, f = pending.pop(0)
+                echo(f"== train {m.name} fold {f} on GPU {ids[gpu]}")
+                cmd = [str(c) for c in train_commands(m, data_dir, runs, f, device, 1, True)]
+                running[gpu] = (m, f, subprocess.Popen(cmd, cwd=ROOT, env={**os.environ,
+                                                                            "CUDA_VISIBLE_DEVICES": ids[gpu]}))
+        time.sleep(poll_s)
+        for gpu, (m, f, proc) in list(running.items()):
+            if proc.poll() is not None:
+                del running[gpu]
+                if proc.returncode != 0:
+                    failed.append(f"{m.name} fold {f}")
+    if failed:
+        raise HPAError(f"training failed for {', '.join(failed)}; run the same command again to resume")
+
+
 def predictions_current(m: Member, runs: Path, preds: Path, n_folds: int) -> bool:
     """True when every fold's OOF and test files exist and are newer than the fold's best.pt."""
     for f in range(n_folds):
@@ -145,23 +172,16 @@ def run_recipe(recipe: Recipe, data_dir: Path, out_dir: Path, device: str = "aut
     _run([py, "input_prep/make_folds.py", "--labels", *tables, "--n-folds", recipe.n_folds, "--seed", 0, "--out",
           data_dir / "folds.csv", "--groups", data_dir / "dedup" / "duplicate_groups.csv", "--duplicates",
           recipe.duplicates], echo)
-    for m in members:
-        folds = list(range(recipe.n_folds))
-        if parallel_folds and n_gpus > 1:
-            for start in range(0, len(folds), n_gpus):  # one fold per GPU at a time
-                procs = []
-                for gpu, f in enumerate(folds[start:start + n_gpus]):
-                    cmd = train_commands(m, data_dir, runs, f, "cuda", 1, True)
-                    echo(f"== train {m.name} fold {f} on GPU {gpu}")
-                    procs.append((f, subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env={
-                        **os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)})))
-                bad = [f for f, p in procs if p.wait() != 0]
-                if bad:
-                    raise HPAError(f"training {m.name} folds {bad} failed; run the same command again to resume")
-        else:
+    folds = list(range(recipe.n_folds))
+    if parallel_folds and n_gpus > 1:
+        train_on_gpus([(m, f) for m in members for f in folds], n_gpus, data_dir, runs,
+                      "cuda" if device == "auto" else device, echo)
+    else:
+        for m in members:
             for f in folds:
                 echo(f"== train {m.name} fold {f}")
                 _run(train_commands(m, data_dir, runs, f, device, n_gpus, False), echo)
+    for m in members:
         if predictions_current(m, runs, preds, recipe.n_folds):
             echo(f"== predictions of {m.name} are up to date")
             continue

@@ -63,3 +63,36 @@ def test_predictions_are_redone_only_when_older_than_the_runs(tmp_path):
     later = time.time() + 5
     os.utime(runs / "tiny_cnn_64" / "f1" / "best.pt", (later, later))  # fold 1 retrained since
     assert not predictions_current(m, runs, preds, 2)
+
+
+def test_parallel_folds_queue_jobs_across_members_one_per_gpu(tmp_path, monkeypatch):
+    """The GPU pool with stand-in training processes: every (member, fold) runs once, pinned to one
+    of the user's visible GPUs, never two at once on a GPU, and a failure is named at the end."""
+    import json
+    import sys
+
+    from hpa import recipe
+    from hpa.errors import HPAError
+
+    log = tmp_path / "log"
+    log.mkdir()
+
+    def fake(m, data_dir, runs, fold, device, gpus, parallel):
+        assert (device, gpus, parallel) == ("cuda", 1, True)
+        code = ("import json, os, sys, time; t = time.time(); time.sleep(0.3); "
+                f"json.dump([os.environ['CUDA_VISIBLE_DEVICES'], t, time.time()], open({str(log)!r} + "
+                f"'/{m.name}_{fold}', 'w')); sys.exit(3 if {fold == 2 and m.size == 96} else 0)")
+        return [sys.executable, "-c", code]
+
+    monkeypatch.setattr(recipe, "train_commands", fake)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
+    members = [Member(arch="tiny_cnn", size=64), Member(arch="tiny_cnn", size=96)]
+    jobs = [(m, f) for m in members for f in range(3)]
+    with pytest.raises(HPAError, match="training failed for tiny_cnn_96 fold 2; run the same command again"):
+        recipe.train_on_gpus(jobs, 2, tmp_path, tmp_path, "cuda", echo=lambda _: None, poll_s=0.02)
+    runs = {p.name: json.loads(p.read_text()) for p in log.iterdir()}
+    assert sorted(runs) == sorted(f"{m.name}_{f}" for m, f in jobs)
+    assert {gpu for gpu, _, _ in runs.values()} == {"5", "7"}
+    for gpu in ("5", "7"):
+        spans = sorted((a, b) for g, a, b in runs.values() if g == gpu)
+        assert all(prev[1] <= nxt[0] for prev, nxt in zip(spans, spans[1:]))  # one job at a time per GPU
