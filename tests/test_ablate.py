@@ -49,9 +49,44 @@ def test_ablation_table_arithmetic_and_reuse(tiny_demo, tmp_path):
             assert row.significant == (abs(diff.mean()) > half)
     table = (out / "table.md").read_text()
     assert "| oversample_max | off | 4 |" in table and (out / "plot.png").is_file()
-    # a second run reuses every trained run
+    # a second run, in 2 worker processes, reuses every trained run and scores them alike
     best = out / "runs" / "oversample_max=off" / "s1" / "tiny_cnn_64" / "f1" / "best.pt"
     mtime = best.stat().st_mtime_ns
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run(cmd + ["--jobs", "2"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0 and best.stat().st_mtime_ns == mtime
     assert pd.read_csv(out / "results.csv").equals(res)
+
+
+def test_duplicates_factor_builds_the_three_fold_tables(tmp_path):
+    """No training: the folds of each duplicates mode, and the mode equal to the baseline's folds
+    is the baseline itself (not trained twice)."""
+    from hpa.ablation import duplicates_folds, variants
+    from hpa.config import arch_layers, build_config
+    from hpa.labels import LabelError, read_folds
+
+    ids = [f"s{k:02d}" for k in range(16)]
+    targets = ["0", "1", "0 1", "2"] * 4
+    targets[5] = targets[4]  # s04 ~ s05: twins with the same labels
+    targets[9] = "3"  # s08 ~ s09: twins whose labels conflict ("0" and "3")
+    pd.DataFrame({"Id": ids, "Target": targets}).to_csv(tmp_path / "train.csv", index=False)
+    (tmp_path / "dedup").mkdir()
+    pd.DataFrame({"Id": ["s04", "s05", "s08", "s09"], "group": ["g1", "g1", "g2", "g2"]}).to_csv(
+        tmp_path / "dedup" / "duplicate_groups.csv", index=False)
+    base = build_config(arch_layers("tiny_cnn") + [("flags", {"arch": "tiny_cnn", "size": 64,
+                                                              "data_dir": str(tmp_path)})])
+    with pytest.raises(LabelError, match="folds table not found"):
+        duplicates_folds(base, tmp_path / "abl")
+    pd.DataFrame({"Id": ids, "fold": [k % 2 for k in range(16)]}).to_csv(tmp_path / "folds.csv", index=False)
+    files = duplicates_folds(base, tmp_path / "abl")
+    drop, group, ignore = (read_folds(files[m]) for m in ("drop", "group", "ignore"))
+    assert sorted(i for i, f in drop.items() if f < 0) == ["s05", "s08", "s09"]  # s04 kept; conflicts out
+    assert group["s04"] == group["s05"] and group["s08"] == group["s09"] and min(group.values()) == 0
+    assert min(ignore.values()) == 0 and set(ignore.values()) == {0, 1}
+    names = [(f, v) for f, v, _ in variants(base, ["duplicates"], {"duplicates": files})]
+    assert names == [("baseline", "paper config"), ("duplicates", "drop"), ("duplicates", "group"),
+                     ("duplicates", "ignore")]
+    same = base.model_copy(update={"folds_csv": str(files["drop"])})
+    got = variants(same, ["duplicates"], {"duplicates": files})
+    assert [(f, v) for f, v, _ in got] == [("baseline", "paper config"), ("duplicates", "group"),
+                                          ("duplicates", "ignore")]
+    assert got[1][2].folds_csv == str(files["group"])
