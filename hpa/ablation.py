@@ -48,6 +48,19 @@ def apply_settings(cfg: TrainConfig, settings: dict) -> TrainConfig:
     return TrainConfig(**{**cfg.model_dump(), **top, "model": model})
 
 
+def effective(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with the builder's defaults written into `model`, so that a variant that only spells
+    out a default (pool: acp) equals the baseline and is not trained twice."""
+    import inspect
+
+    from models import builder
+
+    defaults = {k: p.default for k, p in inspect.signature(builder(cfg.arch)).parameters.items()
+                if p.default is not inspect.Parameter.empty and k not in ("pretrained", "num_classes")}
+    model = {k: list(v) if isinstance(v, tuple) else v for k, v in {**defaults, **cfg.model}.items()}
+    return cfg.model_copy(update={"model": model})
+
+
 def variants(base: TrainConfig, factors: list[str], extra: dict[str, dict[str, Path]] | None = None
              ) -> list[tuple[str, str, TrainConfig]]:
     """(factor, variant, config) of every training variant that differs from the baseline. `extra`
@@ -70,7 +83,7 @@ def variants(base: TrainConfig, factors: list[str], extra: dict[str, dict[str, P
             raise ConfigError(f"--factors {f}: unknown; choose from {', '.join(ALL_FACTORS)}")
         for name, settings in FACTORS[f].items():
             cfg = apply_settings(base, settings)
-            if cfg != base:
+            if effective(cfg) != effective(base):
                 out.append((f, name, cfg))
     return out
 

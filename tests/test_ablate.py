@@ -90,3 +90,5 @@ def test_duplicates_factor_builds_the_three_fold_tables(tmp_path):
     assert [(f, v) for f, v, _ in got] == [("baseline", "paper config"), ("duplicates", "group"),
                                           ("duplicates", "ignore")]
     assert got[1][2].folds_csv == str(files["group"])
+    # a variant that spells out the builder's default (pool: acp) is the baseline, not trained again
+    assert [v for _, v, _ in variants(base, ["pool"])] == ["paper config", "gap", "max"]
