@@ -2,6 +2,7 @@
 and a model that learned (test macro F1 clearly above the best image-blind predictor)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -33,9 +34,15 @@ def pipeline(tiny_demo, tmp_path_factory):
     run("input_prep/dedup.py", "--data-dir", d, "--out-dir", d / "dedup", "--size", 64)
     run("input_prep/make_folds.py", "--labels", d / "train.csv", "--n-folds", 2, "--seed", 0, "--out", d / "folds.csv",
         "--groups", d / "dedup" / "duplicate_groups.csv")
-    for fold in (0, 1):
-        run("train_fold.py", "--arch", "tiny_cnn", "--fold", fold, "--size", 64, "--data-dir", d,
-            "--runs", work / "runs", "--epochs", 40, "--batch-size", 16, "--config", cfg)
+    # the two folds train at once, one thread each (twice the throughput of one 2-thread run on 2 cores)
+    procs = [subprocess.Popen([sys.executable, "train_fold.py", "--arch", "tiny_cnn", "--fold", str(fold), "--size",
+                               "64", "--data-dir", str(d), "--runs", str(work / "runs"), "--epochs", "40",
+                               "--batch-size", "16", "--config", str(cfg)], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+             for fold in (0, 1)]
+    for p in procs:
+        out = p.communicate()[0]
+        assert p.returncode == 0, f"train_fold.py failed:\n{out[-3000:]}"
     run("predict_tta.py", "--arch", "tiny_cnn", "--size", 64, "--folds", 0, 1, "--tta", 2, "--data-dir", d,
         "--runs", work / "runs", "--out-dir", work / "predictions")
     run("find_thresholds.py", "--oof", work / "predictions" / "tiny_cnn_64_f*_oof.csv", "--labels", d / "train.csv",
