@@ -34,7 +34,7 @@ def pipeline(tiny_demo, tmp_path_factory):
     run("input_prep/dedup.py", "--data-dir", d, "--out-dir", d / "dedup", "--size", 64)
     run("input_prep/make_folds.py", "--labels", d / "train.csv", "--n-folds", 2, "--seed", 0, "--out", d / "folds.csv",
         "--groups", d / "dedup" / "duplicate_groups.csv")
-    # the two folds train at once, one thread each (twice the throughput of one 2-thread run on 2 cores)
+    # the two folds train at once, one thread each (1.55x the throughput of one 2-thread run on 2 cores)
     procs = [subprocess.Popen([sys.executable, "train_fold.py", "--arch", "tiny_cnn", "--fold", str(fold), "--size",
                                "64", "--data-dir", str(d), "--runs", str(work / "runs"), "--epochs", "40",
                                "--batch-size", "16", "--config", str(cfg)], cwd=ROOT, stdout=subprocess.PIPE,
