@@ -20,7 +20,7 @@ from pathlib import Path
 from hpa import cli
 from hpa.ablation import ALL_FACTORS, run_ablation
 from hpa.config import arch_layers, build_config, parse_set
-from models import list_archs
+from hpa.models import list_archs
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,35 +23,14 @@ report.md, report.png and blend.json beside it, all together.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from hpa import cli
-from hpa.blending import (
-    WEIGHTINGS,
-    align,
-    check_oof_provenance,
-    choose_blend,
-    concat_oof,
-    cv_folds_for,
-    expand,
-    fit_blend,
-    group_by_model,
-    labels_for,
-    mean_test,
-    restrict,
-    validate_submission,
-)
+from hpa import cli, layout
+from hpa.blending import WEIGHTINGS, blend_outputs, expand, run_blend
 from hpa.errors import ConfigError
-from hpa.io import atomic_outputs, csv_text
-from hpa.labels import format_target, labels_matrix, read_ids, read_labels
-from hpa.metrics import macro_f1
-from hpa.predictions import PredictionError
-from hpa.report import markdown_table, per_class_frame, plot_per_class
-from hpa.thresholds import METHODS, apply_thresholds, fit_thresholds, per_class_table
+from hpa.thresholds import METHODS
 
 
 def parse_args(argv: list[str] | None):
@@ -83,93 +62,19 @@ def main(argv: list[str] | None = None) -> None:
     if not (a.labels and a.sample_submission) and not a.data_dir:
         raise ConfigError("--data-dir (or both --labels and --sample-submission) is needed: where are the labels "
                           "and the test Ids?")
-    labels_csv = a.labels or [p for p in (a.data_dir / "train.csv", a.data_dir / "external.csv")
-                              if p.name == "train.csv" or p.is_file()]
-    sub_csv = a.sample_submission or a.data_dir / "sample_submission.csv"
-    # every input is read and checked before the first output is written
-    oof_files = expand(a.oof)
-    notes = check_oof_provenance(oof_files, labels_csv, a.allow_missing_oof)
-    oof_groups, test_groups = group_by_model(oof_files), group_by_model(expand(a.test))
-    if set(oof_groups) != set(test_groups):
-        raise PredictionError(f"models with OOF files {sorted(oof_groups)} differ from models with test files "
-                              f"{sorted(test_groups)}")
-    sub_ids = read_ids(sub_csv)
-    names = list(oof_groups)
-    per_model = {m: concat_oof(oof_groups[m]) for m in names}
-    oof_ids = per_model[names[0]][0]
-    if a.allow_missing_oof:  # the rows every model predicted
-        common = set.intersection(*(set(ids) for ids, _ in per_model.values()))
-        oof_ids = [i for i in oof_ids if i in common]
-        per_model = {m: restrict(ids, p, common) for m, (ids, p) in per_model.items()}
-    oofs = [align(*per_model[m], oof_ids, f"{m} OOF files {oof_groups[m][0]}...") for m in names]
-    tests = [align(*mean_test(test_groups[m]), sub_ids, test_groups[m][0]) for m in names]
-    y = labels_for(oof_ids, labels_csv)
-    ty = None
-    if a.test_labels:
-        tl = read_labels(a.test_labels)
-        ty = align(tl["Id"].tolist(), labels_matrix(tl), sub_ids, a.test_labels)
-
-    cv_table = None
-    weighting, method = a.weights, a.method
-    if "auto" in (a.weights, a.method):
-        k = a.cv_folds or cv_folds_for(len(y))
-        if k < 2:
-            raise ConfigError(f"--cv-folds {k}: auto needs at least 2")
-        (weighting, method), cv_table = choose_blend(
-            oofs, y, list(WEIGHTINGS) if a.weights == "auto" else [a.weights],
-            list(METHODS) if a.method == "auto" else [a.method], k=k, rounds=a.rounds, seed=a.seed)
-    fitted = fit_blend(oofs, y, weighting, method, a.rounds, a.seed)
-    w, thr = fitted.weights, fitted.thresholds
-    oof, test = fitted.combine(oofs), fitted.combine(tests)
-    pred = apply_thresholds(test, thr)
-    sub = pd.DataFrame({"Id": sub_ids, "Predicted": [format_target(np.flatnonzero(r)) for r in pred]})
-    validate_submission(sub, sub_ids, a.out)
-
-    singles = {m: macro_f1(y, o >= fit_thresholds(o, y, method)) for m, o in zip(names, oofs)}
-    summary = {"models": names, "weighting": weighting, "weights": [float(v) for v in w], "threshold_method": method,
-               "thresholds": [float(t) for t in thr], "oof_rows": len(oof_ids),
-               "oof_macro_f1_at_0.5": macro_f1(y, oof >= 0.5), "oof_macro_f1": macro_f1(y, oof >= thr),
-               "oof_macro_f1_filled": macro_f1(y, apply_thresholds(oof, thr)),
-               "single_model_oof_macro_f1": singles, "notes": notes}
-    table = per_class_frame(per_class_table(oof, y, thr))
-    if ty is not None:
-        summary["test_macro_f1"] = macro_f1(ty, pred)
-        table["test_f1"] = per_class_table(test, ty, thr)["f1"]
-    report, png = a.out.with_name("report.md"), a.out.with_name("report.png")
-    lines = ["# Blend report", "", "| model | weight | OOF macro F1 (own thresholds) |", "|---|---|---|"]
-    lines += [f"| {m} | {wi:.3f} | {singles[m]:.4f} |" for m, wi in zip(names, w)]
-    lines += ["", f"Blended OOF macro F1 over {len(oof_ids)} rows: {summary['oof_macro_f1_at_0.5']:.4f} at 0.5, "
-              f"{summary['oof_macro_f1']:.4f} with {method} thresholds "
-              f"({summary['oof_macro_f1_filled']:.4f} when empty rows get their closest class)."]
-    if "test_macro_f1" in summary:
-        lines.append(f"Test macro F1 (against {a.test_labels}): {summary['test_macro_f1']:.4f}.")
-    lines += [f"Note: {n}." for n in notes]
-    if cv_table is not None:
-        summary["cross_validation"] = cv_table.to_dict(orient="records")
-        lines += ["", f"## Choice of weights and thresholds: {weighting} + {method}", "",
-                  f"{k}-fold cross-validation inside the {len(oof_ids)} OOF rows "
-                  f"({cv_table['n_scores'][0] // k} repeat(s)): each pair is fitted on {k - 1} parts "
-                  "and scored (macro F1, empty rows filled) on the held-out part; mean and standard error over the "
-                  "held-out parts. Chosen: the simplest pair whose shortfall to the best pair, on the same "
-                  "held-out parts, is within one standard error (the one-standard-error rule, paired), then fitted "
-                  "on all OOF rows.", "",
-                  markdown_table(cv_table, floatfmt=".4f")]
-    lines += ["", f"![per-class F1]({png.name})", "", markdown_table(table)]
-    with atomic_outputs() as tmp:  # the submission and its report appear together or not at all
-        tmp(a.out).write_text(csv_text(sub))
-        plot_per_class(table, tmp(png), f"blend: OOF per-class F1 and thresholds (macro "
-                       f"{summary['oof_macro_f1']:.3f})")
-        tmp(report).write_text("\n".join(lines) + "\n")
-        tmp(a.out.with_name("blend.json")).write_text(json.dumps(summary, indent=1))
-    for n in notes:
+    s = run_blend(expand(a.oof), expand(a.test), a.labels or layout.label_tables(a.data_dir),
+                  a.sample_submission or layout.split_table(a.data_dir, "test"), a.out, a.test_labels, a.method,
+                  a.weights, a.rounds, a.cv_folds, a.seed, a.allow_missing_oof,
+                  layout.folds_csv(a.data_dir) if a.data_dir else None)
+    for n in s["notes"]:
         print(f"note: {n}")
-    if cv_table is not None:
-        best = cv_table[cv_table["chosen"]].iloc[0]
-        print(f"auto: {weighting} weights + {method} thresholds (cross-validated macro F1 {best['cv_macro_f1']:.4f} "
-              f"+- {best['std_error']:.4f}; table in {report})")
-    print(f"models {names} weights {np.round(w, 3).tolist()}; OOF macro F1 {summary['oof_macro_f1']:.4f}")
-    if "test_macro_f1" in summary:
-        print(f"TEST MACRO F1: {summary['test_macro_f1']:.4f}")
+    report = blend_outputs(a.out)["report"]
+    if "chosen_cv" in s:
+        print(f"auto: {s['weighting']} weights + {s['threshold_method']} thresholds (cross-validated macro F1 "
+              f"{s['chosen_cv'][0]:.4f} +- {s['chosen_cv'][1]:.4f}; table in {report})")
+    print(f"models {s['models']} weights {np.round(s['weights'], 3).tolist()}; OOF macro F1 {s['oof_macro_f1']:.4f}")
+    if "test_macro_f1" in s:
+        print(f"TEST MACRO F1: {s['test_macro_f1']:.4f}")
     print(f"submission: {a.out}\nreport: {report}")
 
 

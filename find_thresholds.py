@@ -12,15 +12,14 @@ a PNG beside it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from hpa import cli
-from hpa.blending import check_oof_provenance, concat_oof, expand, labels_for
-from hpa.io import atomic_outputs, csv_text
-from hpa.metrics import macro_f1
-from hpa.report import per_class_frame, plot_per_class
-from hpa.thresholds import METHODS, apply_thresholds, fit_thresholds, per_class_table
+from hpa import cli, layout
+from hpa.api import fit_thresholds
+from hpa.blending import expand
+from hpa.io import atomic_outputs, check_outputs, csv_text
+from hpa.report import plot_per_class
+from hpa.thresholds import METHODS
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,20 +33,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("thresholds.json"), help="thresholds JSON (CSV and PNG beside)")
     a = ap.parse_args(argv)
     files = expand(a.oof)
-    notes = check_oof_provenance(files, a.labels, a.allow_missing_oof)
-    ids, probs = concat_oof(files)
-    y = labels_for(ids, a.labels)
-    thr = fit_thresholds(probs, y, a.method)
-    table = per_class_frame(per_class_table(probs, y, thr))
-    result = {"method": a.method, "n_samples": len(ids), "thresholds": [float(t) for t in thr],
-              "macro_f1_at_0.5": macro_f1(y, probs >= 0.5), "macro_f1": macro_f1(y, probs >= thr),
-              "macro_f1_filled": macro_f1(y, apply_thresholds(probs, thr))}
+    outputs = {"thresholds JSON (--out)": a.out, "per-class table": a.out.with_suffix(".csv"),
+               "per-class plot": a.out.with_suffix(".png")}
+    check_outputs(outputs, {"OOF prediction": files + [layout.sidecar_path(p) for p in files], "labels": a.labels})
+    fit = fit_thresholds(files, a.labels, method=a.method, allow_missing=a.allow_missing_oof)
+    result, table = fit.summary, fit.table
     with atomic_outputs() as tmp:
-        tmp(a.out).write_text(json.dumps(result, indent=1))
+        tmp(a.out).write_text(layout.thresholds_text(result))
         tmp(a.out.with_suffix(".csv")).write_text(csv_text(table))
         plot_per_class(table, tmp(a.out.with_suffix(".png")), f"OOF per-class F1, {a.method} thresholds "
                        f"(macro {result['macro_f1']:.3f})")
-    for n in notes:
+    for n in fit.notes:
         print(f"note: {n}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"OOF macro F1: {result['macro_f1_at_0.5']:.4f} at 0.5 -> {result['macro_f1']:.4f} with {a.method} "

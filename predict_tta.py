@@ -19,16 +19,16 @@ are listed and skipped. Writes probabilities and the predicted class names (thre
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from hpa import cli
-from hpa.errors import ConfigError, HPAError
+from hpa import cli, layout
+from hpa.errors import HPAError
 from hpa.inference import (
     DIHEDRAL,
     PredictionSet,
+    check_raw_sample,
     find_image_ids,
     frame,
     load_run,
@@ -38,10 +38,9 @@ from hpa.inference import (
     predicted_names,
 )
 from hpa.labels import NUM_CLASSES, read_ids
+from hpa.models import list_archs
 from hpa.runtime import AMP_MODES, pick_device
 from hpa.thresholds import apply_thresholds
-from hpa.training import run_dir_of
-from models import list_archs
 
 
 def parse_args(argv: list[str] | None):
@@ -71,32 +70,29 @@ def parse_args(argv: list[str] | None):
     return ap.parse_args(argv)
 
 
-def read_thresholds(path: Path) -> np.ndarray:
-    try:
-        thr = np.asarray(json.loads(path.read_text())["thresholds"], dtype=float)
-    except FileNotFoundError:
-        raise ConfigError(f"--thresholds {path}: file not found") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"--thresholds {path}: not a thresholds JSON from find_thresholds.py ({e})") from None
-    if thr.shape != (NUM_CLASSES,) or not np.all((thr >= 0) & (thr <= 1)):
-        raise ConfigError(f"--thresholds {path}: expected {NUM_CLASSES} thresholds in [0, 1]")
-    return thr
-
-
 def predict_images(a, common: dict) -> None:
-    thr = read_thresholds(a.thresholds) if a.thresholds else np.full(NUM_CLASSES, 0.5)
+    thr = layout.read_thresholds(a.thresholds) if a.thresholds else np.full(NUM_CLASSES, 0.5)
     ids, skipped = (read_ids(a.ids), {}) if a.ids else find_image_ids(a.images)
     if not ids:
         raise HPAError(f"--images {a.images}: no <Id>_red.<png|tif|tiff|jpg|jpeg> files with a valid Id found")
-    models = [load_run(run_dir_of(a.runs, a.arch, a.size, f), common["device"]).model for f in a.folds]
-    probs, failed = predict(models, ids, a.size, desc="images", raw_dir=a.images, **common)
+    for sid in ids:  # every sample is checked before it reaches a model
+        why = check_raw_sample(a.images, sid)
+        if why and a.strict:
+            raise HPAError(f"--strict: {why}")
+        if why:
+            skipped[sid] = why
+    ids = [i for i in ids if i not in skipped]
+    models = [load_run(layout.run_dir(a.runs, a.arch, a.size, f), common["device"]).model for f in a.folds]
+    probs, failed = predict(models, ids, a.size, desc="images", raw_dir=a.images, **common) if ids else \
+        (np.zeros((0, NUM_CLASSES)), {})
+    if failed and a.strict:
+        raise HPAError(f"--strict: {next(iter(failed.values()))}")
     skipped.update(failed)
     ok = [k for k, i in enumerate(ids) if i not in failed]
     for name, why in skipped.items():
         print(f"skipped {name}: {why}")
-    if not ok or (a.strict and skipped):
-        raise HPAError(f"--images {a.images}: {len(skipped)} sample(s) could not be read"
-                       f"{'' if ok else ', none predicted'}")
+    if not ok:
+        raise HPAError(f"--images {a.images}: {len(skipped)} sample(s) could not be read, none predicted")
     df = frame([ids[k] for k in ok], probs[ok])
     df["predicted"] = predicted_names(apply_thresholds(probs[ok], thr))
     out = PredictionSet()

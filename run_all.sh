@@ -2,6 +2,7 @@
 # Runs a whole recipe: data -> prepare -> duplicates -> folds -> train every member and fold
 # -> TTA predictions -> blend -> submission. See `bash run_all.sh --help`.
 set -euo pipefail
+caller="$PWD"  # relative paths on the command line are the caller's, not the repository's
 cd "$(dirname "$0")"
 
 usage() {
@@ -29,18 +30,27 @@ Options:
 USAGE
 }
 
-DATA="${DATA_DIR:-}"; RECIPE=""; WORK=""; EXTRA=(); N_TRAIN=2000; N_TEST=500
+absolute() {  # a path as given, made absolute against the caller's directory
+    case "$1" in /*) echo "$1" ;; *) echo "$caller/$1" ;; esac
+}
+DATA="${DATA_DIR:+$(absolute "$DATA_DIR")}"; RECIPE=""; WORK=""; EXTRA=(); N_TRAIN=2000; N_TEST=500
 while [ $# -gt 0 ]; do
     case "$1" in
-        --data-dir) DATA="$2"; shift 2 ;;
-        --recipe) RECIPE="$2"; shift 2 ;;
-        --out-dir) WORK="$2"; shift 2 ;;
+        --data-dir|--recipe|--out-dir|--n-folds|--device|--gpus|--n-train|--n-test)
+            if [ $# -lt 2 ] || [ -z "$2" ] || [ "${2#--}" != "$2" ]; then
+                echo "error: run_all.sh: $1 needs a value (see --help)" >&2; exit 1
+            fi ;;
+    esac
+    case "$1" in
+        --data-dir) DATA="$(absolute "$2")"; shift 2 ;;
+        --recipe) case "$2" in *.yaml|*.yml) RECIPE="$(absolute "$2")" ;; *) RECIPE="$2" ;; esac; shift 2 ;;
+        --out-dir) WORK="$(absolute "$2")"; shift 2 ;;
         --n-folds|--device|--gpus) EXTRA+=("$1" "$2"); shift 2 ;;
         --parallel-folds|--smoke) EXTRA+=("$1"); shift ;;
         --n-train) N_TRAIN="$2"; shift 2 ;;
         --n-test) N_TEST="$2"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
-        *) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+        *) echo "error: run_all.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
     esac
 done
 

@@ -11,24 +11,10 @@ silently. Several GPUs: torchrun --nproc_per_node N train_fold.py ... (--batch-s
 
 from __future__ import annotations
 
-import logging
-
-import yaml
+import functools
 
 from hpa import cli
-from hpa.config import train_cli
-from hpa.training import train
-
-
-def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    cfg, opts = train_cli(__doc__, argv)
-    if opts.print_config:
-        print(yaml.safe_dump(cfg.model_dump(), sort_keys=False), end="")
-        return
-    train(cfg, runs=opts.runs, device_name=opts.device, resume=opts.resume, overwrite=opts.overwrite,
-          echo=lambda line: print(line, flush=True))
-
+from hpa.training import main
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(functools.partial(main, doc=__doc__))

@@ -39,7 +39,7 @@ def runs_at_once(n: int, threads: int, a: argparse.Namespace, tmp: Path) -> floa
 def step_ms(arch: str, crop: int) -> float:
     import torch
 
-    import models
+    from hpa import models
 
     torch.manual_seed(0)
     m = models.build_model(arch, head_hidden=[256], head_dropout=[0.5]).to(memory_format=torch.channels_last)

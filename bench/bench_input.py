@@ -19,12 +19,12 @@ import pandas as pd
 import torch
 from results import write_section
 
-from hpa.dataset import load_prepared
 from hpa.hashing import near_duplicate_pairs, sample_hashes
 from hpa.io import read_sample, write_sample_png
 from hpa.labels import COLORS
+from hpa.layout import read_prepared as load_prepared
+from hpa.prepare import prepare_one
 from hpa.realdata import SHARED
-from input_prep.prepare import prepare_one
 
 
 def rate(fn, items, repeats=1) -> float:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from results import write_section
 
-import models
+from hpa import models
 from hpa.config import load_arch_config
 from hpa.losses import build_loss
 from hpa.training import train_step

@@ -19,11 +19,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from hpa import layout
 from hpa.blending import choose_blend, fit_blend
 from hpa.config import TrainConfig
 from hpa.errors import ConfigError
 from hpa.io import atomic_write_csv, atomic_write_text
-from hpa.labels import labels_matrix, read_folds, read_label_tables, read_table
+from hpa.labels import labels_matrix, read_folds, read_label_tables
+from hpa.losses import LOSSES
 from hpa.metrics import macro_f1
 from hpa.thresholds import apply_thresholds, fit_thresholds
 
@@ -32,7 +34,7 @@ FACTORS: dict[str, dict[str, dict]] = {
     "pool": {"acp": {"model.pool": "acp"}, "gap": {"model.pool": "avg"}, "max": {"model.pool": "max"}},
     "head_hidden": {"none": {"model.head_hidden": [], "model.head_dropout": []}},
     "hard_k": {"off": {"hard_k": None}, "0.25": {"hard_k": 0.25}, "0.5": {"hard_k": 0.5}, "0.75": {"hard_k": 0.75}},
-    "loss": {k: {"loss": k} for k in ("bce", "focal", "eloss_bce", "eloss_focal")},
+    "loss": {k: {"loss": k} for k in LOSSES},
     "alpha_e": {str(a): {"alpha_e": a} for a in (0.9, 0.99, 0.999)},
     "cycles": {"one_cycle": {"cycles": 1, "cycle_epochs": None},
                "constant": {"cycles": 1, "cycle_epochs": None, "min_lr_ratio": 1.0}},
@@ -53,7 +55,7 @@ def effective(cfg: TrainConfig) -> TrainConfig:
     out a default (pool: acp) equals the baseline and is not trained twice."""
     import inspect
 
-    from models import builder
+    from hpa.models import builder
 
     defaults = {k: p.default for k, p in inspect.signature(builder(cfg.arch)).parameters.items()
                 if p.default is not inspect.Parameter.empty and k not in ("pretrained", "num_classes")}
@@ -66,8 +68,6 @@ def variants(base: TrainConfig, factors: list[str], extra: dict[str, dict[str, P
     """(factor, variant, config) of every training variant that differs from the baseline. `extra`
     holds the data factors' files: duplicates -> mode -> folds CSV (a mode whose folds equal the
     baseline's is the baseline itself)."""
-    from hpa.training import folds_csv_of
-
     out = [("baseline", "paper config", base)]
     for f in factors:
         if f in TEST_FACTORS:
@@ -75,7 +75,7 @@ def variants(base: TrainConfig, factors: list[str], extra: dict[str, dict[str, P
         if f == "duplicates":
             if not extra or "duplicates" not in extra:
                 raise ConfigError("--factors duplicates: the folds of each duplicates mode were not built")
-            base_folds = read_folds(folds_csv_of(base))
+            base_folds = read_folds(layout.folds_csv(base.data_dir, base.folds_csv))
             out += [(f, mode, base.model_copy(update={"folds_csv": str(path)}))
                     for mode, path in extra["duplicates"].items() if read_folds(path) != base_folds]
             continue
@@ -151,16 +151,14 @@ def plot(summary: pd.DataFrame, path: Path) -> None:
 def duplicates_folds(base: TrainConfig, out_dir: Path) -> dict[str, Path]:
     """The base folds rebuilt under each duplicates mode (same number of folds, seed 0), from the
     dataset's duplicate groups (input_prep/dedup.py), written to `out_dir/folds/<mode>.csv`."""
-    from hpa.folds import DUPLICATES, assign_folds
-    from hpa.training import folds_csv_of, label_tables
+    from hpa.folds import DUPLICATES, assign_folds, read_groups
 
-    groups_csv = Path(base.data_dir) / "dedup" / "duplicate_groups.csv"
+    groups_csv = layout.duplicate_groups_csv(base.data_dir)
     if not groups_csv.is_file():
         raise ConfigError(f"--factors duplicates: {groups_csv} not found; run input_prep/dedup.py first")
-    g = read_table(groups_csv, ("Id", "group"))
-    groups = dict(zip(g["Id"], g["group"]))
-    labels = read_label_tables(label_tables(base))
-    k = len({f for f in read_folds(folds_csv_of(base)).values() if f >= 0})
+    groups = read_groups(groups_csv)
+    labels = read_label_tables(layout.label_tables(base.data_dir, base.external))
+    k = len({f for f in read_folds(layout.folds_csv(base.data_dir, base.folds_csv)).values() if f >= 0})
     out = {}
     for mode in DUPLICATES:
         folds, _ = assign_folds(labels["Id"].tolist(), labels_matrix(labels), labels["table"].to_numpy(), k, 0,
@@ -174,29 +172,58 @@ def duplicates_folds(base: TrainConfig, out_dir: Path) -> dict[str, Path]:
 def _init_worker(threads: int) -> None:
     import torch
 
+    from hpa import runtime
+
     torch.set_num_threads(threads)
+    runtime.SHOW_PROGRESS = False  # workers share one terminal: their bars would interleave
+
+
+OOF_FILE = "oof_tta{}.csv"  # a scored cell's OOF probabilities per TTA count, kept in its run directory
+
+
+def _fold_oof(cfg: TrainConfig, runs: Path, tta: list[int], ids: list[str], stores: list[Path],
+              device: str) -> dict[int, tuple[list[str], np.ndarray]]:
+    """One fold of one cell: its OOF probabilities per TTA count, from the files a finished cell
+    keeps when its settings are unchanged, else trained (resuming what exists) and predicted. Once
+    predicted, the checkpoints are deleted: reuse needs only the OOF files, and an ablation of 100+
+    runs would otherwise keep two checkpoints each."""
+    from hpa.config import changed_settings, read_yaml
+    from hpa.inference import DIHEDRAL, frame, load_run, predict
+    from hpa.io import atomic_write_csv
+    from hpa.predictions import read_predictions
+    from hpa.runtime import pick_device
+    from hpa.training import train
+
+    run = layout.run_dir(runs, cfg.arch, cfg.size, cfg.fold)
+    files = {t: run / OOF_FILE.format(t) for t in tta}
+    saved = run / "config.yaml"
+    if all(f.is_file() for f in files.values()) and saved.is_file() and not changed_settings(read_yaml(saved), cfg):
+        return {t: read_predictions(f) for t, f in files.items()}
+    train(cfg, runs=runs, device_name=device, resume=True, echo=lambda _: None,
+          hint="delete that run directory, or choose another --out-dir")
+    dev = pick_device(device)
+    model = load_run(run, dev).model
+    out = {}
+    for t in tta:
+        p, _ = predict([model], ids, cfg.size, None, DIHEDRAL[:t], 32, dev, cfg.amp, 0, "ablation", store=stores)
+        atomic_write_csv(files[t], frame(ids, p))
+        out[t] = read_predictions(files[t])  # as reuse will read it (CSV rounding), so reruns score the same
+    for ck in ("best.pt", "last.pt"):
+        (run / ck).unlink(missing_ok=True)
+    return out
 
 
 def _cell_oof(cfg: TrainConfig, n_folds: int, runs: Path, tta: list[int], store_of: dict[str, Path],
               device: str) -> dict[int, dict[int, tuple[list[str], np.ndarray]]]:
     """Train (or reuse) one (variant, seed) on its first `n_folds` folds; OOF probabilities per
     TTA count and fold."""
-    from hpa.inference import DIHEDRAL, load_run, predict
-    from hpa.runtime import pick_device
-    from hpa.training import folds_csv_of, run_dir_of, train
-
-    fold_of = read_folds(folds_csv_of(cfg))
-    dev = pick_device(device)
+    fold_of = read_folds(layout.folds_csv(cfg.data_dir, cfg.folds_csv))
     oof: dict[int, dict[int, tuple[list[str], np.ndarray]]] = {t: {} for t in tta}
     for f in sorted({f for f in fold_of.values() if f >= 0})[:n_folds]:
-        c = cfg.model_copy(update={"fold": f})
-        train(c, runs=runs, device_name=device, resume=True, echo=lambda _: None)
-        model = load_run(run_dir_of(runs, c.arch, c.size, f), dev).model
         ids = [i for i, k in fold_of.items() if k == f]
-        for t in tta:
-            p, _ = predict([model], ids, c.size, None, DIHEDRAL[:t], 32, dev, c.amp, 0, "ablation",
-                           store=[store_of[i] for i in ids])
-            oof[t][f] = (ids, p)
+        for t, pred in _fold_oof(cfg.model_copy(update={"fold": f}), runs, tta, ids, [store_of[i] for i in ids],
+                                 device).items():
+            oof[t][f] = pred
     return oof
 
 
@@ -209,15 +236,12 @@ def run_ablation(base: TrainConfig, factors: list[str], seeds: int, n_folds: int
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
-    from hpa.dataset import prepared_dir
-    from hpa.training import folds_csv_of, label_tables
-
-    if len({f for f in read_folds(folds_csv_of(base)).values() if f >= 0}) < 2 or n_folds < 2:
+    if len({f for f in read_folds(layout.folds_csv(base.data_dir, base.folds_csv)).values() if f >= 0}) < 2 \
+            or n_folds < 2:
         raise ConfigError(f"--n-folds {n_folds}: cross-fitted thresholds need at least 2 folds")
-    labels = read_label_tables(label_tables(base))
+    labels = read_label_tables(layout.label_tables(base.data_dir, base.external))
     y_of = dict(zip(labels["Id"], labels_matrix(labels)))
-    split_dirs = [prepared_dir(base.data_dir, base.size, s) for s in ("train", "external")]
-    store_of = dict(zip(labels["Id"], [split_dirs[t] for t in labels["table"]]))
+    store_of = dict(zip(labels["Id"], layout.stores_of(base.data_dir, base.size, labels["table"])))
     tests = [f for f in factors if f in TEST_FACTORS]
     extra = {"duplicates": duplicates_folds(base, out_dir)} if "duplicates" in factors else {}
     cells = []  # (factor, variant, seed, config, [(TTA count, threshold method, scored factor, variant)])

@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hpa import layout
 from hpa.errors import ConfigError, RunError
-from hpa.io import file_sha256
+from hpa.io import file_sha256, ids_sha256
 from hpa.labels import NUM_CLASSES, LabelError, labels_matrix, read_folds, read_label_tables
+from hpa.layout import parse_prediction_name
 from hpa.metrics import macro_f1
-from hpa.predictions import PredictionError, parse_name, read_predictions
+from hpa.predictions import PredictionError, read_predictions
 from hpa.thresholds import apply_thresholds, fit_thresholds
 
 
@@ -66,7 +68,7 @@ def mean_test(paths: list[Path]) -> tuple[list[str], np.ndarray]:
 def group_by_model(paths: list[Path]) -> dict[str, list[Path]]:
     groups: dict[str, list[Path]] = defaultdict(list)
     for p in paths:
-        groups[parse_name(p)["model"]].append(p)
+        groups[parse_prediction_name(p)["model"]].append(p)
     return dict(sorted(groups.items()))
 
 
@@ -101,7 +103,7 @@ def read_sidecars(paths: list[Path]) -> dict[Path, dict]:
     """The `.json` sidecars that predict_tta.py writes beside its files (absent for files made elsewhere)."""
     out = {}
     for p in paths:
-        side = Path(p).with_suffix(".json")
+        side = layout.sidecar_path(p)
         if side.is_file():
             try:
                 out[Path(p)] = json.loads(side.read_text())
@@ -110,13 +112,17 @@ def read_sidecars(paths: list[Path]) -> dict[Path, dict]:
     return out
 
 
-def check_oof_provenance(oof_paths: list[Path], label_files: list[Path], allow_missing: bool) -> list[str]:
-    """Refuse OOF files made against other labels or other folds than each other; check that the
-    OOF files cover every Id of their folds table. Returns notes for the report (files without a
-    sidecar cannot be checked; missing coverage when `allow_missing`)."""
+def check_oof_provenance(oof_paths: list[Path], label_files: list[Path], allow_missing: bool,
+                         test_paths: list[Path] | None = None, folds_csv: Path | None = None) -> list[str]:
+    """Refuse OOF files made against other labels or other folds than each other, OOF files that do
+    not cover every Id their folds table puts in a fold, and test files made by other runs, checkpoints
+    or test-time settings than the OOF files of the same model and fold. Everything is compared by
+    content (hashes in the sidecars), never by location. `folds_csv`, when given and unchanged, names
+    an example of a missing Id. Returns notes for the report (files without a sidecar cannot be
+    checked; missing coverage when `allow_missing`)."""
     for f in label_files:
         if not Path(f).is_file():
-            raise LabelError(f"{f}: file not found")
+            raise LabelError(f"{Path(f).absolute()}: file not found")
     sides = read_sidecars(oof_paths)
     notes = []
     unchecked = [p for p in oof_paths if p not in sides]
@@ -132,30 +138,54 @@ def check_oof_provenance(oof_paths: list[Path], label_files: list[Path], allow_m
                 raise RunError(f"{p}: predicted by a run trained with other labels than "
                                f"{', '.join(map(str, label_files))} (its {name} differs); retrain, or pass the labels "
                                "it was trained with")
-    folds = {s.get("folds_sha256") for s in sides.values()}
-    if len(folds) > 1:
-        first = next(iter(sides))
-        other = next(p for p, s in sides.items() if s.get("folds_sha256") != sides[first].get("folds_sha256"))
-        raise RunError(f"{other}: made against other folds than {first}; every model's OOF must come from the same "
-                       "folds table")
-    side = next(iter(sides.values()))
-    folds_csv = Path(side["folds_csv"])
-    if not folds_csv.is_file() or file_sha256(folds_csv) != side["folds_sha256"]:
-        raise RunError(f"{folds_csv}: changed or missing since the OOF files were made (e.g. {next(iter(sides))}); "
-                       "re-run prediction with the runs' folds")
-    expected = {i for i, f in read_folds(folds_csv).items() if f >= 0}
+    first = next(iter(sides))
+    for p, s in sides.items():
+        if s.get("folds_sha256") != sides[first].get("folds_sha256"):
+            raise RunError(f"{p}: made against other folds than {first}; every model's OOF must come from the same "
+                           "folds table")
+    side = sides[first]
+    expected = None
+    if folds_csv is not None and Path(folds_csv).is_file() and file_sha256(folds_csv) == side["folds_sha256"]:
+        expected = {i for i, f in read_folds(folds_csv).items() if f >= 0}
     for model, paths in group_by_model(oof_paths).items():
         have = set()
         for p in paths:
             have.update(read_predictions(p)[0])
-        missing = sorted(expected - have)
-        if missing:
-            msg = (f"model {model}: its OOF files cover {len(have)} of the {len(expected)} Ids of {folds_csv} "
-                   f"({len(missing)} missing, e.g. {missing[0]!r}; is a fold's file absent?)")
-            if not allow_missing:
-                raise RunError(msg + "; predict every fold, or pass --allow-missing-oof to blend on the rows present")
-            notes.append(msg)
+        if ids_sha256(sorted(have)) == side.get("folded_ids_sha256"):
+            continue
+        example = f", e.g. {sorted(expected - have)[0]!r}" if expected and expected - have else ""
+        msg = (f"model {model}: its OOF files cover {len(have)} Ids, not the {side.get('n_folded')} that their folds "
+               f"table puts in a fold{example} (is a fold's file absent?)")
+        if not allow_missing:
+            raise RunError(msg + "; predict every fold, or pass --allow-missing-oof to blend on the rows present")
+        notes.append(msg)
+    check_test_producers(sides, test_paths or [])
     return notes
+
+
+def check_test_producers(oof_sides: dict[Path, dict], test_paths: list[Path]) -> None:
+    """Each model's test file of fold k must come from the same checkpoint and test-time settings as
+    its OOF file of fold k (a stale test file, or one of other runs under the same name, is refused)."""
+    oof_by = {(parse_prediction_name(p)["model"], parse_prediction_name(p)["fold"]): (p, s)
+              for p, s in oof_sides.items()}
+    test_sides = read_sidecars(test_paths)
+    for p in test_paths:
+        name = parse_prediction_name(p)
+        key = (name["model"], name["fold"])
+        if key not in oof_by:
+            continue  # the model's fold sets are compared by the caller
+        oof_path, oof_side = oof_by[key]
+        theirs = test_sides.get(Path(p), {}).get("producer")
+        if theirs != oof_side.get("producer"):
+            what = "has no provenance sidecar" if theirs is None else \
+                f"was made by {describe_difference(oof_side.get('producer') or {}, theirs)}"
+            raise RunError(f"{p}: {what}, unlike {oof_path}; predict the model's OOF and test files together "
+                           "(predict_tta.py) so they come from the same checkpoints and TTA")
+
+
+def describe_difference(a: dict, b: dict) -> str:
+    keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return "another " + ", ".join(f"{k} ({b.get(k)!s:.20} vs {a.get(k)!s:.20})" for k in keys)
 
 
 def best_cut_macro_f1(probs: np.ndarray, y: np.ndarray, bins: int = 100, positives: np.ndarray | None = None) -> float:
@@ -299,13 +329,13 @@ def choose_blend(oofs: list[np.ndarray], y: np.ndarray, weightings: list[str], m
     the top of the table is mostly noise and the simple pair wins; on many rows a consistently
     better pair keeps its place. Returns the choice and the table (mean and standard error of the
     K x repeats held-out scores, which overlap in training rows, so the errors are a rough guide)."""
-    from tqdm import tqdm
+    from hpa.runtime import progress as progress_bar
 
     k = k or cv_folds_for(len(y))
     repeats = repeats or (3 if len(y) < 5000 else 1)
     scores: dict[tuple[str, str], list[float]] = {(w, m): [] for w in weightings for m in methods}
     splits = cv_splits(y, k, repeats, seed)
-    for fit_rows, held in tqdm(splits, desc="cross-validating blends", leave=False, disable=not progress):
+    for fit_rows, held in progress_bar(splits, desc="cross-validating blends", leave=False, disable=not progress):
         for w in weightings:
             fitted = fit_blend([o[fit_rows] for o in oofs], y[fit_rows], w, "flat", rounds, seed)
             blended_fit = fitted.combine([o[fit_rows] for o in oofs])
@@ -336,3 +366,113 @@ def validate_submission(sub: pd.DataFrame, expected: list[str], path: Path) -> N
         if not parts or [int(v) for v in parts] != sorted({int(v) for v in parts}) or any(
                 not 0 <= int(v) < NUM_CLASSES for v in parts):
             raise PredictionError(f"{path}, row {i + 2}: bad Predicted {t!r}")
+
+
+@dataclass
+class BlendInputs:
+    names: list[str]  # models, `<arch>_<size>`
+    oofs: list[np.ndarray]  # per model, rows in `oof_ids` order
+    tests: list[np.ndarray]  # per model, rows in `sub_ids` order
+    oof_ids: list[str]
+    sub_ids: list[str]
+    y: np.ndarray
+    test_y: np.ndarray | None
+    notes: list[str]
+
+
+def read_blend_inputs(oof_files: list[Path], test_files: list[Path], labels_csv: list[Path], sub_csv: Path,
+                      test_labels: Path | None = None, allow_missing: bool = False,
+                      folds_csv: Path | None = None) -> BlendInputs:
+    """Every prediction file read and checked (provenance, coverage, Ids) before anything is fitted."""
+    from hpa.labels import read_ids, read_labels
+
+    notes = check_oof_provenance(oof_files, labels_csv, allow_missing, test_files, folds_csv)
+    oof_groups, test_groups = group_by_model(oof_files), group_by_model(test_files)
+    if set(oof_groups) != set(test_groups):
+        raise PredictionError(f"models with OOF files {sorted(oof_groups)} differ from models with test files "
+                              f"{sorted(test_groups)}")
+    for m in oof_groups:
+        folds_of = [sorted(parse_prediction_name(p)["fold"] for p in g[m]) for g in (oof_groups, test_groups)]
+        if folds_of[0] != folds_of[1]:
+            raise PredictionError(f"model {m}: OOF files of folds {folds_of[0]} but test files of folds {folds_of[1]}")
+    sub_ids = read_ids(sub_csv)
+    names = list(oof_groups)
+    per_model = {m: concat_oof(oof_groups[m]) for m in names}
+    oof_ids = per_model[names[0]][0]
+    if allow_missing:  # the rows every model predicted
+        common = set.intersection(*(set(ids) for ids, _ in per_model.values()))
+        oof_ids = [i for i in oof_ids if i in common]
+        per_model = {m: restrict(ids, p, common) for m, (ids, p) in per_model.items()}
+    oofs = [align(*per_model[m], oof_ids, f"{m} OOF files {oof_groups[m][0]}...") for m in names]
+    tests = [align(*mean_test(test_groups[m]), sub_ids, test_groups[m][0]) for m in names]
+    ty = None
+    if test_labels:
+        tl = read_labels(test_labels)
+        ty = align(tl["Id"].tolist(), labels_matrix(tl), sub_ids, test_labels)
+    return BlendInputs(names, oofs, tests, oof_ids, sub_ids, labels_for(oof_ids, labels_csv), ty, notes)
+
+
+def blend_outputs(out: Path) -> dict[str, Path]:
+    """The files one blend writes together: the submission, and its report, plot and summary beside it."""
+    return {"submission (--out)": Path(out), "report": Path(out).with_name("report.md"),
+            "report plot": Path(out).with_name("report.png"), "blend summary": Path(out).with_name("blend.json")}
+
+
+def run_blend(oof_files: list[Path], test_files: list[Path], labels_csv: list[Path], sub_csv: Path, out: Path,
+              test_labels: Path | None = None, method: str = "auto", weights: str = "auto", rounds: int = 20,
+              cv_folds: int | None = None, seed: int = 0, allow_missing: bool = False,
+              folds_csv: Path | None = None) -> dict:
+    """Blend the models' OOF and test files into a submission: weights and thresholds fitted on the
+    OOF rows (or chosen by cross-validation with `auto`), the submission, report.md, report.png and
+    blend.json written together. Returns the summary (blend.json's content)."""
+    import pandas as pd
+
+    from hpa.io import atomic_outputs, check_outputs, csv_text
+    from hpa.labels import format_target
+    from hpa.report import blend_report_lines, per_class_frame, plot_per_class
+    from hpa.thresholds import METHODS, per_class_table
+
+    outputs = blend_outputs(out)
+    check_outputs(outputs, {"OOF prediction": oof_files + [layout.sidecar_path(p) for p in oof_files],
+                            "test prediction": test_files + [layout.sidecar_path(p) for p in test_files],
+                            "labels": labels_csv, "sample submission": [sub_csv],
+                            "test labels": [test_labels] if test_labels else []})
+    b = read_blend_inputs(oof_files, test_files, labels_csv, sub_csv, test_labels, allow_missing, folds_csv)
+    cv_table, k = None, None
+    if "auto" in (weights, method):
+        k = cv_folds or cv_folds_for(len(b.y))
+        if k < 2:
+            raise ConfigError(f"--cv-folds {k}: auto needs at least 2")
+        (weights, method), cv_table = choose_blend(
+            b.oofs, b.y, list(WEIGHTINGS) if weights == "auto" else [weights],
+            list(METHODS) if method == "auto" else [method], k=k, rounds=rounds, seed=seed)
+    fitted = fit_blend(b.oofs, b.y, weights, method, rounds, seed)
+    thr = fitted.thresholds
+    oof, test = fitted.combine(b.oofs), fitted.combine(b.tests)
+    pred = apply_thresholds(test, thr)
+    sub = pd.DataFrame({"Id": b.sub_ids, "Predicted": [format_target(np.flatnonzero(r)) for r in pred]})
+    validate_submission(sub, b.sub_ids, out)
+    singles = {m: macro_f1(b.y, o >= fit_thresholds(o, b.y, method)) for m, o in zip(b.names, b.oofs)}
+    summary = {"models": b.names, "weighting": weights, "weights": [float(v) for v in fitted.weights],
+               "threshold_method": method, "thresholds": [float(t) for t in thr], "oof_rows": len(b.oof_ids),
+               "oof_macro_f1_at_0.5": macro_f1(b.y, oof >= 0.5), "oof_macro_f1": macro_f1(b.y, oof >= thr),
+               "oof_macro_f1_filled": macro_f1(b.y, apply_thresholds(oof, thr)),
+               "single_model_oof_macro_f1": singles, "notes": b.notes}
+    table = per_class_frame(per_class_table(oof, b.y, thr))
+    if b.test_y is not None:
+        summary["test_macro_f1"] = macro_f1(b.test_y, pred)
+        table["test_f1"] = per_class_table(test, b.test_y, thr)["f1"]
+    if cv_table is not None:
+        summary["cross_validation"] = cv_table.to_dict(orient="records")
+    lines = blend_report_lines(summary, b.names, fitted.weights, singles, cv_table, k, test_labels,
+                               outputs["report plot"].name, table)
+    with atomic_outputs() as tmp:  # the submission and its report appear together or not at all
+        tmp(outputs["submission (--out)"]).write_text(csv_text(sub))
+        plot_per_class(table, tmp(outputs["report plot"]), f"blend: OOF per-class F1 and thresholds (macro "
+                       f"{summary['oof_macro_f1']:.3f})")
+        tmp(outputs["report"]).write_text("\n".join(lines) + "\n")
+        tmp(outputs["blend summary"]).write_text(json.dumps(summary, indent=1))
+    if cv_table is not None:
+        best = cv_table[cv_table["chosen"]].iloc[0]
+        summary["chosen_cv"] = (float(best["cv_macro_f1"]), float(best["std_error"]))
+    return summary

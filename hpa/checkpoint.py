@@ -3,6 +3,7 @@ and config, written atomically and read back with `weights_only=True`."""
 
 from __future__ import annotations
 
+import io
 import random
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 
 from hpa.errors import HPAError
-from hpa.io import atomic_save
+from hpa.io import atomic_write_bytes
 
 
 class CheckpointError(HPAError):
@@ -18,8 +19,11 @@ class CheckpointError(HPAError):
 
 
 def rng_state() -> dict:
+    """Every random state a resumed run needs to continue as if never stopped: Python's, NumPy's,
+    torch's CPU generator and each CUDA device's."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return {"torch": torch.get_rng_state(), "cuda": cuda, "python": list(random.getstate()[1]),
             "python_version": random.getstate()[0], "python_gauss": random.getstate()[2],
             "numpy": torch.from_numpy(keys.astype(np.int64)), "numpy_pos": int(pos),
             "numpy_gauss": [int(has_gauss), float(gauss)]}
@@ -27,13 +31,20 @@ def rng_state() -> dict:
 
 def set_rng_state(s: dict) -> None:
     torch.set_rng_state(s["torch"])
+    cuda = s.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)  # a resume on another GPU count keeps the seeded CUDA states
     random.setstate((s["python_version"], tuple(s["python"]), s["python_gauss"]))
     np.random.set_state(("MT19937", s["numpy"].numpy().astype(np.uint32), s["numpy_pos"],
                          int(s["numpy_gauss"][0]), float(s["numpy_gauss"][1])))
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    atomic_save(path, lambda tmp: torch.save(state, tmp))
+    """Serialised in memory first, so that a full disk fails in a plain file write (ENOSPC, one
+    line naming the file) and never half-way through the serializer; the old file stays."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def load_checkpoint(path: Path) -> dict:

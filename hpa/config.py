@@ -21,8 +21,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hpa.errors import ConfigError
+from hpa.losses import LOSSES
+from hpa.runtime import AMP_MODES
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data; ./configs links here
 
 
 class TrainConfig(BaseModel):
@@ -38,8 +40,8 @@ class TrainConfig(BaseModel):
     size: int = Field(768, ge=8, description="side of the prepared images to read")
     crop: int | None = Field(512, ge=8, description="random training crop side for images stored at `size`; "
                                                     "other stored sides get the same fraction; null: whole images")
-    crop_large: int | None = Field(None, ge=8, description="crop side for images stored larger than `size` (3072 px "
-                                                           "sources); null: crop x side / size")
+    crop_large: int | None = Field(768, ge=8, description="crop side for images stored larger than `size` (3072 px "
+                                                          "sources); null: crop x side / size")
     epochs: int = Field(16, ge=1, description="training epochs")
     batch_size: int = Field(32, ge=1, description="batch size per process")
     optimizer: Literal["sgd", "adamw"] = Field("sgd", description="optimizer")
@@ -55,13 +57,13 @@ class TrainConfig(BaseModel):
     oversample_target: float = Field(0.03, ge=0, le=1,
                                      description="rare-class oversampling: classes below this share are repeated")
     oversample_max: int = Field(4, ge=1, description="... at most this many times (1 = off)")
-    loss: Literal["bce", "focal", "eloss_bce", "eloss_focal"] = Field("eloss_focal", description="loss")
+    loss: Literal[LOSSES] = Field("eloss_focal", description="loss")
     alpha_e: float = Field(0.999, ge=0, lt=1, description="E-loss alpha (0 = no class weighting)")
     gamma: float = Field(2.0, ge=0, description="focal gamma")
     focal_alpha: float | None = Field(None, ge=0, le=1, description="focal alpha-balancing (null = off)")
     hard_k: int | float | None = Field(0.5, description="hard sampler: keep the top-k losses of a batch "
                                                         "(int count or fraction in (0, 1]; null = all)")
-    amp: Literal["bf16", "fp16", "off"] = Field("bf16", description="mixed precision (fp16 needs CUDA)")
+    amp: Literal[AMP_MODES] = Field("bf16", description="mixed precision (fp16 needs CUDA)")
     channels_last: bool = Field(True, description="channels-last memory layout")
     sync_bn: bool = Field(True, description="torchrun on GPUs: BatchNorm statistics over all GPUs")
     grad_clip: float | None = Field(None, gt=0, description="gradient norm clip (null = off)")
@@ -101,7 +103,7 @@ class TrainConfig(BaseModel):
     @field_validator("arch")
     @classmethod
     def _arch(cls, v: str) -> str:
-        from models import list_archs
+        from hpa.models import list_archs
 
         if v not in list_archs():
             raise ValueError(f"unknown arch {v!r}; valid archs: {', '.join(list_archs())}")
@@ -219,7 +221,7 @@ def build_config(layers: list[tuple[str, dict]]) -> TrainConfig:
 
 def check_model_settings(arch: str, settings: dict, origin: dict[str, str] | None = None) -> None:
     """Every `model` key must be a parameter of the arch's builder."""
-    from models import builder
+    from hpa.models import builder
 
     params = inspect.signature(builder(arch)).parameters
     for k in settings:
@@ -251,7 +253,7 @@ def train_cli(doc: str, argv: list[str] | None = None) -> tuple[TrainConfig, arg
     effective one for the chosen --arch and --config), `--set key=value`, and the run options.
     Returns the validated config and the options that are not settings."""
     from hpa.cli import Parser
-    from models import list_archs
+    from hpa.models import list_archs
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--arch")

@@ -1,6 +1,6 @@
 """Prepared storage and the training dataset.
 
-`input_prep/prepare.py` writes every sample once, resized to its working side, as an
+`input_prep/prepare.py` writes every sample once (hpa.layout owns the store), resized to its working side, as an
 uncompressed H x W x 4 uint8 `.npy` under `<data_dir>/prepared/<size>/<split>/<Id>.npy`;
 loading one is a header parse and a memcpy instead of decoding 4 PNGs. The working side follows
 the source (Zhang et al. 2021: 2048 px sources -> 768, 3072 px -> 1024), and nothing downstream
@@ -18,12 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from hpa.io import SampleError
 from hpa.labels import NUM_CLASSES
-
-
-def prepared_dir(data_dir: Path, size: int, split: str) -> Path:
-    return Path(data_dir) / "prepared" / str(size) / split
+from hpa.layout import prepared_path, read_prepared, stored_side
 
 
 def working_side(src_side: int, size: int, large_size: int | None = None) -> int:
@@ -43,21 +39,6 @@ def resize_to_working_side(img: np.ndarray, size: int, large_size: int | None = 
     return cv2.resize(img, (side, side), interpolation=interp)
 
 
-def stored_side(path: Path) -> int:
-    """The side of a prepared sample, from its .npy header alone."""
-    try:
-        with open(path, "rb") as f:
-            major, _ = np.lib.format.read_magic(f)
-            read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-            shape = read(f)[0]
-    except FileNotFoundError:
-        raise SampleError(f"{path}: not prepared; run input_prep/prepare.py first") from None
-    except (ValueError, OSError) as e:
-        raise SampleError(f"{path}: corrupt prepared sample ({e}); delete it and run input_prep/prepare.py again") \
-            from None
-    return int(shape[0])
-
-
 def crop_side(side: int, size: int, crop: int | None, crop_large: int | None = None) -> int | None:
     """The training crop for a sample stored at `side`: `crop` at the base `size`, `crop_large` (if
     set) for larger stored sides, otherwise the same fraction of the side as crop / size."""
@@ -68,21 +49,6 @@ def crop_side(side: int, size: int, crop: int | None, crop_large: int | None = N
     if crop_large and side > size:
         return min(crop_large, side)
     return min(side, int(round(crop * side / size)))
-
-
-def load_prepared(store: Path, sample_id: str) -> np.ndarray:
-    path = Path(store) / f"{sample_id}.npy"
-    try:
-        img = np.load(path)
-    except FileNotFoundError:
-        raise SampleError(f"{path}: not prepared; run input_prep/prepare.py first") from None
-    except (ValueError, EOFError, OSError) as e:  # a cut or foreign file
-        raise SampleError(f"{path}: corrupt prepared sample ({' '.join(str(e).split())}); delete it and run "
-                          "input_prep/prepare.py again") from None
-    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 4:
-        raise SampleError(f"{path}: prepared sample of shape {img.shape} and type {img.dtype}, expected H x W x 4 "
-                          "uint8; run input_prep/prepare.py again")
-    return img
 
 
 class PerChannelBrightnessContrast(A.ImageOnlyTransform):
@@ -126,7 +92,7 @@ class HPADataset(Dataset):
 
     def sides(self) -> list[int]:
         """Every sample's stored side (header reads only), for batching by side."""
-        return [stored_side(s / f"{i}.npy") for s, i in zip(self.stores, self.ids)]
+        return [stored_side(prepared_path(s, i)) for s, i in zip(self.stores, self.ids)]
 
     def transform(self, side: int) -> A.Compose | None:
         if self.crop_for is None:
@@ -142,7 +108,7 @@ class HPADataset(Dataset):
         return len(self.ids)
 
     def __getitem__(self, i: int):
-        img = load_prepared(self.stores[i], self.ids[i])
+        img = read_prepared(self.stores[i], self.ids[i])
         transform = self.transform(img.shape[0])
         if transform is not None:
             if self.seed is not None:

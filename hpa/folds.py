@@ -1,16 +1,22 @@
 """Multilabel stratified folds with near-duplicates dropped, grouped in one fold, or ignored.
 
 Stratification: iterative-stratification's MultilabelStratifiedKFold (Sechidis et al. 2011).
-`input_prep/make_folds.py` is the command line; the ablation builds its `duplicates` variants here.
+`input_prep/make_folds.py` is the command line and `write_folds` its work (the recipe calls it
+in-process); the ablation builds its `duplicates` variants here.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
-from hpa.labels import NUM_CLASSES
+from hpa import layout
+from hpa.io import atomic_outputs, csv_text
+from hpa.labels import NUM_CLASSES, LabelError, count_reasons, labels_matrix, read_label_tables, read_table
 
 DUPLICATES = ("drop", "group", "ignore")
 
@@ -88,3 +94,40 @@ def assign_folds(ids: list[str], y: np.ndarray, table: np.ndarray, k: int, seed:
     folds[keep] = make_folds([i for i, kp in zip(ids, keep) if kp], y[keep], k, seed,
                              groups if duplicates == "group" else None)
     return folds, dropped
+
+
+def read_groups(path: Path) -> dict[str, str]:
+    g = read_table(path, ("Id", "group"))
+    return dict(zip(g["Id"], g["group"]))
+
+
+def write_folds(tables: list[Path], n_folds: int, seed: int, out: Path, groups_csv: Path | None = None,
+                duplicates: str = "group", drop_conflicts: bool = False,
+                echo: Callable[[str], None] = print) -> np.ndarray:
+    """Fold per sample of the union of `tables`, written as `out` (Id,fold) with its class counts
+    and the left-out samples beside it (hpa.layout.folds_companion), all together."""
+    if n_folds < 2:
+        raise LabelError(f"--n-folds {n_folds}: need at least 2")
+    if (drop_conflicts or duplicates == "drop") and not groups_csv:
+        raise LabelError(f"--duplicates {duplicates}{' --drop-conflicts' if drop_conflicts else ''} needs --groups "
+                         "(from input_prep/dedup.py)")
+    labels = read_label_tables(tables)
+    if len(labels) < n_folds:
+        raise LabelError(f"--n-folds {n_folds}: {', '.join(map(str, tables))} hold only {len(labels)} samples")
+    y = labels_matrix(labels)
+    ids = labels["Id"].tolist()
+    folds, dropped = assign_folds(ids, y, labels["table"].to_numpy(), n_folds, seed,
+                                  read_groups(groups_csv) if groups_csv else None, duplicates, drop_conflicts)
+    keep = folds >= 0
+    if dropped:
+        echo(f"left out {len(dropped)} samples (fold -1): {count_reasons(list(dropped.values()))}")
+    counts = fold_class_counts(y[keep], folds[keep], n_folds)
+    counts_path, dropped_path = layout.folds_companion(out, "class_counts"), layout.folds_companion(out, "dropped")
+    with atomic_outputs() as tmp:
+        tmp(out).write_text(csv_text(pd.DataFrame({"Id": ids, "fold": folds})))
+        tmp(counts_path).write_text(csv_text(counts))
+        tmp(dropped_path).write_text(csv_text(pd.DataFrame({"Id": list(dropped), "reason": list(dropped.values())})))
+    echo(f"{counts.to_string(index=False)}\nlargest deviation of a class share in a fold from the whole: "
+         f"{max_proportion_deviation(y[keep], folds[keep], n_folds):.3f} percentage points\n"
+         f"wrote {out} and {counts_path}")
+    return folds

@@ -18,19 +18,27 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
+from hpa import layout
 from hpa.checkpoint import CheckpointError, load_checkpoint
 from hpa.config import TrainConfig
-from hpa.dataset import load_prepared, prepared_dir, resize_to_working_side, stored_side, working_side
+from hpa.dataset import resize_to_working_side, working_side
 from hpa.errors import ConfigError, RunError
-from hpa.io import EXTENSIONS, SampleError, channel_path, csv_text, find_format, read_sample
-from hpa.labels import CLASS_NAMES, NUM_CLASSES, LabelError, read_folds, read_ids, read_label_tables, validate_id
-from hpa.predictions import COLUMNS, prediction_path
-from hpa.runtime import autocast
+from hpa.io import EXTENSIONS, SampleError, channel_path, csv_text, file_sha256, find_format, ids_sha256, read_sample
+from hpa.labels import (
+    CLASS_NAMES,
+    COLORS,
+    NUM_CLASSES,
+    LabelError,
+    read_folds,
+    read_ids,
+    read_label_tables,
+    validate_id,
+)
+from hpa.models import build_model
+from hpa.predictions import COLUMNS
+from hpa.runtime import autocast, progress
 from hpa.sampling import SideBatchSampler
-from hpa.training import check_provenance, folds_csv_of, run_dir_of
-from models import build_model
 
 DIHEDRAL = ("id", "hflip", "vflip", "rot180", "rot90", "rot270", "transpose", "antitranspose")
 
@@ -63,21 +71,44 @@ def parse_tta(v: str) -> tuple[str, ...]:
 
 
 def raw_working_side(directory: Path, sample_id: str, size: int) -> int:
-    """The working side a raw sample will have, from its red channel's header (0 if unreadable:
-    the sample then fails, and is reported, when it is read)."""
+    """The working side a raw sample will have, from its red channel's header."""
+    from PIL import Image
+
+    with Image.open(channel_path(directory, sample_id, "red", find_format(directory, sample_id))) as im:
+        return working_side(max(im.size), size)
+
+
+def check_raw_sample(directory: Path, sample_id: str) -> str | None:
+    """Why a raw sample cannot be predicted (a missing, empty or unreadable channel file, or
+    channels of different sizes), from the files' headers; None when it can be read."""
     from PIL import Image
 
     try:
-        with Image.open(channel_path(directory, sample_id, "red", find_format(directory, sample_id))) as im:
-            return working_side(max(im.size), size)
-    except Exception:  # any unreadable file: reported with its reason by ImageSet
-        return 0
+        ext = find_format(directory, sample_id)
+    except SampleError as e:
+        return str(e)
+    sizes = {}
+    for color in COLORS:
+        path = channel_path(directory, sample_id, color, ext)
+        if not path.is_file():
+            return f"{path}: channel file not found"
+        if path.stat().st_size == 0:
+            return f"{path}: empty file (0 bytes)"
+        try:
+            with Image.open(path) as im:
+                sizes[color] = im.size
+        except Exception as e:  # any decoder error: the file is not an image PIL can read
+            return f"{path}: unreadable image ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
+    if len(set(sizes.values())) > 1:
+        return f"{channel_path(directory, sample_id, 'red', ext)}: channels differ in size ({sizes})"
+    return None
 
 
 class ImageSet(Dataset):
     """Whole images at their stored side (prepared storage) or their working side (raw files,
-    resized once by the prepare rule), times `scale` for multi-size TTA. A raw sample that cannot
-    be read comes back as zeros with the reason, so one bad file does not stop the others."""
+    resized once by the prepare rule), times `scale` for multi-size TTA. Raw samples are checked
+    (check_raw_sample) before they get here; one whose pixels still fail to decode comes back as
+    zeros of its header's side with the reason, so one bad file does not stop the others."""
 
     def __init__(self, ids: list[str], size: int, scale: float = 1.0, store: Path | list[Path] | None = None,
                  raw_dir: Path | None = None):
@@ -86,7 +117,7 @@ class ImageSet(Dataset):
 
     def sides(self) -> list[int]:
         if self.store:
-            return [stored_side(Path(s) / f"{i}.npy") for s, i in zip(self.store, self.ids)]
+            return [layout.stored_side(layout.prepared_path(s, i)) for s, i in zip(self.store, self.ids)]
         return [raw_working_side(self.raw_dir, i, self.size) for i in self.ids]
 
     def __len__(self) -> int:
@@ -95,7 +126,7 @@ class ImageSet(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str, int]:
         sid = self.ids[i]
         if self.store:
-            img = load_prepared(self.store[i], sid)
+            img = layout.read_prepared(self.store[i], sid)
         else:
             try:
                 img = resize_to_working_side(read_sample(self.raw_dir, sid), self.size)
@@ -115,6 +146,7 @@ class LoadedRun:
     model: torch.nn.Module
     cfg: TrainConfig
     provenance: dict = field(default_factory=dict)
+    epoch: int = 0
 
 
 def load_run(run_dir: Path, device: torch.device) -> LoadedRun:
@@ -130,7 +162,7 @@ def load_run(run_dir: Path, device: torch.device) -> LoadedRun:
     model.to(device).eval()
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return LoadedRun(run_dir, model, cfg, ck.get("provenance") or {})
+    return LoadedRun(run_dir, model, cfg, ck.get("provenance") or {}, int(ck["epoch"]))
 
 
 @torch.no_grad()
@@ -151,7 +183,7 @@ def predict(models: Sequence[torch.nn.Module], ids: list[str], size: int, sizes:
         sides = sides if sides is not None else ds.sides()
         sampler = SideBatchSampler(sides, batch_size, shuffle=False, drop_last=False)
         dl = DataLoader(ds, batch_sampler=sampler, num_workers=workers)
-        for x, errors, index in tqdm(dl, desc=f"{desc} @{s}", leave=False, dynamic_ncols=True):
+        for x, errors, index in progress(dl, desc=f"{desc} @{s}", leave=False):
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             acc = torch.zeros(len(x), NUM_CLASSES, device=device)
             for model in models:
@@ -208,48 +240,54 @@ class PredictionSet:
         return [p for p in self.files if p.suffix == ".csv"]
 
 
+def producer(run: LoadedRun, fold: int, sizes: Sequence[int], tta: Sequence[str], amp: str) -> dict:
+    """What makes a fold's predictions what they are: the checkpoint (by content and epoch) and the
+    test-time settings. OOF and test files of one model must share it; a file whose producer
+    differs from today's runs and settings is stale."""
+    ck = run.run_dir / "best.pt"
+    return {"fold": fold, "checkpoint_sha256": file_sha256(ck), "epoch": run.epoch, "sizes": list(sizes),
+            "tta": list(tta), "amp": amp}
+
+
 def predict_folds(runs: Path, arch: str, size: int, folds: Sequence[int], out_dir: Path, sizes: Sequence[int] | None,
                   tta: Sequence[str], batch_size: int, device: torch.device, amp: str, workers: int,
                   data_dir: Path | None = None) -> PredictionSet:
     """OOF and test predictions of each fold's run, after checking that the labels and folds are
-    those the run was trained on. Nothing is written: the caller writes the set once it is complete."""
-    run_dirs = [run_dir_of(runs, arch, size, f) for f in folds]
+    those the run was trained on. Nothing is written: the caller writes the set once it is complete.
+    Each file's sidecar records its provenance by content: the labels and folds, the Ids the folds
+    cover, and what produced it (`producer`)."""
+    run_dirs = [layout.run_dir(runs, arch, size, f) for f in folds]
     for r in run_dirs:
         if not (r / "best.pt").is_file():
-            raise RunError(f"{r / 'best.pt'} not found; train that fold first (train_fold.py)")
+            raise RunError(f"{(r / 'best.pt').absolute()} not found; train that fold first (train_fold.py)")
     out = PredictionSet()
     common = dict(size=size, sizes=sizes, tta=tta, batch_size=batch_size, device=device, amp=amp, workers=workers)
     for fold, run_dir in zip(folds, run_dirs):
         run = load_run(run_dir, device)
-        cfg = run.cfg
-        if data_dir is not None:
-            cfg = cfg.model_copy(update={"data_dir": str(data_dir)})
-        folds_csv = folds_csv_of(cfg)
-        if not run.provenance:
-            raise RunError(f"{run_dir}: its checkpoint does not record the folds and labels it was trained on; "
-                           "retrain it with this version")
-        check_provenance(run_dir, run.provenance, Path(cfg.data_dir), folds_csv)
+        root = Path(data_dir) if data_dir is not None else Path(run.cfg.data_dir)
+        folds_csv = layout.folds_csv(root, run.cfg.folds_csv if data_dir is None else None)
+        layout.check_provenance(run_dir, run.provenance, root, folds_csv)
         fold_of = read_folds(folds_csv)
         val_ids = [validate_id(i) for i, f in fold_of.items() if f == fold]
-        tables = read_label_tables([Path(cfg.data_dir) / n for n in run.provenance["labels"]])
-        split_of = dict(zip(tables["Id"], tables["table"]))
-        split_dirs = [prepared_dir(cfg.data_dir, cfg.size, s) for s in ("train", "external")]
-        val_store = [split_dirs[split_of[i]] for i in val_ids]
-        sidecar = {"run": str(run_dir.resolve()), "labels": run.provenance["labels"],
-                   "folds_sha256": run.provenance["folds_sha256"], "folds_csv": str(folds_csv.resolve()),
-                   "fold": fold, "sizes": list(sizes or [size]), "tta": list(tta)}
-        probs, _ = predict([run.model], val_ids, desc=f"f{fold} oof", store=val_store, **common)
+        tables = read_label_tables([root / n for n in run.provenance["labels"]])
+        store_of = dict(zip(tables["Id"], layout.stores_of(root, run.cfg.size, tables["table"])))
+        folded = sorted(i for i, f in fold_of.items() if f >= 0)
+        sidecar = {"arch": arch, "size": size, "labels": run.provenance["labels"],
+                   "folds_sha256": run.provenance["folds_sha256"], "folded_ids_sha256": ids_sha256(folded),
+                   "n_folded": len(folded), "producer": producer(run, fold, sizes or [size], tta, amp)}
+        probs, _ = predict([run.model], val_ids, desc=f"f{fold} oof", store=[store_of[i] for i in val_ids], **common)
         if not np.isfinite(probs).all():
             raise RunError(f"{run_dir}: the model predicts NaN or infinite probabilities (the run diverged); retrain "
                            "it with a lower --lr or --grad-clip")
-        out.add(prediction_path(out_dir, arch, size, fold, "oof"), frame(val_ids, probs), {**sidecar, "kind": "oof"})
-        test_csv = Path(cfg.data_dir) / "sample_submission.csv"
+        out.add(layout.prediction_path(out_dir, arch, size, fold, "oof"), frame(val_ids, probs),
+                {**sidecar, "kind": "oof"})
+        test_csv = layout.split_table(root, "test")
         if test_csv.is_file():
             test_ids = read_ids(test_csv)
             probs, _ = predict([run.model], test_ids, desc=f"f{fold} test",
-                               store=prepared_dir(cfg.data_dir, cfg.size, "test"), **common)
-            out.add(prediction_path(out_dir, arch, size, fold, "test"), frame(test_ids, probs),
-                    {**sidecar, "kind": "test"})
+                               store=layout.prepared_dir(root, run.cfg.size, "test"), **common)
+            out.add(layout.prediction_path(out_dir, arch, size, fold, "test"), frame(test_ids, probs),
+                    {**sidecar, "kind": "test", "test_ids_sha256": ids_sha256(test_ids)})
     return out
 
 

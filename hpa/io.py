@@ -18,9 +18,13 @@ between samples).
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import io
 import os
+import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -183,6 +187,26 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
+class DiskFullError(HPAError, OSError):
+    """A write failed for want of space; the message names the file and the free space."""
+
+
+def _disk_full(e: BaseException, path: Path) -> DiskFullError | None:
+    """`e` as a DiskFullError when it is one: ENOSPC/EDQUOT, or any write failure (a serializer's
+    RuntimeError says nothing of space) on a filesystem with almost nothing left."""
+    if isinstance(e, DiskFullError | KeyboardInterrupt | SystemExit):
+        return None
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return None
+    full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not full and not free < 64 * 2**20:
+        return None
+    return DiskFullError(f"{path}: no space left on device ({free / 2**20:.1f} MiB free in {path.parent.absolute()}); "
+                         "free some space and run the same command again (the previous file is kept)")
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success it is renamed onto `path`, on error removed.
@@ -198,9 +222,12 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield Path(tmp)
         os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        full = _disk_full(e, path)
+        if full:
+            raise full from e
         raise
 
 
@@ -225,6 +252,11 @@ def atomic_outputs() -> Iterator[Callable[[Path], Path]]:
             os.chmod(tmp, _file_mode())
         for tmp, path in pending:
             os.replace(tmp, path)
+    except BaseException as e:
+        full = _disk_full(e, pending[-1][1]) if pending else None
+        if full:
+            raise full from e
+        raise
     finally:
         for tmp, _ in pending:
             with contextlib.suppress(FileNotFoundError):
@@ -265,3 +297,48 @@ def file_sha256(path: Path) -> str:
 
 def ids_sha256(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+
+
+class LockedError(HPAError):
+    """Another live process holds the lock of a directory; the message names it."""
+
+
+@contextlib.contextmanager
+def dir_lock(directory: Path, what: str = "directory") -> Iterator[None]:
+    """Hold `<directory>/.lock` for the block, so two processes never write one run or output
+    directory at once. The lock is an flock: the kernel drops it when its holder dies (Ctrl-C,
+    kill -9, an OOM kill, a preempted job), so a stale lock is taken over without anyone deleting
+    it. The file says who holds it, for the refusal message."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").split() or ["?", "?"]
+            raise LockedError(f"{directory}: {what} in use by process {holder[0]} on host {holder[-1]}; wait for it to "
+                              "finish or stop it, then run the same command again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def check_outputs(outputs: dict[str, Path], inputs: dict[str, list[Path]]) -> None:
+    """Before any work: no output may be one of the inputs, nor two outputs one path. The refusal
+    names the path and both of its roles."""
+    seen: dict[Path, str] = {}
+    for role, paths in inputs.items():
+        for p in paths:
+            seen.setdefault(Path(p).resolve(), f"input ({role})")
+    outs: dict[Path, str] = {}
+    for role, p in outputs.items():
+        key = Path(p).resolve()
+        if key in outs:
+            raise HPAError(f"{p}: would be written twice, as the {outs[key]} and as the {role}; choose another output")
+        if key in seen:
+            raise HPAError(f"{p}: is an {seen[key]} and would be overwritten as the {role}; choose another output path")
+        outs[key] = role

@@ -1,11 +1,10 @@
 """The prediction-file contract: a CSV with `Id` then 28 probability columns `0`..`27`.
 
-File names carry the model: `<arch>_<size>_f<fold>_{oof,test}.csv`.
+File names carry the model: `<arch>_<size>_f<fold>_{oof,test}.csv` (hpa.layout).
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -16,24 +15,10 @@ from hpa.io import atomic_write_csv
 from hpa.labels import NUM_CLASSES, LabelError, validate_id
 
 COLUMNS = ["Id"] + [str(k) for k in range(NUM_CLASSES)]
-NAME_RE = re.compile(r"^(?P<arch>.+)_(?P<size>\d+)_f(?P<fold>\d+)_(?P<kind>oof|test)\.csv$")
 
 
 class PredictionError(HPAError, ValueError):
     """A prediction file breaks the contract; the message names the file."""
-
-
-def prediction_path(out_dir: Path, arch: str, size: int, fold: int, kind: str) -> Path:
-    return Path(out_dir) / f"{arch}_{size}_f{fold}_{kind}.csv"
-
-
-def parse_name(path: Path) -> dict:
-    m = NAME_RE.match(Path(path).name)
-    if not m:
-        raise PredictionError(f"{path}: name does not follow <arch>_<size>_f<fold>_{{oof,test}}.csv")
-    d = m.groupdict()
-    return {"arch": d["arch"], "size": int(d["size"]), "fold": int(d["fold"]), "kind": d["kind"],
-            "model": f"{d['arch']}_{d['size']}"}
 
 
 def write_predictions(path: Path, ids: list[str], probs: np.ndarray) -> None:

@@ -1,8 +1,11 @@
 """Recipes: an ensemble as a YAML file under configs/recipes/ (the members: arch, prepared size and
 any setting per member), run end to end by `bash run_all.sh --recipe NAME`: prepare every size,
 find duplicates across train, external and test, make the folds over train + external, train
-every member and fold, predict OOF and test, blend into a submission. Re-running resumes: finished
-runs are kept (train_fold --resume), predictions newer than their runs are not redone.
+every member and fold, predict OOF and test, blend into a submission. Every stage runs in this
+process through the library; only several GPUs start processes (torchrun, one per GPU).
+Re-running resumes: finished runs are kept (resume), predictions whose sidecars name today's
+checkpoints, folds and test-time settings are not redone. One recipe at a time per output
+directory (a lock; a second one stops with one line naming the first).
 
 GPUs: with N > 1 visible GPUs each fold trains under `torchrun --nproc_per_node N` (DDP), or with
 --parallel-folds one fold per GPU at a time, from one queue of every member's folds; --gpus limits N.
@@ -18,15 +21,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hpa import cli
-from hpa.config import CONFIG_DIR, read_yaml
+from hpa import cli, layout
+from hpa.blending import run_blend
+from hpa.cli import DEFAULT_WORKERS
+from hpa.config import CONFIG_DIR, TrainConfig, arch_layers, build_config, read_yaml
+from hpa.dedup import find_duplicates
 from hpa.errors import ConfigError, HPAError
+from hpa.folds import DUPLICATES, write_folds
+from hpa.io import dir_lock, file_sha256
+from hpa.prepare import prepare_dataset
+from hpa.training import train
 
-ROOT = Path(__file__).resolve().parents[1]
 SMOKE_SCALE = 12  # --smoke: sizes and crops / 12 (768 -> 64), 1 epoch of 2 batches of 2, gradients clipped
 
 
@@ -44,7 +53,7 @@ class Member(BaseModel):
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
     n_folds: int = Field(5, ge=2)
-    duplicates: str = Field("drop", pattern="^(drop|group|ignore)$")
+    duplicates: Literal[DUPLICATES] = "drop"  # make_folds --duplicates
     tta: int = Field(8, ge=1, le=8)
     members: list[Member] = Field(min_length=1)
 
@@ -60,7 +69,7 @@ def load_recipe(name: str) -> Recipe:
     except ValidationError as e:
         err = e.errors()[0]
         raise ConfigError(f"{path}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-    from models import list_archs
+    from hpa.models import list_archs
 
     for m in recipe.members:
         if m.arch not in list_archs():
@@ -94,23 +103,34 @@ def gpu_count(limit: int | None) -> int:
     return min(n, limit) if limit is not None else n
 
 
-def _run(cmd: list[str], echo, env: dict | None = None) -> None:
-    echo("$ " + " ".join(map(str, cmd)))
-    r = subprocess.run([str(c) for c in cmd], cwd=ROOT, env=env)
-    if r.returncode != 0:
-        raise HPAError(f"{Path(str(cmd[1])).name if cmd[0] == sys.executable else cmd[0]} failed (exit code "
-                       f"{r.returncode}); fix the error above and run the same command again: finished steps are kept")
+REPLACE_HINT = "delete that run directory to train it again, or choose another --out-dir"
 
 
-def train_commands(m: Member, data_dir: Path, runs: Path, fold: int, device: str, gpus: int,
-                   parallel: bool) -> list[str]:
-    args = ["train_fold.py", "--arch", m.arch, "--fold", fold, "--size", m.size, "--data-dir", data_dir,
+def member_config(m: Member, data_dir: Path, fold: int) -> TrainConfig:
+    """A member's training config: its arch config, then the member's `set`, as train_fold.py builds it."""
+    return build_config(arch_layers(m.arch) + [(f"recipe member {m.name}", {**m.set, "arch": m.arch, "fold": fold,
+                                                                           "size": m.size,
+                                                                           "data_dir": str(data_dir)})])
+
+
+def train_commands(m: Member, data_dir: Path, runs: Path, fold: int, device: str, gpus: int) -> list[str]:
+    """The command that trains one fold in its own process(es): torchrun over `gpus` GPUs, or one
+    process (a fold pinned to one GPU of --parallel-folds)."""
+    args = ["-m", "hpa.training", "--arch", m.arch, "--fold", fold, "--size", m.size, "--data-dir", data_dir,
             "--runs", runs, "--resume", "--device", device]
     for k, v in m.set.items():
         args += ["--set", f"{k}={json.dumps(v)}"]  # JSON is YAML: null, true, 768, [0.5, 1.0]
-    if gpus > 1 and not parallel:
+    if gpus > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", gpus, *args]
     return [sys.executable, *args]
+
+
+def _run(cmd: list, echo, env: dict | None = None) -> None:
+    echo("$ " + " ".join(map(str, cmd)))
+    r = subprocess.run([str(c) for c in cmd], env=env)
+    if r.returncode != 0:
+        raise HPAError(f"training failed (exit code {r.returncode}); fix the error above and run the same command "
+                       "again: finished steps are kept")
 
 
 def train_on_gpus(jobs: list[tuple[Member, int]], n_gpus: int, data_dir: Path, runs: Path, device: str,
@@ -126,9 +146,8 @@ def train_on_gpus(jobs: list[tuple[Member, int]], n_gpus: int, data_dir: Path, r
             if gpu not in running and pending:
                 m, f = pending.pop(0)
                 echo(f"== train {m.name} fold {f} on GPU {ids[gpu]}")
-                cmd = [str(c) for c in train_commands(m, data_dir, runs, f, device, 1, True)]
-                running[gpu] = (m, f, subprocess.Popen(cmd, cwd=ROOT, env={**os.environ,
-                                                                            "CUDA_VISIBLE_DEVICES": ids[gpu]}))
+                cmd = [str(c) for c in train_commands(m, data_dir, runs, f, device, 1)]
+                running[gpu] = (m, f, subprocess.Popen(cmd, env={**os.environ, "CUDA_VISIBLE_DEVICES": ids[gpu]}))
         time.sleep(poll_s)
         for gpu, (m, f, proc) in list(running.items()):
             if proc.poll() is not None:
@@ -139,63 +158,111 @@ def train_on_gpus(jobs: list[tuple[Member, int]], n_gpus: int, data_dir: Path, r
         raise HPAError(f"training failed for {', '.join(failed)}; run the same command again to resume")
 
 
-def predictions_current(m: Member, runs: Path, preds: Path, n_folds: int) -> bool:
-    """True when every fold's OOF and test files exist and are newer than the fold's best.pt."""
-    for f in range(n_folds):
-        best = runs / m.name / f"f{f}" / "best.pt"
-        files = [preds / f"{m.name}_f{f}_{k}.csv" for k in ("oof", "test")]
-        if not best.is_file() or not all(p.is_file() and p.stat().st_mtime >= best.stat().st_mtime for p in files):
+def predictions_current(m: Member, runs: Path, preds: Path, folds: list[int], tta: tuple[str, ...], amp: str,
+                        folds_sha: str) -> bool:
+    """True when every fold's OOF and test files exist and their sidecars name today's best.pt (by
+    content), the folds table and the test-time settings: a retrained fold, a changed TTA or other
+    folds make a member's predictions stale."""
+    from hpa.blending import read_sidecars
+
+    for f in folds:
+        best = layout.run_dir(runs, m.arch, m.size, f) / "best.pt"
+        files = [layout.prediction_path(preds, m.arch, m.size, f, k) for k in ("oof", "test")]
+        sides = read_sidecars([p for p in files if p.is_file()])
+        if not best.is_file() or len(sides) < 2:
             return False
+        want = {"checkpoint_sha256": file_sha256(best), "sizes": [m.size], "tta": list(tta), "amp": amp}
+        for s in sides.values():
+            made = s.get("producer") or {}
+            if s.get("folds_sha256") != folds_sha or {k: made.get(k) for k in want} != want:
+                return False
     return True
+
+
+def prepare_data(recipe: Recipe, data_dir: Path, sizes: list[int], workers: int, echo) -> Path:
+    """Every size prepared, the near-duplicates found, the folds made; returns the folds table."""
+    tables = layout.label_tables(data_dir)
+    for s in sizes:
+        echo(f"== prepare {s}")
+        failures = prepare_dataset(data_dir, s, workers=workers, echo=echo)
+        if failures:
+            raise HPAError(f"prepare {s}: {sum(map(len, failures.values()))} samples could not be read (listed in "
+                           f"{layout.prepared_dir(data_dir, s, next(iter(failures))).parent}/failures_*.csv); fix or "
+                           "remove them and run the same command again")
+    echo("== near-duplicates across train, external and test")
+    find_duplicates(data_dir, layout.dedup_dir(data_dir), size=sizes[0], workers=workers, echo=echo)
+    folds = layout.folds_csv(data_dir)
+    echo(f"== folds over {' + '.join(p.name for p in tables)} (duplicates: {recipe.duplicates})")
+    write_folds(tables, recipe.n_folds, 0, folds, layout.duplicate_groups_csv(data_dir), recipe.duplicates, echo=echo)
+    return folds
+
+
+def train_members(members: list[Member], folds: list[int], data_dir: Path, runs: Path, device: str, n_gpus: int,
+                  parallel_folds: bool, echo) -> None:
+    if parallel_folds and n_gpus > 1:
+        train_on_gpus([(m, f) for m in members for f in folds], n_gpus, data_dir, runs,
+                      "cuda" if device == "auto" else device, echo)
+        return
+    for m in members:
+        for f in folds:
+            echo(f"== train {m.name} fold {f}")
+            if n_gpus > 1:
+                _run(train_commands(m, data_dir, runs, f, device, n_gpus), echo)
+            else:
+                train(member_config(m, data_dir, f), runs=runs, device_name=device, resume=True, echo=echo,
+                      hint=REPLACE_HINT)
+
+
+def predict_members(members: list[Member], folds: list[int], data_dir: Path, runs: Path, preds: Path, tta: int,
+                    device: str, smoke: bool, echo) -> None:
+    from hpa.inference import DIHEDRAL, predict_folds
+    from hpa.runtime import pick_device
+
+    transforms = DIHEDRAL[:tta]
+    folds_sha = file_sha256(layout.folds_csv(data_dir))
+    for m in members:
+        amp = member_config(m, data_dir, 0).amp
+        if predictions_current(m, runs, preds, folds, transforms, amp, folds_sha):
+            echo(f"== predictions of {m.name} are up to date")
+            continue
+        echo(f"== predict {m.name} (OOF + test, TTA {tta})")
+        written = predict_folds(runs, m.arch, m.size, folds, preds, None, transforms, 32, pick_device(device), amp,
+                                0 if smoke else DEFAULT_WORKERS, data_dir=data_dir).write_all()
+        echo(f"wrote {len(written)} prediction files to {preds}")
 
 
 def run_recipe(recipe: Recipe, data_dir: Path, out_dir: Path, device: str = "auto", smoke: bool = False,
                gpus: int | None = None, parallel_folds: bool = False, echo=print) -> Path:
     """Every stage of the recipe; returns the submission's path."""
-    for f in ("train.csv", "sample_submission.csv"):
-        if not (data_dir / f).is_file():
-            raise ConfigError(f"--data-dir {data_dir}: {f} not found (see data/README.md)")
+    data_dir, out_dir = Path(data_dir).absolute(), Path(out_dir).absolute()
+    for f in ("train", "test"):
+        if not layout.split_table(data_dir, f).is_file():
+            raise ConfigError(f"--data-dir {data_dir}: {layout.SPLIT_TABLES[f]} not found (see data/README.md)")
     members = [smoke_member(m) for m in recipe.members] if smoke else recipe.members
     n_gpus = gpu_count(gpus)
     runs, preds = out_dir / "runs", out_dir / "predictions"
-    py = sys.executable
-    tables = [data_dir / "train.csv"] + ([data_dir / "external.csv"] if (data_dir / "external.csv").is_file() else [])
+    tables = layout.label_tables(data_dir)
     sizes = sorted({m.size for m in members})
-    echo(f"== recipe: {len(members)} members x {recipe.n_folds} folds, sizes {sizes}, "
-         f"{'HPAv18 external included, ' if len(tables) > 1 else ''}{n_gpus} GPU(s); outputs in {out_dir}")
-    for s in sizes:
-        echo(f"== prepare {s}")
-        _run([py, "input_prep/prepare.py", "--data-dir", data_dir, "--size", s], echo)
-    echo("== near-duplicates across train, external and test")
-    _run([py, "input_prep/dedup.py", "--data-dir", data_dir, "--out-dir", data_dir / "dedup", "--size", sizes[0]], echo)
-    echo(f"== folds over {' + '.join(p.name for p in tables)} (duplicates: {recipe.duplicates})")
-    _run([py, "input_prep/make_folds.py", "--labels", *tables, "--n-folds", recipe.n_folds, "--seed", 0, "--out",
-          data_dir / "folds.csv", "--groups", data_dir / "dedup" / "duplicate_groups.csv", "--duplicates",
-          recipe.duplicates], echo)
-    folds = list(range(recipe.n_folds))
-    if parallel_folds and n_gpus > 1:
-        train_on_gpus([(m, f) for m in members for f in folds], n_gpus, data_dir, runs,
-                      "cuda" if device == "auto" else device, echo)
-    else:
-        for m in members:
-            for f in folds:
-                echo(f"== train {m.name} fold {f}")
-                _run(train_commands(m, data_dir, runs, f, device, n_gpus, False), echo)
-    for m in members:
-        if predictions_current(m, runs, preds, recipe.n_folds):
-            echo(f"== predictions of {m.name} are up to date")
-            continue
-        echo(f"== predict {m.name} (OOF + test, TTA {1 if smoke else recipe.tta})")
-        _run([py, "predict_tta.py", "--arch", m.arch, "--size", m.size, "--folds", *folds, "--tta",
-              1 if smoke else recipe.tta, "--runs", runs, "--out-dir", preds, "--device", device,
-              *(["--workers", 0] if smoke else [])], echo)
-    echo("== blend")
-    sub = out_dir / "submission.csv"
-    blend = [py, "blend.py", "--oof", *(preds / f"{m.name}_f*_oof.csv" for m in members), "--test",
-             *(preds / f"{m.name}_f*_test.csv" for m in members), "--data-dir", data_dir, "--out", sub]
-    if (data_dir / "test_labels.csv").is_file():
-        blend += ["--test-labels", data_dir / "test_labels.csv"]
-    _run(blend, echo)
+    with dir_lock(out_dir, "recipe output directory"):
+        echo(f"== recipe: {len(members)} members x {recipe.n_folds} folds, sizes {sizes}, "
+             f"{'HPAv18 external included, ' if len(tables) > 1 else ''}{n_gpus} GPU(s); outputs in {out_dir}")
+        prepare_data(recipe, data_dir, sizes, 1 if smoke else DEFAULT_WORKERS, echo)
+        folds = list(range(recipe.n_folds))
+        train_members(members, folds, data_dir, runs, device, n_gpus, parallel_folds, echo)
+        predict_members(members, folds, data_dir, runs, preds, 1 if smoke else recipe.tta, device, smoke, echo)
+        echo("== blend")
+        sub = out_dir / "submission.csv"
+        test_labels = data_dir / "test_labels.csv"
+        s = run_blend([layout.prediction_path(preds, m.arch, m.size, f, "oof") for m in members for f in folds],
+                      [layout.prediction_path(preds, m.arch, m.size, f, "test") for m in members for f in folds],
+                      tables, layout.split_table(data_dir, "test"), sub,
+                      test_labels if test_labels.is_file() else None, folds_csv=layout.folds_csv(data_dir))
+        for n in s["notes"]:
+            echo(f"note: {n}")
+        echo(f"blend: {s['weighting']} weights + {s['threshold_method']} thresholds; OOF macro F1 "
+             f"{s['oof_macro_f1']:.4f}")
+        if "test_macro_f1" in s:
+            echo(f"TEST MACRO F1: {s['test_macro_f1']:.4f}")
     return sub
 
 

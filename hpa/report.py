@@ -77,3 +77,28 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
     rows = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
     rows += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in df.itertuples(index=False)]
     return "\n".join(rows)
+
+
+def blend_report_lines(summary: dict, names: list[str], weights, singles: dict[str, float], cv_table, k: int | None,
+                       test_labels: Path | None, png_name: str, table: pd.DataFrame) -> list[str]:
+    """report.md of a blend: the models and weights, the blended OOF (and test) scores, the
+    cross-validated choice of weights and thresholds, the per-class table and plot."""
+    method, n = summary["threshold_method"], summary["oof_rows"]
+    lines = ["# Blend report", "", "| model | weight | OOF macro F1 (own thresholds) |", "|---|---|---|"]
+    lines += [f"| {m} | {wi:.3f} | {singles[m]:.4f} |" for m, wi in zip(names, weights)]
+    lines += ["", f"Blended OOF macro F1 over {n} rows: {summary['oof_macro_f1_at_0.5']:.4f} at 0.5, "
+              f"{summary['oof_macro_f1']:.4f} with {method} thresholds "
+              f"({summary['oof_macro_f1_filled']:.4f} when empty rows get their closest class)."]
+    if "test_macro_f1" in summary:
+        lines.append(f"Test macro F1 (against {test_labels}): {summary['test_macro_f1']:.4f}.")
+    lines += [f"Note: {note}." for note in summary["notes"]]
+    if cv_table is not None:
+        lines += ["", f"## Choice of weights and thresholds: {summary['weighting']} + {method}", "",
+                  f"{k}-fold cross-validation inside the {n} OOF rows "
+                  f"({cv_table['n_scores'][0] // k} repeat(s)): each pair is fitted on {k - 1} parts "
+                  "and scored (macro F1, empty rows filled) on the held-out part; mean and standard error over the "
+                  "held-out parts. Chosen: the simplest pair whose shortfall to the best pair, on the same "
+                  "held-out parts, is within one standard error (the one-standard-error rule, paired), then fitted "
+                  "on all OOF rows.", "",
+                  markdown_table(cv_table, floatfmt=".4f")]
+    return lines + ["", f"![per-class F1]({png_name})", "", markdown_table(table)]

@@ -32,3 +32,18 @@ def autocast(device: torch.device, amp: str):
     if amp == "off":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+# Progress bars draw only on a terminal: redirected output (a log file, a SLURM job, a worker of
+# ablate.py --jobs) gets the one line per epoch or stage that the callers print instead.
+SHOW_PROGRESS = True
+
+
+def progress(iterable=None, **kw):
+    """tqdm that stays silent unless stderr is a terminal (and the caller does not disable it)."""
+    import sys
+
+    from tqdm import tqdm
+
+    off = kw.pop("disable", False)
+    return tqdm(iterable, disable=off or not (SHOW_PROGRESS and sys.stderr.isatty()), dynamic_ncols=True, **kw)

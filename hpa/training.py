@@ -9,6 +9,7 @@ history, RNG states, config, provenance), loaded with `weights_only=True`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import itertools
@@ -25,66 +26,28 @@ import pandas as pd
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from hpa import distributed
+from hpa import distributed, layout
 from hpa.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from hpa.config import TrainConfig, changed_settings, save_yaml
-from hpa.dataset import HPADataset, crop_side, prepared_dir
+from hpa.config import TrainConfig, changed_settings, read_yaml, save_yaml
+from hpa.dataset import HPADataset, crop_side
 from hpa.errors import ConfigError, RunError
-from hpa.io import atomic_write_csv, atomic_write_text, file_sha256, ids_sha256
-from hpa.labels import NUM_CLASSES, count_reasons, labels_matrix, read_folds, read_label_tables
+from hpa.io import atomic_write_csv, atomic_write_text, dir_lock
+from hpa.labels import NUM_CLASSES, labels_matrix, read_folds, read_label_tables
 from hpa.losses import build_loss, hard_example_loss
 from hpa.metrics import f1_per_class
+from hpa.models import build_model
 from hpa.report import plot_lr_find, plot_lr_schedule, plot_training_curves
-from hpa.runtime import autocast, pick_device
+from hpa.runtime import autocast, pick_device, progress
 from hpa.sampling import SideBatchSampler, class_counts_table, oversample_plan
 from hpa.schedules import cyclic_cosine, lr_range_test, schedule_shape
-from models import build_model
 
-RUN_FILES = ("last.pt", "best.pt", "log.csv", "lr_steps.csv", "config.yaml", "provenance.json", "class_counts.csv",
-             "curves.png", "lr_schedule.png", "lr_find.json", "lr_find.png")
-
-
-def run_dir_of(runs: Path, arch: str, size: int, fold: int) -> Path:
-    return Path(runs) / f"{arch}_{size}" / f"f{fold}"
-
+REPLACE_HINT = "--overwrite replaces it, or choose another --runs directory"
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def folds_csv_of(cfg: TrainConfig) -> Path:
-    return Path(cfg.folds_csv) if cfg.folds_csv else Path(cfg.data_dir) / "folds.csv"
-
-
-def label_tables(cfg: TrainConfig) -> list[Path]:
-    """train.csv, and external.csv (HPAv18) when it exists and `external` is not off."""
-    data_dir = Path(cfg.data_dir)
-    ext = data_dir / "external.csv"
-    return [data_dir / "train.csv"] + ([ext] if cfg.external == "auto" and ext.is_file() else [])
-
-
-def provenance(cfg: TrainConfig, train_ids: list[str], val_ids: list[str]) -> dict:
-    """What a run was trained on, so prediction and blending can refuse other folds or labels."""
-    data_dir = Path(cfg.data_dir)
-    return {"data_dir": str(data_dir.resolve()), "labels": {p.name: file_sha256(p) for p in label_tables(cfg)},
-            "folds_csv": str(folds_csv_of(cfg).resolve()), "folds_sha256": file_sha256(folds_csv_of(cfg)),
-            "n_train": len(train_ids), "n_val": len(val_ids),
-            "train_ids_sha256": ids_sha256(sorted(train_ids)), "val_ids_sha256": ids_sha256(sorted(val_ids))}
-
-
-def check_provenance(run_dir: Path, saved: dict, data_dir: Path, folds_csv: Path) -> None:
-    """Refuse to use a run with labels or folds other than those it was trained on."""
-    files = [("labels", Path(data_dir) / name, sha) for name, sha in saved["labels"].items()]
-    for what, path, sha in files + [("folds", Path(folds_csv), saved["folds_sha256"])]:
-        if not path.is_file():
-            raise RunError(f"{path}: {what} file not found (the run {run_dir} was trained with it)")
-        if file_sha256(path) != sha:
-            raise RunError(f"{run_dir}: was trained with other {what} than {path} now holds (sha256 "
-                           f"{sha[:12]}... vs {file_sha256(path)[:12]}...); retrain the run or restore the file")
 
 
 @dataclass
@@ -97,15 +60,6 @@ class TrainData:
     note: str  # what the run trains on, for its log
 
 
-def dropped_reasons(folds_csv: Path) -> str:
-    """Why make_folds left samples out, from the `<folds>_dropped.csv` it writes beside the folds."""
-    path = folds_csv.with_name(folds_csv.stem + "_dropped.csv")
-    if not path.is_file():
-        return ""
-    reasons = pd.read_csv(path)["reason"].tolist()
-    return f": {count_reasons(reasons)}" if reasons else ""
-
-
 def build_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> TrainData:
     if not cfg.data_dir:
         raise ConfigError("--data-dir: no dataset directory given (make the demo with input_prep/make_demo.py, "
@@ -113,9 +67,9 @@ def build_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> TrainData:
     data_dir = Path(cfg.data_dir)
     if not data_dir.is_dir():
         raise ConfigError(f"--data-dir {data_dir}: no such directory")
-    tables = label_tables(cfg)
+    tables = layout.label_tables(data_dir, cfg.external)
     labels = read_label_tables(tables)
-    folds_csv = folds_csv_of(cfg)
+    folds_csv = layout.folds_csv(data_dir, cfg.folds_csv)
     fold_of = read_folds(folds_csv)
     missing = [i for i in labels["Id"] if i not in fold_of]
     if missing:
@@ -130,11 +84,11 @@ def build_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> TrainData:
     ids = labels["Id"].to_numpy()
     repeats = oversample_plan(y[is_train], cfg.oversample_target, cfg.oversample_max)
     counts = class_counts_table(y[is_train], repeats)
-    split_dirs = [prepared_dir(data_dir, cfg.size, split) for split in ("train", "external")[:len(tables)]]
-    for d in split_dirs:
+    for split in layout.LABELLED_SPLITS[:len(tables)]:
+        d = layout.prepared_dir(data_dir, cfg.size, split)
         if not d.is_dir():
             raise RunError(f"{d}: not prepared; run input_prep/prepare.py --data-dir {data_dir} --size {cfg.size}")
-    store = np.array([split_dirs[t] for t in labels["table"]], dtype=object)
+    store = np.array(layout.stores_of(data_dir, cfg.size, labels["table"]), dtype=object)
     train_ds = HPADataset(np.repeat(store[is_train], repeats).tolist(), np.repeat(ids[is_train], repeats).tolist(),
                           np.repeat(y[is_train], repeats, axis=0),
                           seed=cfg.seed, crop_for=functools.partial(crop_side, size=cfg.size, crop=cfg.crop,
@@ -151,9 +105,9 @@ def build_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> TrainData:
     val_dl = DataLoader(val_ds, batch_sampler=val_sampler, **common)
     n_ext = int((labels["table"].to_numpy()[is_train] == 1).sum())
     note = (f"{int(is_train.sum())} training samples ({n_ext} HPAv18 external), {int(is_val.sum())} validation; "
-            f"{int((fold < 0).sum())} left out by {folds_csv.name} (fold -1){dropped_reasons(folds_csv)}")
-    return TrainData(train_dl, val_dl, val_part, counts, provenance(cfg, ids[is_train].tolist(),
-                                                                    ids[is_val].tolist()), note)
+            f"{int((fold < 0).sum())} left out by {folds_csv.name} (fold -1){layout.dropped_note(folds_csv)}")
+    prov = layout.data_provenance(tables, folds_csv, ids[is_train].tolist(), ids[is_val].tolist())
+    return TrainData(train_dl, val_dl, val_part, counts, prov, note)
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -203,7 +157,7 @@ def train_single_epoch(model, loader: DataLoader, loss_fn, optimizer, scheduler,
                        device: torch.device, epoch: int, lr_steps: list[float]) -> float:
     model.train()
     total, n = 0.0, 0
-    bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, dynamic_ncols=True, disable=not distributed.is_main())
+    bar = progress(loader, desc=f"epoch {epoch} train", leave=False, disable=not distributed.is_main())
     for step, (x, y) in enumerate(bar):
         if cfg.limit_batches and step >= cfg.limit_batches:
             break
@@ -227,7 +181,7 @@ def evaluate(model, loader: DataLoader, loss_fn, cfg: TrainConfig, device: torch
     """Validation loss, probabilities and targets over the whole validation set (all ranks' shares)."""
     model.eval()
     probs, ys, total = [], [], 0.0
-    for x, y in tqdm(loader, desc="validate", leave=False, dynamic_ncols=True, disable=not distributed.is_main()):
+    for x, y in progress(loader, desc="validate", leave=False, disable=not distributed.is_main()):
         x = to_device(x, cfg, device)
         with autocast(device, cfg.amp):
             logits = model(x).float()
@@ -266,42 +220,56 @@ def find_lr(model, loader: DataLoader, loss_fn, cfg: TrainConfig, device: torch.
     return result
 
 
-def guard_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> dict | None:
-    """Decide what to do with an existing run directory. Returns the checkpoint to resume from,
-    or None to start fresh (with `overwrite`, the caller removes the old files once its inputs
-    are validated). A finished or partly trained run is never replaced silently, and a
-    resume with settings that change what is learned is refused."""
+def guard_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool, overwrite: bool,
+                  hint: str = REPLACE_HINT) -> dict | None:
+    """What to do with an existing run directory. Returns the checkpoint to resume from, or None
+    to start fresh. A directory without last.pt holds nothing trained (a start interrupted before
+    its first checkpoint, by Ctrl-C, kill -9, an OOM kill, a preemption or a full disk): it starts
+    fresh, after its saved settings are checked when resuming. A trained run is never replaced
+    silently, and a resume with settings that change what is learned is refused."""
     last = run_dir / "last.pt"
-    existing = [f for f in RUN_FILES if (run_dir / f).exists() and f not in ("config.yaml", "provenance.json")]
-    if overwrite or not existing:
+    if overwrite:
         return None
-    if not resume:
-        state = "a trained run"
-        if last.is_file():
-            ck = load_checkpoint(last)
-            done = ck["epoch"] >= ck["config"]["epochs"]
-            state = "a finished run" if done else \
-                f"a partly trained run (epoch {ck['epoch']} of {ck['config']['epochs']})"
-        raise RunError(f"{run_dir}: holds {state}; --resume continues it, --overwrite replaces it, or choose another "
-                       "--runs directory")
     if not last.is_file():
-        raise RunError(f"{run_dir}: has {', '.join(existing)} but no last.pt to resume from; use --overwrite to "
-                       "start again")
+        saved = run_dir / "config.yaml"
+        changes = changed_settings(read_yaml(saved), cfg) if resume and saved.is_file() else []
+        if changes:
+            raise RunError(f"{run_dir}: was started with other settings ({'; '.join(changes)}) and holds no "
+                           f"checkpoint; {hint}")
+        return None
     ck = load_checkpoint(last)
+    if not resume:
+        done = ck["epoch"] >= ck["config"]["epochs"]
+        state = "a finished run" if done else f"a partly trained run (epoch {ck['epoch']} of {ck['config']['epochs']})"
+        raise RunError(f"{run_dir}: holds {state}; --resume continues it, {hint}")
     changes = changed_settings(ck["config"], cfg)
     if changes:
-        raise RunError(f"{run_dir}: --resume with changed settings ({'; '.join(changes)}); train into another "
-                       "--runs directory, or --overwrite to start again")
+        raise RunError(f"{run_dir}: --resume with changed settings ({'; '.join(changes)}); {hint}")
     return ck
 
 
-def train(cfg: TrainConfig, runs: Path = Path("runs"), device_name: str = "auto", resume: bool = False,
-          overwrite: bool = False, echo: Callable[[str], None] = print) -> Path:
-    """Train (or resume) one fold into `<runs>/<arch>_<size>/f<fold>/`; returns the run directory."""
-    rank, world, local_rank = distributed.init()
-    main_proc = rank == 0  # only rank 0 writes files
-    tag = f"[{cfg.arch} f{cfg.fold}]"
-    run_dir = run_dir_of(runs, cfg.arch, cfg.size, cfg.fold)
+@dataclass
+class Session:
+    """Everything one training run works with, built once by `setup`."""
+    cfg: TrainConfig
+    run_dir: Path
+    device: torch.device
+    data: TrainData
+    model: torch.nn.Module  # what the step calls (DDP-wrapped with several processes)
+    core: torch.nn.Module  # the bare network: layer groups, checkpoints
+    loss_fn: torch.nn.Module
+    main: bool  # only the main process writes files
+    echo: Callable[[str], None]
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    scaler: torch.amp.GradScaler | None = None
+
+    @property
+    def tag(self) -> str:
+        return f"[{self.cfg.arch} f{self.cfg.fold}]"
+
+
+def pick_train_device(device_name: str, cfg: TrainConfig, world: int, local_rank: int) -> torch.device:
     device = pick_device(device_name)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local_rank)
@@ -309,23 +277,33 @@ def train(cfg: TrainConfig, runs: Path = Path("runs"), device_name: str = "auto"
         raise ConfigError("--find-lr runs in a single process; run it without torchrun, then pass --lr")
     if cfg.amp == "fp16" and device.type != "cuda":
         raise ConfigError("--amp fp16 needs a CUDA device; use --amp bf16 on CPU")
-    ck = guard_run_dir(run_dir, cfg, resume, overwrite)
-    if ck is not None and ck["epoch"] >= cfg.epochs:
-        echo(f"{tag} already trained for {cfg.epochs} epochs (best val macro F1 {ck['best_f1']:.4f}); run in {run_dir}")
-        return run_dir
+    return device
+
+
+def check_same_data(run_dir: Path, ck: dict | None, data: TrainData) -> None:
+    """A resumed run (or a restarted one that had not checkpointed yet) must see the data it started
+    with; compared by content, so a dataset that moved still resumes."""
+    saved = (ck or {}).get("provenance")
+    if saved is None and ck is None and (run_dir / "provenance.json").is_file():
+        saved = json.loads((run_dir / "provenance.json").read_text())
+    if saved is not None and not layout.same_data(saved, data.provenance):
+        raise RunError(f"{run_dir}: --resume on other data than the run started with (labels, folds or the Ids of "
+                       "the fold changed); use --overwrite or another --runs directory")
+
+
+def setup(cfg: TrainConfig, run_dir: Path, device: torch.device, rank: int, world: int,
+          echo: Callable[[str], None], ck: dict | None, resume: bool) -> Session:
+    """Data, model, loss; then the run directory's first writes, once every input is valid."""
     seed_everything(cfg.seed)
     data = build_data(cfg, rank, world)
-    same = ("labels", "folds_sha256", "train_ids_sha256", "val_ids_sha256")  # not paths: a dataset may move
-    if ck is not None and {k: (ck.get("provenance") or {}).get(k) for k in same} != \
-            {k: data.provenance[k] for k in same}:
-        raise RunError(f"{run_dir}: --resume on other data than the run started with (labels, folds or data "
-                       "directory changed); use --overwrite or another --runs directory")
+    if resume:
+        check_same_data(run_dir, ck, data)
     model = build_model(cfg.arch, pretrained=cfg.pretrained, **cfg.model).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if (cfg.l1 or cfg.l2) and not hasattr(model, "regularization"):
         raise ConfigError(f"l1/l2 regularisation is not available for arch {cfg.arch}")
-    core = model  # the bare network: layer groups, checkpoints
+    core = model
     if world > 1:
         if device.type == "cuda" and cfg.sync_bn:  # one set of BatchNorm statistics across GPUs
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -333,74 +311,141 @@ def train(cfg: TrainConfig, runs: Path = Path("runs"), device_name: str = "auto"
     # E-loss counts distinct samples: repeats of an oversampled image add no new feature volume
     loss_fn = build_loss(cfg.loss, data.counts["count"].to_numpy(), alpha_e=cfg.alpha_e, gamma=cfg.gamma,
                          alpha=cfg.focal_alpha).to(device)
-    if main_proc:
-        echo(f"{tag} {data.note}")
-    if main_proc:  # inputs are valid: the first write happens only now
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in [*run_dir.glob(".*.tmp"), *(run_dir / f for f in RUN_FILES if overwrite)]:
-            stale.unlink(missing_ok=True)  # a killed writer's temp files; with --overwrite, the old run
+    s = Session(cfg, run_dir, device, data, model, core, loss_fn, rank == 0, echo)
+    if s.main:
+        echo(f"{s.tag} {data.note}")
+        fresh = ck is None
+        for stale in [*run_dir.glob(".*.tmp"), *(run_dir / f for f in layout.RUN_FILES if fresh)]:
+            stale.unlink(missing_ok=True)  # a killed writer's temp files; on a fresh start, an old attempt's files
         atomic_write_csv(run_dir / "class_counts.csv", data.counts)
         save_yaml(run_dir / "config.yaml", cfg.model_dump())
         atomic_write_text(run_dir / "provenance.json", json.dumps({**data.provenance, "world_size": world}, indent=1))
-    lr = cfg.lr
-    if cfg.find_lr != "off" and ck is None:
-        result = find_lr(model, data.train, loss_fn, cfg, device, run_dir)
-        echo(f"{tag} LR range test: chosen lr {result['chosen_lr']:.3g} ({len(result['lrs'])} steps; plot "
-             f"{run_dir / 'lr_find.png'})")
-        if cfg.find_lr == "use":  # the saved config records the LR the run was trained with
-            lr = result["chosen_lr"]
-            cfg = cfg.model_copy(update={"lr": lr})
-            if main_proc:
-                save_yaml(run_dir / "config.yaml", cfg.model_dump())
-    optimizer = build_optimizer(core, cfg.model_copy(update={"lr": lr}))
-    steps = min(len(data.train), cfg.limit_batches or len(data.train))
-    scheduler = build_scheduler(optimizer, cfg, steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
-    start, best, history, lr_steps = 1, -1.0, [], []
-    if ck is not None:
-        core.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        scaler.load_state_dict(ck["scaler"])
-        set_rng_state(ck["rng"])
-        start, best, history, lr_steps = ck["epoch"] + 1, ck["best_f1"], ck["history"], ck["lr_steps"]
-        echo(f"{tag} resumed from {run_dir / 'last.pt'} at epoch {ck['epoch']}")
+    return s
+
+
+def build_state(s: Session, lr: float) -> None:
+    """Optimizer, schedule and scaler (after the LR range test, which may choose the LR)."""
+    s.optimizer = build_optimizer(s.core, s.cfg.model_copy(update={"lr": lr}))
+    steps = min(len(s.data.train), s.cfg.limit_batches or len(s.data.train))
+    s.scheduler = build_scheduler(s.optimizer, s.cfg, steps)
+    s.scaler = torch.amp.GradScaler(s.device.type, enabled=s.cfg.amp == "fp16")
+
+
+def maybe_find_lr(s: Session) -> float:
+    """The LR to train with: the config's, or with find_lr the range test's (recorded in the saved config)."""
+    if s.cfg.find_lr == "off":
+        return s.cfg.lr
+    result = find_lr(s.model, s.data.train, s.loss_fn, s.cfg, s.device, s.run_dir)
+    s.echo(f"{s.tag} LR range test: chosen lr {result['chosen_lr']:.3g} ({len(result['lrs'])} steps; plot "
+           f"{s.run_dir / 'lr_find.png'})")
+    if s.cfg.find_lr != "use":
+        return s.cfg.lr
+    s.cfg = s.cfg.model_copy(update={"lr": result["chosen_lr"]})
+    if s.main:
+        save_yaml(s.run_dir / "config.yaml", s.cfg.model_dump())
+    return result["chosen_lr"]
+
+
+def restore(s: Session, ck: dict) -> tuple[int, float, list, list]:
+    """Every state a resumed run continues from: (next epoch, best F1, history, LR per step)."""
+    s.core.load_state_dict(ck["model"])
+    s.optimizer.load_state_dict(ck["optimizer"])
+    s.scheduler.load_state_dict(ck["scheduler"])
+    s.scaler.load_state_dict(ck["scaler"])
+    set_rng_state(ck["rng"])
+    s.echo(f"{s.tag} resumed from {s.run_dir / 'last.pt'} at epoch {ck['epoch']}")
+    return ck["epoch"] + 1, ck["best_f1"], ck["history"], ck["lr_steps"]
+
+
+def save_epoch(s: Session, epoch: int, best: float, improved: bool, history: list, lr_steps: list,
+               last_plot: float) -> float:
+    """The checkpoint policy: best.pt when validation macro F1 improved, then last.pt every epoch (in
+    that order, so a run always has a best.pt once it has a last.pt), the log, and plots at most
+    every 30 s. Returns the time of the last plot."""
+    state = {"model": s.core.state_dict(), "optimizer": s.optimizer.state_dict(),
+             "scheduler": s.scheduler.state_dict(), "scaler": s.scaler.state_dict(), "epoch": epoch,
+             "best_f1": best, "history": history, "config": s.cfg.model_dump(), "rng": rng_state(),
+             "lr_steps": lr_steps, "provenance": s.data.provenance}
+    if improved:
+        save_checkpoint(s.run_dir / "best.pt", state)
+    save_checkpoint(s.run_dir / "last.pt", state)
+    logdf = pd.DataFrame(history)
+    atomic_write_csv(s.run_dir / "log.csv", logdf)
+    atomic_write_csv(s.run_dir / "lr_steps.csv", pd.DataFrame({"step": range(1, len(lr_steps) + 1), "lr": lr_steps}))
+    if epoch == s.cfg.epochs or time.time() - last_plot > 30:  # a plot costs ~0.5 s; short epochs skip it
+        plot_training_curves(logdf, s.run_dir / "curves.png")
+        plot_lr_schedule(lr_steps, s.run_dir / "lr_schedule.png")
+        return time.time()
+    return last_plot
+
+
+def epoch_loop(s: Session, start: int, best: float, history: list, lr_steps: list) -> float:
+    """Train and validate each remaining epoch, checkpointing after each; returns the best F1."""
     last_plot = time.time()
-    for epoch in range(start, cfg.epochs + 1):
+    for epoch in range(start, s.cfg.epochs + 1):
         t0 = time.time()
-        data.train.dataset.set_epoch(epoch)
-        data.train.batch_sampler.set_epoch(epoch)
-        train_loss = train_single_epoch(model, data.train, loss_fn, optimizer, scheduler, scaler, cfg, device, epoch,
-                                        lr_steps)
-        val_loss, p, t = evaluate(model, data.val, loss_fn, cfg, device, data.val_part)
+        s.data.train.dataset.set_epoch(epoch)
+        s.data.train.batch_sampler.set_epoch(epoch)
+        train_loss = train_single_epoch(s.model, s.data.train, s.loss_fn, s.optimizer, s.scheduler, s.scaler, s.cfg,
+                                        s.device, epoch, lr_steps)
+        val_loss, p, t = evaluate(s.model, s.data.val, s.loss_fn, s.cfg, s.device, s.data.val_part)
         f1 = f1_per_class(t, p >= 0.5)
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_macro_f1": float(f1.mean()),
-               "lr": optimizer.param_groups[-1]["lr"], "seconds": round(time.time() - t0, 2)}
+               "lr": s.optimizer.param_groups[-1]["lr"], "seconds": round(time.time() - t0, 2)}
         row.update({f"f1_{k}": float(v) for k, v in enumerate(f1)})
         history.append(row)
         improved = row["val_macro_f1"] > best
         best = max(best, row["val_macro_f1"])
-        if not main_proc:
-            continue
-        state = {"model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
-                 "best_f1": best, "history": history, "config": cfg.model_dump(), "rng": rng_state(),
-                 "lr_steps": lr_steps, "provenance": data.provenance}
-        if improved:
-            save_checkpoint(run_dir / "best.pt", state)
-        save_checkpoint(run_dir / "last.pt", state)
-        logdf = pd.DataFrame(history)
-        atomic_write_csv(run_dir / "log.csv", logdf)
-        atomic_write_csv(run_dir / "lr_steps.csv", pd.DataFrame({"step": range(1, len(lr_steps) + 1), "lr": lr_steps}))
-        if epoch == cfg.epochs or time.time() - last_plot > 30:  # a plot costs ~0.5 s; short epochs skip it
-            plot_training_curves(logdf, run_dir / "curves.png")
-            plot_lr_schedule(lr_steps, run_dir / "lr_schedule.png")
-            last_plot = time.time()
-        echo(f"{tag} epoch {epoch}/{cfg.epochs} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
-             f"val_macro_f1 {row['val_macro_f1']:.4f}{' *' if improved else ''} ({row['seconds']:.0f}s)")
-    if main_proc:
-        echo(f"{tag} best val macro F1 {best:.4f}; run in {run_dir}")
+        if s.main:
+            last_plot = save_epoch(s, epoch, best, improved, history, lr_steps, last_plot)
+            s.echo(f"{s.tag} epoch {epoch}/{s.cfg.epochs} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
+                   f"val_macro_f1 {row['val_macro_f1']:.4f}{' *' if improved else ''} ({row['seconds']:.0f}s)")
+    return best
+
+
+def train(cfg: TrainConfig, runs: Path = Path("runs"), device_name: str = "auto", resume: bool = False,
+          overwrite: bool = False, echo: Callable[[str], None] = print, hint: str = REPLACE_HINT) -> Path:
+    """Train (or resume) one fold into `<runs>/<arch>_<size>/f<fold>/`; returns the run directory.
+    `hint` is how the caller's user replaces a run (the refusals end with it)."""
+    rank, world, local_rank = distributed.init()
+    run_dir = layout.run_dir(runs, cfg.arch, cfg.size, cfg.fold)
+    device = pick_train_device(device_name, cfg, world, local_rank)
+    with dir_lock(run_dir, "run directory") if rank == 0 else contextlib.nullcontext():
+        ck = guard_run_dir(run_dir, cfg, resume, overwrite, hint)
+        if ck is not None and ck["epoch"] >= cfg.epochs:
+            echo(f"[{cfg.arch} f{cfg.fold}] already trained for {cfg.epochs} epochs (best val macro F1 "
+                 f"{ck['best_f1']:.4f}); run in {run_dir}")
+            return run_dir
+        s = setup(cfg, run_dir, device, rank, world, echo, ck, resume)
+        lr = maybe_find_lr(s) if ck is None else cfg.lr
+        build_state(s, lr)
+        start, best, history, lr_steps = restore(s, ck) if ck is not None else (1, -1.0, [], [])
+        best = epoch_loop(s, start, best, history, lr_steps)
+        if s.main:
+            echo(f"{s.tag} best val macro F1 {best:.4f}; run in {run_dir}")
     distributed.barrier()
     distributed.shutdown()
     return run_dir
 
+
+def main(argv: list[str] | None = None, doc: str | None = None) -> None:
+    """train_fold.py's command line (also `python -m hpa.training`, which torchrun starts per GPU)."""
+    import logging
+
+    import yaml
+
+    from hpa.config import train_cli
+
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    cfg, opts = train_cli(doc or __doc__, argv)
+    if opts.print_config:
+        print(yaml.safe_dump(cfg.model_dump(), sort_keys=False), end="")
+        return
+    train(cfg, runs=opts.runs, device_name=opts.device, resume=opts.resume, overwrite=opts.overwrite,
+          echo=lambda line: print(line, flush=True))
+
+
+if __name__ == "__main__":
+    from hpa import cli
+
+    cli.run(main)

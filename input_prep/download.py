@@ -47,7 +47,6 @@ from urllib.parse import urlparse
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from hpa import cli
 from hpa.io import (
@@ -60,6 +59,7 @@ from hpa.io import (
     write_channel_png,
 )
 from hpa.labels import COLORS, LabelError, read_labels, read_table, validate_id
+from hpa.runtime import progress
 
 DEFAULT_BASE = "http://v18.proteinatlas.org/images"
 COMPETITION = "human-protein-atlas-image-classification"
@@ -175,7 +175,7 @@ def _run_downloads(jobs: list[tuple], fetch_one, desc: str, connections: int) ->
     failures = []
     with ThreadPoolExecutor(connections) as pool:
         futs = {pool.submit(fetch_one, url, dst, c): (sid, c, url) for sid, c, url, dst in jobs}
-        for fut in tqdm(as_completed(futs), total=len(futs), desc=desc, unit="file"):
+        for fut in progress(as_completed(futs), total=len(futs), desc=desc, unit="file"):
             err = fut.result()
             if err:
                 failures.append((*futs[fut], err))
@@ -273,7 +273,7 @@ def extract_archive(archive: Path, out: Path) -> None:
 
     try:
         with zipfile.ZipFile(archive) as z:
-            for info in tqdm(z.infolist(), desc="unzip", unit="file"):
+            for info in progress(z.infolist(), desc="unzip", unit="file"):
                 target = out / info.filename
                 if info.is_dir() or (target.is_file() and target.stat().st_size == info.file_size):
                     continue

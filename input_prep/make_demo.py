@@ -25,12 +25,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from hpa import cli
 from hpa.errors import ConfigError
 from hpa.io import atomic_write_bytes, atomic_write_csv, read_sample, write_sample_png
 from hpa.labels import CLASS_NAMES, NUM_CLASSES, format_target
+from hpa.runtime import progress as progress_bar
 
 LABEL_TABLE = Path(__file__).with_name("kaggle2018_label_sets.json")
 
@@ -427,7 +427,7 @@ def make_demo(out: Path, n_train: int, n_test: int, size: int, seed: int, min_pe
     # each image has its own stream, so the output does not depend on generation order
     seeds = iter(img_seq.spawn(n_train + n_test))
     preview: dict[int, tuple[np.ndarray, list[int]]] = {}
-    bar = tqdm(total=n_train + n_test, desc="demo images", disable=not progress, unit="img")
+    bar = progress_bar(total=n_train + n_test, desc="demo images", disable=not progress, unit="img")
     for split in ("train", "test"):
         for sid, classes in splits[split]:
             img = render(classes, size, np.random.default_rng(next(seeds)))

@@ -18,12 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from hpa import cli
-from hpa.folds import DUPLICATES, assign_folds, fold_class_counts, max_proportion_deviation
-from hpa.io import atomic_outputs, csv_text
-from hpa.labels import LabelError, count_reasons, labels_matrix, read_label_tables, read_table
+from hpa.folds import DUPLICATES, write_folds
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,37 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--drop-conflicts", action="store_true",
                     help="with --duplicates group: fold -1 for duplicate groups with differing labels")
     a = ap.parse_args(argv)
-    if a.n_folds < 2:
-        ap.error(f"--n-folds {a.n_folds}: need at least 2")
     if a.drop_conflicts and not a.groups:
         ap.error("--drop-conflicts needs --groups")
-    if a.duplicates == "drop" and not a.groups:
-        ap.error("--duplicates drop needs --groups (from input_prep/dedup.py)")
-    labels = read_label_tables(a.labels)
-    if len(labels) < a.n_folds:
-        raise LabelError(f"--n-folds {a.n_folds}: {', '.join(map(str, a.labels))} hold only {len(labels)} samples")
-    groups = None
-    if a.groups:
-        g = read_table(a.groups, ("Id", "group"))
-        groups = dict(zip(g["Id"], g["group"]))
-    y = labels_matrix(labels)
-    ids = labels["Id"].tolist()
-    folds, dropped = assign_folds(ids, y, labels["table"].to_numpy(), a.n_folds, a.seed, groups, a.duplicates,
-                                  a.drop_conflicts)
-    keep = folds >= 0
-    if dropped:
-        print(f"left out {len(dropped)} samples (fold -1): {count_reasons(list(dropped.values()))}")
-    counts = fold_class_counts(y[keep], folds[keep], a.n_folds)
-    counts_path = a.out.with_name(a.out.stem + "_class_counts.csv")
-    dropped_path = a.out.with_name(a.out.stem + "_dropped.csv")
-    with atomic_outputs() as tmp:
-        tmp(a.out).write_text(csv_text(pd.DataFrame({"Id": ids, "fold": folds})))
-        tmp(counts_path).write_text(csv_text(counts))
-        tmp(dropped_path).write_text(csv_text(pd.DataFrame({"Id": list(dropped), "reason": list(dropped.values())})))
-    print(counts.to_string(index=False))
-    print(f"largest deviation of a class share in a fold from the whole: "
-          f"{max_proportion_deviation(y[keep], folds[keep], a.n_folds):.3f} percentage points")
-    print(f"wrote {a.out} and {counts_path}")
+    write_folds(a.labels, a.n_folds, a.seed, a.out, a.groups, a.duplicates, a.drop_conflicts)
 
 
 if __name__ == "__main__":

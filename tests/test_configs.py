@@ -53,3 +53,34 @@ def test_config_follows_the_paper(arch):
         assert getattr(cfg, key) == (pytest.approx(value) if isinstance(value, float) else value), key
     if cfg.crop:  # the paper's crop is 2/3 of the stored 768 side
         assert cfg.crop == 512 and cfg.size == 768
+
+
+def test_default_yaml_and_the_typed_config_agree():
+    """configs/default.yaml documents the defaults; TrainConfig's field defaults are what a run gets
+    without it (the API, a config of your own). They must be the same values."""
+    import yaml
+
+    from hpa.config import CONFIG_DIR, TrainConfig
+
+    documented = yaml.safe_load((CONFIG_DIR / "default.yaml").read_text())
+    fields = TrainConfig.model_fields
+    assert set(documented) <= set(fields)
+    assert {k: v for k, v in documented.items()} == {k: fields[k].default for k in documented}
+    # every setting a user tunes is documented there; the rest name one run (arch, fold, data) or are modes
+    per_run = {"arch", "fold", "data_dir", "folds_csv", "model", "external", "find_lr", "find_lr_steps",
+               "limit_batches"}
+    assert set(fields) - set(documented) == per_run
+
+
+def test_allowed_values_have_one_source():
+    import typing
+
+    from hpa.config import TrainConfig
+    from hpa.folds import DUPLICATES
+    from hpa.losses import LOSSES
+    from hpa.recipe import Recipe
+    from hpa.runtime import AMP_MODES
+
+    assert typing.get_args(TrainConfig.model_fields["loss"].annotation) == LOSSES
+    assert typing.get_args(TrainConfig.model_fields["amp"].annotation) == AMP_MODES
+    assert typing.get_args(Recipe.model_fields["duplicates"].annotation) == DUPLICATES

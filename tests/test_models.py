@@ -7,13 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-import models
 from conftest import ROOT
+from hpa import models
 from hpa.config import load_arch_config
 from hpa.errors import ConfigError
-from models.gapnet import GapNetPL
-from models.heads import AdaptiveConcatPool2d
-from models.pretrained import WeightsError
+from hpa.models.gapnet import GapNetPL
+from hpa.models.heads import AdaptiveConcatPool2d
+from hpa.models.pretrained import WeightsError
 
 ARCHS = models.list_archs()
 

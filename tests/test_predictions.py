@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from hpa.predictions import COLUMNS, PredictionError, parse_name, read_predictions, write_predictions
+from hpa.layout import parse_prediction_name as parse_name
+from hpa.predictions import COLUMNS, PredictionError, read_predictions, write_predictions
 
 
 def test_roundtrip_and_name(tmp_path):

@@ -7,8 +7,8 @@ import torch
 from safetensors.torch import save_file
 from timm.models import adapt_input_conv
 
-import models
-from models.pretrained import WeightsError
+from hpa import models
+from hpa.models.pretrained import WeightsError
 
 
 def hf_cache(root, repo_id: str, state: dict) -> None:

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from hpa.errors import ConfigError
+from hpa.io import file_sha256
 from hpa.recipe import Member, load_recipe, predictions_current, smoke_member, train_commands
 
 
@@ -39,30 +40,52 @@ def test_smoke_keeps_the_arch_and_shrinks_sizes_and_crops():
 
 def test_gpu_plan():
     m = Member(arch="resnet50", size=768, set={"crop": None, "lr_groups": [0.5, 1.0]})
-    one = train_commands(m, "d", "r", 3, "auto", 1, False)
-    assert one[1] == "train_fold.py" and "--resume" in one
+    one = train_commands(m, "d", "r", 3, "cuda", 1)  # a fold of --parallel-folds: one process on one GPU
+    assert one[1:3] == ["-m", "hpa.training"] and "--resume" in one
     assert "crop=null" in one and "lr_groups=[0.5, 1.0]" in one
-    ddp = train_commands(m, "d", "r", 3, "auto", 4, False)
+    ddp = train_commands(m, "d", "r", 3, "auto", 4)
     assert ddp[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", 4]
-    assert train_commands(m, "d", "r", 3, "cuda", 1, True)[1] == "train_fold.py"  # parallel folds: 1 GPU each
+    assert ddp[6:8] == ["-m", "hpa.training"]
 
 
-def test_predictions_are_redone_only_when_older_than_the_runs(tmp_path):
+def test_member_config_is_what_train_fold_builds():
+    from hpa.config import train_cli
+    from hpa.recipe import member_config
+
+    m = Member(arch="resnet50", size=1024, set={"crop": 768, "crop_large": 1024, "model": {"head_dropout": [0.3]}})
+    cli, _ = train_cli("doc", ["--arch", "resnet50", "--fold", "2", "--size", "1024", "--data-dir", "d",
+                               "--set", "crop=768", "--set", "crop_large=1024", "--set", "model.head_dropout=[0.3]"])
+    assert member_config(m, "d", 2) == cli
+
+
+def test_predictions_are_redone_when_a_checkpoint_tta_or_folds_change(tmp_path):
+    """Up to date means: every fold's OOF and test sidecars name today's best.pt (by content), folds
+    table and test-time settings, whatever the file times say."""
+    import json
+
     m = Member(arch="tiny_cnn", size=64)
     runs, preds = tmp_path / "runs", tmp_path / "preds"
-    assert not predictions_current(m, runs, preds, 2)
+    tta, amp, folds_sha = ("id", "hflip"), "bf16", "f" * 64
+    assert not predictions_current(m, runs, preds, [0, 1], tta, amp, folds_sha)
+    preds.mkdir()
     for f in (0, 1):
         (runs / "tiny_cnn_64" / f"f{f}").mkdir(parents=True)
-        (runs / "tiny_cnn_64" / f"f{f}" / "best.pt").write_text("x")
-    preds.mkdir()
-    time.sleep(0.01)
-    for f in (0, 1):
+        (runs / "tiny_cnn_64" / f"f{f}" / "best.pt").write_text(f"weights {f}")
         for k in ("oof", "test"):
             (preds / f"tiny_cnn_64_f{f}_{k}.csv").write_text("x")
-    assert predictions_current(m, runs, preds, 2)
-    later = time.time() + 5
-    os.utime(runs / "tiny_cnn_64" / "f1" / "best.pt", (later, later))  # fold 1 retrained since
-    assert not predictions_current(m, runs, preds, 2)
+            producer = {"fold": f, "checkpoint_sha256": file_sha256(runs / "tiny_cnn_64" / f"f{f}" / "best.pt"),
+                        "epoch": 3, "sizes": [64], "tta": list(tta), "amp": amp}
+            (preds / f"tiny_cnn_64_f{f}_{k}.json").write_text(json.dumps({"folds_sha256": folds_sha,
+                                                                           "producer": producer}))
+    assert predictions_current(m, runs, preds, [0, 1], tta, amp, folds_sha)
+    past = time.time() - 3600  # file times do not matter: a prediction older than its run is still current
+    os.utime(preds / "tiny_cnn_64_f1_oof.csv", (past, past))
+    assert predictions_current(m, runs, preds, [0, 1], tta, amp, folds_sha)
+    assert not predictions_current(m, runs, preds, [0, 1], ("id",), amp, folds_sha)  # another TTA
+    assert not predictions_current(m, runs, preds, [0, 1], tta, "off", folds_sha)  # another precision
+    assert not predictions_current(m, runs, preds, [0, 1], tta, amp, "0" * 64)  # other folds
+    (runs / "tiny_cnn_64" / "f1" / "best.pt").write_text("retrained")  # same time, other content
+    assert not predictions_current(m, runs, preds, [0, 1], tta, amp, folds_sha)
 
 
 def test_parallel_folds_queue_jobs_across_members_one_per_gpu(tmp_path, monkeypatch):
@@ -77,8 +100,8 @@ def test_parallel_folds_queue_jobs_across_members_one_per_gpu(tmp_path, monkeypa
     log = tmp_path / "log"
     log.mkdir()
 
-    def fake(m, data_dir, runs, fold, device, gpus, parallel):
-        assert (device, gpus, parallel) == ("cuda", 1, True)
+    def fake(m, data_dir, runs, fold, device, gpus):
+        assert (device, gpus) == ("cuda", 1)
         code = ("import json, os, sys, time; t = time.time(); time.sleep(0.3); "
                 f"json.dump([os.environ['CUDA_VISIBLE_DEVICES'], t, time.time()], open({str(log)!r} + "
                 f"'/{m.name}_{fold}', 'w')); sys.exit(3 if {fold == 2 and m.size == 96} else 0)")

@@ -16,9 +16,9 @@ import yaml
 from safetensors.torch import save_file
 
 from conftest import ROOT
-from hpa.dataset import stored_side
 from hpa.io import read_sample, write_sample_png
 from hpa.labels import COLORS
+from hpa.layout import stored_side
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def build_dataset(real_samples, d):
 def build_caches(root) -> dict[str, str]:
     """Random 3-channel ImageNet-shaped weights of every paper arch, in the HF and torch hub caches."""
     recipe = yaml.safe_load((ROOT / "configs" / "recipes" / "paper.yaml").read_text())
-    import models
+    from hpa import models
 
     where = {}
     for arch in sorted({m["arch"] for m in recipe["members"]}):

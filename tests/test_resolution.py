@@ -9,10 +9,11 @@ import numpy as np
 import torch
 
 from hpa.config import load_arch_config
-from hpa.dataset import HPADataset, crop_side, load_prepared
+from hpa.dataset import HPADataset, crop_side
 from hpa.io import read_sample
+from hpa.layout import read_prepared as load_prepared
+from hpa.prepare import prepare_one
 from hpa.sampling import SideBatchSampler
-from input_prep.prepare import prepare_one
 
 
 def _window_of(big: np.ndarray, crop: np.ndarray) -> tuple[int, int]:

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from hpa.labels import NUM_CLASSES
-from models.gapnet import GapNetPL
-from models.heads import POOLS, buffering_head
-from models.pretrained import load_pretrained, resolve
+from hpa.models.gapnet import GapNetPL
+from hpa.models.heads import POOLS, buffering_head
+from hpa.models.pretrained import load_pretrained, resolve
 
 log = logging.getLogger(__name__)
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}

@@ -1,0 +1,116 @@
+"""The toolkit from Python (a notebook, a script of your own), from any directory once the project
+is installed (`pip install .`): the same steps as the command-line scripts, as functions.
+
+    import hpa
+    hpa.prepare("data/demo", size=128)
+    hpa.make_folds("data/demo", n_folds=2)
+    run = hpa.train_fold("tiny_cnn", fold=0, size=128, data_dir="data/demo", runs="runs", epochs=2)
+    files = hpa.predict("tiny_cnn", size=128, folds=[0, 1], runs="runs", out_dir="predictions", tta=2)
+    fit = hpa.fit_thresholds("predictions/tiny_cnn_128_f*_oof.csv", data_dir="data/demo")  # .thresholds
+    summary = hpa.blend("predictions/*_oof.csv", "predictions/*_test.csv", data_dir="data/demo",
+                        out="submission.csv")
+
+Settings of `train_fold` are TrainConfig keys (`epochs=2`, `model={"head_hidden": []}`) over the
+arch's shipped config, as `--set` on the command line. Errors are `hpa.errors.HPAError`s with a
+one-line message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hpa import layout
+
+
+def _paths(files: str | Path | list) -> list[Path]:
+    from hpa.blending import expand
+
+    return expand([str(f) for f in ([files] if isinstance(files, str | Path) else files)])
+
+
+def prepare(data_dir: str | Path, size: int, workers: int = 1, echo: Callable[[str], None] = print) -> dict:
+    """Resize every sample of the dataset once to `size` (hpa.prepare); returns the failures per split."""
+    from hpa.prepare import prepare_dataset
+
+    return prepare_dataset(Path(data_dir), size, workers=workers, echo=echo)
+
+
+def make_folds(data_dir: str | Path, n_folds: int = 5, seed: int = 0, duplicates: str = "group",
+               echo: Callable[[str], None] = print) -> Path:
+    """folds.csv over train.csv (+ external.csv), with the duplicate groups of dedup/ when they exist."""
+    from hpa.folds import write_folds
+
+    data_dir = Path(data_dir)
+    groups = layout.duplicate_groups_csv(data_dir)
+    out = layout.folds_csv(data_dir)
+    write_folds(layout.label_tables(data_dir), n_folds, seed, out, groups if groups.is_file() else None,
+                duplicates if groups.is_file() else "ignore", echo=echo)
+    return out
+
+
+def train_fold(arch: str, fold: int, size: int, data_dir: str | Path, runs: str | Path = "runs", resume: bool = True,
+               overwrite: bool = False, device: str = "auto", echo: Callable[[str], None] = print,
+               **settings) -> Path:
+    """Train (or resume) one fold; returns its run directory `<runs>/<arch>_<size>/f<fold>/`."""
+    from hpa.config import arch_layers, build_config
+    from hpa.training import train
+
+    cfg = build_config(arch_layers(arch) + [("train_fold()", {**settings, "arch": arch, "fold": fold, "size": size,
+                                                              "data_dir": str(data_dir)})])
+    return train(cfg, runs=Path(runs), device_name=device, resume=resume, overwrite=overwrite, echo=echo)
+
+
+def predict(arch: str, size: int, folds: list[int], runs: str | Path = "runs", out_dir: str | Path = "predictions",
+            tta: int = 8, data_dir: str | Path | None = None, sizes: list[int] | None = None, batch_size: int = 32,
+            amp: str = "bf16", workers: int = 0, device: str = "auto") -> list[Path]:
+    """OOF and test predictions of each fold's run with `tta` dihedral transforms; returns the CSVs written."""
+    from hpa.inference import DIHEDRAL, predict_folds
+    from hpa.runtime import pick_device
+
+    return predict_folds(Path(runs), arch, size, folds, Path(out_dir), sizes, DIHEDRAL[:tta], batch_size,
+                         pick_device(device), amp, workers, Path(data_dir) if data_dir else None).write_all()
+
+
+@dataclass
+class ThresholdFit:
+    thresholds: np.ndarray  # 28 per-class thresholds
+    summary: dict  # method, rows, macro F1 at 0.5 and at the thresholds (what thresholds.json holds)
+    table: pd.DataFrame  # per class: support, threshold, F1 ...
+    notes: list[str]  # what could not be checked
+
+
+def fit_thresholds(oof: str | Path | list, labels: list[str | Path] | None = None, data_dir: str | Path | None = None,
+                   method: str = "shrink", allow_missing: bool = False) -> ThresholdFit:
+    """Per-class thresholds fitted on the OOF files (quoted globs or paths) of one model."""
+    from hpa.blending import check_oof_provenance, concat_oof, labels_for
+    from hpa.metrics import macro_f1
+    from hpa.report import per_class_frame
+    from hpa.thresholds import apply_thresholds, per_class_table
+    from hpa.thresholds import fit_thresholds as fit
+
+    files = _paths(oof)
+    tables = [Path(p) for p in labels] if labels else layout.label_tables(Path(data_dir))
+    notes = check_oof_provenance(files, tables, allow_missing)
+    ids, probs = concat_oof(files)
+    y = labels_for(ids, tables)
+    thr = fit(probs, y, method)
+    summary = {"method": method, "n_samples": len(ids), "thresholds": [float(t) for t in thr],
+               "macro_f1_at_0.5": macro_f1(y, probs >= 0.5), "macro_f1": macro_f1(y, probs >= thr),
+               "macro_f1_filled": macro_f1(y, apply_thresholds(probs, thr))}
+    return ThresholdFit(thr, summary, per_class_frame(per_class_table(probs, y, thr)), notes)
+
+
+def blend(oof: str | Path | list, test: str | Path | list, data_dir: str | Path, out: str | Path = "submission.csv",
+          **options) -> dict:
+    """Blend every model's OOF and test files into a submission with its report (hpa.blending.run_blend;
+    `options`: method, weights, rounds, cv_folds, seed, allow_missing, test_labels)."""
+    from hpa.blending import run_blend
+
+    data_dir = Path(data_dir)
+    return run_blend(_paths(oof), _paths(test), layout.label_tables(data_dir), layout.split_table(data_dir, "test"),
+                     Path(out), folds_csv=layout.folds_csv(data_dir), **options)
