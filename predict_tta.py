@@ -77,10 +77,12 @@ def predict_images(a, common: dict) -> None:
         raise HPAError(f"--images {a.images}: no <Id>_red.<png|tif|tiff|jpg|jpeg> files with a valid Id found")
     for sid in ids:  # every sample is checked before it reaches a model
         why = check_raw_sample(a.images, sid)
-        if why and a.strict:
-            raise HPAError(f"--strict: {why}")
         if why:
             skipped[sid] = why
+    if skipped and a.strict:
+        name, why = next(iter(skipped.items()))
+        raise HPAError(f"--strict: {why if name in why else f'{name}: {why}'} ({len(skipped)} sample(s) could not be "
+                       "read)")
     ids = [i for i in ids if i not in skipped]
     models = [load_run(layout.run_dir(a.runs, a.arch, a.size, f), common["device"]).model for f in a.folds]
     probs, failed = predict(models, ids, a.size, desc="images", raw_dir=a.images, **common) if ids else \

@@ -23,7 +23,7 @@ from hpa import layout
 from hpa.blending import choose_blend, fit_blend
 from hpa.config import TrainConfig
 from hpa.errors import ConfigError
-from hpa.io import atomic_write_csv, atomic_write_text
+from hpa.io import atomic_write_csv, atomic_write_text, dir_lock
 from hpa.labels import labels_matrix, read_folds, read_label_tables
 from hpa.losses import LOSSES
 from hpa.metrics import macro_f1
@@ -227,15 +227,41 @@ def _cell_oof(cfg: TrainConfig, n_folds: int, runs: Path, tta: list[int], store_
     return oof
 
 
-def run_ablation(base: TrainConfig, factors: list[str], seeds: int, n_folds: int, out_dir: Path,
-                 device: str = "auto", jobs: int = 1, echo=print) -> pd.DataFrame:
-    """Train (or reuse) every variant x seed x fold, score it, write results.csv, table.md, plot.
-    `jobs` > 1 trains that many (variant, seed) cells at once in worker processes that share the
-    CPU threads (on 2 cores, two 1-thread runs train 1.55x as fast as one 2-thread run; bench/RESULTS.md)."""
+def _train_cells(cells: list, args, jobs: int, echo) -> dict:
+    """Every cell's OOF, in this process or in `jobs` worker processes sharing the CPU threads."""
     import os
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
+    oofs = {}
+    if jobs == 1:
+        for n, cell in enumerate(cells):
+            oofs[n] = _cell_oof(*args(cell))
+            echo(f"{cell[0]}={cell[1]} seed {cell[2]}: done ({n + 1}/{len(cells)})")
+        return oofs
+    threads = max(1, (os.cpu_count() or jobs) // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init_worker,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(_cell_oof, *args(cell)): n for n, cell in enumerate(cells)}
+        for done, fut in enumerate(as_completed(futures)):
+            n = futures[fut]
+            oofs[n] = fut.result()
+            echo(f"{cells[n][0]}={cells[n][1]} seed {cells[n][2]}: done ({done + 1}/{len(cells)})")
+    return oofs
+
+
+def run_ablation(base: TrainConfig, factors: list[str], seeds: int, n_folds: int, out_dir: Path,
+                 device: str = "auto", jobs: int = 1, echo=print) -> pd.DataFrame:
+    """Train (or reuse) every variant x seed x fold, score it, write results.csv, table.md, plot.
+    `jobs` > 1 trains that many (variant, seed) cells at once in worker processes that share the
+    CPU threads (on 2 cores, two 1-thread runs train 1.55x as fast as one 2-thread run; bench/RESULTS.md).
+    One ablation at a time per output directory (a lock)."""
+    with dir_lock(out_dir, "ablation directory"):
+        return _run_ablation(base, factors, seeds, n_folds, out_dir, device, jobs, echo)
+
+
+def _run_ablation(base: TrainConfig, factors: list[str], seeds: int, n_folds: int, out_dir: Path, device: str,
+                  jobs: int, echo) -> pd.DataFrame:
     if len({f for f in read_folds(layout.folds_csv(base.data_dir, base.folds_csv)).values() if f >= 0}) < 2 \
             or n_folds < 2:
         raise ConfigError(f"--n-folds {n_folds}: cross-fitted thresholds need at least 2 folds")
@@ -257,20 +283,7 @@ def run_ablation(base: TrainConfig, factors: list[str], seeds: int, n_folds: int
         return (cfg, n_folds, out_dir / "runs" / f"{factor}={variant}" / f"s{seed}", sorted({t for t, *_ in scored}),
                 store_of, device)
 
-    oofs = {}
-    if jobs == 1:
-        for n, cell in enumerate(cells):
-            oofs[n] = _cell_oof(*args(cell))
-            echo(f"{cell[0]}={cell[1]} seed {cell[2]}: done ({n + 1}/{len(cells)})")
-    else:
-        threads = max(1, (os.cpu_count() or jobs) // jobs)
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init_worker,
-                                 initargs=(threads,)) as pool:
-            futures = {pool.submit(_cell_oof, *args(cell)): n for n, cell in enumerate(cells)}
-            for done, fut in enumerate(as_completed(futures)):
-                n = futures[fut]
-                oofs[n] = fut.result()
-                echo(f"{cells[n][0]}={cells[n][1]} seed {cells[n][2]}: done ({done + 1}/{len(cells)})")
+    oofs = _train_cells(cells, args, jobs, echo)
     rows = []
     for n, (_, _, seed, _, scored) in enumerate(cells):
         for t, method, fac, var in scored:

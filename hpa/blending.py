@@ -391,10 +391,6 @@ def read_blend_inputs(oof_files: list[Path], test_files: list[Path], labels_csv:
     if set(oof_groups) != set(test_groups):
         raise PredictionError(f"models with OOF files {sorted(oof_groups)} differ from models with test files "
                               f"{sorted(test_groups)}")
-    for m in oof_groups:
-        folds_of = [sorted(parse_prediction_name(p)["fold"] for p in g[m]) for g in (oof_groups, test_groups)]
-        if folds_of[0] != folds_of[1]:
-            raise PredictionError(f"model {m}: OOF files of folds {folds_of[0]} but test files of folds {folds_of[1]}")
     sub_ids = read_ids(sub_csv)
     names = list(oof_groups)
     per_model = {m: concat_oof(oof_groups[m]) for m in names}

@@ -267,6 +267,9 @@ def run_recipe(recipe: Recipe, data_dir: Path, out_dir: Path, device: str = "aut
 
 
 def main(argv: list[str] | None = None) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")  # e.g. where the weights came from
     ap = cli.Parser(__doc__)
     ap.add_argument("--recipe", default="paper", help="configs/recipes/<name>.yaml or a YAML path")
     ap.add_argument("--data-dir", type=Path, required=True, help="dataset directory (Kaggle layout)")

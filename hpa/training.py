@@ -280,7 +280,7 @@ def pick_train_device(device_name: str, cfg: TrainConfig, world: int, local_rank
     return device
 
 
-def check_same_data(run_dir: Path, ck: dict | None, data: TrainData) -> None:
+def check_same_data(run_dir: Path, ck: dict | None, data: TrainData, hint: str = REPLACE_HINT) -> None:
     """A resumed run (or a restarted one that had not checkpointed yet) must see the data it started
     with; compared by content, so a dataset that moved still resumes."""
     saved = (ck or {}).get("provenance")
@@ -288,16 +288,16 @@ def check_same_data(run_dir: Path, ck: dict | None, data: TrainData) -> None:
         saved = json.loads((run_dir / "provenance.json").read_text())
     if saved is not None and not layout.same_data(saved, data.provenance):
         raise RunError(f"{run_dir}: --resume on other data than the run started with (labels, folds or the Ids of "
-                       "the fold changed); use --overwrite or another --runs directory")
+                       f"the fold changed); {hint}")
 
 
 def setup(cfg: TrainConfig, run_dir: Path, device: torch.device, rank: int, world: int,
-          echo: Callable[[str], None], ck: dict | None, resume: bool) -> Session:
+          echo: Callable[[str], None], ck: dict | None, resume: bool, hint: str = REPLACE_HINT) -> Session:
     """Data, model, loss; then the run directory's first writes, once every input is valid."""
     seed_everything(cfg.seed)
     data = build_data(cfg, rank, world)
     if resume:
-        check_same_data(run_dir, ck, data)
+        check_same_data(run_dir, ck, data, hint)
     model = build_model(cfg.arch, pretrained=cfg.pretrained, **cfg.model).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -416,7 +416,7 @@ def train(cfg: TrainConfig, runs: Path = Path("runs"), device_name: str = "auto"
             echo(f"[{cfg.arch} f{cfg.fold}] already trained for {cfg.epochs} epochs (best val macro F1 "
                  f"{ck['best_f1']:.4f}); run in {run_dir}")
             return run_dir
-        s = setup(cfg, run_dir, device, rank, world, echo, ck, resume)
+        s = setup(cfg, run_dir, device, rank, world, echo, ck, resume, hint)
         lr = maybe_find_lr(s) if ck is None else cfg.lr
         build_state(s, lr)
         start, best, history, lr_steps = restore(s, ck) if ck is not None else (1, -1.0, [], [])

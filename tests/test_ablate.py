@@ -49,11 +49,20 @@ def test_ablation_table_arithmetic_and_reuse(tiny_demo, tmp_path):
             assert row.significant == (abs(diff.mean()) > half)
     table = (out / "table.md").read_text()
     assert "| oversample_max | off | 4 |" in table and (out / "plot.png").is_file()
+    # a scored cell keeps what reuse needs (its OOF per TTA count, log and settings), not its checkpoints
+    run = out / "runs" / "oversample_max=off" / "s1" / "tiny_cnn_64" / "f1"
+    assert not list((out / "runs").rglob("*.pt"))
+    assert {"oof_tta1.csv", "log.csv", "config.yaml"} <= {p.name for p in run.iterdir()}
+    oof = run / "oof_tta1.csv"
+    mtime = oof.stat().st_mtime_ns
     # a second run, in 2 worker processes, reuses every trained run and scores them alike
-    best = out / "runs" / "oversample_max=off" / "s1" / "tiny_cnn_64" / "f1" / "best.pt"
-    mtime = best.stat().st_mtime_ns
     r = subprocess.run(cmd + ["--jobs", "2"], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0 and best.stat().st_mtime_ns == mtime
+    assert r.returncode == 0 and oof.stat().st_mtime_ns == mtime
+    assert pd.read_csv(out / "results.csv").equals(res)
+    # a scored cell whose OOF file is lost is trained again, and scores the same (training is deterministic)
+    oof.unlink()
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0 and oof.is_file()
     assert pd.read_csv(out / "results.csv").equals(res)
 
 

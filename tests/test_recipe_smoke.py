@@ -116,8 +116,10 @@ def test_paper_recipe_smoke_on_real_layout_data(real_samples, tmp_path):
     assert stored_side(d / "prepared" / "64" / "train" / f"{train[1][0]}.npy") == 64
     oof = pd.concat([pd.read_csv(p) for p in (tmp_path / "work" / "predictions").glob("se_resnext50_64_f*_oof.csv")])
     assert big in set(oof["Id"]) and {"10000_1_A0_1", "10001_1_A1_1"} <= set(oof["Id"])
+    from hpa.io import file_sha256
     from hpa.recipe import Member, predictions_current
 
     for m in recipe["members"]:  # a re-run would skip every member's predictions
         assert predictions_current(Member(arch=m["arch"], size=round(m["size"] / 12)), tmp_path / "work" / "runs",
-                                   tmp_path / "work" / "predictions", 2)
+                                   tmp_path / "work" / "predictions", [0, 1], ("id",), "bf16",
+                                   file_sha256(d / "folds.csv"))
