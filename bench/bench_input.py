@@ -23,7 +23,7 @@ from hpa.hashing import near_duplicate_pairs, sample_hashes
 from hpa.io import read_sample, write_sample_png
 from hpa.labels import COLORS
 from hpa.layout import read_prepared as load_prepared
-from hpa.prepare import prepare_one
+from hpa.preparation import prepare_one
 from hpa.realdata import SHARED
 
 

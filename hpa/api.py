@@ -34,8 +34,8 @@ def _paths(files: str | Path | list) -> list[Path]:
 
 
 def prepare(data_dir: str | Path, size: int, workers: int = 1, echo: Callable[[str], None] = print) -> dict:
-    """Resize every sample of the dataset once to `size` (hpa.prepare); returns the failures per split."""
-    from hpa.prepare import prepare_dataset
+    """Resize every sample of the dataset once to `size` (hpa.preparation); returns the failures per split."""
+    from hpa.preparation import prepare_dataset
 
     return prepare_dataset(Path(data_dir), size, workers=workers, echo=echo)
 

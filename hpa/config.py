@@ -43,7 +43,14 @@ class TrainConfig(BaseModel):
     crop_large: int | None = Field(768, ge=8, description="crop side for images stored larger than `size` (3072 px "
                                                           "sources); null: crop x side / size")
     epochs: int = Field(16, ge=1, description="training epochs")
-    batch_size: int = Field(32, ge=1, description="batch size per process")
+    batch_size: int = Field(32, ge=1, description="effective batch: the samples of one optimizer step, over all "
+                                                  "processes and micro-batches (the paper's batch size)")
+    micro_batch: int | Literal["auto"] = Field("auto", description="samples per forward/backward pass of one "
+                                                                   "process; gradients accumulate over the rest of the "
+                                                                   "batch. auto: the largest that fits each stored "
+                                                                   "side on the GPU (probed); on CPU, the whole share")
+    micro_batches: dict[int, int] | None = Field(None, description="micro-batch per stored side, as `auto` chose it "
+                                                                   "(recorded by the run, reused on resume)")
     optimizer: Literal["sgd", "adamw"] = Field("sgd", description="optimizer")
     lr: float = Field(0.01, gt=0, description="learning rate of the last layer group (the head)")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
@@ -65,6 +72,7 @@ class TrainConfig(BaseModel):
                                                         "(int count or fraction in (0, 1]; null = all)")
     amp: Literal[AMP_MODES] = Field("bf16", description="mixed precision (fp16 needs CUDA)")
     channels_last: bool = Field(True, description="channels-last memory layout")
+    compile: bool = Field(False, description="torch.compile the model (the first steps compile it)")
     sync_bn: bool = Field(True, description="torchrun on GPUs: BatchNorm statistics over all GPUs")
     grad_clip: float | None = Field(None, gt=0, description="gradient norm clip (null = off)")
     workers: int = Field(2, ge=0, description="DataLoader worker processes (does not change the result)")
@@ -81,6 +89,13 @@ class TrainConfig(BaseModel):
     find_lr_steps: int = Field(100, ge=2, description="LR range test batches")
     limit_batches: int = Field(0, ge=0, description="stop each epoch after N batches (smoke runs; 0 = all)")
     model: dict[str, Any] = Field(default_factory=dict, description="model builder settings (head, pooling)")
+
+    @field_validator("micro_batch")
+    @classmethod
+    def _micro(cls, v: int | str) -> int | str:
+        if v != "auto" and v < 1:
+            raise ValueError("must be auto or an int >= 1")
+        return v
 
     @field_validator("hard_k")
     @classmethod
@@ -110,8 +125,9 @@ class TrainConfig(BaseModel):
         return v
 
 
-# Settings a resumed run may change: they do not alter what is learned.
-RESUMABLE_CHANGES = frozenset({"workers", "data_dir"})
+# Settings a resumed run may change: they do not alter what is learned (micro-batches change the
+# BatchNorm statistics of a step, not the optimizer step's batch; see README "Several GPUs").
+RESUMABLE_CHANGES = frozenset({"workers", "data_dir", "micro_batch", "micro_batches", "compile"})
 
 
 def deep_merge(base: dict, over: dict) -> dict:

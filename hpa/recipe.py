@@ -33,7 +33,7 @@ from hpa.dedup import find_duplicates
 from hpa.errors import ConfigError, HPAError
 from hpa.folds import DUPLICATES, write_folds
 from hpa.io import dir_lock, file_sha256
-from hpa.prepare import prepare_dataset
+from hpa.preparation import prepare_dataset
 from hpa.training import train
 
 SMOKE_SCALE = 12  # --smoke: sizes and crops / 12 (768 -> 64), 1 epoch of 2 batches of 2, gradients clipped

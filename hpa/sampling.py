@@ -35,10 +35,11 @@ def class_counts_table(y: np.ndarray, repeats: np.ndarray) -> pd.DataFrame:
 
 class SideBatchSampler:
     """Batches whose samples share one stored side (768 and 1024 px images never mix), for one
-    process or many. The order depends only on (seed, epoch): each side's indices are shuffled
-    and cut into global batches of `batch_size` x `world`, the global batches are shuffled, and
-    rank r takes positions r, r + world, ... of each. So a resumed run replays the same order, and
-    N processes with batch B see exactly the batches of one process with batch N x B.
+    process or many. `batch_size` is the global batch: the samples of one optimizer step over all
+    processes. The order depends only on (seed, epoch): each side's indices are shuffled and cut
+    into global batches, the global batches are shuffled, and rank r takes positions r, r + world,
+    ... of each (shares differ by at most one sample when world does not divide the batch). So a
+    resumed run replays the same order, and N processes see exactly the batches of one process.
     Without shuffling (validation, prediction) the order is the index order within each side, and
     the last, incomplete batch of a side is kept (it may then be uneven across ranks)."""
 
@@ -53,7 +54,7 @@ class SideBatchSampler:
 
     def global_batches(self) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        span = self.batch_size * self.world
+        span = self.batch_size
         out = []
         for side in np.unique(self.sides):
             idx = np.flatnonzero(self.sides == side)

@@ -27,7 +27,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from hpa import distributed, layout
+from hpa import distributed, layout, memory
 from hpa.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from hpa.config import TrainConfig, changed_settings, read_yaml, save_yaml
 from hpa.dataset import HPADataset, crop_side
@@ -56,6 +56,7 @@ class TrainData:
     val: DataLoader
     val_part: list[int]  # this rank's indices into the validation set
     counts: pd.DataFrame  # per-class counts before and after oversampling
+    sides: list[int]  # the stored sides of the training samples (a batch holds one)
     provenance: dict
     note: str  # what the run trains on, for its log
 
@@ -97,7 +98,8 @@ def build_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> TrainData:
     if len(train_ds) < world or not len(val_ds):
         raise ConfigError(f"--fold {cfg.fold}: {len(train_ds)} training and {len(val_ds)} validation samples in "
                           f"{folds_csv}; each process needs at least one training sample and the fold one to validate")
-    sampler = SideBatchSampler(train_ds.sides(), cfg.batch_size, world, rank, shuffle=True, seed=cfg.seed)
+    train_sides = train_ds.sides()
+    sampler = SideBatchSampler(train_sides, cfg.batch_size, world, rank, shuffle=True, seed=cfg.seed)
     val_sampler = SideBatchSampler(val_ds.sides(), cfg.batch_size, world, rank, shuffle=False, drop_last=False)
     common = dict(num_workers=cfg.workers, persistent_workers=False, pin_memory=torch.cuda.is_available())
     train_dl = DataLoader(train_ds, batch_sampler=sampler, **common)
@@ -107,7 +109,7 @@ def build_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> TrainData:
     note = (f"{int(is_train.sum())} training samples ({n_ext} HPAv18 external), {int(is_val.sum())} validation; "
             f"{int((fold < 0).sum())} left out by {folds_csv.name} (fold -1){layout.dropped_note(folds_csv)}")
     prov = layout.data_provenance(tables, folds_csv, ids[is_train].tolist(), ids[is_val].tolist())
-    return TrainData(train_dl, val_dl, val_part, counts, prov, note)
+    return TrainData(train_dl, val_dl, val_part, counts, sorted(set(train_sides)), prov, note)
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -130,27 +132,71 @@ def to_device(x: torch.Tensor, cfg: TrainConfig, device: torch.device) -> torch.
     return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
 
 
+def hard_k_of(hard_k: int | float | None, part: int, whole: int) -> int | float | None:
+    """The hard sampler's k for a micro-batch of `part` samples out of a step's `whole`: a fraction
+    stays a fraction, a count is shared in proportion."""
+    return max(1, round(hard_k * part / whole)) if isinstance(hard_k, int) and part < whole else hard_k
+
+
 def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: torch.nn.Module,
                optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, cfg: TrainConfig,
-               device: torch.device) -> float:
-    """One optimizer step; returns the batch's mean per-sample loss (before hard-example selection)."""
-    x, y = to_device(x, cfg, device), y.to(device, non_blocking=True)
-    with autocast(device, cfg.amp):
-        logits = model(x)
-    per_sample = loss_fn(logits.float(), y)
-    loss = hard_example_loss(per_sample, cfg.hard_k)
-    if cfg.l1 or cfg.l2:
-        loss = loss + getattr(model, "module", model).regularization(cfg.l1, cfg.l2)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"loss is {loss.item()}")
+               device: torch.device, micro: int | None = None) -> float:
+    """One optimizer step over the batch, in micro-batches of `micro` samples (default: all) whose
+    gradients accumulate: each micro-batch's loss is weighted by its share of the batch, so the step
+    equals one over the whole batch (exactly without BatchNorm and without the hard sampler, which
+    then picks its top-k within each micro-batch). With DDP, gradients synchronise once, on the last
+    micro-batch. Returns the batch's mean per-sample loss (before hard-example selection)."""
+    n = len(x)
+    parts = list(zip(x.split(micro or n), y.split(micro or n)))
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    total = 0.0
+    for k, (xc, yc) in enumerate(parts):
+        last = k == len(parts) - 1
+        with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
+            xc, yc = to_device(xc, cfg, device), yc.to(device, non_blocking=True)
+            with autocast(device, cfg.amp):
+                logits = model(xc)
+            per_sample = loss_fn(logits.float(), yc)
+            loss = hard_example_loss(per_sample, hard_k_of(cfg.hard_k, len(xc), n))
+            if cfg.l1 or cfg.l2:
+                loss = loss + getattr(model, "module", model).regularization(cfg.l1, cfg.l2)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()}")
+            share = len(xc) / n
+            scaler.scale(loss * share if len(parts) > 1 else loss).backward()
+            total += per_sample.mean().item() * share
     if cfg.grad_clip:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     scaler.step(optimizer)
     scaler.update()
-    return per_sample.mean().item()
+    return total
+
+
+def stored_side_of(cfg: TrainConfig, side: int, training: bool) -> int:
+    """The stored side of a batch whose inputs are `side` px: a training batch holds crops of it."""
+    for s in cfg.micro_batches or {}:
+        if (crop_side(s, cfg.size, cfg.crop, cfg.crop_large) or s if training else s) == side:
+            return s
+    return side
+
+
+def micro_of(cfg: TrainConfig, side: int, training: bool = True) -> int | None:
+    """The micro-batch for a batch of `side` px inputs (None: the whole batch)."""
+    if cfg.micro_batches and stored_side_of(cfg, side, training) in cfg.micro_batches:
+        return cfg.micro_batches[stored_side_of(cfg, side, training)]
+    return cfg.micro_batch if isinstance(cfg.micro_batch, int) else None
+
+
+class OutOfMemory(RunError):
+    """A step ran out of device memory; the message says at which side and micro-batch, and what to set."""
+
+
+def out_of_memory(cfg: TrainConfig, side: int, micro: int | None, n: int, epoch: int) -> OutOfMemory:
+    m = micro or n
+    return OutOfMemory(f"[{cfg.arch}_{cfg.size} f{cfg.fold}] out of device memory in epoch {epoch} at stored side "
+                       f"{side} with micro-batch {m}; set --set micro_batches={{{side}: {max(1, m // 2)}}} (or a "
+                       f"smaller micro_batch) and run again with --resume: last.pt of epoch {epoch - 1} is kept")
 
 
 def train_single_epoch(model, loader: DataLoader, loss_fn, optimizer, scheduler, scaler, cfg: TrainConfig,
@@ -162,11 +208,14 @@ def train_single_epoch(model, loader: DataLoader, loss_fn, optimizer, scheduler,
         if cfg.limit_batches and step >= cfg.limit_batches:
             break
         lr_steps.append(optimizer.param_groups[-1]["lr"])
+        micro = micro_of(cfg, x.shape[-1])
         try:
-            loss = train_step(model, x, y, loss_fn, optimizer, scaler, cfg, device)
+            loss = train_step(model, x, y, loss_fn, optimizer, scaler, cfg, device, micro)
         except FloatingPointError as e:
             raise RunError(f"epoch {epoch}, batch {step}: {e}; stopping (the last good checkpoint is kept). "
                            "Try a lower --lr or --amp off.") from None
+        except torch.OutOfMemoryError:
+            raise out_of_memory(cfg, stored_side_of(cfg, x.shape[-1], True), micro, len(x), epoch) from None
         scheduler.step()
         total += loss * len(x)
         n += len(x)
@@ -181,14 +230,16 @@ def evaluate(model, loader: DataLoader, loss_fn, cfg: TrainConfig, device: torch
     """Validation loss, probabilities and targets over the whole validation set (all ranks' shares)."""
     model.eval()
     probs, ys, total = [], [], 0.0
-    for x, y in progress(loader, desc="validate", leave=False, disable=not distributed.is_main()):
-        x = to_device(x, cfg, device)
-        with autocast(device, cfg.amp):
-            logits = model(x).float()
-        y = y.to(device)
-        total += loss_fn(logits, y).sum().item()
-        probs.append(torch.sigmoid(logits).cpu().numpy())
-        ys.append(y.cpu().numpy())
+    for xb, yb in progress(loader, desc="validate", leave=False, disable=not distributed.is_main()):
+        micro = micro_of(cfg, xb.shape[-1], training=False) or len(xb)  # no gradients: the training one fits
+        for x, y in zip(xb.split(micro), yb.split(micro)):
+            x = to_device(x, cfg, device)
+            with autocast(device, cfg.amp):
+                logits = model(x).float()
+            y = y.to(device)
+            total += loss_fn(logits, y).sum().item()
+            probs.append(torch.sigmoid(logits).cpu().numpy())
+            ys.append(y.cpu().numpy())
     empty = np.zeros((0, NUM_CLASSES))
     shares = distributed.gather((part, np.concatenate(probs) if probs else empty,
                                  np.concatenate(ys) if ys else empty, total))
@@ -291,6 +342,17 @@ def check_same_data(run_dir: Path, ck: dict | None, data: TrainData, hint: str =
                        f"the fold changed); {hint}")
 
 
+def with_micro_batches(cfg: TrainConfig, ck: dict | None, model: torch.nn.Module, loss_fn: torch.nn.Module,
+                       device: torch.device, sides: list[int], world: int) -> TrainConfig:
+    """The config with `micro_batches` filled in for `micro_batch: auto`: a resumed run reuses what
+    its checkpoint recorded, a new one probes the device (hpa.memory)."""
+    if cfg.micro_batch != "auto" or cfg.micro_batches:
+        return cfg
+    saved = ((ck or {}).get("config") or {}).get("micro_batches")
+    chosen = saved or memory.micro_batches(model, loss_fn, cfg, device, sides, math.ceil(cfg.batch_size / world))
+    return cfg.model_copy(update={"micro_batches": {int(k): int(v) for k, v in chosen.items()}})
+
+
 def setup(cfg: TrainConfig, run_dir: Path, device: torch.device, rank: int, world: int,
           echo: Callable[[str], None], ck: dict | None, resume: bool, hint: str = REPLACE_HINT) -> Session:
     """Data, model, loss; then the run directory's first writes, once every input is valid."""
@@ -303,17 +365,23 @@ def setup(cfg: TrainConfig, run_dir: Path, device: torch.device, rank: int, worl
         model = model.to(memory_format=torch.channels_last)
     if (cfg.l1 or cfg.l2) and not hasattr(model, "regularization"):
         raise ConfigError(f"l1/l2 regularisation is not available for arch {cfg.arch}")
+    # E-loss counts distinct samples: repeats of an oversampled image add no new feature volume
+    loss_fn = build_loss(cfg.loss, data.counts["count"].to_numpy(), alpha_e=cfg.alpha_e, gamma=cfg.gamma,
+                         alpha=cfg.focal_alpha).to(device)
+    cfg = with_micro_batches(cfg, ck, model, loss_fn, device, data.sides, world)
     core = model
     if world > 1:
         if device.type == "cuda" and cfg.sync_bn:  # one set of BatchNorm statistics across GPUs
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    # E-loss counts distinct samples: repeats of an oversampled image add no new feature volume
-    loss_fn = build_loss(cfg.loss, data.counts["count"].to_numpy(), alpha_e=cfg.alpha_e, gamma=cfg.gamma,
-                         alpha=cfg.focal_alpha).to(device)
+    if cfg.compile:
+        model = torch.compile(model)
     s = Session(cfg, run_dir, device, data, model, core, loss_fn, rank == 0, echo)
     if s.main:
         echo(f"{s.tag} {data.note}")
+        share = math.ceil(cfg.batch_size / world)
+        echo(f"{s.tag} batch {cfg.batch_size} per step = {world} process(es) x micro-batch x micro-batches: "
+             f"{memory.describe(cfg.micro_batches, share, cfg) if cfg.micro_batches else share}")
         fresh = ck is None
         for stale in [*run_dir.glob(".*.tmp"), *(run_dir / f for f in layout.RUN_FILES if fresh)]:
             stale.unlink(missing_ok=True)  # a killed writer's temp files; on a fresh start, an old attempt's files

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hpa import cli
 from hpa.layout import SPLIT_TABLES
-from hpa.prepare import prepare_dataset
+from hpa.preparation import prepare_dataset
 
 
 def parse_shard(s: str) -> tuple[int, int]:

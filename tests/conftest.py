@@ -61,3 +61,16 @@ def tiny_demo(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")
     make_demo(out, n_train=400, n_test=200, size=64, seed=1, min_per_class=6, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory) -> Path:
+    """48 train / 28 test demo samples at 32 px, prepared, in 2 folds: enough to train in seconds."""
+    import hpa
+    from input_prep.make_demo import make_demo
+
+    data = tmp_path_factory.mktemp("small") / "data"
+    make_demo(data, n_train=48, n_test=28, size=32, seed=3, min_per_class=1, progress=False)
+    assert hpa.prepare(data, size=32, echo=lambda _: None) == {}
+    hpa.make_folds(data, n_folds=2, echo=lambda _: None)
+    return data

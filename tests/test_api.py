@@ -25,15 +25,9 @@ SETTINGS = dict(epochs=2, batch_size=16, crop=24, crop_large=None, workers=0, am
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    from input_prep.make_demo import make_demo
-
-    root = tmp_path_factory.mktemp("api")
-    data = root / "data"
-    make_demo(data, n_train=48, n_test=28, size=32, seed=3, min_per_class=1, progress=False)
+def trained(small_data, tmp_path_factory):
+    root, data = tmp_path_factory.mktemp("api"), small_data
     quiet = dict(echo=lambda _: None)
-    assert hpa.prepare(data, size=32, **quiet) == {}
-    hpa.make_folds(data, n_folds=2, **quiet)
     runs = [hpa.train_fold("tiny_cnn", fold=f, size=32, data_dir=data, runs=root / "runs", **SETTINGS, **quiet)
             for f in (0, 1)]
     files = hpa.predict("tiny_cnn", size=32, folds=[0, 1], runs=root / "runs", out_dir=root / "preds", tta=2,

@@ -68,7 +68,7 @@ def test_default_yaml_and_the_typed_config_agree():
     assert {k: v for k, v in documented.items()} == {k: fields[k].default for k in documented}
     # every setting a user tunes is documented there; the rest name one run (arch, fold, data) or are modes
     per_run = {"arch", "fold", "data_dir", "folds_csv", "model", "external", "find_lr", "find_lr_steps",
-               "limit_batches"}
+               "micro_batches", "limit_batches"}
     assert set(fields) - set(documented) == per_run
 
 

@@ -5,6 +5,7 @@ documented Python API, from a working directory outside the checkout."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -39,9 +40,12 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_installed_package_runs_the_api_outside_the_checkout(tmp_path):
-    site = tmp_path / "site"
+    site, src = tmp_path / "site", tmp_path / "src"
+    # a copy of the project's files: a build inside the checkout would leave build/ there
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "data", "work", "runs", "build",
+                                                             "*.egg-info", "__pycache__", "ablations"))
     r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                        "--target", str(site), str(ROOT)], capture_output=True, text=True)
+                        "--target", str(site), str(src)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (site / "hpa" / "configs" / "recipes" / "paper.yaml").is_file()  # configs ship as package data
     work = tmp_path / "elsewhere"

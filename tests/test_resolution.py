@@ -12,7 +12,7 @@ from hpa.config import load_arch_config
 from hpa.dataset import HPADataset, crop_side
 from hpa.io import read_sample
 from hpa.layout import read_prepared as load_prepared
-from hpa.prepare import prepare_one
+from hpa.preparation import prepare_one
 from hpa.sampling import SideBatchSampler
 
 
@@ -67,12 +67,12 @@ def test_batches_hold_one_side_and_shard_exactly_across_ranks():
     assert len(batches) == len(one) and all(len(b) == 8 for b in batches)
     used = [i for b in batches for i in b]
     assert len(used) == len(set(used)) and len(used) > 103 - 2 * 8  # only each side's remainder is dropped
-    # 2 processes with batch 4 see, step by step, the samples of 1 process with batch 8
-    ranks = [SideBatchSampler(sides, batch_size=4, world=2, rank=r, seed=5) for r in (0, 1)]
+    # 2 processes share each global batch of 8 (4 each): step by step, the samples of 1 process
+    ranks = [SideBatchSampler(sides, batch_size=8, world=2, rank=r, seed=5) for r in (0, 1)]
     for s in ranks:
         s.set_epoch(3)
     for b, b0, b1 in zip(batches, *ranks, strict=True):
-        assert sorted(b) == sorted(b0 + b1)
+        assert sorted(b) == sorted(b0 + b1) and len(b0) == len(b1) == 4
     other = SideBatchSampler(sides, batch_size=8, seed=5)
     other.set_epoch(4)
     assert list(other) != batches  # a new order each epoch

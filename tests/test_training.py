@@ -136,7 +136,8 @@ def test_find_lr_writes_plot_and_feeds_the_run(data, tmp_path):
 
 
 def test_torchrun_two_processes_match_one_process(data, tmp_path):
-    """2 gloo processes with batch 8 see the batches of 1 process with batch 16 and average the same
+    """`--batch-size` is the effective batch: 2 gloo processes with batch 16 take 8 samples each of
+    the batches of 1 process with batch 16, the same number of optimizer steps, and average the same
     gradients. GapNet-PL has no BatchNorm (whose statistics are per process on CPU, where
     SyncBatchNorm does not run) and dropout is off, so only float summation order differs."""
     cfg = tmp_path / "nodrop.yaml"
@@ -148,13 +149,15 @@ def test_torchrun_two_processes_match_one_process(data, tmp_path):
                           str(tmp_path / "one")], cwd=ROOT, capture_output=True, text=True, env=env)
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          str(free_port()), "train_fold.py", *common, "--batch-size", "8", "--runs",
+                          str(free_port()), "train_fold.py", *common, "--batch-size", "16", "--runs",
                           str(tmp_path / "two")],
                          cwd=ROOT, capture_output=True, text=True, env=env)
     assert two.returncode == 0, two.stderr[-3000:]
     a = pd.read_csv(tmp_path / "one" / "gapnet_pl_64" / "f0" / "log.csv")
     b = pd.read_csv(tmp_path / "two" / "gapnet_pl_64" / "f0" / "log.csv")
     assert list(b["epoch"]) == [1, 2, 3]
+    steps = [len(pd.read_csv(tmp_path / r / "gapnet_pl_64" / "f0" / "lr_steps.csv")) for r in ("one", "two")]
+    assert steps[0] == steps[1] > 0  # the same optimizer steps per epoch, so the same LR schedule
     saved = json.loads((tmp_path / "two" / "gapnet_pl_64" / "f0" / "provenance.json").read_text())
     assert saved["world_size"] == 2
     # stated tolerance: validation and training loss within 1e-3 relative, macro F1 within 0.01

@@ -1,0 +1,159 @@
+"""One effective batch whatever the hardware: micro-batches accumulate to the step of one big batch,
+`micro_batch: auto` picks per stored side the largest that fits a (here simulated) memory limit,
+and an out-of-memory error mid-run is one line that says what to set, with last.pt kept."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from hpa import memory
+from hpa.config import TrainConfig
+from hpa.training import hard_k_of, train_step
+
+CFG = TrainConfig(arch="tiny_cnn", hard_k=None, amp="off", channels_last=False, loss="bce", grad_clip=None)
+
+
+def no_bn_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, 28))
+
+
+@pytest.mark.parametrize("micro", [2, 3])
+def test_micro_batches_accumulate_to_the_step_of_one_batch(micro):
+    """4 micro-batches of 2 (or 3 + 3 + 2) give the update of one batch of 8, to float tolerance."""
+    torch.manual_seed(1)
+    x, y = torch.rand(8, 4, 16, 16), (torch.rand(8, 28) > 0.8).float()
+    loss_fn = nn.BCEWithLogitsLoss(reduction="none")
+
+    def per_sample(logits, target):
+        return loss_fn(logits, target).mean(1)
+
+    out = []
+    for m in (None, micro):
+        model = no_bn_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        loss = train_step(model, x, y, per_sample, opt, scaler, CFG, torch.device("cpu"), m)
+        out.append((loss, [p.detach().clone() for p in model.parameters()]))
+    assert out[0][0] == pytest.approx(out[1][0], rel=1e-6)
+    for a, b in zip(out[0][1], out[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert hard_k_of(4, 2, 8) == 1 and hard_k_of(0.5, 2, 8) == 0.5 and hard_k_of(4, 8, 8) == 4
+
+
+def test_largest_fitting_is_exact_against_brute_force():
+    for limit in (1, 7, 80, 133):
+        for cap in range(0, limit + 3):
+            calls = []
+
+            def fits(m, cap=cap, calls=calls):
+                calls.append(m)
+                return m <= cap
+
+            assert memory.largest_fitting(fits, limit) == min(cap, limit)
+            assert len(calls) <= 2 * math.ceil(math.log2(limit + 1)) + 2
+
+
+def test_auto_micro_batches_fit_a_simulated_memory_limit_and_differ_by_side(monkeypatch):
+    """A device whose memory holds BUDGET pixels per pass (probe_step raises OutOfMemoryError above
+    it): each stored side gets the largest micro-batch under the budget, less the headroom; larger
+    sides get smaller ones, and ceil(share / micro) micro-batches still make up the whole share."""
+    budget = 40 * 512 ** 2
+    seen = []
+
+    def probe(model, loss_fn, cfg, device, m, side):
+        seen.append((m, side))
+        if m * side * side > budget:
+            raise torch.OutOfMemoryError("simulated")
+
+    monkeypatch.setattr(memory, "can_probe", lambda device: True)
+    monkeypatch.setattr(memory, "probe_step", probe)
+    cfg = TrainConfig(arch="tiny_cnn", size=768, crop=512, crop_large=768, batch_size=80)
+    model = no_bn_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    micro = memory.micro_batches(model, None, cfg, torch.device("cpu"), [768, 1024], share=80)
+    assert set(micro) == {768, 1024}
+    for side, crop in ((768, 512), (1024, 768)):
+        largest = budget // crop ** 2  # 40 and 17
+        assert micro[side] == math.floor(largest * memory.HEADROOM) and micro[side] * crop ** 2 <= budget
+        assert math.ceil(80 / micro[side]) * micro[side] >= 80
+    assert micro[1024] < micro[768]
+    assert {s for _, s in seen} == {512, 768}  # probed at the crop each side trains on
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # probing changed nothing
+    assert torch.equal(rng, torch.get_rng_state())
+    # a share that fits whole is used whole, without headroom
+    assert memory.micro_batches(model, None, cfg, torch.device("cpu"), [768], share=8) == {768: 8}
+    monkeypatch.setattr(memory, "can_probe", lambda device: False)  # the CPU: no probe, the whole share
+    assert memory.micro_batches(model, None, cfg, torch.device("cpu"), [768, 1024], share=80) == {768: 80, 1024: 80}
+
+
+def test_auto_is_recorded_reused_on_resume_and_an_oom_is_one_line(small_data, tmp_path, monkeypatch):
+    import hpa
+    import hpa.training
+    from hpa.checkpoint import load_checkpoint
+    from hpa.config import read_yaml
+    from hpa.errors import RunError
+
+    budget = 5 * 24 ** 2  # 5 crops of 24 px per pass
+
+    def probe(model, loss_fn, cfg, device, m, side):
+        if m * side * side > budget:
+            raise torch.OutOfMemoryError("simulated")
+
+    monkeypatch.setattr(memory, "can_probe", lambda device: True)
+    monkeypatch.setattr(memory, "probe_step", probe)
+    lines = []
+    settings = dict(epochs=2, batch_size=16, crop=24, workers=0, amp="off", pretrained="none", echo=lines.append)
+    run = hpa.train_fold("tiny_cnn", fold=0, size=32, data_dir=small_data, runs=tmp_path / "a", **settings)
+    assert read_yaml(run / "config.yaml")["micro_batches"] == {32: 4}  # floor(5 x 0.85)
+    assert any("batch 16 per step = 1 process(es) x micro-batch x micro-batches: side 32 (crop 24): 4 x 4" in ln
+               for ln in lines)
+    ref = load_checkpoint(run / "last.pt")
+    # an out-of-memory error in epoch 2: one line naming the side and micro-batch, last.pt of epoch 1 kept
+    real_step = hpa.training.train_step
+    calls = []
+
+    def oom_in_epoch_2(*a, **kw):
+        calls.append(1)
+        if len(calls) > len(ref["lr_steps"]) // 2:
+            raise torch.OutOfMemoryError("simulated")
+        return real_step(*a, **kw)
+
+    monkeypatch.setattr(hpa.training, "train_step", oom_in_epoch_2)
+    with pytest.raises(RunError, match=r"\[tiny_cnn_32 f0\] out of device memory in epoch 2 at stored side 32 with "
+                                       r"micro-batch 4; set --set micro_batches=\{32: 2\}.* --resume: last.pt of "
+                                       r"epoch 1 is kept"):
+        hpa.train_fold("tiny_cnn", fold=0, size=32, data_dir=small_data, runs=tmp_path / "b", **settings)
+    assert load_checkpoint(tmp_path / "b" / "tiny_cnn_32" / "f0" / "last.pt")["epoch"] == 1
+    monkeypatch.setattr(hpa.training, "train_step", real_step)
+    monkeypatch.setattr(memory, "probe_step", lambda *a: pytest.fail("a resumed run reuses its micro-batches"))
+    run_b = hpa.train_fold("tiny_cnn", fold=0, size=32, data_dir=small_data, runs=tmp_path / "b", **settings)
+    resumed = load_checkpoint(run_b / "last.pt")
+    assert resumed["config"]["micro_batches"] == {32: 4}
+    assert all(torch.equal(ref["model"][k], resumed["model"][k]) for k in ref["model"])
+
+
+@pytest.mark.slow
+def test_compile_trains_like_eager(small_data, tmp_path):
+    """`compile: true` (torch.compile, inductor on CPU) against eager after two steps of tiny_cnn in fp32,
+    dropout off (compiled dropout draws its masks from another generator). Tolerance 1e-4 relative:
+    compiled kernels fuse and reorder float sums, nothing else differs."""
+    import pandas as pd
+
+    import hpa
+
+    losses = []
+    for compiled in (False, True):
+        run = hpa.train_fold("tiny_cnn", fold=0, size=32, data_dir=small_data, runs=tmp_path / str(compiled),
+                             epochs=1, limit_batches=2, batch_size=16, crop=24, workers=0, amp="off",
+                             pretrained="none", compile=compiled, echo=lambda _: None,
+                             model={"width": 16, "stem_stride": 2, "input_norm": True, "head_hidden": [128],
+                                    "head_dropout": [0.0]})
+        losses.append(pd.read_csv(run / "log.csv")[["train_loss", "val_loss"]].to_numpy())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
