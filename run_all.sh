@@ -24,6 +24,8 @@ Options:
   --gpus N           use at most N GPUs [all visible]; with N > 1 each fold trains with torchrun (DDP)
   --parallel-folds   with several GPUs: one fold per GPU at once instead of DDP per fold
   --smoke            every member at 1/12 of its size, 1 epoch of 2 batches: a CPU check of a recipe
+  --plan             train nothing: time each member on the devices here and project the whole recipe's
+                     wall time with DDP and with parallel folds (prints it, writes <out-dir>/plan.md)
   --n-train N        demo only: train samples [2000]
   --n-test N         demo only: test samples [500]
   -h, --help         this text
@@ -46,7 +48,7 @@ while [ $# -gt 0 ]; do
         --recipe) case "$2" in *.yaml|*.yml) RECIPE="$(absolute "$2")" ;; *) RECIPE="$2" ;; esac; shift 2 ;;
         --out-dir) WORK="$(absolute "$2")"; shift 2 ;;
         --n-folds|--device|--gpus) EXTRA+=("$1" "$2"); shift 2 ;;
-        --parallel-folds|--smoke) EXTRA+=("$1"); shift ;;
+        --parallel-folds|--smoke|--plan) EXTRA+=("$1"); shift ;;
         --n-train) N_TRAIN="$2"; shift 2 ;;
         --n-test) N_TEST="$2"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
@@ -68,6 +70,7 @@ else
 fi
 WORK="${WORK:-work/$(basename "$DATA")}"
 python -m hpa.recipe --recipe "$RECIPE" --data-dir "$DATA" --out-dir "$WORK" ${EXTRA[@]+"${EXTRA[@]}"}
+case " ${EXTRA[*]-} " in *" --plan "*) exit 0 ;; esac
 
 echo "== done in $(( $(date +%s) - start )) s"
 [ "$DATA" = data/demo ] && echo "demo data: $DATA (preview: $DATA/preview.png)"

@@ -266,6 +266,28 @@ def run_recipe(recipe: Recipe, data_dir: Path, out_dir: Path, device: str = "aut
     return sub
 
 
+def plan_recipe(recipe: Recipe, data_dir: Path, out_dir: Path, device: str = "auto", smoke: bool = False,
+                gpus: int | None = None, parallel_folds: bool = False, echo=print) -> Path:
+    """`--plan`: time every member on this device and project the recipe's wall time (hpa.plan);
+    trains nothing. Returns plan.md's path."""
+    from hpa.io import atomic_write_text
+    from hpa.plan import make_plan
+    from hpa.runtime import pick_device
+
+    data_dir, out_dir = Path(data_dir).absolute(), Path(out_dir).absolute()
+    for f in ("train", "test"):
+        if not layout.split_table(data_dir, f).is_file():
+            raise ConfigError(f"--data-dir {data_dir}: {layout.SPLIT_TABLES[f]} not found (see data/README.md)")
+    members = [smoke_member(m) for m in recipe.members] if smoke else recipe.members
+    configs = [member_config(m, data_dir, 0) for m in members]
+    text, _ = make_plan(members, configs, recipe.n_folds, 1 if smoke else recipe.tta, pick_device(device),
+                        gpu_count(gpus), parallel_folds, echo)
+    path = out_dir / "plan.md"
+    atomic_write_text(path, text)
+    echo(text)
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     import logging
 
@@ -279,10 +301,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gpus", type=cli.positive_int, help="use at most this many GPUs (default: all)")
     ap.add_argument("--parallel-folds", action="store_true", help="one fold per GPU at once instead of DDP per fold")
     ap.add_argument("--n-folds", type=int, help="override the recipe's number of folds")
+    ap.add_argument("--plan", action="store_true", help="time every member here and project the recipe's wall "
+                    "time (plan.md); trains nothing")
     a = ap.parse_args(argv)
     recipe = load_recipe(a.recipe)
     if a.n_folds:
         recipe = recipe.model_copy(update={"n_folds": a.n_folds})
+    if a.plan:
+        print(f"plan: {plan_recipe(recipe, a.data_dir, a.out_dir, a.device, a.smoke, a.gpus, a.parallel_folds)}")
+        return
     sub = run_recipe(recipe, a.data_dir, a.out_dir, a.device, a.smoke, a.gpus, a.parallel_folds,
                      echo=lambda line: print(line, flush=True))
     print(f"submission: {sub}")

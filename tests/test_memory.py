@@ -157,3 +157,17 @@ def test_compile_trains_like_eager(small_data, tmp_path):
                                     "head_dropout": [0.0]})
         losses.append(pd.read_csv(run / "log.csv")[["train_loss", "val_loss"]].to_numpy())
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+
+
+def test_the_gpu_benchmark_says_so_in_one_line_without_cuda():
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    r = subprocess.run([sys.executable, "bench/bench_gpu.py"], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines() == ["bench_gpu: no CUDA device here; nothing measured (run it on a machine "
+                                             "with a GPU)"]
