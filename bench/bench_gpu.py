@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = member_config(m, data_dir, 0)
         variants = {"bf16, channels_last": {}}
         if first:
-            variants.update({"fp16 + GradScaler, channels_last": {"amp": "fp16"}, "bf16, NCHW": {"channels_last": False},
+            variants.update({"fp16 + GradScaler, channels_last": {"amp": "fp16"},
+                             "bf16, NCHW": {"channels_last": False},
                              "bf16, channels_last, compile": {"compile": True},
                              "bare backbone (avg pool, linear head, BCE, no hard sampler)": {
                                  "loss": "bce", "hard_k": None, "model": {**cfg.model, "pool": "avg",
