@@ -6,7 +6,8 @@ Settings: configs/default.yaml, then configs/<arch>.yaml, then --config FILE, th
 then the flags named after the settings. The merged config is saved in the run directory,
 runs/<arch>_<size>/f<fold>/, with log.csv, curves.png, last.pt and best.pt (by validation macro F1
 at threshold 0.5). An existing run is continued with --resume or replaced with --overwrite, never
-silently. Several GPUs: torchrun --nproc_per_node N train_fold.py ... (--batch-size is per process).
+silently. Several GPUs: torchrun --nproc_per_node N train_fold.py ... (--batch-size is the effective batch of a step
+over all GPUs; micro_batch: auto splits it into what fits each GPU).
 """
 
 from __future__ import annotations
