@@ -26,6 +26,11 @@ Options:
   --smoke            every member at 1/12 of its size, 1 epoch of 2 batches: a CPU check of a recipe
   --plan             train nothing: time each member on the devices here and project the whole recipe's
                      wall time with DDP and with parallel folds (prints it, writes <out-dir>/plan.md)
+  --launcher L       local (run here) or slurm (submit every stage as SLURM batch jobs and return) [local]
+  --wait             slurm: wait for the jobs and end with the submission
+  --partition P, --account A, --gpus-per-job N, --cpus-per-job N, --time T, --mem M, --sbatch OPTION
+                     slurm: what the jobs ask for (--time: a training job's limit; it saves and requeues
+                     itself 2 minutes before); --sbatch adds any sbatch option to every job (repeatable)
   --n-train N        demo only: train samples [2000]
   --n-test N         demo only: test samples [500]
   -h, --help         this text
@@ -38,8 +43,9 @@ absolute() {  # a path as given, made absolute against the caller's directory
 DATA="${DATA_DIR:+$(absolute "$DATA_DIR")}"; RECIPE=""; WORK=""; EXTRA=(); N_TRAIN=2000; N_TEST=500
 while [ $# -gt 0 ]; do
     case "$1" in
-        --data-dir|--recipe|--out-dir|--n-folds|--device|--gpus|--n-train|--n-test)
-            if [ $# -lt 2 ] || [ -z "$2" ] || [ "${2#--}" != "$2" ]; then
+        --data-dir|--recipe|--out-dir|--n-folds|--device|--gpus|--n-train|--n-test|--launcher|--partition|--account|\
+        --gpus-per-job|--cpus-per-job|--time|--mem|--sbatch)
+            if [ $# -lt 2 ] || [ -z "$2" ] || { [ "$1" != --sbatch ] && [ "${2#--}" != "$2" ]; }; then
                 echo "error: run_all.sh: $1 needs a value (see --help)" >&2; exit 1
             fi ;;
     esac
@@ -47,8 +53,10 @@ while [ $# -gt 0 ]; do
         --data-dir) DATA="$(absolute "$2")"; shift 2 ;;
         --recipe) case "$2" in *.yaml|*.yml) RECIPE="$(absolute "$2")" ;; *) RECIPE="$2" ;; esac; shift 2 ;;
         --out-dir) WORK="$(absolute "$2")"; shift 2 ;;
-        --n-folds|--device|--gpus) EXTRA+=("$1" "$2"); shift 2 ;;
-        --parallel-folds|--smoke|--plan) EXTRA+=("$1"); shift ;;
+        --n-folds|--device|--gpus|--launcher|--partition|--account|--gpus-per-job|--cpus-per-job|--time|--mem)
+            EXTRA+=("$1" "$2"); shift 2 ;;
+        --sbatch) EXTRA+=("--sbatch=$2"); shift 2 ;;
+        --parallel-folds|--smoke|--plan|--wait) EXTRA+=("$1"); shift ;;
         --n-train) N_TRAIN="$2"; shift 2 ;;
         --n-test) N_TEST="$2"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
@@ -71,6 +79,7 @@ fi
 WORK="${WORK:-work/$(basename "$DATA")}"
 python -m hpa.recipe --recipe "$RECIPE" --data-dir "$DATA" --out-dir "$WORK" ${EXTRA[@]+"${EXTRA[@]}"}
 case " ${EXTRA[*]-} " in *" --plan "*) exit 0 ;; esac
+[ -f "$WORK/report.md" ] || exit 0  # SLURM jobs still running: they write it
 
 echo "== done in $(( $(date +%s) - start )) s"
 [ "$DATA" = data/demo ] && echo "demo data: $DATA (preview: $DATA/preview.png)"

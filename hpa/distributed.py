@@ -23,6 +23,10 @@ def init() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def world() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
 def is_main() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 

@@ -15,6 +15,7 @@ GPUs: with N > 1 visible GPUs each fold trains under `torchrun --nproc_per_node 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -34,6 +35,7 @@ from hpa.errors import ConfigError, HPAError
 from hpa.folds import DUPLICATES, write_folds
 from hpa.io import dir_lock, file_sha256
 from hpa.preparation import prepare_dataset
+from hpa.slurm import STAGES
 from hpa.training import train
 
 SMOKE_SCALE = 12  # --smoke: sizes and crops / 12 (768 -> 64), 1 epoch of 2 batches of 2, gradients clipped
@@ -231,13 +233,36 @@ def predict_members(members: list[Member], folds: list[int], data_dir: Path, run
         echo(f"wrote {len(written)} prediction files to {preds}")
 
 
-def run_recipe(recipe: Recipe, data_dir: Path, out_dir: Path, device: str = "auto", smoke: bool = False,
-               gpus: int | None = None, parallel_folds: bool = False, echo=print) -> Path:
-    """Every stage of the recipe; returns the submission's path."""
-    data_dir, out_dir = Path(data_dir).absolute(), Path(out_dir).absolute()
+def blend_members(members: list[Member], folds: list[int], data_dir: Path, out_dir: Path, echo) -> Path:
+    preds = out_dir / "predictions"
+    echo("== blend")
+    sub = out_dir / "submission.csv"
+    test_labels = data_dir / "test_labels.csv"
+    s = run_blend([layout.prediction_path(preds, m.arch, m.size, f, "oof") for m in members for f in folds],
+                  [layout.prediction_path(preds, m.arch, m.size, f, "test") for m in members for f in folds],
+                  layout.label_tables(data_dir), layout.split_table(data_dir, "test"), sub,
+                  test_labels if test_labels.is_file() else None, folds_csv=layout.folds_csv(data_dir))
+    for n in s["notes"]:
+        echo(f"note: {n}")
+    echo(f"blend: {s['weighting']} weights + {s['threshold_method']} thresholds; OOF macro F1 "
+         f"{s['oof_macro_f1']:.4f}")
+    if "test_macro_f1" in s:
+        echo(f"TEST MACRO F1: {s['test_macro_f1']:.4f}")
+    return sub
+
+
+def check_data_dir(data_dir: Path) -> Path:
+    data_dir = Path(data_dir).absolute()
     for f in ("train", "test"):
         if not layout.split_table(data_dir, f).is_file():
             raise ConfigError(f"--data-dir {data_dir}: {layout.SPLIT_TABLES[f]} not found (see data/README.md)")
+    return data_dir
+
+
+def run_recipe(recipe: Recipe, data_dir: Path, out_dir: Path, device: str = "auto", smoke: bool = False,
+               gpus: int | None = None, parallel_folds: bool = False, echo=print) -> Path:
+    """Every stage of the recipe; returns the submission's path."""
+    data_dir, out_dir = check_data_dir(data_dir), Path(out_dir).absolute()
     members = [smoke_member(m) for m in recipe.members] if smoke else recipe.members
     n_gpus = gpu_count(gpus)
     runs, preds = out_dir / "runs", out_dir / "predictions"
@@ -250,20 +275,89 @@ def run_recipe(recipe: Recipe, data_dir: Path, out_dir: Path, device: str = "aut
         folds = list(range(recipe.n_folds))
         train_members(members, folds, data_dir, runs, device, n_gpus, parallel_folds, echo)
         predict_members(members, folds, data_dir, runs, preds, 1 if smoke else recipe.tta, device, smoke, echo)
-        echo("== blend")
-        sub = out_dir / "submission.csv"
-        test_labels = data_dir / "test_labels.csv"
-        s = run_blend([layout.prediction_path(preds, m.arch, m.size, f, "oof") for m in members for f in folds],
-                      [layout.prediction_path(preds, m.arch, m.size, f, "test") for m in members for f in folds],
-                      tables, layout.split_table(data_dir, "test"), sub,
-                      test_labels if test_labels.is_file() else None, folds_csv=layout.folds_csv(data_dir))
-        for n in s["notes"]:
-            echo(f"note: {n}")
-        echo(f"blend: {s['weighting']} weights + {s['threshold_method']} thresholds; OOF macro F1 "
-             f"{s['oof_macro_f1']:.4f}")
-        if "test_macro_f1" in s:
-            echo(f"TEST MACRO F1: {s['test_macro_f1']:.4f}")
-    return sub
+        return blend_members(members, folds, data_dir, out_dir, echo)
+
+
+def run_stage(stage: str, recipe: Recipe, data_dir: Path, out_dir: Path, device: str, smoke: bool,
+              member: str | None, fold: int | None, echo=print) -> None:
+    """One stage of the recipe, as a SLURM job runs it (hpa.slurm): data, train (one member's fold,
+    from --fold or the array task), predict (one member) or blend."""
+    data_dir, out_dir = check_data_dir(data_dir), Path(out_dir).absolute()
+    members = [smoke_member(m) for m in recipe.members] if smoke else recipe.members
+    folds = list(range(recipe.n_folds))
+    if stage == "data":
+        prepare_data(recipe, data_dir, sorted({m.size for m in members}), 1 if smoke else DEFAULT_WORKERS, echo)
+        return
+    if stage == "blend":
+        blend_members(members, folds, data_dir, out_dir, echo)
+        return
+    chosen = [m for m in members if m.name == member]
+    if not chosen:
+        raise ConfigError(f"--member {member}: not a member of this recipe ({', '.join(m.name for m in members)})")
+    if stage == "predict":
+        predict_members(chosen, folds, data_dir, out_dir / "runs", out_dir / "predictions",
+                        1 if smoke else recipe.tta, device, smoke, echo)
+        return
+    if fold is None:
+        fold = int(os.environ.get("SLURM_ARRAY_TASK_ID", "-1"))
+    if fold not in folds:
+        raise ConfigError(f"--fold {fold}: the recipe has folds {folds}")
+    n_gpus = gpu_count(None)
+    if n_gpus > 1:
+        _run(train_commands(chosen[0], data_dir, out_dir / "runs", fold, device, n_gpus), echo)
+    else:
+        train(member_config(chosen[0], data_dir, fold), runs=out_dir / "runs", device_name=device, resume=True,
+              echo=echo, hint=REPLACE_HINT)
+
+
+def launch_slurm(recipe: Recipe, recipe_path: str, data_dir: Path, out_dir: Path, opts, device: str, smoke: bool,
+                 plan: bool, wait: bool, echo=print) -> None:
+    """`--launcher slurm`: submit every unfinished stage as SLURM jobs (hpa.slurm) and return, or
+    with `wait` wait for them and end with the submission; with `plan`, say what would be submitted."""
+    from hpa import slurm
+
+    data_dir, out_dir = check_data_dir(data_dir), Path(out_dir).absolute()
+    members = [smoke_member(m) for m in recipe.members] if smoke else recipe.members
+    folds = list(range(recipe.n_folds))
+    configs = [member_config(m, data_dir, 0) for m in members]
+    if plan:
+        echo(f"--launcher slurm would submit: 1 data job ({opts.cpus_per_job} CPUs; skipped once prepared), "
+             f"{len(members)} training arrays of {recipe.n_folds} tasks ({len(members) * recipe.n_folds} jobs; "
+             f"each {max(opts.gpus_per_job, 1) if opts.gpus_per_job else 'no'} GPU(s), {opts.cpus_per_job} CPUs, "
+             f"time limit {opts.time or 'the partition default'}, requeued on preemption), {len(members)} prediction "
+             "jobs and 1 blend job. Time per fold: run `bash run_all.sh --plan` on one GPU node (e.g. through srun).")
+        return
+    runs, preds = out_dir / "runs", out_dir / "predictions"
+    sizes = sorted({m.size for m in members})
+    ready = layout.folds_csv(data_dir).is_file() and all(layout.prepared_dir(data_dir, s, "train").is_dir()
+                                                         for s in sizes)
+    folds_sha = file_sha256(layout.folds_csv(data_dir)) if ready else ""
+    launcher = slurm.Launcher(out_dir, opts, slurm.python_stage(recipe_path, data_dir, out_dir, smoke, device), echo)
+
+    def current(m: Member) -> bool:
+        cfg = member_config(m, data_dir, 0)
+        from hpa.inference import DIHEDRAL
+
+        return ready and predictions_current(m, runs, preds, folds, DIHEDRAL[:1 if smoke else recipe.tta], cfg.amp,
+                                             folds_sha)
+
+    with dir_lock(out_dir, "recipe output directory"):
+        jobs = slurm.submit_recipe(launcher, members, configs, folds, data_dir, runs, preds, ready, current)
+    if jobs:
+        echo(f"submitted {len(jobs)} job(s) to SLURM:")
+        for jid, name, log in jobs:
+            echo(f"  {jid}  {name}  log: {log}")
+    else:
+        echo("nothing new to submit: every stage is finished or queued")
+    if not wait:
+        echo(f"follow them with squeue; run the same command again to resubmit what failed; outputs in {out_dir}")
+        return
+    echo("waiting for the jobs ...")
+    launcher.wait()
+    sub = out_dir / "submission.csv"
+    if not sub.is_file():
+        raise HPAError(f"the jobs ended without {sub}; see the logs in {launcher.dir}, then run the same command again")
+    echo(f"submission: {sub}")
 
 
 def plan_recipe(recipe: Recipe, data_dir: Path, out_dir: Path, device: str = "auto", smoke: bool = False,
@@ -302,16 +396,49 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--parallel-folds", action="store_true", help="one fold per GPU at once instead of DDP per fold")
     ap.add_argument("--n-folds", type=int, help="override the recipe's number of folds")
     ap.add_argument("--plan", action="store_true", help="time every member here and project the recipe's wall "
-                    "time (plan.md); trains nothing")
+                    "time (plan.md); trains nothing. With --launcher slurm: the jobs it would submit")
+    ap.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                    help="run here, or submit every stage to SLURM as batch jobs (hpa/slurm.py)")
+    ap.add_argument("--wait", action="store_true", help="--launcher slurm: wait for the jobs, end with the submission")
+    ap.add_argument("--partition", help="--launcher slurm: partition")
+    ap.add_argument("--account", help="--launcher slurm: account")
+    ap.add_argument("--gpus-per-job", type=cli.non_negative_int, default=0, help="--launcher slurm: GPUs per "
+                    "training and prediction job (more than 1: DDP inside the job)")
+    ap.add_argument("--cpus-per-job", type=cli.positive_int, default=4, help="--launcher slurm: CPUs per job")
+    ap.add_argument("--time", help="--launcher slurm: a training job's time limit (e.g. 2-00:00:00); it saves and "
+                    "requeues itself 2 minutes before")
+    ap.add_argument("--mem", help="--launcher slurm: memory per job (e.g. 64G)")
+    ap.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
+                    help="--launcher slurm: one more sbatch option for every job, e.g. --sbatch=--qos=long "
+                    "(repeatable)")
+    ap.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # one SLURM job's work
+    ap.add_argument("--member", help=argparse.SUPPRESS)
+    ap.add_argument("--fold", type=cli.non_negative_int, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     recipe = load_recipe(a.recipe)
     if a.n_folds:
         recipe = recipe.model_copy(update={"n_folds": a.n_folds})
+    echo = lambda line: print(line, flush=True)  # noqa: E731
+    if a.stage:
+        run_stage(a.stage, recipe, a.data_dir, a.out_dir, a.device, a.smoke, a.member, a.fold, echo)
+        return
+    if a.launcher == "slurm":
+        from hpa.slurm import SlurmOptions
+
+        recipe_path = str(Path(a.recipe).absolute()) if a.recipe.endswith((".yaml", ".yml")) else a.recipe
+        if a.n_folds:  # the jobs must see the same recipe: write the overridden one beside the outputs
+            from hpa.config import save_yaml
+
+            path = Path(a.out_dir).absolute() / "recipe.yaml"
+            save_yaml(path, recipe.model_dump())
+            recipe_path = str(path)
+        opts = SlurmOptions(a.partition, a.account, a.gpus_per_job, a.cpus_per_job, a.time, a.mem, a.sbatch)
+        launch_slurm(recipe, recipe_path, a.data_dir, a.out_dir, opts, a.device, a.smoke, a.plan, a.wait, echo)
+        return
     if a.plan:
         print(f"plan: {plan_recipe(recipe, a.data_dir, a.out_dir, a.device, a.smoke, a.gpus, a.parallel_folds)}")
         return
-    sub = run_recipe(recipe, a.data_dir, a.out_dir, a.device, a.smoke, a.gpus, a.parallel_folds,
-                     echo=lambda line: print(line, flush=True))
+    sub = run_recipe(recipe, a.data_dir, a.out_dir, a.device, a.smoke, a.gpus, a.parallel_folds, echo=echo)
     print(f"submission: {sub}")
 
 

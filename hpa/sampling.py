@@ -47,10 +47,11 @@ class SideBatchSampler:
                  drop_last: bool = True, seed: int = 0):
         self.sides = np.asarray(sides)
         self.batch_size, self.world, self.rank = batch_size, world, rank
-        self.shuffle, self.drop_last, self.seed, self.epoch = shuffle, drop_last, seed, 0
+        self.shuffle, self.drop_last, self.seed, self.epoch, self.skip = shuffle, drop_last, seed, 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """The epoch whose order to give, leaving out its first `skip` batches (a run resumed inside it)."""
+        self.epoch, self.skip = epoch, skip
 
     def global_batches(self) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -71,10 +72,9 @@ class SideBatchSampler:
         return out
 
     def __iter__(self):
-        for batch in self.global_batches():
-            mine = batch[self.rank::self.world]
-            if len(mine):
-                yield mine.tolist()
+        mine = [b[self.rank::self.world] for b in self.global_batches()]
+        for batch in [b for b in mine if len(b)][self.skip:]:
+            yield batch.tolist()
 
     def __len__(self) -> int:
-        return sum(1 for b in self.global_batches() if len(b[self.rank::self.world]))
+        return max(0, sum(1 for b in self.global_batches() if len(b[self.rank::self.world])) - self.skip)

@@ -15,7 +15,11 @@ import functools
 import itertools
 import json
 import math
+import os
 import random
+import signal
+import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,6 +65,13 @@ class TrainData:
     note: str  # what the run trains on, for its log
 
 
+def ignore_stop_signals(_: int) -> None:
+    """DataLoader workers leave SIGTERM/SIGUSR1 to the main process, which stops at a step boundary
+    (SLURM and `kill -- -PGID` signal every process of the job)."""
+    for s in StopRequest.SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
 def build_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> TrainData:
     if not cfg.data_dir:
         raise ConfigError("--data-dir: no dataset directory given (make the demo with input_prep/make_demo.py, "
@@ -101,7 +112,8 @@ def build_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> TrainData:
     train_sides = train_ds.sides()
     sampler = SideBatchSampler(train_sides, cfg.batch_size, world, rank, shuffle=True, seed=cfg.seed)
     val_sampler = SideBatchSampler(val_ds.sides(), cfg.batch_size, world, rank, shuffle=False, drop_last=False)
-    common = dict(num_workers=cfg.workers, persistent_workers=False, pin_memory=torch.cuda.is_available())
+    common = dict(num_workers=cfg.workers, persistent_workers=False, pin_memory=torch.cuda.is_available(),
+                  worker_init_fn=ignore_stop_signals)
     train_dl = DataLoader(train_ds, batch_sampler=sampler, **common)
     val_part = [i for b in val_sampler for i in b]  # this rank's share of the validation set, in its order
     val_dl = DataLoader(val_ds, batch_sampler=val_sampler, **common)
@@ -200,13 +212,25 @@ def out_of_memory(cfg: TrainConfig, side: int, micro: int | None, n: int, epoch:
 
 
 def train_single_epoch(model, loader: DataLoader, loss_fn, optimizer, scheduler, scaler, cfg: TrainConfig,
-                       device: torch.device, epoch: int, lr_steps: list[float]) -> float:
+                       device: torch.device, epoch: int, lr_steps: list[float], start: dict | None = None,
+                       stop: StopRequest | None = None) -> tuple[float, dict | None]:
+    """Train one epoch, or its rest from `start` (a mid-epoch checkpoint's position: steps done,
+    loss sums, random states). Returns (mean training loss, None), or on a stop request (loss so far,
+    the position to save)."""
     model.train()
-    total, n = 0.0, 0
-    bar = progress(loader, desc=f"epoch {epoch} train", leave=False, disable=not distributed.is_main())
-    for step, (x, y) in enumerate(bar):
+    total, n, done = (start["total"], start["n"], start["step"]) if start else (0.0, 0, 0)
+    batches = iter(loader)  # creating it draws a seed from torch's generator: restore the saved state after
+    if start:
+        set_rng_state(start["rng"])
+    bar = progress(batches, total=len(loader), desc=f"epoch {epoch} train", leave=False,
+                   disable=not distributed.is_main())
+    for step, (x, y) in enumerate(bar, start=done):
         if cfg.limit_batches and step >= cfg.limit_batches:
             break
+        if stop and stop.requested():  # workers ignore the signal, so the batch in hand came whole
+            sums = distributed.gather((total, n))
+            return total / max(n, 1), {"epoch": epoch, "step": step, "total": sum(v[0] for v in sums),
+                                       "n": sum(v[1] for v in sums), "rng": rng_state()}
         lr_steps.append(optimizer.param_groups[-1]["lr"])
         micro = micro_of(cfg, x.shape[-1])
         try:
@@ -221,7 +245,7 @@ def train_single_epoch(model, loader: DataLoader, loss_fn, optimizer, scheduler,
         n += len(x)
         bar.set_postfix(loss=f"{total / n:.4f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}")
     sums = distributed.gather((total, n))
-    return sum(v[0] for v in sums) / max(sum(v[1] for v in sums), 1)
+    return sum(v[0] for v in sums) / max(sum(v[1] for v in sums), 1), None
 
 
 @torch.no_grad()
@@ -269,6 +293,57 @@ def find_lr(model, loader: DataLoader, loss_fn, cfg: TrainConfig, device: torch.
     atomic_write_text(run_dir / "lr_find.json", json.dumps(result, indent=1))
     plot_lr_find(result, run_dir / "lr_find.png")
     return result
+
+
+class Stopped(RunError):
+    """Training stopped on a signal after saving last.pt; the same command resumes it."""
+
+
+class StopRequest:
+    """SIGTERM (a preemption, `kill`, `scancel`) or SIGUSR1 (what SLURM sends before a time limit
+    with `--signal`): the current step finishes, last.pt is saved there, and the run stops, so that
+    the same command (or the requeued job) resumes from that step. Ctrl-C keeps Python's
+    KeyboardInterrupt: the last epoch's checkpoint is kept."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.previous: dict = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            for s in self.SIGNALS:
+                self.previous[s] = signal.signal(s, self._set)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def _set(self, signum, frame) -> None:
+        self.signum = signum
+
+    def requested(self) -> bool:
+        """True on every process once any has been signalled (DDP ranks stop at the same step)."""
+        if distributed.world() > 1:
+            return any(distributed.gather(self.signum is not None))
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else "a signal"
+
+
+def requeue_slurm_job() -> str:
+    """Inside a SLURM batch job: requeue it, so it resumes from the checkpoint just saved."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return ""
+    r = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if r.returncode != 0:
+        return f"; scontrol requeue {job} failed ({r.stderr.strip()})"
+    return f"; requeued SLURM job {job}"
 
 
 def guard_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool, overwrite: bool,
@@ -414,15 +489,18 @@ def maybe_find_lr(s: Session) -> float:
     return result["chosen_lr"]
 
 
-def restore(s: Session, ck: dict) -> tuple[int, float, list, list]:
-    """Every state a resumed run continues from: (next epoch, best F1, history, LR per step)."""
+def restore(s: Session, ck: dict) -> tuple[int, float, list, list, dict | None]:
+    """Every state a resumed run continues from: (next epoch, best F1, history, LR per step, the
+    position inside that epoch when it stopped there)."""
     s.core.load_state_dict(ck["model"])
     s.optimizer.load_state_dict(ck["optimizer"])
     s.scheduler.load_state_dict(ck["scheduler"])
     s.scaler.load_state_dict(ck["scaler"])
     set_rng_state(ck["rng"])
-    s.echo(f"{s.tag} resumed from {s.run_dir / 'last.pt'} at epoch {ck['epoch']}")
-    return ck["epoch"] + 1, ck["best_f1"], ck["history"], ck["lr_steps"]
+    partial = ck.get("partial")
+    s.echo(f"{s.tag} resumed from {s.run_dir / 'last.pt'} at epoch {ck['epoch']}"
+           + (f", step {partial['step']} of epoch {partial['epoch']}" if partial else ""))
+    return ck["epoch"] + 1, ck["best_f1"], ck["history"], ck["lr_steps"], partial
 
 
 def save_epoch(s: Session, epoch: int, best: float, improved: bool, history: list, lr_steps: list,
@@ -447,15 +525,37 @@ def save_epoch(s: Session, epoch: int, best: float, improved: bool, history: lis
     return last_plot
 
 
-def epoch_loop(s: Session, start: int, best: float, history: list, lr_steps: list) -> float:
-    """Train and validate each remaining epoch, checkpointing after each; returns the best F1."""
+def save_stop(s: Session, position: dict, best: float, history: list, lr_steps: list, stop: StopRequest) -> Stopped:
+    """last.pt at a step inside an epoch (`partial`: the position, loss sums and random states), and
+    the one-line stop that the same command resumes from."""
+    epoch, step = position["epoch"], position["step"]
+    if s.main:
+        state = {"model": s.core.state_dict(), "optimizer": s.optimizer.state_dict(),
+                 "scheduler": s.scheduler.state_dict(), "scaler": s.scaler.state_dict(), "epoch": epoch - 1,
+                 "best_f1": best, "history": history, "config": s.cfg.model_dump(), "rng": position["rng"],
+                 "lr_steps": lr_steps, "provenance": s.data.provenance, "partial": position}
+        save_checkpoint(s.run_dir / "last.pt", state)
+    return Stopped(f"{s.tag} stopped by {stop.name} at epoch {epoch}, step {step}: last.pt saved there"
+                   f"{requeue_slurm_job() if s.main else ''}; run the same command again to resume")
+
+
+def epoch_loop(s: Session, start: int, best: float, history: list, lr_steps: list, partial: dict | None = None,
+               stop: StopRequest | None = None) -> float:
+    """Train and validate each remaining epoch (the first from `partial`'s step when resuming inside
+    it), checkpointing after each; returns the best F1. A stop request saves last.pt at the step it
+    came in (or after the epoch's checkpoint) and raises Stopped."""
     last_plot = time.time()
     for epoch in range(start, s.cfg.epochs + 1):
         t0 = time.time()
+        part = partial if partial and partial["epoch"] == epoch else None
+        if part and not s.main:  # the saved loss sums are over all ranks: rank 0 carries them
+            part = {**part, "total": 0.0, "n": 0}
         s.data.train.dataset.set_epoch(epoch)
-        s.data.train.batch_sampler.set_epoch(epoch)
-        train_loss = train_single_epoch(s.model, s.data.train, s.loss_fn, s.optimizer, s.scheduler, s.scaler, s.cfg,
-                                        s.device, epoch, lr_steps)
+        s.data.train.batch_sampler.set_epoch(epoch, skip=part["step"] if part else 0)
+        train_loss, stopped = train_single_epoch(s.model, s.data.train, s.loss_fn, s.optimizer, s.scheduler, s.scaler,
+                                                 s.cfg, s.device, epoch, lr_steps, part, stop)
+        if stopped:
+            raise save_stop(s, stopped, best, history, lr_steps, stop)
         val_loss, p, t = evaluate(s.model, s.data.val, s.loss_fn, s.cfg, s.device, s.data.val_part)
         f1 = f1_per_class(t, p >= 0.5)
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_macro_f1": float(f1.mean()),
@@ -468,6 +568,9 @@ def epoch_loop(s: Session, start: int, best: float, history: list, lr_steps: lis
             last_plot = save_epoch(s, epoch, best, improved, history, lr_steps, last_plot)
             s.echo(f"{s.tag} epoch {epoch}/{s.cfg.epochs} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
                    f"val_macro_f1 {row['val_macro_f1']:.4f}{' *' if improved else ''} ({row['seconds']:.0f}s)")
+        if stop and epoch < s.cfg.epochs and stop.requested():
+            raise Stopped(f"{s.tag} stopped by {stop.name} at the end of epoch {epoch}: last.pt saved there"
+                          f"{requeue_slurm_job() if s.main else ''}; run the same command again to resume")
     return best
 
 
@@ -478,7 +581,10 @@ def train(cfg: TrainConfig, runs: Path = Path("runs"), device_name: str = "auto"
     rank, world, local_rank = distributed.init()
     run_dir = layout.run_dir(runs, cfg.arch, cfg.size, cfg.fold)
     device = pick_train_device(device_name, cfg, world, local_rank)
-    with dir_lock(run_dir, "run directory") if rank == 0 else contextlib.nullcontext():
+    with dir_lock(run_dir, "run directory") if rank == 0 else contextlib.nullcontext(), StopRequest() as stop:
+        if rank == 0:
+            echo(f"[{cfg.arch} f{cfg.fold}] process {os.getpid()}: SIGTERM or SIGUSR1 stops the run at the next step "
+                 "with last.pt saved there")
         ck = guard_run_dir(run_dir, cfg, resume, overwrite, hint)
         if ck is not None and ck["epoch"] >= cfg.epochs:
             echo(f"[{cfg.arch} f{cfg.fold}] already trained for {cfg.epochs} epochs (best val macro F1 "
@@ -487,8 +593,8 @@ def train(cfg: TrainConfig, runs: Path = Path("runs"), device_name: str = "auto"
         s = setup(cfg, run_dir, device, rank, world, echo, ck, resume, hint)
         lr = maybe_find_lr(s) if ck is None else cfg.lr
         build_state(s, lr)
-        start, best, history, lr_steps = restore(s, ck) if ck is not None else (1, -1.0, [], [])
-        best = epoch_loop(s, start, best, history, lr_steps)
+        start, best, history, lr_steps, partial = restore(s, ck) if ck is not None else (1, -1.0, [], [], None)
+        best = epoch_loop(s, start, best, history, lr_steps, partial, stop)
         if s.main:
             echo(f"{s.tag} best val macro F1 {best:.4f}; run in {run_dir}")
     distributed.barrier()

@@ -171,3 +171,46 @@ def test_the_gpu_benchmark_says_so_in_one_line_without_cuda():
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines() == ["bench_gpu: no CUDA device here; nothing measured (run it on a machine "
                                              "with a GPU)"]
+
+
+def test_sigterm_mid_epoch_saves_at_that_step_and_resume_equals_an_uninterrupted_run(small_data, tmp_path,
+                                                                                    monkeypatch):
+    """SIGTERM (a preemption) or SIGUSR1 (SLURM's time-limit warning) during a step: the step
+    finishes, last.pt records the position inside the epoch, and the resumed run ends bit-identical
+    to one never stopped (same batches, augmentation, dropout, schedule)."""
+    import os
+    import signal
+
+    import hpa
+    import hpa.training
+    from hpa.checkpoint import load_checkpoint
+    from hpa.training import Stopped
+
+    settings = dict(epochs=2, batch_size=4, crop=24, workers=0, amp="off", pretrained="none", echo=lambda _: None)
+    ref = load_checkpoint(hpa.train_fold("tiny_cnn", fold=1, size=32, data_dir=small_data, runs=tmp_path / "ref",
+                                         **settings) / "last.pt")
+    real_step, calls = hpa.training.train_step, []
+
+    def signalled(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGUSR1)  # arrives inside epoch 1's third step
+        return real_step(*a, **kw)
+
+    monkeypatch.setattr(hpa.training, "train_step", signalled)
+    with pytest.raises(Stopped, match=r"stopped by SIGUSR1 at epoch 1, step 3: last.pt saved there; run the same "
+                                      "command again to resume"):
+        hpa.train_fold("tiny_cnn", fold=1, size=32, data_dir=small_data, runs=tmp_path / "cut", **settings)
+    saved = load_checkpoint(tmp_path / "cut" / "tiny_cnn_32" / "f1" / "last.pt")
+    assert saved["epoch"] == 0 and saved["partial"]["step"] == 3 and len(saved["lr_steps"]) == 3
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # the handler is removed after training
+    monkeypatch.setattr(hpa.training, "train_step", real_step)
+    lines = []
+    run = hpa.train_fold("tiny_cnn", fold=1, size=32, data_dir=small_data, runs=tmp_path / "cut",
+                         **{**settings, "echo": lines.append})
+    assert any("resumed from" in ln and "step 3 of epoch 1" in ln for ln in lines)
+    done = load_checkpoint(run / "last.pt")
+    assert done["lr_steps"] == ref["lr_steps"] and "partial" not in done
+    assert all(torch.equal(ref["model"][k], done["model"][k]) for k in ref["model"])
+    assert [h["train_loss"] for h in done["history"]] == pytest.approx([h["train_loss"] for h in ref["history"]])
+    assert [h["val_macro_f1"] for h in done["history"]] == [h["val_macro_f1"] for h in ref["history"]]

@@ -84,7 +84,11 @@ def build_caches(root) -> dict[str, str]:
     return where
 
 
-def test_paper_recipe_smoke_on_real_layout_data(real_samples, tmp_path):
+@pytest.fixture(scope="module")
+def smoke(real_samples, tmp_path_factory):
+    """The paper recipe's smoke run with the local launcher (shared with the SLURM test, which must
+    reproduce its submission)."""
+    tmp_path = tmp_path_factory.mktemp("smoke")
     d = tmp_path / "hpa"
     train, planted, big = build_dataset(real_samples, d)
     where = build_caches(tmp_path / "cache")
@@ -93,6 +97,11 @@ def test_paper_recipe_smoke_on_real_layout_data(real_samples, tmp_path):
     r = subprocess.run(["bash", "run_all.sh", "--data-dir", str(d), "--recipe", "paper", "--smoke", "--n-folds", "2",
                         "--device", "cpu", "--out-dir", str(tmp_path / "work")], cwd=ROOT, env=env,
                        capture_output=True, text=True)
+    return tmp_path, d, env, r, train, planted, big, where
+
+
+def test_paper_recipe_smoke_on_real_layout_data(smoke):
+    tmp_path, d, env, r, train, planted, big, where = smoke
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
     assert "Traceback" not in out
@@ -143,3 +152,59 @@ def test_plan_times_every_member_and_projects_the_recipe(real_samples, tmp_path)
         assert float(rows[0].split("|")[-2]) > 0  # images/s
     assert "**Whole recipe on one CPU:" in plan and plan in r.stdout
     assert not (tmp_path / "work" / "runs").exists()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    from slurm_cluster import Cluster, Unavailable
+
+    try:
+        c = Cluster(tmp_path_factory.mktemp("slurm")).start()
+    except Unavailable as e:
+        pytest.skip(f"no SLURM cluster here: {e}")
+    yield c
+    c.stop()
+
+
+def test_the_smoke_recipe_on_slurm_survives_a_preemption_and_blends_as_locally(smoke, cluster):
+    """`--launcher slurm` on a real one-node SLURM: every stage as jobs, one training task preempted
+    mid-epoch (USR1 through scancel, as SLURM sends before a time limit), requeued, resumed; the
+    same command again submits nothing new and waits; the submission equals the local launcher's."""
+    import time
+
+    tmp_path, d, env, local, *_ = smoke
+    assert local.returncode == 0
+    out = tmp_path / "slurm_work"
+    cmd = ["bash", "run_all.sh", "--data-dir", str(d), "--recipe", "paper", "--smoke", "--n-folds", "2", "--device",
+           "cpu", "--out-dir", str(out), "--launcher", "slurm", "--cpus-per-job", "1"]
+    env = {**env, **cluster.env}
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "submitted 13 job" in r.stdout and "data" not in r.stdout.split("submitted")[1].split("\n")[0]
+    # preempt the first training task once its stop handler is in place (it says so), while it sets up: a
+    # smoke epoch is one step, so the stop comes before it (epoch 1, step 0) and the resume replays all of it
+    deadline, victim = time.time() + 300, None
+    while victim is None and time.time() < deadline:
+        for log in sorted((out / "slurm").glob("*-train-*_*.log")):
+            if "SIGUSR1 stops the run" in log.read_text():
+                jobs = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%j|%T"], capture_output=True, text=True,
+                                      env=env).stdout.splitlines()
+                name, fold = log.stem.rsplit("_", 1)
+                victim = next((j.split("|")[0] for j in jobs if j.split("|")[1] == name
+                               and j.split("|")[0].endswith(f"_{fold}") and j.split("|")[2] == "RUNNING"), None)
+                if victim:
+                    break
+        time.sleep(0.2)
+    assert victim, "no training task was seen running"
+    subprocess.run(["scancel", "--full", "--signal=USR1", victim], check=True, env=env)
+    while "requeued SLURM job" not in log.read_text() and time.time() < deadline:  # its stop, then its requeue
+        time.sleep(0.2)
+    again = subprocess.run(cmd + ["--wait"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert "nothing new to submit" in again.stdout and f"submission: {out / 'submission.csv'}" in again.stdout
+    logs = "".join(p.read_text() for p in (out / "slurm").glob("*.log"))
+    assert "stopped by SIGUSR1 at epoch 1, step 0: last.pt saved there; requeued SLURM job" in logs
+    assert "resumed from" in logs and ", step 0 of epoch 1" in logs
+    assert (out / "submission.csv").read_bytes() == (tmp_path / "work" / "submission.csv").read_bytes()
+    for p in (tmp_path / "work" / "predictions").glob("*.csv"):
+        assert (out / "predictions" / p.name).read_bytes() == p.read_bytes(), p.name
