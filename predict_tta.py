@@ -37,6 +37,7 @@ from hpa.inference import (
     predict_folds,
     predicted_names,
 )
+from hpa.io import check_outputs
 from hpa.labels import NUM_CLASSES, read_ids
 from hpa.models import list_archs
 from hpa.runtime import AMP_MODES, pick_device
@@ -71,6 +72,11 @@ def parse_args(argv: list[str] | None):
 
 
 def predict_images(a, common: dict) -> None:
+    if not a.images.is_dir():
+        raise HPAError(f"--images {a.images}: no such directory ({a.images.absolute()})")
+    check_outputs({"predictions (--out)": a.out}, {"image": [p for p in a.images.iterdir() if p.is_file()],
+                                                   "thresholds": [a.thresholds] if a.thresholds else [],
+                                                   "Id list (--ids)": [a.ids] if a.ids else []})
     thr = layout.read_thresholds(a.thresholds) if a.thresholds else np.full(NUM_CLASSES, 0.5)
     ids, skipped = (read_ids(a.ids), {}) if a.ids else find_image_ids(a.images)
     if not ids:

@@ -229,6 +229,11 @@ def test_bad_samples_in_an_image_folder_are_listed_and_skipped(data, predicted, 
     (tmp_path / "mine.csv").unlink()
     one_line_error(run(*common, "--strict"), "--strict:", "empty_red.png: empty file (0 bytes)")
     assert not (tmp_path / "mine.csv").exists()
+    red = images / f"{good[0]}_red.png"
+    before = red.read_bytes()
+    one_line_error(run(*common[:-1], red), f"{red}: is an input (image)", "predictions (--out)")
+    one_line_error(run(*common[:-1], ids, "--ids", ids), "input (Id list (--ids))")
+    assert red.read_bytes() == before
 
 
 # ---- 7. a full disk --------------------------------------------------------------------------
