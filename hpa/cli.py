@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from hpa.errors import HPAError
+from hpa.errors import HPAError, Stopped
 
 # One default for every --workers: enough processes to keep a GPU fed, no more than the cores.
 DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
@@ -62,6 +62,9 @@ def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None)
     end the process with one line on stderr."""
     try:
         main(argv)
+    except Stopped as e:
+        print(f"stopped: {one_line(e)}", file=sys.stderr, flush=True)
+        sys.exit(1)
     except (HPAError, OSError) as e:
         sys.exit(_fail(one_line(e)))
     except KeyboardInterrupt:

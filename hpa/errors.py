@@ -15,3 +15,8 @@ class ConfigError(HPAError, ValueError):
 
 class RunError(HPAError):
     """A run directory or its predictions do not match what is asked of them (lost work, stale folds)."""
+
+
+class Stopped(RunError):
+    """Training stopped on a signal after saving last.pt where it stopped; the same command resumes
+    it. Reported as `stopped: ...` (exit code 1, so a recipe does not go on to the next fold)."""

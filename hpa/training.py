@@ -35,7 +35,7 @@ from hpa import distributed, layout, memory
 from hpa.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from hpa.config import TrainConfig, changed_settings, read_yaml, save_yaml
 from hpa.dataset import HPADataset, crop_side
-from hpa.errors import ConfigError, RunError
+from hpa.errors import ConfigError, RunError, Stopped
 from hpa.io import atomic_write_csv, atomic_write_text, dir_lock
 from hpa.labels import NUM_CLASSES, labels_matrix, read_folds, read_label_tables
 from hpa.losses import build_loss, hard_example_loss
@@ -293,10 +293,6 @@ def find_lr(model, loader: DataLoader, loss_fn, cfg: TrainConfig, device: torch.
     atomic_write_text(run_dir / "lr_find.json", json.dumps(result, indent=1))
     plot_lr_find(result, run_dir / "lr_find.png")
     return result
-
-
-class Stopped(RunError):
-    """Training stopped on a signal after saving last.pt; the same command resumes it."""
 
 
 class StopRequest:

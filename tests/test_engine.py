@@ -128,6 +128,15 @@ def test_cli_wrapper_one_line_and_exit_1(capsys):
     missing = FileNotFoundError(2, "No such file or directory", "a.csv")
     assert cli.one_line(missing) == "a.csv: no such file or directory"
 
+    def signalled(_):
+        from hpa.errors import Stopped
+
+        raise Stopped("[x f0] stopped by SIGTERM at epoch 2, step 5: last.pt saved there")
+
+    with pytest.raises(SystemExit) as e:  # a requested stop is not an error, but still ends non-zero
+        cli.run(signalled)
+    assert e.value.code == 1 and capsys.readouterr().err.startswith("stopped: [x f0] stopped by SIGTERM")
+
 
 def test_own_image_ids_in_either_case(tmp_path):
     for name in ("a_red.png", "B_red.PNG", "c_red.TIF", "d_red.jpeg", "g_red.Png", "e_green.png", "bad id_red.png",

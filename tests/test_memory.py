@@ -184,7 +184,7 @@ def test_sigterm_mid_epoch_saves_at_that_step_and_resume_equals_an_uninterrupted
     import hpa
     import hpa.training
     from hpa.checkpoint import load_checkpoint
-    from hpa.training import Stopped
+    from hpa.errors import Stopped
 
     settings = dict(epochs=2, batch_size=4, crop=24, workers=0, amp="off", pretrained="none", echo=lambda _: None)
     ref = load_checkpoint(hpa.train_fold("tiny_cnn", fold=1, size=32, data_dir=small_data, runs=tmp_path / "ref",
