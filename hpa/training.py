@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import itertools
 import json
 import math
 import os
@@ -70,6 +69,20 @@ def ignore_stop_signals(_: int) -> None:
     (SLURM and `kill -- -PGID` signal every process of the job)."""
     for s in StopRequest.SIGNALS:
         signal.signal(s, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def batches_of(loader: DataLoader):
+    """The loader's iterator, whose worker processes are shut down on the way out, whatever happens:
+    they ignore SIGTERM (ignore_stop_signals), so leaving them to the interpreter's exit, which
+    terminates daemonic children with SIGTERM and then joins them, would hang it."""
+    it = iter(loader)
+    try:
+        yield it
+    finally:
+        shutdown = getattr(it, "_shutdown_workers", None)  # multi-process iterators only; idempotent
+        if shutdown:
+            shutdown()
 
 
 def build_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> TrainData:
@@ -219,31 +232,31 @@ def train_single_epoch(model, loader: DataLoader, loss_fn, optimizer, scheduler,
     the position to save)."""
     model.train()
     total, n, done = (start["total"], start["n"], start["step"]) if start else (0.0, 0, 0)
-    batches = iter(loader)  # creating it draws a seed from torch's generator: restore the saved state after
-    if start:
-        set_rng_state(start["rng"])
-    bar = progress(batches, total=len(loader), desc=f"epoch {epoch} train", leave=False,
-                   disable=not distributed.is_main())
-    for step, (x, y) in enumerate(bar, start=done):
-        if cfg.limit_batches and step >= cfg.limit_batches:
-            break
-        if stop and stop.requested():  # workers ignore the signal, so the batch in hand came whole
-            sums = distributed.gather((total, n))
-            return total / max(n, 1), {"epoch": epoch, "step": step, "total": sum(v[0] for v in sums),
-                                       "n": sum(v[1] for v in sums), "rng": rng_state()}
-        lr_steps.append(optimizer.param_groups[-1]["lr"])
-        micro = micro_of(cfg, x.shape[-1])
-        try:
-            loss = train_step(model, x, y, loss_fn, optimizer, scaler, cfg, device, micro)
-        except FloatingPointError as e:
-            raise RunError(f"epoch {epoch}, batch {step}: {e}; stopping (the last good checkpoint is kept). "
-                           "Try a lower --lr or --amp off.") from None
-        except torch.OutOfMemoryError:
-            raise out_of_memory(cfg, stored_side_of(cfg, x.shape[-1], True), micro, len(x), epoch) from None
-        scheduler.step()
-        total += loss * len(x)
-        n += len(x)
-        bar.set_postfix(loss=f"{total / n:.4f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}")
+    with batches_of(loader) as batches:  # creating it draws a seed from torch's generator: restore after
+        if start:
+            set_rng_state(start["rng"])
+        bar = progress(batches, total=len(loader), desc=f"epoch {epoch} train", leave=False,
+                       disable=not distributed.is_main())
+        for step, (x, y) in enumerate(bar, start=done):
+            if cfg.limit_batches and step >= cfg.limit_batches:
+                break
+            if stop and stop.requested():  # workers ignore the signal, so the batch in hand came whole
+                sums = distributed.gather((total, n))
+                return total / max(n, 1), {"epoch": epoch, "step": step, "total": sum(v[0] for v in sums),
+                                           "n": sum(v[1] for v in sums), "rng": rng_state()}
+            lr_steps.append(optimizer.param_groups[-1]["lr"])
+            micro = micro_of(cfg, x.shape[-1])
+            try:
+                loss = train_step(model, x, y, loss_fn, optimizer, scaler, cfg, device, micro)
+            except FloatingPointError as e:
+                raise RunError(f"epoch {epoch}, batch {step}: {e}; stopping (the last good checkpoint is kept). "
+                               "Try a lower --lr or --amp off.") from None
+            except torch.OutOfMemoryError:
+                raise out_of_memory(cfg, stored_side_of(cfg, x.shape[-1], True), micro, len(x), epoch) from None
+            scheduler.step()
+            total += loss * len(x)
+            n += len(x)
+            bar.set_postfix(loss=f"{total / n:.4f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}")
     sums = distributed.gather((total, n))
     return sum(v[0] for v in sums) / max(sum(v[1] for v in sums), 1), None
 
@@ -254,16 +267,18 @@ def evaluate(model, loader: DataLoader, loss_fn, cfg: TrainConfig, device: torch
     """Validation loss, probabilities and targets over the whole validation set (all ranks' shares)."""
     model.eval()
     probs, ys, total = [], [], 0.0
-    for xb, yb in progress(loader, desc="validate", leave=False, disable=not distributed.is_main()):
-        micro = micro_of(cfg, xb.shape[-1], training=False) or len(xb)  # no gradients: the training one fits
-        for x, y in zip(xb.split(micro), yb.split(micro)):
-            x = to_device(x, cfg, device)
-            with autocast(device, cfg.amp):
-                logits = model(x).float()
-            y = y.to(device)
-            total += loss_fn(logits, y).sum().item()
-            probs.append(torch.sigmoid(logits).cpu().numpy())
-            ys.append(y.cpu().numpy())
+    with batches_of(loader) as batches:
+        for xb, yb in progress(batches, total=len(loader), desc="validate", leave=False,
+                               disable=not distributed.is_main()):
+            micro = micro_of(cfg, xb.shape[-1], training=False) or len(xb)  # no gradients: the training one fits
+            for x, y in zip(xb.split(micro), yb.split(micro)):
+                x = to_device(x, cfg, device)
+                with autocast(device, cfg.amp):
+                    logits = model(x).float()
+                y = y.to(device)
+                total += loss_fn(logits, y).sum().item()
+                probs.append(torch.sigmoid(logits).cpu().numpy())
+                ys.append(y.cpu().numpy())
     empty = np.zeros((0, NUM_CLASSES))
     shares = distributed.gather((part, np.concatenate(probs) if probs else empty,
                                  np.concatenate(ys) if ys else empty, total))
@@ -278,8 +293,14 @@ def find_lr(model, loader: DataLoader, loss_fn, cfg: TrainConfig, device: torch.
     init = copy.deepcopy(model.state_dict())
     optimizer = build_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
-    batches = itertools.chain.from_iterable(itertools.repeat(loader))
     model.train()
+
+    def cycle():
+        while True:
+            with batches_of(loader) as it:
+                yield from it
+
+    batches = cycle()
 
     def step() -> float:
         x, y = next(batches)
@@ -288,7 +309,10 @@ def find_lr(model, loader: DataLoader, loss_fn, cfg: TrainConfig, device: torch.
         except FloatingPointError:
             return math.inf
 
-    result = lr_range_test(step, optimizer, start_lr=1e-5, end_lr=10.0, steps=cfg.find_lr_steps)
+    try:
+        result = lr_range_test(step, optimizer, start_lr=1e-5, end_lr=10.0, steps=cfg.find_lr_steps)
+    finally:
+        batches.close()  # shuts the loader's workers down (batches_of), even on an error
     model.load_state_dict(init)
     atomic_write_text(run_dir / "lr_find.json", json.dumps(result, indent=1))
     plot_lr_find(result, run_dir / "lr_find.png")

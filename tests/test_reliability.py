@@ -312,3 +312,26 @@ def test_fresh_start_in_a_directory_interrupted_before_its_first_checkpoint(tmp_
     with pytest.raises(RunError, match=r"started with other settings \(lr 0.01 -> 0.5\) and holds no checkpoint; "
                                        "--overwrite replaces it"):
         guard_run_dir(tmp_path, cfg.model_copy(update={"lr": 0.5}), resume=True, overwrite=False)
+
+
+@pytest.mark.slow
+def test_sigterm_with_loader_workers_stops_at_a_step_and_resumes_bit_identical(data, tmp_path):
+    """`kill PID` (SIGTERM, as a preemption sends) to a run with 2 DataLoader workers: it stops at the
+    next step with one `stopped:` line (no traceback, no hang on its workers), and `--resume` ends
+    bit-identical to a run never stopped."""
+    args = [*TRAIN, "--fold", 0, "--data-dir", data, "--batch-size", 2, "--workers", 2]
+    ref = run("train_fold.py", *args, "--runs", tmp_path / "ref")
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    p = subprocess.Popen([sys.executable, "train_fold.py", *map(str, args), "--runs", str(tmp_path / "cut")], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "SIGTERM or SIGUSR1 stops the run" in p.stdout.readline()
+    time.sleep(3)  # into epoch 1
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 1 and "Traceback" not in err, err[-2000:]
+    assert err.startswith("stopped: [tiny_cnn f0] stopped by SIGTERM at epoch "), err
+    done = run("train_fold.py", *args, "--runs", tmp_path / "cut", "--resume")
+    assert done.returncode == 0 and "resumed from" in done.stdout, done.stderr[-2000:]
+    a = torch.load(tmp_path / "ref" / "tiny_cnn_64" / "f0" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "tiny_cnn_64" / "f0" / "last.pt", weights_only=True)
+    assert a["lr_steps"] == b["lr_steps"] and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
