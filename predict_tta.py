@@ -14,34 +14,18 @@ for 3072 px ones in a 768 run); --sizes rescales them (e.g. --sizes 768 1024 add
 With --images, every sample in the folder (`<Id>_red.<ext>` and its 3 sibling files, png, tif,
 tiff, jpg or jpeg in either case) is predicted by all the given folds' models; unreadable samples
 are listed and skipped. Writes probabilities and the predicted class names (thresholds from
---thresholds, else 0.5).
+--thresholds, else 0.5), and beside them report.html: the images with their stains and a class
+activation map (Grad-CAM, averaged over folds and TTA views) for every predicted class.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from hpa import cli, layout
-from hpa.errors import HPAError
-from hpa.inference import (
-    DIHEDRAL,
-    PredictionSet,
-    check_raw_sample,
-    find_image_ids,
-    frame,
-    load_run,
-    parse_tta,
-    predict,
-    predict_folds,
-    predicted_names,
-)
-from hpa.io import check_outputs
-from hpa.labels import NUM_CLASSES, read_ids
+from hpa.inference import DIHEDRAL, parse_tta, predict_folds
 from hpa.models import list_archs
 from hpa.runtime import AMP_MODES, pick_device
-from hpa.thresholds import apply_thresholds
 
 
 def parse_args(argv: list[str] | None):
@@ -68,45 +52,25 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--thresholds", type=Path, help="with --images: thresholds JSON from find_thresholds.py")
     ap.add_argument("--out", type=Path, default=Path("image_predictions.csv"), help="with --images: output CSV")
     ap.add_argument("--strict", action="store_true", help="with --images: fail if any sample cannot be read")
+    ap.add_argument("--no-report", action="store_true", help="with --images: no report.html and no class maps")
+    ap.add_argument("--explain", type=cli.class_index, nargs="+", default=[], metavar="K",
+                    help="with --images: class maps for these classes too (every predicted class gets one)")
     return ap.parse_args(argv)
 
 
 def predict_images(a, common: dict) -> None:
-    if not a.images.is_dir():
-        raise HPAError(f"--images {a.images}: no such directory ({a.images.absolute()})")
-    check_outputs({"predictions (--out)": a.out}, {"image": [p for p in a.images.iterdir() if p.is_file()],
-                                                   "thresholds": [a.thresholds] if a.thresholds else [],
-                                                   "Id list (--ids)": [a.ids] if a.ids else []})
-    thr = layout.read_thresholds(a.thresholds) if a.thresholds else np.full(NUM_CLASSES, 0.5)
-    ids, skipped = (read_ids(a.ids), {}) if a.ids else find_image_ids(a.images)
-    if not ids:
-        raise HPAError(f"--images {a.images}: no <Id>_red.<png|tif|tiff|jpg|jpeg> files with a valid Id found")
-    for sid in ids:  # every sample is checked before it reaches a model
-        why = check_raw_sample(a.images, sid)
-        if why:
-            skipped[sid] = why
-    if skipped and a.strict:
-        name, why = next(iter(skipped.items()))
-        raise HPAError(f"--strict: {why if name in why else f'{name}: {why}'} ({len(skipped)} sample(s) could not be "
-                       "read)")
-    ids = [i for i in ids if i not in skipped]
-    models = [load_run(layout.run_dir(a.runs, a.arch, a.size, f), common["device"]).model for f in a.folds]
-    probs, failed = predict(models, ids, a.size, desc="images", raw_dir=a.images, **common) if ids else \
-        (np.zeros((0, NUM_CLASSES)), {})
-    if failed and a.strict:
-        raise HPAError(f"--strict: {next(iter(failed.values()))}")
-    skipped.update(failed)
-    ok = [k for k, i in enumerate(ids) if i not in failed]
-    for name, why in skipped.items():
-        print(f"skipped {name}: {why}")
-    if not ok:
-        raise HPAError(f"--images {a.images}: {len(skipped)} sample(s) could not be read, none predicted")
-    df = frame([ids[k] for k in ok], probs[ok])
-    df["predicted"] = predicted_names(apply_thresholds(probs[ok], thr))
-    out = PredictionSet()
-    out.add(a.out, df)
-    out.write_all()
-    print(f"wrote {len(ok)} predictions to {a.out}" + (f"; skipped {len(skipped)} (listed above)" if skipped else ""))
+    from hpa.ensemble import from_runs
+    from hpa.folder import predict_folder
+
+    thr = layout.read_thresholds(a.thresholds) if a.thresholds else None
+    ens = from_runs(a.runs, a.arch, a.size, a.folds, common["device"], common["tta"], common["sizes"], common["amp"],
+                    thr)
+    r = predict_folder(ens, a.images, a.out, ids_csv=a.ids, strict=a.strict, report=not a.no_report,
+                       explain=a.explain, batch_size=common["batch_size"], device=common["device"],
+                       workers=common["workers"], source=f"runs: {a.runs.absolute()} ({a.arch}_{a.size}, folds "
+                       f"{' '.join(map(str, a.folds))})")
+    print(f"wrote {r.n_predicted} predictions to {r.predictions}" + (f" and the report {r.report}" if r.report else "")
+          + (f"; skipped {len(r.skipped)} (listed above)" if r.skipped else ""))
 
 
 def main(argv: list[str] | None = None) -> None:

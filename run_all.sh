@@ -84,3 +84,5 @@ case " ${EXTRA[*]-} " in *" --plan "*) exit 0 ;; esac
 echo "== done in $(( $(date +%s) - start )) s"
 [ "$DATA" = data/demo ] && echo "demo data: $DATA (preview: $DATA/preview.png)"
 echo "per-class report: $WORK/report.md ($WORK/report.png)"
+[ -f "$WORK/test_images/report.html" ] && echo "test images with class maps: $WORK/test_images/report.html"
+echo "training curves: tensorboard --logdir $WORK/runs"

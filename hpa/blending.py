@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -453,7 +454,10 @@ def run_blend(oof_files: list[Path], test_files: list[Path], labels_csv: list[Pa
                "threshold_method": method, "thresholds": [float(t) for t in thr], "oof_rows": len(b.oof_ids),
                "oof_macro_f1_at_0.5": macro_f1(b.y, oof >= 0.5), "oof_macro_f1": macro_f1(b.y, oof >= thr),
                "oof_macro_f1_filled": macro_f1(b.y, apply_thresholds(oof, thr)),
-               "single_model_oof_macro_f1": singles, "notes": b.notes}
+               "single_model_oof_macro_f1": singles, "notes": b.notes,
+               # what hpa.ensemble.from_recipe rebuilds the ensemble from, relative to blend.json
+               "test_files": {m: [os.path.relpath(Path(p).absolute(), Path(out).absolute().parent) for p in files]
+                              for m, files in group_by_model(test_files).items()}}
     table = per_class_frame(per_class_table(oof, b.y, thr))
     if b.test_y is not None:
         summary["test_macro_f1"] = macro_f1(b.test_y, pred)

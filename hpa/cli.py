@@ -40,6 +40,18 @@ def non_negative_int(v: str) -> int:
     return int(v)
 
 
+def class_index(v: str) -> int:
+    from hpa.labels import NUM_CLASSES
+
+    try:
+        k = int(v)
+    except ValueError:
+        k = -1
+    if not 0 <= k < NUM_CLASSES:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a class number 0..{NUM_CLASSES - 1}")
+    return k
+
+
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr, flush=True)
     return 1

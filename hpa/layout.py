@@ -158,6 +158,48 @@ def parse_prediction_name(path: Path) -> dict:
             "model": f"{d['arch']}_{d['size']}"}
 
 
+# ---- a recipe's output directory and a folder's report -----------------------------------------
+
+def recipe_runs(out_dir: Path) -> Path:
+    return Path(out_dir) / "runs"
+
+
+def recipe_predictions(out_dir: Path) -> Path:
+    return Path(out_dir) / "predictions"
+
+
+def blend_summary(out_dir: Path) -> Path:
+    """blend.json, written by the blend beside the submission."""
+    return Path(out_dir) / "blend.json"
+
+
+def recipe_test_images(out_dir: Path) -> Path:
+    """The recipe's own-image prediction of the test folder (probabilities, names, report.html beside)."""
+    return Path(out_dir) / "test_images" / "predictions.csv"
+
+
+def folder_report(predictions: Path) -> Path:
+    """report.html beside a folder's predictions file."""
+    return Path(predictions).with_name("report.html")
+
+
+def report_assets(predictions: Path) -> Path:
+    """The report's images (composites, stains, class maps): `<report>_files/<Id>/`."""
+    return Path(predictions).with_name("report_files")
+
+
+def sample_assets(assets: Path, sample_id: str) -> dict[str, Path]:
+    """One sample's images in the report's folder, by role: composite, thumb, each stain, and
+    `cam_<k>` for the map of class k (filled in by the caller)."""
+    d = Path(assets) / sample_id
+    return {"dir": d, "composite": d / "composite.png", "thumb": d / "thumb.png",
+            **{c: d / f"{c}.png" for c in ("red", "green", "blue", "yellow")}}
+
+
+def cam_asset(assets: Path, sample_id: str, k: int) -> Path:
+    return Path(assets) / sample_id / f"cam_{k}.png"
+
+
 # ---- the thresholds file ---------------------------------------------------------------------
 
 def thresholds_text(result: dict) -> str:

@@ -57,6 +57,9 @@ class Recipe(BaseModel):
     n_folds: int = Field(5, ge=2)
     duplicates: Literal[DUPLICATES] = "drop"  # make_folds --duplicates
     tta: int = Field(8, ge=1, le=8)
+    # predict the test folder's images with the blended ensemble into test_images/, with report.html
+    # and class maps (a page per image: worth it for a demo's 500 images, not for Kaggle's 11,702)
+    test_report: bool = False
     members: list[Member] = Field(min_length=1)
 
 
@@ -251,6 +254,22 @@ def blend_members(members: list[Member], folds: list[int], data_dir: Path, out_d
     return sub
 
 
+def report_test_images(data_dir: Path, out_dir: Path, device: str, echo) -> Path:
+    """The test folder predicted as a user's folder is, by the blended ensemble (hpa.folder), with
+    report.html and the class maps of every predicted class."""
+    from hpa.ensemble import from_recipe
+    from hpa.folder import predict_folder
+    from hpa.runtime import pick_device
+
+    echo("== report of the test images (ensemble probabilities and class maps)")
+    dev = pick_device(device)
+    r = predict_folder(from_recipe(out_dir, dev), Path(data_dir) / "test", layout.recipe_test_images(out_dir),
+                       ids_csv=layout.split_table(data_dir, "test"), device=dev, source=f"recipe output {out_dir}",
+                       echo=echo)
+    echo(f"report: {r.report}")
+    return r.report
+
+
 def check_data_dir(data_dir: Path) -> Path:
     data_dir = Path(data_dir).absolute()
     for f in ("train", "test"):
@@ -265,7 +284,7 @@ def run_recipe(recipe: Recipe, data_dir: Path, out_dir: Path, device: str = "aut
     data_dir, out_dir = check_data_dir(data_dir), Path(out_dir).absolute()
     members = [smoke_member(m) for m in recipe.members] if smoke else recipe.members
     n_gpus = gpu_count(gpus)
-    runs, preds = out_dir / "runs", out_dir / "predictions"
+    runs, preds = layout.recipe_runs(out_dir), layout.recipe_predictions(out_dir)
     tables = layout.label_tables(data_dir)
     sizes = sorted({m.size for m in members})
     with dir_lock(out_dir, "recipe output directory"):
@@ -275,7 +294,10 @@ def run_recipe(recipe: Recipe, data_dir: Path, out_dir: Path, device: str = "aut
         folds = list(range(recipe.n_folds))
         train_members(members, folds, data_dir, runs, device, n_gpus, parallel_folds, echo)
         predict_members(members, folds, data_dir, runs, preds, 1 if smoke else recipe.tta, device, smoke, echo)
-        return blend_members(members, folds, data_dir, out_dir, echo)
+        sub = blend_members(members, folds, data_dir, out_dir, echo)
+        if recipe.test_report:
+            report_test_images(data_dir, out_dir, device, echo)
+        return sub
 
 
 def run_stage(stage: str, recipe: Recipe, data_dir: Path, out_dir: Path, device: str, smoke: bool,
@@ -290,6 +312,8 @@ def run_stage(stage: str, recipe: Recipe, data_dir: Path, out_dir: Path, device:
         return
     if stage == "blend":
         blend_members(members, folds, data_dir, out_dir, echo)
+        if recipe.test_report:
+            report_test_images(data_dir, out_dir, device, echo)
         return
     chosen = [m for m in members if m.name == member]
     if not chosen:

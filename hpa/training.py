@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from hpa import distributed, layout, memory
+from hpa.board import EVENTS_GLOB, N_IMAGES, Board, peak_memory_mib
 from hpa.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from hpa.config import TrainConfig, changed_settings, read_yaml, save_yaml
 from hpa.dataset import HPADataset, crop_side
@@ -62,6 +63,7 @@ class TrainData:
     sides: list[int]  # the stored sides of the training samples (a batch holds one)
     provenance: dict
     note: str  # what the run trains on, for its log
+    board_images: torch.Tensor | None = None  # a few validation images for TensorBoard (main process)
 
 
 def ignore_stop_signals(_: int) -> None:
@@ -134,7 +136,9 @@ def build_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> TrainData:
     note = (f"{int(is_train.sum())} training samples ({n_ext} HPAv18 external), {int(is_val.sum())} validation; "
             f"{int((fold < 0).sum())} left out by {folds_csv.name} (fold -1){layout.dropped_note(folds_csv)}")
     prov = layout.data_provenance(tables, folds_csv, ids[is_train].tolist(), ids[is_val].tolist())
-    return TrainData(train_dl, val_dl, val_part, counts, sorted(set(train_sides)), prov, note)
+    shown = [val_ds[i][0] for i in range(min(N_IMAGES, len(val_ds)))]
+    shown = [x for x in shown if x.shape == shown[0].shape]  # one stored side, to stack
+    return TrainData(train_dl, val_dl, val_part, counts, sorted(set(train_sides)), prov, note, torch.stack(shown))
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -227,12 +231,13 @@ def out_of_memory(cfg: TrainConfig, side: int, micro: int | None, n: int, epoch:
 
 def train_single_epoch(model, loader: DataLoader, loss_fn, optimizer, scheduler, scaler, cfg: TrainConfig,
                        device: torch.device, epoch: int, lr_steps: list[float], start: dict | None = None,
-                       stop: StopRequest | None = None) -> tuple[float, dict | None]:
+                       stop: StopRequest | None = None) -> tuple[float, dict | None, int]:
     """Train one epoch, or its rest from `start` (a mid-epoch checkpoint's position: steps done,
-    loss sums, random states). Returns (mean training loss, None), or on a stop request (loss so far,
-    the position to save)."""
+    loss sums, random states). Returns (mean training loss, None, samples this call trained on over
+    all processes), or on a stop request (loss so far, the position to save, samples)."""
     model.train()
     total, n, done = (start["total"], start["n"], start["step"]) if start else (0.0, 0, 0)
+    n0 = n
     with batches_of(loader) as batches:  # creating it draws a seed from torch's generator: restore after
         if start:
             set_rng_state(start["rng"])
@@ -244,7 +249,7 @@ def train_single_epoch(model, loader: DataLoader, loss_fn, optimizer, scheduler,
             if stop and stop.requested():  # workers ignore the signal, so the batch in hand came whole
                 sums = distributed.gather((total, n))
                 return total / max(n, 1), {"epoch": epoch, "step": step, "total": sum(v[0] for v in sums),
-                                           "n": sum(v[1] for v in sums), "rng": rng_state()}
+                                           "n": sum(v[1] for v in sums), "rng": rng_state()}, 0
             lr_steps.append(optimizer.param_groups[-1]["lr"])
             micro = micro_of(cfg, x.shape[-1])
             try:
@@ -258,8 +263,8 @@ def train_single_epoch(model, loader: DataLoader, loss_fn, optimizer, scheduler,
             total += loss * len(x)
             n += len(x)
             bar.set_postfix(loss=f"{total / n:.4f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}")
-    sums = distributed.gather((total, n))
-    return sum(v[0] for v in sums) / max(sum(v[1] for v in sums), 1), None
+    sums = distributed.gather((total, n, n - n0))
+    return sum(v[0] for v in sums) / max(sum(v[1] for v in sums), 1), None, sum(v[2] for v in sums)
 
 
 @torch.no_grad()
@@ -479,7 +484,8 @@ def setup(cfg: TrainConfig, run_dir: Path, device: torch.device, rank: int, worl
         echo(f"{s.tag} batch {cfg.batch_size} per step = {world} process(es) x micro-batch x micro-batches: "
              f"{memory.describe(cfg.micro_batches, share, cfg) if cfg.micro_batches else share}")
         fresh = ck is None
-        for stale in [*run_dir.glob(".*.tmp"), *(run_dir / f for f in layout.RUN_FILES if fresh)]:
+        old = [*(run_dir / f for f in layout.RUN_FILES), *run_dir.glob(EVENTS_GLOB)] if fresh else []
+        for stale in [*run_dir.glob(".*.tmp"), *old]:
             stale.unlink(missing_ok=True)  # a killed writer's temp files; on a fresh start, an old attempt's files
         atomic_write_csv(run_dir / "class_counts.csv", data.counts)
         save_yaml(run_dir / "config.yaml", cfg.model_dump())
@@ -566,6 +572,16 @@ def epoch_loop(s: Session, start: int, best: float, history: list, lr_steps: lis
     it), checkpointing after each; returns the best F1. A stop request saves last.pt at the step it
     came in (or after the epoch's checkpoint) and raises Stopped."""
     last_plot = time.time()
+    board = Board(s.run_dir, start, s.cfg.model_dump()) if s.main else None
+    try:
+        return _epochs(s, start, best, history, lr_steps, partial, stop, board, last_plot)
+    finally:
+        if board:
+            board.close()
+
+
+def _epochs(s: Session, start: int, best: float, history: list, lr_steps: list, partial: dict | None,
+            stop: StopRequest | None, board: Board | None, last_plot: float) -> float:
     for epoch in range(start, s.cfg.epochs + 1):
         t0 = time.time()
         part = partial if partial and partial["epoch"] == epoch else None
@@ -573,19 +589,27 @@ def epoch_loop(s: Session, start: int, best: float, history: list, lr_steps: lis
             part = {**part, "total": 0.0, "n": 0}
         s.data.train.dataset.set_epoch(epoch)
         s.data.train.batch_sampler.set_epoch(epoch, skip=part["step"] if part else 0)
-        train_loss, stopped = train_single_epoch(s.model, s.data.train, s.loss_fn, s.optimizer, s.scheduler, s.scaler,
-                                                 s.cfg, s.device, epoch, lr_steps, part, stop)
+        train_loss, stopped, seen = train_single_epoch(s.model, s.data.train, s.loss_fn, s.optimizer, s.scheduler,
+                                                       s.scaler, s.cfg, s.device, epoch, lr_steps, part, stop)
         if stopped:
             raise save_stop(s, stopped, best, history, lr_steps, stop)
+        t_train = time.time() - t0
         val_loss, p, t = evaluate(s.model, s.data.val, s.loss_fn, s.cfg, s.device, s.data.val_part)
         f1 = f1_per_class(t, p >= 0.5)
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_macro_f1": float(f1.mean()),
-               "lr": s.optimizer.param_groups[-1]["lr"], "seconds": round(time.time() - t0, 2)}
+               "lr": s.optimizer.param_groups[-1]["lr"], "seconds": round(time.time() - t0, 2),
+               "train_images_per_s": round(seen / max(t_train, 1e-9), 2), "peak_mem_mib": round(
+                   peak_memory_mib(s.device), 1)}
+        row.update({f"lr_group{g}": group["lr"] for g, group in enumerate(s.optimizer.param_groups)})
         row.update({f"f1_{k}": float(v) for k, v in enumerate(f1)})
         history.append(row)
         improved = row["val_macro_f1"] > best
         best = max(best, row["val_macro_f1"])
         if s.main:
+            # events before the checkpoint: a crash between the two repeats the epoch, whose events
+            # the resumed run's purge_step then drops
+            board.epoch(row)
+            board.images(epoch, s.core, s.data.board_images)
             last_plot = save_epoch(s, epoch, best, improved, history, lr_steps, last_plot)
             s.echo(f"{s.tag} epoch {epoch}/{s.cfg.epochs} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
                    f"val_macro_f1 {row['val_macro_f1']:.4f}{' *' if improved else ''} ({row['seconds']:.0f}s)")

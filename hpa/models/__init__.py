@@ -99,6 +99,10 @@ class HPANet(nn.Module):
             x = nn.functional.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
         return self.head(self.pool(self.encoder(x)))
 
+    def cam_layer(self) -> nn.Module:
+        """The layer class activation maps weigh (hpa.explain): the encoder's last feature map."""
+        return self.encoder
+
     def layer_groups(self, n: int = 2) -> list[list[nn.Parameter]]:
         """Parameter groups for distinct learning rates, split at stage boundaries: n=2 gives
         [encoder, head], n=3 [early stages, late stages, head]."""

@@ -44,6 +44,10 @@ class GapNetPL(nn.Module):
         c = self.stage3(b)
         return self.head(torch.cat([a.mean((2, 3)), b.mean((2, 3)), c.mean((2, 3))], 1))
 
+    def cam_layer(self) -> nn.Module:
+        """For class activation maps: the last stage (its pooled map feeds the head's largest input)."""
+        return self.stage3
+
     def layer_groups(self, n: int = 2) -> list[list[nn.Parameter]]:
         """[convolutional stages, head] or, with n=3, [stage 1 + 2, stage 3, head]."""
         early = list(self.stage1.parameters()) + list(self.stage2.parameters())
