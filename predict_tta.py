@@ -2,6 +2,7 @@
 
     python predict_tta.py --arch se_resnext50 --size 768 --folds 0 1 2 3 4 --sizes 768 1024 --tta 8
     python predict_tta.py --arch tiny_cnn --size 128 --folds 0 1 --images my_images/ --out my_predictions.csv
+    python predict_tta.py --bundle my-bundle --images my_images/ --out my_predictions.csv
 
 For each fold, the run's best.pt (rebuilt from the run's saved config) predicts the fold's
 validation Ids (OOF) and the Ids of sample_submission.csv (test), after checking that the labels
@@ -23,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hpa import cli, layout
+from hpa.errors import HPAError
 from hpa.inference import DIHEDRAL, parse_tta, predict_folds
 from hpa.models import list_archs
 from hpa.runtime import AMP_MODES, pick_device
@@ -30,8 +32,10 @@ from hpa.runtime import AMP_MODES, pick_device
 
 def parse_args(argv: list[str] | None):
     ap = cli.Parser(__doc__)
-    ap.add_argument("--arch", required=True, choices=list_archs(), help="the runs' arch")
-    ap.add_argument("--size", type=cli.positive_int, required=True, help="the training size (names the run)")
+    ap.add_argument("--arch", choices=list_archs(), help="the runs' arch")
+    ap.add_argument("--size", type=cli.positive_int, help="the training size (names the run)")
+    ap.add_argument("--bundle", help="with --images: predict with a bundle (export_bundle.py): a folder or a "
+                    "Hugging Face repository id; its members, TTA, blend and thresholds are used")
     ap.add_argument("--folds", type=cli.non_negative_int, nargs="+", default=[0], help="folds whose runs to use")
     ap.add_argument("--sizes", type=cli.positive_int, nargs="+",
                     help="inference sides for images stored at --size, larger stored images scaled alike "
@@ -59,22 +63,35 @@ def parse_args(argv: list[str] | None):
 
 
 def predict_images(a, common: dict) -> None:
-    from hpa.ensemble import from_runs
     from hpa.folder import predict_folder
 
-    thr = layout.read_thresholds(a.thresholds) if a.thresholds else None
-    ens = from_runs(a.runs, a.arch, a.size, a.folds, common["device"], common["tta"], common["sizes"], common["amp"],
-                    thr)
+    if a.bundle:
+        from hpa.bundle import load_bundle
+
+        bundle = load_bundle(a.bundle, common["device"])
+        ens, source = bundle.ensemble, f"bundle {bundle.path}"
+    else:
+        from hpa.ensemble import from_runs
+
+        thr = layout.read_thresholds(a.thresholds) if a.thresholds else None
+        ens = from_runs(a.runs, a.arch, a.size, a.folds, common["device"], common["tta"], common["sizes"],
+                        common["amp"], thr)
+        source = f"runs: {a.runs.absolute()} ({a.arch}_{a.size}, folds {' '.join(map(str, a.folds))})"
     r = predict_folder(ens, a.images, a.out, ids_csv=a.ids, strict=a.strict, report=not a.no_report,
                        explain=a.explain, batch_size=common["batch_size"], device=common["device"],
-                       workers=common["workers"], source=f"runs: {a.runs.absolute()} ({a.arch}_{a.size}, folds "
-                       f"{' '.join(map(str, a.folds))})")
+                       workers=common["workers"], source=source)
     print(f"wrote {r.n_predicted} predictions to {r.predictions}" + (f" and the report {r.report}" if r.report else "")
           + (f"; skipped {len(r.skipped)} (listed above)" if r.skipped else ""))
 
 
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
+    if a.bundle and not a.images:
+        raise HPAError("--bundle predicts a folder of images: add --images DIR (and --out FILE)")
+    if a.bundle and a.thresholds:
+        raise HPAError("--thresholds with --bundle: the bundle carries its own thresholds")
+    if not a.bundle and (a.arch is None or a.size is None):
+        raise HPAError("--arch and --size are required (or --bundle with --images)")
     common = dict(sizes=a.sizes, tta=parse_tta(a.tta), batch_size=a.batch_size, device=pick_device(a.device),
                   amp=a.amp, workers=a.workers)
     if a.images:

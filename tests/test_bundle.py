@@ -1,0 +1,198 @@
+"""Bundles: a recipe output exported (safetensors + config.json + model card), loaded from a folder
+and from a pre-populated Hugging Face cache offline, predicting a folder to the blend's own
+probabilities; refusals; the bioimage.io package validated by bioimageio.spec and run by
+bioimageio.core to the bundle's outputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hpa import layout
+from hpa.bundle import BundleError, export_bundle, load_bundle
+from hpa.errors import HPAError
+from hpa.recipe import Member, Recipe, run_recipe
+
+QUIET = dict(echo=lambda _: None)
+COMMON = {"epochs": 1, "batch_size": 16, "crop": 24, "crop_large": None, "workers": 0, "pretrained": "none",
+          "cycle_epochs": None, "cycles": 1, "loss": "bce", "hard_k": None, "lr": 3e-3, "optimizer": "adamw"}
+
+
+@pytest.fixture(scope="module")
+def recipe_out(small_data, tmp_path_factory):
+    """A two-member recipe (tiny_cnn and gapnet_pl at 32 px, 2 folds, TTA 2) run end to end in-process."""
+    root = tmp_path_factory.mktemp("bundle")
+    data = root / "data"
+    shutil.copytree(small_data, data)
+    recipe = Recipe(n_folds=2, duplicates="ignore", tta=2, members=[
+        Member(arch="tiny_cnn", size=32, set={**COMMON, "amp": "off"}),
+        Member(arch="gapnet_pl", size=32, set={**COMMON, "amp": "bf16"})])
+    run_recipe(recipe, data, root / "work", device="cpu", **QUIET)
+    return data, root / "work"
+
+
+def blend_by_hand(work: Path, names: list[str], weights: list[float], weighting: str, ids: list[str]) -> np.ndarray:
+    """The blend's test probabilities from its input files: each member's folds averaged, then the
+    weighted mean (in logit space for `logit`)."""
+    per = []
+    for name in names:
+        files = sorted(layout.recipe_predictions(work).glob(f"{name}_f*_test.csv"))
+        per.append(np.mean([pd.read_csv(f).set_index("Id").loc[ids].to_numpy() for f in files], axis=0))
+    if weighting == "logit":
+        z = sum(w * np.log(p / (1 - p)) for w, p in zip(weights, per))
+        return 1 / (1 + np.exp(-z))
+    return sum(w * p for w, p in zip(weights, per))
+
+
+def test_export_writes_the_hub_layout_and_nothing_pickled(recipe_out, tmp_path):
+    data, work = recipe_out
+    out = export_bundle(work, tmp_path / "b", **QUIET)
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert files == ["README.md", "config.json", *[f"weights/{m}/f{f}.safetensors" for m in ("gapnet_pl_32",
+                                                                                              "tiny_cnn_32")
+                                                   for f in (0, 1)]]
+    from safetensors import safe_open
+
+    with safe_open(str(out / "weights/tiny_cnn_32/f0.safetensors"), "pt") as f:  # the publisher's reader
+        assert f.metadata()["arch"] == "tiny_cnn" and "head.0.weight" in set(f.keys())
+    cfg = json.loads((out / "config.json").read_text())
+    blend = json.loads((work / "blend.json").read_text())
+    assert cfg["blend"]["models"] == blend["models"] and cfg["thresholds"] == blend["thresholds"]
+    assert [m["tta"] for m in cfg["members"]] == [["id", "hflip"]] * 2
+    assert cfg["members"][0]["channels"] == ["red", "green", "blue", "yellow"] and len(cfg["classes"]) == 28
+    import hashlib
+
+    assert cfg["training_data"]["folds_sha256"] == hashlib.sha256((data / "folds.csv").read_bytes()).hexdigest()
+    card = (out / "README.md").read_text()
+    import yaml
+
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["library_name"] == "hpa-toolkit" and meta["license"] == "cc-by-sa-3.0" and "biology" in meta["tags"]
+    assert f"{blend['oof_macro_f1']:.4f}" in card and "| class " in card
+
+
+def test_bundle_predicts_the_test_folder_to_the_blends_probabilities(recipe_out, tmp_path):
+    data, work = recipe_out
+    out = export_bundle(work, tmp_path / "b", **QUIET)
+    for p in list(work.iterdir()):  # only the bundle: no runs, no data beside it
+        assert p.name != "b"
+    alone = tmp_path / "alone"
+    shutil.move(str(out), alone)
+    bundle = load_bundle(alone)
+    ids = pd.read_csv(data / "sample_submission.csv")["Id"].tolist()
+    r = bundle.predict_folder(data / "test", tmp_path / "p" / "preds.csv", ids_csv=data / "sample_submission.csv",
+                              **QUIET)
+    got = pd.read_csv(r.predictions).set_index("Id").loc[ids].iloc[:, :28].to_numpy()
+    blend = json.loads((work / "blend.json").read_text())
+    want = blend_by_hand(work, blend["models"], blend["weights"], blend["weighting"], ids)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert r.report.is_file()
+
+
+def test_hub_id_loads_offline_from_the_huggingface_cache(recipe_out, tmp_path, monkeypatch):
+    """huggingface_hub's own cache layout: models--<owner>--<name>/snapshots/<commit>/ and refs/main."""
+    _, work = recipe_out
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "hub" / "models--my-lab--hpa-ensemble"
+    export_bundle(work, repo / "snapshots" / commit, **QUIET)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    bundle = load_bundle("my-lab/hpa-ensemble")
+    assert bundle.path == repo / "snapshots" / commit
+    with pytest.raises(BundleError, match="not in the Hugging Face cache"):
+        load_bundle("my-lab/not-downloaded")
+
+
+def test_an_altered_weight_file_or_foreign_folder_is_refused(recipe_out, tmp_path):
+    _, work = recipe_out
+    out = export_bundle(work, tmp_path / "b", **QUIET)
+    with open(out / "weights/tiny_cnn_32/f1.safetensors", "r+b") as f:
+        f.seek(-4, 2)
+        f.write(b"\0\0\0\0")
+    with pytest.raises(BundleError, match="sha256 differs"):
+        load_bundle(out)
+    with pytest.raises(BundleError, match="not an hpa-toolkit bundle"):
+        load_bundle(tmp_path)
+    with pytest.raises(BundleError, match="no such directory"):
+        load_bundle(str(tmp_path / "nowhere"))
+
+
+def test_export_refuses_runs_trained_on_other_folds(recipe_out, tmp_path):
+    data, work = recipe_out
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    from hpa.checkpoint import load_checkpoint, save_checkpoint
+
+    best = layout.run_dir(layout.recipe_runs(copy), "gapnet_pl", 32, 1) / "best.pt"
+    ck = load_checkpoint(best)
+    ck["provenance"]["folds_sha256"] = "0" * 64
+    save_checkpoint(best, ck)
+    # the blend's sidecars name the checkpoint by content: re-record it, as a rerun of predict would
+    for kind in ("oof", "test"):
+        side = layout.sidecar_path(layout.prediction_path(layout.recipe_predictions(copy), "gapnet_pl", 32, 1, kind))
+        s = json.loads(side.read_text())
+        from hpa.io import file_sha256
+
+        s["producer"]["checkpoint_sha256"] = file_sha256(best)
+        side.write_text(json.dumps(s))
+    with pytest.raises(HPAError, match="gapnet_pl_32 f1: was trained on other labels or folds"):
+        export_bundle(copy, tmp_path / "b", **QUIET)
+    assert not (tmp_path / "b").exists()  # nothing half-written
+
+
+def test_members_and_folds_can_be_chosen(recipe_out, tmp_path):
+    _, work = recipe_out
+    out = export_bundle(work, tmp_path / "b", members=["tiny_cnn_32"], folds=[1], **QUIET)
+    cfg = json.loads((out / "config.json").read_text())
+    assert [m["name"] for m in cfg["members"]] == ["tiny_cnn_32"] and cfg["members"][0]["folds"] == [1]
+    assert cfg["blend"]["weights"] == [1.0]
+    with pytest.raises(HPAError, match="not members of the blend"):
+        export_bundle(work, tmp_path / "c", members=["resnet50_768"], **QUIET)
+
+
+def test_bioimageio_package_validates_and_runs_to_the_bundles_outputs(recipe_out, tmp_path):
+    pytest.importorskip("bioimageio.core")
+    from bioimageio.core import predict, test_model
+    from bioimageio.spec import load_model_description
+
+    from hpa.bioimageio import export_bioimageio
+    from hpa.io import read_sample
+
+    data, work = recipe_out
+    out = export_bundle(work, tmp_path / "b", **QUIET)
+    ids = pd.read_csv(data / "sample_submission.csv")["Id"].tolist()[:3]
+    imgs = [read_sample(data / "test", i) for i in ids]
+    pkg = export_bioimageio(out, tmp_path / "hpa.bioimageio.zip", test_image=imgs[0])
+    descr = load_model_description(pkg)  # validates against the spec
+    assert len(descr.outputs[0].axes[1].channel_names) == 28 and descr.inputs[0].axes[1].size == 4
+    summary = test_model(pkg)
+    assert summary.status == "passed", summary.format()
+    # the bundle with every member in float32, as the TorchScript network runs
+    bundle = load_bundle(out)
+    for m in bundle.ensemble.members:
+        m.amp = "off"
+    folder = tmp_path / "three"
+    folder.mkdir()
+    for i in ids:
+        for c in ("red", "green", "blue", "yellow"):
+            shutil.copy(data / "test" / f"{i}_{c}.png", folder / f"{i}_{c}.png")
+    r = bundle.predict_folder(folder, tmp_path / "p.csv", report=False, **QUIET)
+    want = pd.read_csv(r.predictions).set_index("Id").loc[ids].iloc[:, :28].to_numpy()
+    import xarray as xr
+
+    for img, w in zip(imgs, want):
+        x = xr.DataArray(img.transpose(2, 0, 1)[None].astype(np.float32), dims=("batch", "channel", "y", "x"))
+        res = predict(model=descr, inputs={"stains": x})
+        got = np.asarray(res.members["probabilities"].data).reshape(-1)
+        np.testing.assert_allclose(got, w, atol=1e-5)
