@@ -99,75 +99,95 @@ def _card(config: dict, summary: dict, report_md: str) -> str:
             + f"\n- folds table sha256 `{data['folds_sha256']}`\n")
 
 
-def export_bundle(source: str | Path, out: str | Path, *, members: Sequence[str] | None = None,
-                  folds: Sequence[int] | None = None, license: str = "cc-by-sa-3.0",
-                  echo=print) -> Path:
-    """A recipe output (its blend.json, the runs and predictions behind it) as a bundle directory.
-    `members` / `folds` keep only those (the blend's weights renormalised over the members kept;
-    its thresholds as fitted). Refuses runs trained on different labels or folds."""
-    from safetensors.torch import save_file
-
-    from hpa.ensemble import from_recipe
-    from hpa.folder import staged_dir
-    from hpa.io import file_sha256
-
-    source, out = Path(source), Path(out)
-    ens = from_recipe(source, torch.device("cpu"))
-    summary = json.loads(layout.blend_summary(source).read_text())
+def subset(ens: Ensemble, members: Sequence[str] | None, folds: Sequence[int] | None, where: Path) -> Ensemble:
+    """The members and folds kept, the blend's weights renormalised over the members kept (its
+    thresholds as fitted)."""
     chosen = [k for k, m in enumerate(ens.members) if members is None or m.name in members]
     unknown = sorted(set(members or []) - {m.name for m in ens.members})
     if unknown or not chosen:
-        raise ConfigError(f"--members {' '.join(unknown or members or [])}: not members of the blend in {source} "
+        raise ConfigError(f"--members {' '.join(unknown or members or [])}: not members of the blend in {where} "
                           f"({', '.join(m.name for m in ens.members)})")
-    names, provs, entries = [], [], []
-    with staged_dir(out) as tmp:
-        for k in chosen:
-            m = ens.members[k]
-            keep = [i for i, f in enumerate(m.folds) if folds is None or f in folds]
-            if not keep:
-                raise ConfigError(f"--folds {' '.join(map(str, folds))}: {m.name} has folds {m.folds}")
-            files, shas = [], {}
-            for i in keep:
-                f, cfg = m.folds[i], m.configs[i]
-                path = tmp / weight_file(m.name, f)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                state = {n: t.detach().cpu().contiguous() for n, t in m.models[i].state_dict().items()}
-                save_file(state, str(path), metadata={"arch": cfg.arch, "size": str(cfg.size), "fold": str(f)})
-                files.append(weight_file(m.name, f))
-                shas[weight_file(m.name, f)] = file_sha256(path)
-                from hpa.checkpoint import load_checkpoint
+    kept = []
+    for k in chosen:
+        m = ens.members[k]
+        keep = [i for i, f in enumerate(m.folds) if folds is None or f in folds]
+        if not keep:
+            raise ConfigError(f"--folds {' '.join(map(str, folds))}: {m.name} has folds {m.folds}")
+        kept.append(Member(m.name, m.size, [m.models[i] for i in keep], m.tta, m.sizes, m.amp,
+                           [m.folds[i] for i in keep], [m.configs[i] for i in keep]))
+    w = np.asarray(ens.weights, float)[chosen]
+    return Ensemble(kept, ens.weighting, w / w.sum(), ens.thresholds)
 
-                provs.append(load_checkpoint(layout.run_dir(layout.recipe_runs(source), cfg.arch, cfg.size, f)
-                                             / "best.pt").get("provenance") or {})
-                names.append(f"{m.name} f{f}")
-            cfg = m.configs[keep[0]]
+
+def write_bundle(ens: Ensemble, out: str | Path, *, training_data: dict, summary: dict, report_md: str = "",
+                 license: str = "cc-by-sa-3.0") -> Path:
+    """The ensemble (members with their fold models and TrainConfigs) as a bundle directory, built
+    beside `out` and moved into place whole. `summary` is the blend's (blend.json: evidence and
+    threshold method), `training_data` the labels' and folds' hashes."""
+    from safetensors.torch import save_file
+
+    from hpa.folder import staged_dir
+    from hpa.io import file_sha256
+    from hpa.labels import CLASS_NAMES
+
+    out = Path(out)
+    entries = []
+    with staged_dir(out) as tmp:
+        for m in ens.members:
+            files, shas = [], {}
+            for f, model, cfg in zip(m.folds, m.models, m.configs):
+                rel = weight_file(m.name, f)
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                state = {n: t.detach().cpu().contiguous() for n, t in model.state_dict().items()}
+                save_file(state, str(tmp / rel), metadata={"arch": cfg.arch, "size": str(cfg.size), "fold": str(f)})
+                files.append(rel)
+                shas[rel] = file_sha256(tmp / rel)
+            cfg = m.configs[0]
             entries.append({"name": m.name, "arch": cfg.arch, "size": m.size, "sizes": m.sizes, "tta": list(m.tta),
                             "amp": m.amp, "model": cfg.model, "channels": ["red", "green", "blue", "yellow"],
                             "input": "each stain 8-bit, scaled to [0, 1]; the model's own normalisation inside "
                                      f"(model.normalize: {cfg.model.get('normalize', 'none')})",
-                            "channels_last": cfg.channels_last, "folds": [m.folds[i] for i in keep],
-                            "files": files, "sha256": shas,
+                            "channels_last": cfg.channels_last, "folds": list(m.folds), "files": files,
+                            "sha256": shas,
                             "training": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "loss", "crop",
                                                                       "optimizer", "seed", "pretrained")}})
-        if any(not p for p in provs):
-            raise RunError(f"{names[[not p for p in provs].index(True)]}: its checkpoint records no training data; "
-                           "retrain it with this version")
-        data = _same_training_data(provs, names)
-        weights = np.asarray(ens.weights, float)[chosen]
-        from hpa.labels import CLASS_NAMES
-
         config = {"format": FORMAT, "format_version": FORMAT_VERSION, "toolkit_version": toolkit_version(),
                   "license": license, "classes": list(CLASS_NAMES), "members": entries,
-                  "blend": {"weighting": ens.weighting, "weights": (weights / weights.sum()).tolist(),
+                  "blend": {"weighting": ens.weighting, "weights": [float(w) for w in ens.weights],
                             "threshold_method": summary.get("threshold_method", ""),
-                            "models": [ens.members[k].name for k in chosen]},
-                  "thresholds": [float(t) for t in ens.thresholds], "training_data": data,
+                            "models": [m.name for m in ens.members]},
+                  "thresholds": [float(t) for t in ens.thresholds], "training_data": training_data,
                   "evidence": {k: summary[k] for k in ("oof_macro_f1", "oof_macro_f1_at_0.5", "oof_rows",
                                                        "test_macro_f1") if k in summary}}
         (tmp / CONFIG).write_text(json.dumps(config, indent=1))
-        report = source / "report.md"
-        (tmp / CARD).write_text(_card(config, summary, report.read_text() if report.is_file() else ""))
-    echo(f"bundle: {out} ({sum(len(e['files']) for e in entries)} weight files, {len(entries)} member(s))")
+        (tmp / CARD).write_text(_card(config, summary, report_md))
+    return out
+
+
+def export_bundle(source: str | Path, out: str | Path, *, members: Sequence[str] | None = None,
+                  folds: Sequence[int] | None = None, license: str = "cc-by-sa-3.0",
+                  echo=print) -> Path:
+    """A recipe output (its blend.json, the runs and predictions behind it) as a bundle directory;
+    `members` / `folds` keep only those. Refuses runs trained on different labels or folds."""
+    from hpa.checkpoint import load_checkpoint
+    from hpa.ensemble import from_recipe
+
+    source = Path(source)
+    ens = subset(from_recipe(source, torch.device("cpu")), members, folds, source)
+    names, provs = [], []
+    for m in ens.members:
+        for f, cfg in zip(m.folds, m.configs):
+            best = layout.run_dir(layout.recipe_runs(source), cfg.arch, cfg.size, f) / "best.pt"
+            provs.append(load_checkpoint(best).get("provenance") or {})
+            names.append(f"{m.name} f{f}")
+    if any(not p for p in provs):
+        raise RunError(f"{names[[not p for p in provs].index(True)]}: its checkpoint records no training data; "
+                       "retrain it with this version")
+    report = source / "report.md"
+    out = write_bundle(ens, out, training_data=_same_training_data(provs, names),
+                       summary=json.loads(layout.blend_summary(source).read_text()),
+                       report_md=report.read_text() if report.is_file() else "", license=license)
+    echo(f"bundle: {out} ({sum(len(m.folds) for m in ens.members)} weight files, {len(ens.members)} member(s))")
     return out
 
 

@@ -27,8 +27,8 @@ td img{width:72px;height:72px;object-fit:cover;display:block;background:#000}
 .chip{display:inline-block;margin:1px 4px 1px 0;padding:1px 6px;border-radius:9px;background:#e3ecf7;
 font-size:12px;white-space:nowrap}.num{font-variant-numeric:tabular-nums;text-align:right}
 #detail{flex:1;min-width:420px;background:#fff;border:1px solid #ddd;padding:12px;position:sticky;top:64px}
-#detail[hidden]{display:none}.grid{display:flex;flex-wrap:wrap;gap:8px}.grid figure{margin:0;width:180px}
-.grid img{width:180px;height:180px;object-fit:contain;background:#000;display:block}
+#detail[hidden]{display:none}.grid{display:flex;flex-wrap:wrap;gap:8px}.grid figure{margin:0;width:160px}
+.grid img{width:160px;height:160px;object-fit:contain;background:#000;display:block}
 figcaption{font-size:12px;color:#555}.bar{height:8px;background:#4a8fe7}.bar.off{background:#bbb}
 .probs td{padding:1px 6px;font-size:12px}.skipped td{color:#8a1c1c}
 </style></head><body>
@@ -107,8 +107,9 @@ function detail(id) {
   const probs = order.map((k) => `<tr><td>${esc(D.classes[k])}</td><td class="num">${fmt(r.probs[k])}</td>` +
     `<td style="width:160px"><div class="bar${r.predicted.includes(k) ? "" : " off"}" ` +
     `style="width:${Math.round(160 * r.probs[k])}px"></div></td><td class="num">thr ${fmt(D.thresholds[k])}</td></tr>`);
-  $("detail").innerHTML = `<h2>${esc(r.id)}</h2><div class="grid">${fig(r.composite, "composite")}` +
-    `${stains.join("")}</div><h3>Class activation maps</h3><div class="grid">${maps.join("") || "none"}</div>` +
+  $("detail").innerHTML = `<h2>${esc(r.id)}</h2><h3>Composite and class activation maps</h3>` +
+    `<div class="grid">${fig(r.composite, "composite")}${maps.join("")}</div>` +
+    `<h3>Stains</h3><div class="grid">${stains.join("")}</div>` +
     `<h3>Probabilities</h3><table class="probs"><tbody>${probs.join("")}</tbody></table>`;
   $("detail").hidden = false;
   history.replaceState(null, "", "#" + encodeURIComponent(id));
