@@ -39,10 +39,10 @@ def member(arch: str, size: int, folds: int, tta: int, amp: str) -> Member:
 
 
 def folder(n: int, side: int, root: Path) -> list[str]:
+    import cv2
+
     from hpa.io import write_sample_png
     from input_prep.make_demo import render
-
-    import cv2
 
     rng = np.random.default_rng(0)
     ids = []

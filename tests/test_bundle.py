@@ -216,7 +216,7 @@ def test_a_fresh_directory_with_only_the_bundle_predicts_the_real_samples(recipe
     assert np.isfinite(df.iloc[:, 1:29].to_numpy(float)).all()
     page = (fresh / "report.html").read_text()
     assert all(i in page for i, _, _ in rows)
-    for sid, _, size in rows:  # the 2048 and 3072 px sources shown at the report's side, not their own
+    for sid, _, _ in rows:  # the 2048 and 3072 px sources shown at the report's side, not their own
         from PIL import Image
 
         with Image.open(fresh / "report_files" / sid / "composite.png") as im:
