@@ -90,11 +90,26 @@ class TrainConfig(BaseModel):
     limit_batches: int = Field(0, ge=0, description="stop each epoch after N batches (smoke runs; 0 = all)")
     model: dict[str, Any] = Field(default_factory=dict, description="model builder settings (head, pooling)")
 
-    @field_validator("micro_batch")
+    @field_validator("micro_batch", mode="before")
     @classmethod
-    def _micro(cls, v: int | str) -> int | str:
-        if v != "auto" and v < 1:
-            raise ValueError("must be auto or an int >= 1")
+    def _micro(cls, v: Any) -> Any:
+        if v != "auto" and (isinstance(v, bool) or not isinstance(v, int) or v < 2):
+            raise ValueError(f"must be auto or an int >= 2, got {v!r} (a micro-batch of one sample leaves BatchNorm "
+                             "a single value per channel)")
+        return v
+
+    @field_validator("micro_batches", mode="before")
+    @classmethod
+    def _micro_map(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if not isinstance(v, dict) or not v:
+            raise ValueError(f"must be a map of stored side to micro-batch, e.g. {{768: 16, 1024: 8}}, got {v!r}")
+        for side, m in v.items():
+            bad = [x for x in (side, m) if isinstance(x, bool) or not isinstance(x, int | str) or not str(x).isdigit()]
+            if bad or int(side) < 8 or int(m) < 2:
+                raise ValueError(f"{side}: {m}: a stored side >= 8 and a micro-batch >= 2 are needed, e.g. "
+                                 "{768: 16, 1024: 8}")
         return v
 
     @field_validator("hard_k")

@@ -32,17 +32,21 @@ def can_probe(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def largest_fitting(fits: Callable[[int], bool], limit: int) -> int:
-    """The largest m in 1..limit with fits(m), for a fits that holds up to some m and fails above it:
-    doubling from 1, then bisection (about 2 log2(limit) probes). 0 when not even 1 fits."""
+def largest_fitting(fits: Callable[[int], bool], limit: int, low: int = 2) -> int:
+    """The largest m in low..limit with fits(m) (or `limit` itself when it fits), for a fits that
+    holds up to some m and fails above it: doubling from `low`, then bisection (about 2 log2(limit)
+    probes). 0 when nothing fits. `low` is 2 because a micro-batch of one sample leaves BatchNorm a
+    single value per channel (an error in training mode)."""
     if fits(limit):
         return limit
-    lo, hi, m = 0, limit, 1
+    lo, hi, m = 0, limit, low
     while m < hi:
         if not fits(m):
             hi = m
             break
         lo, m = m, m * 2
+    if lo == 0:
+        return 0
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
@@ -93,15 +97,32 @@ def micro_batches(model: torch.nn.Module, loss_fn: torch.nn.Module, cfg: TrainCo
             crop = crop_side(side, cfg.size, cfg.crop, cfg.crop_large) or side
             best = largest_fitting(fits(model, loss_fn, cfg, device, crop), share)
             if best == 0:
-                raise RunError(f"[{cfg.arch}_{cfg.size}] not even one {crop} px crop (stored side {side}) fits in "
+                raise RunError(f"[{cfg.arch}_{cfg.size}] not even two {crop} px crops (stored side {side}) fit in "
                                f"device memory; use a smaller crop or size, or --amp bf16")
-            out[side] = best if best == share else max(1, math.floor(best * HEADROOM))
+            out[side] = best if best == share else max(2, math.floor(best * HEADROOM))
     model.load_state_dict(state)
     mins = distributed.gather(out)
     return {s: min(r[s] for r in mins) for s in out}
 
 
+def micro_splits(n: int, micro: int | None) -> list[int]:
+    """The micro-batch sizes of a batch of `n`: ceil(n / micro) parts as equal as possible (16 at 3
+    is 3+3+3+3+2+2, not 5 x 3 + 1), so no part holds a single sample unless the whole batch does:
+    BatchNorm in training mode cannot normalise one value per channel, and its statistics over two
+    are already poor."""
+    if not micro or micro >= n:
+        return [n]
+    k = min(math.ceil(n / micro), max(1, n // 2))
+    base, extra = divmod(n, k)
+    return [base + 1] * extra + [base] * (k - extra)
+
+
 def describe(micro: dict[int, int], share: int, cfg: TrainConfig) -> str:
-    """'side 768 (crop 512): 20 x 4' for the log: micro-batch x micro-batches per step."""
-    return "; ".join(f"side {s} (crop {crop_side(s, cfg.size, cfg.crop, cfg.crop_large) or s}): "
-                     f"{m} x {math.ceil(share / m)}" for s, m in sorted(micro.items()))
+    """'side 768 (crop 512): 20 x 4' for the log: micro-batch x micro-batches per step, as
+    micro_splits cuts a share ('3-2 x 6' where the parts differ by one)."""
+    def parts(m: int) -> str:
+        sizes = micro_splits(share, m)
+        return f"{sizes[0]} x {len(sizes)}" if len(set(sizes)) == 1 else f"{max(sizes)}-{min(sizes)} x {len(sizes)}"
+
+    return "; ".join(f"side {s} (crop {crop_side(s, cfg.size, cfg.crop, cfg.crop_large) or s}): {parts(m)}"
+                     for s, m in sorted(micro.items()))

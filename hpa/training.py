@@ -176,7 +176,8 @@ def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn
     then picks its top-k within each micro-batch). With DDP, gradients synchronise once, on the last
     micro-batch. Returns the batch's mean per-sample loss (before hard-example selection)."""
     n = len(x)
-    parts = list(zip(x.split(micro or n), y.split(micro or n)))
+    sizes = memory.micro_splits(n, micro)
+    parts = list(zip(x.split(sizes), y.split(sizes)))
     total = 0.0
     for k, (xc, yc) in enumerate(parts):
         last = k == len(parts) - 1
@@ -422,6 +423,9 @@ class Session:
 
 
 def pick_train_device(device_name: str, cfg: TrainConfig, world: int, local_rank: int) -> torch.device:
+    if cfg.batch_size < 2 * world:  # before any collective call, so every rank stops with this line
+        raise ConfigError(f"--batch-size {cfg.batch_size} with {world} processes: each process needs at least 2 "
+                          f"samples of every step (BatchNorm); use a batch of at least {2 * world}")
     device = pick_device(device_name)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local_rank)
@@ -470,6 +474,10 @@ def setup(cfg: TrainConfig, run_dir: Path, device: torch.device, rank: int, worl
     loss_fn = build_loss(cfg.loss, data.counts["count"].to_numpy(), alpha_e=cfg.alpha_e, gamma=cfg.gamma,
                          alpha=cfg.focal_alpha).to(device)
     cfg = with_micro_batches(cfg, ck, model, loss_fn, device, data.sides, world)
+    unused = sorted(set(cfg.micro_batches or {}) - set(data.sides))
+    if unused:
+        raise ConfigError(f"micro_batches: stored side(s) {unused} do not occur in the training data (its stored "
+                          f"sides: {data.sides}); key the map by those")
     core = model
     if world > 1:
         if device.type == "cuda" and cfg.sync_bn:  # one set of BatchNorm statistics across GPUs
@@ -481,8 +489,9 @@ def setup(cfg: TrainConfig, run_dir: Path, device: torch.device, rank: int, worl
     if s.main:
         echo(f"{s.tag} {data.note}")
         share = math.ceil(cfg.batch_size / world)
+        per_side = cfg.micro_batches or {side: micro_of(cfg, side) or share for side in data.sides}
         echo(f"{s.tag} batch {cfg.batch_size} per step = {world} process(es) x micro-batch x micro-batches: "
-             f"{memory.describe(cfg.micro_batches, share, cfg) if cfg.micro_batches else share}")
+             f"{memory.describe(per_side, share, cfg)}")
         fresh = ck is None
         old = [*(run_dir / f for f in layout.RUN_FILES), *run_dir.glob(EVENTS_GLOB)] if fresh else []
         for stale in [*run_dir.glob(".*.tmp"), *old]:

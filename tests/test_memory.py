@@ -55,7 +55,8 @@ def test_largest_fitting_is_exact_against_brute_force():
                 calls.append(m)
                 return m <= cap
 
-            assert memory.largest_fitting(fits, limit) == min(cap, limit)
+            want = min(cap, limit) if min(cap, limit) >= 2 or cap >= limit else 0  # never 1: BatchNorm
+            assert memory.largest_fitting(fits, limit) == want
             assert len(calls) <= 2 * math.ceil(math.log2(limit + 1)) + 2
 
 
@@ -214,3 +215,78 @@ def test_sigterm_mid_epoch_saves_at_that_step_and_resume_equals_an_uninterrupted
     assert all(torch.equal(ref["model"][k], done["model"][k]) for k in ref["model"])
     assert [h["train_loss"] for h in done["history"]] == pytest.approx([h["train_loss"] for h in ref["history"]])
     assert [h["val_macro_f1"] for h in done["history"]] == [h["val_macro_f1"] for h in ref["history"]]
+
+
+def test_micro_splits_never_leave_a_single_sample_and_use_the_fewest_parts():
+    for n in range(1, 41):
+        for m in range(2, n + 3):
+            sizes = memory.micro_splits(n, m)
+            assert sum(sizes) == n and max(sizes) - min(sizes) <= 1, (n, m, sizes)
+            assert n == 1 or min(sizes) >= 2, (n, m, sizes)
+            if m >= 3 or n % 2 == 0:  # micro 2 of an odd share: one part of 3 rather than a part of 1
+                assert max(sizes) <= m, (n, m, sizes)
+                fewest = next(k for k in range(1, n + 1) if k * m >= n)  # brute force
+                assert len(sizes) == fewest, (n, m, sizes)
+    assert memory.micro_splits(16, 3) == [3, 3, 3, 3, 2, 2] and memory.micro_splits(8, None) == [8]
+
+
+def test_a_bad_micro_batch_setting_is_one_line_at_the_seam(small_data, tmp_path):
+    import hpa
+    from hpa.errors import ConfigError
+
+    base = dict(epochs=1, batch_size=16, crop=24, workers=0, amp="off", pretrained="none", echo=lambda _: None)
+    for setting, words in [({"micro_batch": 1}, "int >= 2"), ({"micro_batch": True}, "int >= 2"),
+                           ({"micro_batch": 0}, "int >= 2"), ({"micro_batches": {32: 0}}, "micro-batch >= 2"),
+                           ({"micro_batches": {32: -4}}, "micro-batch >= 2"),
+                           ({"micro_batches": {32: True}}, "micro-batch >= 2"),
+                           ({"micro_batches": {128: 4}}, "do not occur in the training data"),
+                           ({"batch_size": 1}, "at least 2 samples")]:
+        with pytest.raises(ConfigError, match=words) as e:
+            hpa.train_fold("tiny_cnn", fold=0, size=32, data_dir=small_data, runs=tmp_path, **{**base, **setting})
+        assert "\n" not in str(e.value)
+
+
+def test_a_batch_of_16_in_micro_batches_of_3_trains_a_batchnorm_head(small_data, tmp_path):
+    """16 = 5 x 3 + 1 used to leave the head's BatchNorm1d one sample: now 3+3+3+3+2+2, logged so."""
+    import hpa
+
+    lines = []
+    run = hpa.train_fold("tiny_cnn", fold=0, size=32, data_dir=small_data, runs=tmp_path, epochs=1, batch_size=16,
+                         crop=24, workers=0, amp="off", pretrained="none", micro_batch=3, echo=lines.append,
+                         model={"head_hidden": [16], "head_dropout": [0.0]})
+    assert (run / "best.pt").is_file()
+    assert any("side 32 (crop 24): 3-2 x 6" in ln for ln in lines), lines
+    lines.clear()
+    hpa.train_fold("tiny_cnn", fold=1, size=32, data_dir=small_data, runs=tmp_path, epochs=1, batch_size=16, crop=24,
+                   workers=0, amp="off", pretrained="none", micro_batch=4, echo=lines.append)
+    assert any("side 32 (crop 24): 4 x 4" in ln for ln in lines), lines  # not "16"
+
+
+@pytest.mark.parametrize("arch", ["se_resnext50", "resnet50", "resnet101", "inception_v4", "densenet121",
+                                  "gapnet_pl"])
+def test_auto_probe_finds_a_micro_batch_for_every_paper_arch_under_a_memory_limit(arch, monkeypatch):
+    """The real probe step of each paper model (its BatchNorm head included) under a simulated limit
+    of 3 crops per pass: the probe starts at 2, so it never asks BatchNorm to normalise one sample."""
+    from hpa.config import load_arch_config
+    from hpa.losses import build_loss
+    from hpa.models import build_model
+
+    real = memory.probe_step
+    seen = []
+
+    def limited(model, loss_fn, cfg, device, m, side):
+        seen.append(m)
+        if m > 3:
+            raise torch.OutOfMemoryError("simulated")
+        real(model, loss_fn, cfg, device, m, side)
+
+    monkeypatch.setattr(memory, "can_probe", lambda device: True)
+    monkeypatch.setattr(memory, "probe_step", limited)
+    cfg = load_arch_config(arch, size=64, crop=32, crop_large=None, pretrained="none", amp="off", channels_last=False,
+                           batch_size=8)
+    torch.manual_seed(0)
+    model = build_model(arch, **cfg.model)
+    loss = build_loss(cfg.loss, torch.ones(28).numpy() * 10, alpha_e=cfg.alpha_e, gamma=cfg.gamma)
+    micro = memory.micro_batches(model, loss, cfg, torch.device("cpu"), [64], share=8)
+    assert micro == {64: 2}  # floor(3 x 0.85) = 2
+    assert min(seen) == 2 and 1 not in seen
