@@ -36,13 +36,12 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--size", type=cli.positive_int, help="the training size (names the run)")
     ap.add_argument("--bundle", help="with --images: predict with a bundle (export_bundle.py): a folder or a "
                     "Hugging Face repository id; its members, TTA, blend and thresholds are used")
-    ap.add_argument("--folds", type=cli.non_negative_int, nargs="+", default=[0], help="folds whose runs to use")
+    ap.add_argument("--folds", type=cli.non_negative_int, nargs="+", help="folds whose runs to use (default: 0)")
     ap.add_argument("--sizes", type=cli.positive_int, nargs="+",
                     help="inference sides for images stored at --size, larger stored images scaled alike "
                          "(default: --size, i.e. every image whole at its stored side)")
-    ap.add_argument("--tta", default=str(len(DIHEDRAL)),
-                    help="dihedral transforms to average: a count 1..8 (the first N of the order above) or names, "
-                         "e.g. id,hflip,vflip")
+    ap.add_argument("--tta", help="dihedral transforms to average: a count 1..8 (the first N of the order above) or "
+                    f"names, e.g. id,hflip,vflip (default: {len(DIHEDRAL)})")
     ap.add_argument("--data-dir", type=Path, help="dataset directory (default: the one each run was trained on)")
     ap.add_argument("--runs", type=Path, default=Path("runs"), help="runs root")
     ap.add_argument("--out-dir", type=Path, default=Path("predictions"), help="where prediction files go")
@@ -54,7 +53,7 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--images", type=Path, help="predict every sample in this folder instead")
     ap.add_argument("--ids", type=Path, help="with --images: a CSV whose Id column lists the samples")
     ap.add_argument("--thresholds", type=Path, help="with --images: thresholds JSON from find_thresholds.py")
-    ap.add_argument("--out", type=Path, default=Path("image_predictions.csv"), help="with --images: output CSV")
+    ap.add_argument("--out", type=Path, help="with --images: output CSV (default: image_predictions.csv)")
     ap.add_argument("--strict", action="store_true", help="with --images: fail if any sample cannot be read")
     ap.add_argument("--no-report", action="store_true", help="with --images: no report.html and no class maps")
     ap.add_argument("--explain", type=cli.class_index, nargs="+", default=[], metavar="K",
@@ -84,16 +83,31 @@ def predict_images(a, common: dict) -> None:
           + (f"; skipped {len(r.skipped)} (listed above)" if r.skipped else ""))
 
 
-def main(argv: list[str] | None = None) -> None:
-    a = parse_args(argv)
-    if a.bundle and not a.images:
-        raise HPAError("--bundle predicts a folder of images: add --images DIR (and --out FILE)")
-    if a.bundle and a.thresholds:
-        raise HPAError("--thresholds with --bundle: the bundle carries its own thresholds")
+IMAGE_ONLY = ("bundle", "ids", "thresholds", "out", "strict", "no_report", "explain")
+BUNDLE_HOLDS = ("arch", "size", "folds", "tta", "sizes", "thresholds")  # what a bundle carries itself
+
+
+def check_flags(a) -> None:
+    """Flags that mean nothing in the chosen mode are refused, never dropped."""
+    flag = lambda k: "--" + k.replace("_", "-")  # noqa: E731
+    given = [k for k in IMAGE_ONLY if getattr(a, k) not in (None, False, [])]
+    if not a.images and given:
+        raise HPAError(f"{', '.join(map(flag, given))}: only with --images DIR (predicting a folder of images)")
+    held = [k for k in BUNDLE_HOLDS if a.bundle and getattr(a, k) is not None]
+    if held:
+        raise HPAError(f"{', '.join(map(flag, held))} with --bundle: the bundle carries its own members, folds, TTA "
+                       "and thresholds")
     if not a.bundle and (a.arch is None or a.size is None):
         raise HPAError("--arch and --size are required (or --bundle with --images)")
-    common = dict(sizes=a.sizes, tta=parse_tta(a.tta), batch_size=a.batch_size, device=pick_device(a.device),
-                  amp=a.amp, workers=a.workers)
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse_args(argv)
+    check_flags(a)
+    a.folds = a.folds if a.folds is not None else [0]
+    a.out = a.out or Path("image_predictions.csv")
+    common = dict(sizes=a.sizes, tta=parse_tta(a.tta or str(len(DIHEDRAL))), batch_size=a.batch_size,
+                  device=pick_device(a.device), amp=a.amp, workers=a.workers)
     if a.images:
         predict_images(a, common)
         return

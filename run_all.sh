@@ -77,7 +77,19 @@ else
     RECIPE="${RECIPE:-paper}"
 fi
 WORK="${WORK:-work/$(basename "$DATA")}"
-python -m hpa.recipe --recipe "$RECIPE" --data-dir "$DATA" --out-dir "$WORK" ${EXTRA[@]+"${EXTRA[@]}"}
+# The recipe runs as a child that this script waits for, so that a signal to the script (kill PID,
+# Ctrl-C, a closed terminal) reaches it: SIGTERM stops training at the next step with last.pt saved
+# there, and the same command resumes. (Ctrl-C becomes SIGTERM: a background child ignores SIGINT.)
+python -m hpa.recipe --recipe "$RECIPE" --data-dir "$DATA" --out-dir "$WORK" ${EXTRA[@]+"${EXTRA[@]}"} &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null || true' TERM INT HUP
+rc=0
+while :; do
+    wait "$child" && rc=0 || rc=$?
+    kill -0 "$child" 2>/dev/null || break  # a trapped signal ends `wait` early: wait until the recipe has stopped
+done
+trap - TERM INT HUP
+[ "$rc" -eq 0 ] || exit "$rc"
 case " ${EXTRA[*]-} " in *" --plan "*) exit 0 ;; esac
 [ -f "$WORK/report.md" ] || exit 0  # SLURM jobs still running: they write it
 

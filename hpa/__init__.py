@@ -2,6 +2,13 @@
 importable from here: prepare, make_folds, train_fold, predict, fit_thresholds, blend (hpa.api),
 export_bundle and load_bundle (hpa.bundle)."""
 
+import os
+
+# albumentations asks the package index for its newest release at every import unless this is set:
+# a toolkit that never phones home (cluster nodes are often offline, and each process would pay the
+# request's timeout). Set before any hpa module can import it.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
 API = {"prepare": "api", "make_folds": "api", "train_fold": "api", "predict": "api", "fit_thresholds": "api",
        "blend": "api", "export_bundle": "bundle", "load_bundle": "bundle"}
 

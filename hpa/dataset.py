@@ -39,6 +39,20 @@ def resize_to_working_side(img: np.ndarray, size: int, large_size: int | None = 
     return cv2.resize(img, (side, side), interpolation=interp)
 
 
+def pad_to_square(img: np.ndarray) -> np.ndarray:
+    """A non-square image centred on a black square of its longer side: the models were trained on
+    square fields of view, and black is the background of a fluorescence image, so the cells keep
+    their proportions instead of being squashed (own images only; Kaggle and HPA images are square)."""
+    h, w = img.shape[:2]
+    if h == w:
+        return img
+    side = max(h, w)
+    out = np.zeros((side, side) + img.shape[2:], img.dtype)
+    top, left = (side - h) // 2, (side - w) // 2
+    out[top:top + h, left:left + w] = img
+    return out
+
+
 def crop_side(side: int, size: int, crop: int | None, crop_large: int | None = None) -> int | None:
     """The training crop for a sample stored at `side`: `crop` at the base `size`, `crop_large` (if
     set) for larger stored sides, otherwise the same fraction of the side as crop / size."""

@@ -66,12 +66,12 @@ def write_assets(assets: Path, images: Path, ids: list[str], classes: dict[str, 
     """Each sample's composite, thumbnail, stains and class-map overlays, at DISPLAY_SIDE at most."""
     import cv2
 
-    from hpa.dataset import resize_to_working_side
+    from hpa.dataset import pad_to_square, resize_to_working_side
     from hpa.explain import composite, overlay, stain
     from hpa.io import read_sample
 
     for sid in ids:
-        img = resize_to_working_side(read_sample(images, sid), size)
+        img = resize_to_working_side(pad_to_square(read_sample(images, sid)), size)
         side = min(DISPLAY_SIDE, img.shape[0])
         img = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA) if img.shape[0] != side else img
         paths = layout.sample_assets(assets, sid)
@@ -145,7 +145,10 @@ def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | No
     outputs = {"predictions (--out)": out}
     if report:
         outputs |= {"report": layout.folder_report(out), "report images": layout.report_assets(out)}
-    check_outputs(outputs, {"image": [p for p in images.iterdir() if p.is_file()],
+    from hpa.io import EXTENSIONS
+
+    pictures = [p for p in images.iterdir() if p.is_file() and p.suffix[1:].lower() in EXTENSIONS]
+    check_outputs(outputs, {"image": pictures,
                             "Id list (--ids)": [ids_csv] if ids_csv else []})
     ids, skipped = folder_ids(images, ids_csv, strict)
     probs, failed = predict_ensemble(ens, ids, device=device, batch_size=batch_size, workers=workers,

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from hpa import layout
 from hpa.checkpoint import CheckpointError, load_checkpoint
 from hpa.config import TrainConfig
-from hpa.dataset import resize_to_working_side, working_side
+from hpa.dataset import pad_to_square, resize_to_working_side, working_side
 from hpa.errors import ConfigError, RunError
 from hpa.io import EXTENSIONS, SampleError, channel_path, csv_text, file_sha256, find_format, ids_sha256, read_sample
 from hpa.labels import (
@@ -129,7 +129,7 @@ class ImageSet(Dataset):
             img = layout.read_prepared(self.store[i], sid)
         else:
             try:
-                img = resize_to_working_side(read_sample(self.raw_dir, sid), self.size)
+                img = resize_to_working_side(pad_to_square(read_sample(self.raw_dir, sid)), self.size)
             except SampleError as e:
                 side = max(8, round(raw_working_side(self.raw_dir, sid, self.size) * self.scale))
                 return torch.zeros(4, side, side), str(e), i
@@ -199,12 +199,15 @@ _RED = re.compile(r"^(?P<id>.+)_red\.(?P<ext>[A-Za-z]+)$")
 
 
 def find_image_ids(directory: Path) -> tuple[list[str], dict[str, str]]:
-    """Sample Ids of every `<Id>_red.<ext>` in `directory` (any case of a known extension), and the
-    files skipped because their name is not a safe Id."""
+    """Sample Ids of every `<Id>_red.<ext>` in `directory` (any case of a known extension), and what
+    was skipped: files whose name is not a safe Id, sub-folders holding images (listed, not searched)."""
     if not Path(directory).is_dir():
         raise ConfigError(f"--images {directory}: no such directory")
     ids, skipped = set(), {}
     for p in sorted(Path(directory).iterdir()):
+        if p.is_dir() and not p.name.startswith(".") and any(_RED.match(q.name) for q in p.iterdir()):
+            skipped[f"{p.name}/"] = f"{p}: a sub-folder of images, not searched; predict it with --images {p}"
+            continue
         m = _RED.match(p.name)
         if not m or m["ext"] not in EXTENSIONS + tuple(e.upper() for e in EXTENSIONS):  # as hpa.io.find_format
             continue

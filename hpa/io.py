@@ -207,6 +207,24 @@ def _disk_full(e: BaseException, path: Path) -> DiskFullError | None:
                          "free some space and run the same command again (the previous file is kept)")
 
 
+def _mkstemp(path: Path, suffix: str) -> tuple[int, str]:
+    """A temporary file beside `path`; failing, one line naming `path`, never the temporary name."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except OSError as e:
+        raise HPAError(f"{path}: cannot be written ({e.strerror or e} in {path.parent.absolute()})") from None
+
+
+def _named_for_user(e: BaseException, temps: dict[str, Path]) -> HPAError | None:
+    """An OSError about one of our temporary files, restated about the file the user asked for."""
+    if isinstance(e, OSError) and not isinstance(e, HPAError):
+        for name in (e.filename, getattr(e, "filename2", None)):
+            if name is not None and str(name) in temps:
+                return HPAError(f"{temps[str(name)]}: cannot be written ({e.strerror or e})")
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success it is renamed onto `path`, on error removed.
@@ -215,8 +233,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     kills the writer. The file gets the umask's mode, as any other tool's output would.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _mkstemp(path, ".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
@@ -228,6 +245,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
         full = _disk_full(e, path)
         if full:
             raise full from e
+        named = _named_for_user(e, {tmp: path})
+        if named:
+            raise named from e
         raise
 
 
@@ -240,8 +260,7 @@ def atomic_outputs() -> Iterator[Callable[[Path], Path]]:
 
     def reserve(path: Path) -> Path:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+        fd, tmp = _mkstemp(path, ".tmp" + path.suffix)
         os.close(fd)
         pending.append((Path(tmp), path))
         return Path(tmp)
@@ -256,6 +275,9 @@ def atomic_outputs() -> Iterator[Callable[[Path], Path]]:
         full = _disk_full(e, pending[-1][1]) if pending else None
         if full:
             raise full from e
+        named = _named_for_user(e, {str(t): p for t, p in pending})
+        if named:
+            raise named from e
         raise
     finally:
         for tmp, _ in pending:

@@ -198,7 +198,22 @@ def prepare_data(recipe: Recipe, data_dir: Path, sizes: list[int], workers: int,
     find_duplicates(data_dir, layout.dedup_dir(data_dir), size=sizes[0], workers=workers, echo=echo)
     folds = layout.folds_csv(data_dir)
     echo(f"== folds over {' + '.join(p.name for p in tables)} (duplicates: {recipe.duplicates})")
-    write_folds(tables, recipe.n_folds, 0, folds, layout.duplicate_groups_csv(data_dir), recipe.duplicates, echo=echo)
+    if not folds.is_file():
+        write_folds(tables, recipe.n_folds, 0, folds, layout.duplicate_groups_csv(data_dir), recipe.duplicates,
+                    echo=echo)
+        return folds
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=data_dir, prefix=".recipe_folds.") as tmp:
+        mine = Path(tmp) / folds.name
+        write_folds(tables, recipe.n_folds, 0, mine, layout.duplicate_groups_csv(data_dir), recipe.duplicates,
+                    echo=lambda _: None)
+        if mine.read_bytes() != folds.read_bytes():
+            raise HPAError(f"{folds}: holds other folds than this recipe makes ({recipe.n_folds} folds, duplicates "
+                           f"{recipe.duplicates}, seed 0), and the recipe never writes over a folds table; runs "
+                           "trained on it need it as it is. Move it away (e.g. to folds_mine.csv) or use a copy of the "
+                           "dataset")
+    echo(f"{folds}: already holds this recipe's folds")
     return folds
 
 

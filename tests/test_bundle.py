@@ -229,8 +229,10 @@ def test_bundle_flags_are_checked_at_the_command_line(recipe_out, tmp_path):
     spec = importlib.util.spec_from_file_location("predict_tta", Path(__file__).resolve().parents[1] / "predict_tta.py")
     predict_tta = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(predict_tta)
-    with pytest.raises(HPAError, match="add --images"):
+    with pytest.raises(HPAError, match="--bundle: only with --images"):
         predict_tta.main(["--bundle", "x"])
+    with pytest.raises(HPAError, match="--arch, --tta with --bundle"):
+        predict_tta.main(["--bundle", "x", "--images", str(tmp_path), "--arch", "tiny_cnn", "--tta", "2"])
     with pytest.raises(BundleError, match="no such directory, and not a Hugging Face repository id"):
         predict_tta.main(["--bundle", str(tmp_path / "a" / "b" / "c"), "--images", str(tmp_path)])
     with pytest.raises(HPAError, match="--arch and --size are required"):

@@ -1,0 +1,137 @@
+"""Round 3 of "nothing silently wrong": the recipe never writes over a user's folds table, a signal to
+run_all.sh reaches the recipe, no process contacts the network at start-up, and the settings and
+flags a careless user gets wrong are one line where they enter."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import hpa
+from hpa.errors import HPAError
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = dict(echo=lambda _: None)
+FAST = {"epochs": 1, "batch_size": 16, "crop": 24, "crop_large": None, "workers": 0, "pretrained": "none",
+        "cycle_epochs": None, "cycles": 1, "loss": "bce", "hard_k": None, "amp": "off"}
+
+
+def test_the_recipe_never_writes_over_a_users_folds_table(small_data, tmp_path):
+    from hpa.recipe import Member, Recipe, run_recipe
+
+    data = tmp_path / "data"
+    shutil.copytree(small_data, data)
+    hpa.make_folds(data, n_folds=3, **QUIET)  # the user's own 3-fold table
+    before = (data / "folds.csv").read_bytes()
+    recipe = Recipe(n_folds=2, duplicates="ignore", tta=1, members=[Member(arch="tiny_cnn", size=32, set=FAST)])
+    with pytest.raises(HPAError, match="holds other folds than this recipe makes .2 folds") as e:
+        run_recipe(recipe, data, tmp_path / "work", device="cpu", **QUIET)
+    assert "folds.csv" in str(e.value) and "\n" not in str(e.value)
+    assert (data / "folds.csv").read_bytes() == before
+    assert not list(data.glob(".recipe_folds.*"))  # its scratch copy is gone
+    # the recipe's own table, made before, is kept and reused
+    (data / "folds.csv").unlink()
+    hpa.make_folds(data, n_folds=2, duplicates="ignore", **QUIET)
+    same = (data / "folds.csv").read_bytes()
+    lines = []
+    run_recipe(recipe, data, tmp_path / "work", device="cpu", echo=lines.append)
+    assert (data / "folds.csv").read_bytes() == same
+    assert any("already holds this recipe's folds" in ln for ln in lines)
+
+
+SITE = textwrap.dedent('''
+    import os, socket, sys
+    LOG = os.environ["NET_LOG"]
+    def hook(event, args):
+        if event in ("socket.connect", "socket.getaddrinfo", "socket.gethostbyname", "socket.sendto"):
+            if event == "socket.connect" and getattr(args[0], "family", None) == socket.AF_UNIX:
+                return
+            with open(LOG, "a") as f:
+                f.write(f"{sys.argv[:2]} {event} {args[1:]!r}\\n")
+            raise OSError("network access blocked by the test")
+    sys.addaudithook(hook)
+''')
+
+
+@pytest.mark.slow
+def test_no_script_contacts_the_network_at_start_up(tmp_path, small_data):
+    """Every script and module with an audit hook that records, and refuses, any network connection or
+    name lookup: albumentations' release check (on every import) used to be one."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITE)
+    log = tmp_path / "net.log"
+    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "NET_LOG": str(log)}
+    env.pop("NO_ALBUMENTATIONS_UPDATE", None)  # the toolkit must set it itself
+    scripts = ["train_fold.py", "predict_tta.py", "find_thresholds.py", "blend.py", "ablate.py", "export_bundle.py",
+               "input_prep/download.py", "input_prep/prepare.py", "input_prep/dedup.py", "input_prep/make_folds.py",
+               "input_prep/make_demo.py"]
+    # one interpreter for every module and every script's --help (each run as __main__), so the check costs
+    # one start-up of torch; the training run below is the real start-up of a script that trains
+    every = (f"import pkgutil, importlib, runpy, sys, hpa, input_prep\n"
+             f"for m in pkgutil.walk_packages(hpa.__path__, 'hpa.'): importlib.import_module(m.name)\n"
+             f"import albumentations\n"
+             f"for s in {scripts!r}:\n"
+             f"    sys.argv = [s, '--help']\n"
+             f"    try: runpy.run_path(s, run_name='__main__')\n"
+             f"    except SystemExit as e: assert e.code in (0, None), (s, e.code)\n")
+    commands = [["-c", every], ["train_fold.py", "--arch", "tiny_cnn", "--fold", "0", "--size", "32", "--data-dir",
+                                str(small_data), "--runs", str(tmp_path / "runs"), "--epochs", "1", "--batch-size",
+                                "16", "--crop", "24", "--workers", "0", "--amp", "off", "--limit-batches", "1"]]
+    for cmd in commands:
+        r = subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert r.returncode == 0, (cmd[:2], r.stderr[-1500:])
+    assert not log.exists(), log.read_text()
+    # the hook does catch a connection attempt (so its silence above means something)
+    r = subprocess.run([sys.executable, "-c", "import socket; socket.create_connection(('127.0.0.1', 9), 1)"],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode != 0 and "socket." in log.read_text()
+
+
+@pytest.mark.slow
+def test_a_signal_to_run_all_reaches_the_recipe_which_stops_with_last_pt_saved(small_data, tmp_path):
+    recipe = tmp_path / "long.yaml"
+    recipe.write_text(json.dumps({"n_folds": 2, "duplicates": "ignore", "tta": 1, "members": [
+        {"arch": "tiny_cnn", "size": 32, "set": {**FAST, "epochs": 60}}]}))
+    data = tmp_path / "data"
+    shutil.copytree(small_data, data)
+    (data / "folds.csv").unlink()
+    cmd = ["bash", "run_all.sh", "--data-dir", str(data), "--recipe", str(recipe), "--out-dir", str(tmp_path / "w"),
+           "--device", "cpu"]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True)
+    lines = []
+    for line in p.stdout:
+        lines.append(line)
+        if "epoch 2/60" in line:
+            break
+    child = next(int(ln.split("process ")[1].split(":")[0]) for ln in lines if "SIGTERM or SIGUSR1" in ln)
+    os.kill(p.pid, signal.SIGTERM)  # the script, not its process group
+    rest = p.stdout.read()
+    p.wait(timeout=120)
+    assert p.returncode != 0
+    assert "stopped: " in rest and "last.pt saved" in rest, rest[-2000:]
+    for _ in range(50):  # the recipe is gone too: no orphan training on and holding the lock
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the recipe (pid {child}) outlived run_all.sh")
+    log = pd.read_csv(tmp_path / "w" / "runs" / "tiny_cnn_32" / "f0" / "log.csv")
+    assert 2 <= len(log) < 60
+    from hpa.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "w" / "runs" / "tiny_cnn_32" / "f0" / "last.pt")["epoch"] >= 2  # resumable
