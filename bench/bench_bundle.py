@@ -62,9 +62,9 @@ def bench_predict(n: int) -> str:
             for tta in (1, 8):
                 for amp in ("bf16", "off"):
                     ens = Ensemble([member("resnet18", size, 1, tta, amp)], "equal", np.ones(1), np.full(28, 0.5))
-                    predict_ensemble(ens, ids[:1], device=torch.device("cpu"), batch_size=4)  # warm-up
+                    predict_ensemble(ens, ids[:1], device=torch.device("cpu"), batch_size=4, raw_dir=Path(d))  # warm-up
                     t = time.perf_counter()
-                    predict_ensemble(ens, ids, device=torch.device("cpu"), batch_size=4)
+                    predict_ensemble(ens, ids, device=torch.device("cpu"), batch_size=4, raw_dir=Path(d))
                     dt = time.perf_counter() - t
                     rows.append(f"| {size} | {tta} | {amp if amp != 'off' else 'fp32'} | {n / dt:.2f} | "
                                 f"{dt / n / tta:.3f} |")

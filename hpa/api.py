@@ -17,6 +17,8 @@ one-line message.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,47 @@ import numpy as np
 import pandas as pd
 
 from hpa import layout
+from hpa.errors import ConfigError
+
+
+def checked(fn: Callable) -> Callable:
+    """A misspelt or missing argument is an HPAError naming the function, as a bad value is."""
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            sig.bind(*args, **kwargs)
+        except TypeError as e:
+            params = ", ".join(p for p in sig.parameters if p not in ("settings", "options"))
+            raise ConfigError(f"hpa.{fn.__name__}(): {e} (its arguments: {params})") from None
+        return fn(*args, **kwargs)
+    return call
+
+
+def _positive(name: str, v, low: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
+        raise ConfigError(f"{name}={v!r}: expected an integer >= {low}")
+    return int(v)
+
+
+def _fold_list(folds) -> list[int]:
+    if isinstance(folds, int | np.integer) and not isinstance(folds, bool):
+        raise ConfigError(f"folds={folds!r}: a list of fold numbers, e.g. folds=[{folds}]")
+    try:
+        out = [int(f) for f in folds]
+    except (TypeError, ValueError):
+        raise ConfigError(f"folds={folds!r}: a list of fold numbers, e.g. [0, 1]") from None
+    if not out or any(isinstance(f, bool) or int(f) != f or f < 0 for f in folds):
+        raise ConfigError(f"folds={folds!r}: a non-empty list of fold numbers >= 0")
+    return out
+
+
+def _tables(labels) -> list[Path]:
+    """One label table or several: a str or Path is one file, never a sequence of characters."""
+    if isinstance(labels, str | Path):
+        return [Path(labels)]
+    return [Path(p) for p in labels]
 
 
 def _paths(files: str | Path | list) -> list[Path]:
@@ -33,17 +76,24 @@ def _paths(files: str | Path | list) -> list[Path]:
     return expand([str(f) for f in ([files] if isinstance(files, str | Path) else files)])
 
 
+@checked
 def prepare(data_dir: str | Path, size: int, workers: int = 1, echo: Callable[[str], None] = print) -> dict:
     """Resize every sample of the dataset once to `size` (hpa.preparation); returns the failures per split."""
     from hpa.preparation import prepare_dataset
 
-    return prepare_dataset(Path(data_dir), size, workers=workers, echo=echo)
+    return prepare_dataset(layout.require_dir(Path(data_dir), "data_dir"), _positive("size", size, 8),
+                           workers=_positive("workers", workers), echo=echo)
 
 
+@checked
 def make_folds(data_dir: str | Path, n_folds: int = 5, seed: int = 0, duplicates: str = "group",
                echo: Callable[[str], None] = print) -> Path:
     """folds.csv over train.csv (+ external.csv), with the duplicate groups of dedup/ when they exist."""
-    from hpa.folds import write_folds
+    from hpa.folds import DUPLICATES, write_folds
+
+    if duplicates not in DUPLICATES:
+        raise ConfigError(f"duplicates={duplicates!r}: choose from {', '.join(DUPLICATES)}")
+    _positive("n_folds", n_folds, 2)
 
     data_dir = Path(data_dir)
     groups = layout.duplicate_groups_csv(data_dir)
@@ -53,6 +103,7 @@ def make_folds(data_dir: str | Path, n_folds: int = 5, seed: int = 0, duplicates
     return out
 
 
+@checked
 def train_fold(arch: str, fold: int, size: int, data_dir: str | Path, runs: str | Path = "runs", resume: bool = True,
                overwrite: bool = False, device: str = "auto", echo: Callable[[str], None] = print,
                **settings) -> Path:
@@ -65,15 +116,23 @@ def train_fold(arch: str, fold: int, size: int, data_dir: str | Path, runs: str 
     return train(cfg, runs=Path(runs), device_name=device, resume=resume, overwrite=overwrite, echo=echo)
 
 
+@checked
 def predict(arch: str, size: int, folds: list[int], runs: str | Path = "runs", out_dir: str | Path = "predictions",
             tta: int = 8, data_dir: str | Path | None = None, sizes: list[int] | None = None, batch_size: int = 32,
             amp: str = "bf16", workers: int = 0, device: str = "auto") -> list[Path]:
     """OOF and test predictions of each fold's run with `tta` dihedral transforms; returns the CSVs written."""
     from hpa.inference import DIHEDRAL, predict_folds
-    from hpa.runtime import pick_device
+    from hpa.runtime import AMP_MODES, pick_device
 
-    return predict_folds(Path(runs), arch, size, folds, Path(out_dir), sizes, DIHEDRAL[:tta], batch_size,
-                         pick_device(device), amp, workers, Path(data_dir) if data_dir else None).write_all()
+    if isinstance(tta, bool) or not isinstance(tta, int) or not 1 <= tta <= len(DIHEDRAL):
+        raise ConfigError(f"tta={tta!r}: a count of dihedral transforms, 1..{len(DIHEDRAL)}")
+    if amp not in AMP_MODES:
+        raise ConfigError(f"amp={amp!r}: choose from {', '.join(AMP_MODES)}")
+    if sizes is not None:
+        sizes = [_positive("sizes", s, 8) for s in sizes] or None
+    return predict_folds(Path(runs), arch, _positive("size", size, 8), _fold_list(folds), Path(out_dir), sizes,
+                         DIHEDRAL[:tta], _positive("batch_size", batch_size), pick_device(device), amp,
+                         _positive("workers", workers, 0), Path(data_dir) if data_dir else None).write_all()
 
 
 @dataclass
@@ -84,17 +143,23 @@ class ThresholdFit:
     notes: list[str]  # what could not be checked
 
 
-def fit_thresholds(oof: str | Path | list, labels: list[str | Path] | None = None, data_dir: str | Path | None = None,
-                   method: str = "shrink", allow_missing: bool = False) -> ThresholdFit:
+@checked
+def fit_thresholds(oof: str | Path | list, labels: str | Path | list[str | Path] | None = None,
+                   data_dir: str | Path | None = None, method: str = "shrink",
+                   allow_missing: bool = False) -> ThresholdFit:
     """Per-class thresholds fitted on the OOF files (quoted globs or paths) of one model."""
     from hpa.blending import check_oof_provenance, concat_oof, labels_for
     from hpa.metrics import macro_f1
     from hpa.report import per_class_frame
-    from hpa.thresholds import apply_thresholds, per_class_table
+    from hpa.thresholds import METHODS, apply_thresholds, per_class_table
     from hpa.thresholds import fit_thresholds as fit
 
+    if method not in METHODS:
+        raise ConfigError(f"method={method!r}: choose from {', '.join(METHODS)}")
+    if labels is None and data_dir is None:
+        raise ConfigError("hpa.fit_thresholds(): give labels= (a table or a list of tables) or data_dir=")
     files = _paths(oof)
-    tables = [Path(p) for p in labels] if labels else layout.label_tables(Path(data_dir))
+    tables = _tables(labels) if labels is not None else layout.label_tables(Path(data_dir))
     notes = check_oof_provenance(files, tables, allow_missing)
     ids, probs = concat_oof(files)
     y = labels_for(ids, tables)
@@ -105,12 +170,22 @@ def fit_thresholds(oof: str | Path | list, labels: list[str | Path] | None = Non
     return ThresholdFit(thr, summary, per_class_frame(per_class_table(probs, y, thr)), notes)
 
 
+@checked
 def blend(oof: str | Path | list, test: str | Path | list, data_dir: str | Path, out: str | Path = "submission.csv",
-          **options) -> dict:
-    """Blend every model's OOF and test files into a submission with its report (hpa.blending.run_blend;
-    `options`: method, weights, rounds, cv_folds, seed, allow_missing, test_labels)."""
-    from hpa.blending import run_blend
+          *, method: str = "auto", weights: str = "auto", rounds: int = 20, cv_folds: int | None = None, seed: int = 0,
+          allow_missing: bool = False, test_labels: str | Path | None = None) -> dict:
+    """Blend every model's OOF and test files into a submission with its report (hpa.blending.run_blend):
+    weights and threshold method fitted, or chosen by cross-validation with `auto`."""
+    from hpa.blending import WEIGHTINGS, run_blend
+    from hpa.thresholds import METHODS
 
+    if weights not in (*WEIGHTINGS, "auto"):
+        raise ConfigError(f"weights={weights!r}: choose from {', '.join(WEIGHTINGS)} or auto")
+    if method not in (*METHODS, "auto"):
+        raise ConfigError(f"method={method!r}: choose from {', '.join(METHODS)} or auto")
     data_dir = Path(data_dir)
     return run_blend(_paths(oof), _paths(test), layout.label_tables(data_dir), layout.split_table(data_dir, "test"),
-                     Path(out), folds_csv=layout.folds_csv(data_dir), **options)
+                     Path(out), Path(test_labels) if test_labels else None, method=method, weights=weights,
+                     rounds=_positive("rounds", rounds), cv_folds=None if cv_folds is None else _positive(
+                         "cv_folds", cv_folds, 2), seed=seed, allow_missing=allow_missing,
+                     folds_csv=layout.folds_csv(data_dir))

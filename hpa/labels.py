@@ -163,6 +163,13 @@ def read_folds(path: Path) -> dict[str, int]:
         if not f.lstrip("-").isdigit():
             raise LabelError(f"{path}, row {i + 2}: fold {f!r} is not an integer")
         out[validate_id(sid, f"{path}, row {i + 2}: ")] = int(f)
+    # the folds are 0..K-1, and -1 (left out): a stray 7 or -3 would train in every fold and never validate
+    used = sorted(set(out.values()) - {-1})
+    if any(f < -1 for f in used) or used != list(range(len(used))):
+        bad = next(f for f in used if f < -1 or f >= len(used) or f not in range(len(used))) if used else None
+        row = next(k for k, f in enumerate(df["fold"]) if int(f) == bad) + 2
+        raise LabelError(f"{path}, row {row}: fold {bad} is outside the table's folds (0..K-1 for K folds, or -1 for "
+                         f"left out; this table has {sorted(set(out.values()))})")
     return out
 
 

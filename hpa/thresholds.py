@@ -97,7 +97,9 @@ def fit_thresholds(probs: np.ndarray, y: np.ndarray, method: str = "exact") -> n
         return shrunk_thresholds(probs, y)
     if method == "flat":
         return np.full(probs.shape[1], 0.5)
-    raise ValueError(f"unknown threshold method {method!r}; choose from {', '.join(METHODS)}")
+    from hpa.errors import ConfigError
+
+    raise ConfigError(f"unknown threshold method {method!r}; choose from {', '.join(METHODS)}")
 
 
 METHODS = ("paper", "exact", "shrink", "flat")

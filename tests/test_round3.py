@@ -135,3 +135,118 @@ def test_a_signal_to_run_all_reaches_the_recipe_which_stops_with_last_pt_saved(s
     from hpa.checkpoint import load_checkpoint
 
     assert load_checkpoint(tmp_path / "w" / "runs" / "tiny_cnn_32" / "f0" / "last.pt")["epoch"] >= 2  # resumable
+
+
+def test_api_settings_are_checked_where_they_enter(small_data, tmp_path):
+    from hpa.errors import ConfigError
+
+    preds = str(tmp_path / "none" / "*_oof.csv")
+    cases = [
+        (lambda: hpa.blend(preds, preds, data_dir=small_data, weights="max"), "weights='max': choose from"),
+        (lambda: hpa.blend(preds, preds, data_dir=small_data, method="best"), "method='best': choose from"),
+        (lambda: hpa.blend(preds, preds, data_dir=small_data, weigths="equal"), "hpa.blend\\(\\): .*weigths"),
+        (lambda: hpa.predict("tiny_cnn", 32, [0], tta=9), "tta=9"),
+        (lambda: hpa.predict("tiny_cnn", 32, [0], tta=0), "tta=0"),
+        (lambda: hpa.predict("tiny_cnn", 32, [0], amp="fp8"), "amp='fp8'"),
+        (lambda: hpa.predict("tiny_cnn", 32, 0), "folds=0: a list of fold numbers"),
+        (lambda: hpa.predict("tiny_cnn", 32, []), "non-empty list"),
+        (lambda: hpa.predict("tiny_cnn", 32, [0], sizes=[0]), "sizes=0"),
+        (lambda: hpa.predict("tiny_cnn", 32, [0], batch_size=0), "batch_size=0"),
+        (lambda: hpa.prepare(small_data, size=0), "size=0"),
+        (lambda: hpa.make_folds(small_data, duplicates="bogus"), "duplicates='bogus'"),
+        (lambda: hpa.fit_thresholds(preds, data_dir=small_data, method="best"), "method='best'"),
+        (lambda: hpa.train_fold("tiny_cnn", fold=0, size=32, data_dir=small_data, runs=tmp_path, epocs=2),
+         "epocs"),
+    ]
+    for call, words in cases:
+        with pytest.raises(HPAError, match=words) as e:
+            call()
+        assert "\n" not in str(e.value), words
+        assert isinstance(e.value, ConfigError) or "epocs" in words, words
+
+
+def test_fit_thresholds_takes_one_table_as_a_str_or_a_path(small_data, tmp_path):
+    runs = tmp_path / "runs"
+    for f in (0, 1):
+        hpa.train_fold("tiny_cnn", fold=f, size=32, data_dir=small_data, runs=runs, **FAST, **QUIET)
+    hpa.predict("tiny_cnn", 32, [0, 1], runs=runs, out_dir=tmp_path / "p", tta=1, amp="off", device="cpu")
+    oof = str(tmp_path / "p" / "tiny_cnn_32_f*_oof.csv")
+    a = hpa.fit_thresholds(oof, labels=str(small_data / "train.csv"), method="exact")
+    b = hpa.fit_thresholds(oof, labels=small_data / "train.csv", method="exact")
+    c = hpa.fit_thresholds(oof, labels=[small_data / "train.csv"], method="exact")
+    assert list(a.thresholds) == list(b.thresholds) == list(c.thresholds)
+
+
+@pytest.mark.parametrize("bad", [7, -3])
+def test_a_fold_number_outside_the_tables_folds_is_refused(small_data, tmp_path, bad):
+    data = tmp_path / "data"
+    shutil.copytree(small_data, data)
+    folds = pd.read_csv(data / "folds.csv")
+    folds.loc[3, "fold"] = bad
+    folds.to_csv(data / "folds.csv", index=False)
+    with pytest.raises(HPAError, match=f"row 5: fold {bad} is outside the table's folds"):
+        hpa.train_fold("tiny_cnn", fold=0, size=32, data_dir=data, runs=tmp_path / "r", **FAST, **QUIET)
+
+
+def test_own_images_keep_their_proportions_sub_folders_are_listed_and_out_may_sit_in_the_folder(small_data, tmp_path):
+    import numpy as np
+    import torch
+
+    from hpa.ensemble import from_runs
+    from hpa.folder import predict_folder
+    from hpa.inference import DIHEDRAL, ImageSet
+    from hpa.io import read_sample, write_sample_png
+
+    runs = tmp_path / "runs"
+    hpa.train_fold("tiny_cnn", fold=0, size=32, data_dir=small_data, runs=runs, **FAST, **QUIET)
+    images = tmp_path / "images"
+    images.mkdir()
+    sid = pd.read_csv(small_data / "sample_submission.csv")["Id"][0]
+    img = read_sample(small_data / "test", sid)
+    wide = np.concatenate([img, img], 1)  # 32 x 64: two fields side by side
+    write_sample_png(images, "wide", wide)
+    (images / "more").mkdir()
+    write_sample_png(images / "more", "inner", img)
+    x, _, _ = ImageSet(["wide"], 32, raw_dir=images)[0]
+    # padded to 64 x 64 (black above and below), then resized to 32: the cells keep their proportions
+    want = np.zeros((64, 64, 4), np.uint8)
+    want[16:48] = wide
+    import cv2
+
+    want = cv2.resize(want, (32, 32), interpolation=cv2.INTER_AREA)
+    np.testing.assert_allclose(x.permute(1, 2, 0).numpy() * 255, want, atol=0.51)
+    ens = from_runs(runs, "tiny_cnn", 32, [0], torch.device("cpu"), DIHEDRAL[:1], amp="off")
+    out = images / "preds.csv"  # --out inside the image folder: a re-run is not refused
+    for _ in range(2):
+        r = predict_folder(ens, images, out, device=torch.device("cpu"), report=False, **QUIET)
+    assert r.n_predicted == 1 and "more/" in r.skipped and "not searched" in r.skipped["more/"]
+
+
+def test_a_write_error_names_the_users_path_not_a_temporary_file(tmp_path, monkeypatch):
+    """A directory the user cannot write to (simulated: the tests run as root, who can write anywhere):
+    creating the temporary file, or renaming it into place, fails with the user's path in the line."""
+    import errno
+    import tempfile
+
+    from hpa.io import atomic_outputs, atomic_write_text
+
+    def denied(*a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".out.csv.x1y2.tmp"))
+
+    with monkeypatch.context() as m:
+        m.setattr(tempfile, "mkstemp", denied)
+        with pytest.raises(HPAError, match=r"out.csv: cannot be written \(Permission denied in ") as e:
+            atomic_write_text(tmp_path / "out.csv", "x")
+        assert ".tmp" not in str(e.value)
+    real_replace = os.replace
+
+    def replace_denied(src, dst):
+        raise PermissionError(errno.EACCES, "Permission denied", str(src), str(dst))
+
+    monkeypatch.setattr(os, "replace", replace_denied)
+    with pytest.raises(HPAError, match=r"a.csv: cannot be written \(Permission denied\)") as e:
+        with atomic_outputs() as tmp:
+            tmp(tmp_path / "a.csv").write_text("x")
+    assert ".tmp" not in str(e.value)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert not list(tmp_path.glob(".*.tmp*"))  # nothing left behind
