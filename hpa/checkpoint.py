@@ -47,15 +47,19 @@ def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: Path, way_out: str = "") -> dict:
+    """A checkpoint dict, loaded with weights_only=True. `way_out` ends the one-line error of a
+    missing or unreadable file with what the caller's user can do about it."""
     path = Path(path)
+    tail = f"; {way_out}" if way_out else ""
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+        raise CheckpointError(f"{path}: checkpoint not found{tail}")
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{path}: cannot load checkpoint, the file is corrupt or not a checkpoint "
-                              f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint: it is cut short or not a checkpoint "
+                              f"({type(e).__name__}: {first[:150]}){tail}") from None
     if not isinstance(ck, dict) or not {"model", "config", "epoch"} <= set(ck):
-        raise CheckpointError(f"{path}: not a training checkpoint of this toolkit (no model/config/epoch)")
+        raise CheckpointError(f"{path}: not a training checkpoint of this toolkit (no model/config/epoch){tail}")
     return ck

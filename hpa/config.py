@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -111,6 +112,12 @@ class TrainConfig(BaseModel):
                 raise ValueError(f"{side}: {m}: a stored side >= 8 and a micro-batch >= 2 are needed, e.g. "
                                  "{768: 16, 1024: 8}")
         return v
+
+    @field_validator("data_dir", "folds_csv")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        # saved absolute, so that the run predicts and resumes from any working directory
+        return os.path.abspath(v) if v else v
 
     @field_validator("hard_k")
     @classmethod

@@ -151,7 +151,7 @@ class LoadedRun:
 
 def load_run(run_dir: Path, device: torch.device) -> LoadedRun:
     """A run's best model, built from the config saved in its checkpoint (never today's configs/)."""
-    ck = load_checkpoint(run_dir / "best.pt")
+    ck = load_checkpoint(run_dir / "best.pt", "train that fold again (train_fold.py --overwrite)")
     try:
         cfg = TrainConfig(**ck["config"])
     except Exception as e:

@@ -390,7 +390,7 @@ def guard_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool, overwrite: bool
             raise RunError(f"{run_dir}: was started with other settings ({'; '.join(changes)}) and holds no "
                            f"checkpoint; {hint}")
         return None
-    ck = load_checkpoint(last)
+    ck = load_checkpoint(last, f"delete it to train this fold from the start ({hint})")
     if not resume:
         done = ck["epoch"] >= ck["config"]["epochs"]
         state = "a finished run" if done else f"a partly trained run (epoch {ck['epoch']} of {ck['config']['epochs']})"
@@ -641,6 +641,9 @@ def train(cfg: TrainConfig, runs: Path = Path("runs"), device_name: str = "auto"
                  "with last.pt saved there")
         ck = guard_run_dir(run_dir, cfg, resume, overwrite, hint)
         if ck is not None and ck["epoch"] >= cfg.epochs:
+            if not (run_dir / "best.pt").is_file():  # else prediction asks for a fold that training calls done
+                raise RunError(f"{run_dir}: finished training ({cfg.epochs} epochs) but its best.pt is gone; restore "
+                               f"it, or train the fold again ({hint})")
             echo(f"[{cfg.arch} f{cfg.fold}] already trained for {cfg.epochs} epochs (best val macro F1 "
                  f"{ck['best_f1']:.4f}); run in {run_dir}")
             return run_dir

@@ -250,3 +250,23 @@ def test_a_write_error_names_the_users_path_not_a_temporary_file(tmp_path, monke
     assert ".tmp" not in str(e.value)
     monkeypatch.setattr(os, "replace", real_replace)
     assert not list(tmp_path.glob(".*.tmp*"))  # nothing left behind
+
+
+def test_runs_resume_and_predict_from_anywhere_and_a_lost_best_pt_names_a_way_out(small_data, tmp_path, monkeypatch):
+    from hpa.checkpoint import load_checkpoint
+
+    runs = tmp_path / "runs"
+    monkeypatch.chdir(small_data.parent)
+    run = hpa.train_fold("tiny_cnn", fold=0, size=32, data_dir=small_data.name, runs=runs, **FAST, **QUIET)
+    assert load_checkpoint(run / "best.pt")["config"]["data_dir"] == str(small_data)  # saved absolute
+    monkeypatch.chdir(tmp_path)  # elsewhere: the run still finds its labels
+    assert hpa.predict("tiny_cnn", 32, [0], runs=runs, out_dir=tmp_path / "p", tta=1, amp="off", device="cpu")
+    (run / "best.pt").unlink()
+    with pytest.raises(HPAError, match="finished training .1 epochs. but its best.pt is gone; restore it, or train"):
+        hpa.train_fold("tiny_cnn", fold=0, size=32, data_dir=small_data, runs=runs, **FAST, **QUIET)
+    last = run / "last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # a copy cut short
+    with pytest.raises(HPAError, match=r"cannot be read as a checkpoint: it is cut short .*\); delete it to train "
+                                       r"this fold from the start") as e:
+        hpa.train_fold("tiny_cnn", fold=0, size=32, data_dir=small_data, runs=runs, **FAST, **QUIET)
+    assert str(e.value).endswith(")") and "\n" not in str(e.value)
