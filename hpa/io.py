@@ -334,9 +334,12 @@ def dir_lock(directory: Path, what: str = "directory") -> Iterator[None]:
     are removed again if the block wrote nothing into them (a refused start leaves no trace)."""
     directory = Path(directory)
     created = [p for p in (directory, *directory.parents) if not p.exists()]
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / ".lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:  # read-only, not a directory, no permission: before any work is done
+        raise HPAError(f"{directory.absolute()}: {what} cannot be written ({e.strerror or e})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -56,7 +56,9 @@ def timed_steps(cfg: TrainConfig, device: torch.device, side: int, steps: int = 
     loss_fn = build_loss(cfg.loss, np.ones(28), alpha_e=cfg.alpha_e, gamma=cfg.gamma, alpha=cfg.focal_alpha).to(device)
     crop = crop_side(side, cfg.size, cfg.crop, cfg.crop_large) or side
     share = cfg.batch_size
-    if isinstance(cfg.micro_batch, int):
+    if cfg.micro_batches and side in cfg.micro_batches:  # a member's own map, as training uses it
+        micro = min(cfg.micro_batches[side], share)
+    elif isinstance(cfg.micro_batch, int):
         micro = min(cfg.micro_batch, share)
     else:
         micro = memory.micro_batches(model, loss_fn, cfg, device, [side], share)[side]
@@ -142,8 +144,11 @@ def make_plan(members: list, configs: list[TrainConfig], n_folds: int, tta: int,
             echo(f"== plan: timing {m.name} at stored side {side}")
             micro, ips, peak = timed_steps(cfg, device, side)
             timings.append(Timing(m.name, side, crop_side(side, cfg.size, cfg.crop, cfg.crop_large) or side,
-                                  shares.get(side, 0.0), micro, math.ceil(cfg.batch_size / micro), peak, ips))
+                                  shares.get(side, 0.0), micro, len(memory.micro_splits(cfg.batch_size, micro)), peak,
+                                  ips))
         n_train, n_val, n_test = training_samples(cfg, n_folds)
+        if cfg.limit_batches:  # --smoke and limit_batches: each epoch stops after that many batches
+            n_train = min(n_train, cfg.limit_batches * cfg.batch_size)
         mine = [t for t in timings if t.member == m.name and t.share > 0]
         per_image = sum(t.share / t.images_per_s for t in mine)  # seconds per training image, side mix
         train_s = cfg.epochs * (n_train * per_image + n_val * per_image / 3)  # + validation passes

@@ -350,7 +350,7 @@ def run_stage(stage: str, recipe: Recipe, data_dir: Path, out_dir: Path, device:
 
 
 def launch_slurm(recipe: Recipe, recipe_path: str, data_dir: Path, out_dir: Path, opts, device: str, smoke: bool,
-                 plan: bool, wait: bool, echo=print) -> None:
+                 plan: bool, wait: bool, echo=print, overridden: bool = False) -> None:
     """`--launcher slurm`: submit every unfinished stage as SLURM jobs (hpa.slurm) and return, or
     with `wait` wait for them and end with the submission; with `plan`, say what would be submitted."""
     from hpa import slurm
@@ -371,7 +371,6 @@ def launch_slurm(recipe: Recipe, recipe_path: str, data_dir: Path, out_dir: Path
     ready = layout.folds_csv(data_dir).is_file() and all(layout.prepared_dir(data_dir, s, "train").is_dir()
                                                          for s in sizes)
     folds_sha = file_sha256(layout.folds_csv(data_dir)) if ready else ""
-    launcher = slurm.Launcher(out_dir, opts, slurm.python_stage(recipe_path, data_dir, out_dir, smoke, device), echo)
 
     def current(m: Member) -> bool:
         cfg = member_config(m, data_dir, 0)
@@ -380,7 +379,15 @@ def launch_slurm(recipe: Recipe, recipe_path: str, data_dir: Path, out_dir: Path
         return ready and predictions_current(m, runs, preds, folds, DIHEDRAL[:1 if smoke else recipe.tta], cfg.amp,
                                              folds_sha)
 
+    slurm.check_fits(opts)
     with dir_lock(out_dir, "recipe output directory"):
+        if overridden:  # the jobs must see the same recipe: the overridden one beside the outputs, after the checks
+            from hpa.config import save_yaml
+
+            recipe_path = str(out_dir / "recipe.yaml")
+            save_yaml(Path(recipe_path), recipe.model_dump())
+        launcher = slurm.Launcher(out_dir, opts, slurm.python_stage(recipe_path, data_dir, out_dir, smoke, device),
+                                  echo)
         jobs = slurm.submit_recipe(launcher, members, configs, folds, data_dir, runs, preds, ready, current)
     if jobs:
         echo(f"submitted {len(jobs)} job(s) to SLURM:")
@@ -413,10 +420,13 @@ def plan_recipe(recipe: Recipe, data_dir: Path, out_dir: Path, device: str = "au
             raise ConfigError(f"--data-dir {data_dir}: {layout.SPLIT_TABLES[f]} not found (see data/README.md)")
     members = [smoke_member(m) for m in recipe.members] if smoke else recipe.members
     configs = [member_config(m, data_dir, 0) for m in members]
-    text, _ = make_plan(members, configs, recipe.n_folds, 1 if smoke else recipe.tta, pick_device(device),
-                        gpu_count(gpus), parallel_folds, echo)
-    path = out_dir / "plan.md"
-    atomic_write_text(path, text)
+    # the output directory's lock first: a plan beside a live recipe is refused, and an output
+    # directory that cannot be written fails before minutes of timing, not after
+    with dir_lock(out_dir, "recipe output directory"):
+        text, _ = make_plan(members, configs, recipe.n_folds, 1 if smoke else recipe.tta, pick_device(device),
+                            gpu_count(gpus), parallel_folds, echo)
+        path = out_dir / "plan.md"
+        atomic_write_text(path, text)
     echo(text)
     return path
 
@@ -455,8 +465,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fold", type=cli.non_negative_int, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     recipe = load_recipe(a.recipe)
-    if a.n_folds:
-        recipe = recipe.model_copy(update={"n_folds": a.n_folds})
+    if a.n_folds is not None:  # validated as the recipe's own value is (0 and 1 are refused, not ignored)
+        try:
+            recipe = Recipe(**{**recipe.model_dump(), "n_folds": a.n_folds})
+        except ValidationError as e:
+            raise ConfigError(f"--n-folds {a.n_folds}: {e.errors()[0]['msg']}") from None
     echo = lambda line: print(line, flush=True)  # noqa: E731
     if a.stage:
         run_stage(a.stage, recipe, a.data_dir, a.out_dir, a.device, a.smoke, a.member, a.fold, echo)
@@ -465,14 +478,9 @@ def main(argv: list[str] | None = None) -> None:
         from hpa.slurm import SlurmOptions
 
         recipe_path = str(Path(a.recipe).absolute()) if a.recipe.endswith((".yaml", ".yml")) else a.recipe
-        if a.n_folds:  # the jobs must see the same recipe: write the overridden one beside the outputs
-            from hpa.config import save_yaml
-
-            path = Path(a.out_dir).absolute() / "recipe.yaml"
-            save_yaml(path, recipe.model_dump())
-            recipe_path = str(path)
         opts = SlurmOptions(a.partition, a.account, a.gpus_per_job, a.cpus_per_job, a.time, a.mem, a.sbatch)
-        launch_slurm(recipe, recipe_path, a.data_dir, a.out_dir, opts, a.device, a.smoke, a.plan, a.wait, echo)
+        launch_slurm(recipe, recipe_path, a.data_dir, a.out_dir, opts, a.device, a.smoke, a.plan, a.wait, echo,
+                     overridden=a.n_folds is not None)
         return
     if a.plan:
         print(f"plan: {plan_recipe(recipe, a.data_dir, a.out_dir, a.device, a.smoke, a.gpus, a.parallel_folds)}")

@@ -110,10 +110,24 @@ class Launcher:
         self.submitted.append((jid, name + (f" [folds {array}]" if array else ""), log))
         return jid
 
+    def never_starting(self) -> tuple[str, str, str] | None:
+        """(job id, name, reason) of a pending job of this recipe that SLURM says can never start."""
+        for line in slurm_command(["squeue", "-h", "-r", "-o", "%i|%j|%T|%r"]).splitlines():
+            jid, name, state, reason = (line.split("|") + ["", "", "", ""])[:4]
+            if name.startswith(f"hpa-{self.tag}-") and state == "PENDING" and reason in NEVER_STARTS:
+                return jid, name, reason
+        return None
+
     def wait(self, poll_s: float = 5.0) -> None:
-        """Until none of this recipe's jobs is queued; a failed job is one line naming its log."""
+        """Until none of this recipe's jobs is queued; a failed job is one line naming its log, and a
+        job SLURM will never start (its reason says so) one line naming the reason and the flag."""
         ids = [jid for jid, _, _ in self.submitted]
         while self.queued():
+            stuck = self.never_starting()
+            if stuck:
+                jid, name, reason = stuck
+                raise HPAError(f"SLURM job {jid} ({name}) can never start: {reason} ({NEVER_STARTS[reason]}); "
+                               f"scancel it, change that and run the same command again")
             time.sleep(poll_s)
         if not ids:
             return
@@ -123,6 +137,61 @@ class Launcher:
         if bad:
             raise HPAError(f"SLURM job {bad[0][0]} ({bad[0][1]}) ended {bad[0][2]}; see its log in {self.dir}, then "
                            "run the same command again")
+
+
+# squeue reasons of a pending job that no amount of waiting changes, and what to change
+NEVER_STARTS = {
+    "PartitionConfig": "it asks for more CPUs, GPUs or memory than any node of the partition has: lower "
+                       "--cpus-per-job, --gpus-per-job or --mem, or choose another --partition",
+    "PartitionNodeLimit": "it asks for more nodes than the partition allows: choose another --partition",
+    "PartitionTimeLimit": "its --time is above the partition's limit: lower --time",
+    "BadConstraints": "no node meets its constraints: check the --sbatch options",
+    "DependencyNeverSatisfied": "a job it depends on failed: see that job's log in <out-dir>/slurm",
+    "InvalidAccount": "the --account is not valid on this cluster",
+    "InvalidQOS": "the QOS (--sbatch=--qos=...) is not valid on this cluster",
+    "QOSMaxCpuPerJobLimit": "its QOS allows fewer CPUs: lower --cpus-per-job",
+    "QOSMaxGRESPerJob": "its QOS allows fewer GPUs: lower --gpus-per-job",
+    "QOSMaxWallDurationPerJobLimit": "its QOS allows a shorter time: lower --time",
+}
+
+
+def _mebibytes(mem: str) -> float | None:
+    """sbatch's --mem (a number of MiB, or with K, M, G, T)."""
+    m = mem.strip().upper()
+    scale = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 ** 2}
+    try:
+        return float(m[:-1]) * scale[m[-1]] if m[-1] in scale else float(m)
+    except ValueError:
+        return None
+
+
+def check_fits(opts: SlurmOptions) -> None:
+    """Refuse, before submitting, requests no node of the partition can hold (sinfo's CPUs, memory and
+    GPUs per node): SLURM accepts such a job and leaves it pending for ever."""
+    rows = [ln.split("|") for ln in slurm_command(["sinfo", "-h", "-o", "%P|%c|%m|%G"]).splitlines() if ln]
+    if not rows:
+        raise HPAError("sinfo lists no partitions; is this a SLURM login node?")
+    want = opts.partition
+    mine = [r for r in rows if (r[0].rstrip("*") == want if want else r[0].endswith("*"))] or \
+        ([] if want else rows)
+    if not mine:
+        known = ", ".join(r[0].rstrip("*") for r in rows)
+        raise HPAError(f"--partition {want}: not a partition of this cluster ({known})")
+    name = mine[0][0].rstrip("*")
+    cpus = max(int(r[1].rstrip("+")) for r in mine)
+    if opts.cpus_per_job > cpus:
+        raise HPAError(f"--cpus-per-job {opts.cpus_per_job}: no node of partition {name} has more than {cpus} CPUs "
+                       f"(sinfo); ask for at most {cpus}")
+    mem = max(int(r[2].rstrip("+")) for r in mine if r[2].rstrip("+").isdigit()) if any(
+        r[2].rstrip("+").isdigit() for r in mine) else None
+    asked = _mebibytes(opts.mem) if opts.mem else None
+    if opts.mem and asked is None:
+        raise HPAError(f"--mem {opts.mem}: not a memory size (e.g. 64G or 16000)")
+    if asked and mem and asked > mem:
+        raise HPAError(f"--mem {opts.mem}: no node of partition {name} has more than {mem} MB (sinfo)")
+    if opts.gpus_per_job and not any("gpu" in r[3] for r in mine):
+        raise HPAError(f"--gpus-per-job {opts.gpus_per_job}: partition {name} has no GPUs (sinfo lists no gpu "
+                       "resources); choose a GPU --partition")
 
 
 def _has_sacct() -> bool:

@@ -270,3 +270,106 @@ def test_runs_resume_and_predict_from_anywhere_and_a_lost_best_pt_names_a_way_ou
                                        r"this fold from the start") as e:
         hpa.train_fold("tiny_cnn", fold=0, size=32, data_dir=small_data, runs=runs, **FAST, **QUIET)
     assert str(e.value).endswith(")") and "\n" not in str(e.value)
+
+
+def fake_slurm(tmp_path: Path, monkeypatch, sinfo: str, squeue: str) -> Path:
+    """sinfo, squeue and sbatch as scripts on PATH printing what a one-node cluster would (sbatch
+    records its calls): the SLURM client side of hpa.slurm without a cluster."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "sinfo").write_text(f"#!/bin/sh\ncat <<'OUT'\n{sinfo}\nOUT\n")
+    # squeue's -o: id|name|state, with |reason when %r is asked for
+    (bin_dir / "squeue").write_text(f"#!/bin/sh\ncase \"$*\" in *%r*) cut='1-4' ;; *) cut='1-3' ;; esac\n"
+                                    f"[ -n '{squeue}' ] && printf '%s\\n' '{squeue}' | cut -d'|' -f$cut\nexit 0\n")
+    (bin_dir / "sbatch").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'sbatch.calls'}\necho 41\n")
+    for p in bin_dir.iterdir():
+        p.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return tmp_path / "sbatch.calls"
+
+
+def test_slurm_requests_no_node_can_hold_are_refused_before_submitting(tmp_path, monkeypatch):
+    from hpa.slurm import SlurmOptions, check_fits
+
+    calls = fake_slurm(tmp_path, monkeypatch, "debug*|2|20000|(null)\ngpu|32|512000|gpu:a100:4", "")
+    for opts, words in [(SlurmOptions(cpus_per_job=4), "--cpus-per-job 4: no node of partition debug has more "
+                                                        "than 2 CPUs"),
+                        (SlurmOptions(cpus_per_job=2, mem="64G"), "--mem 64G: no node of partition debug"),
+                        (SlurmOptions(cpus_per_job=2, gpus_per_job=1), "partition debug has no GPUs"),
+                        (SlurmOptions(partition="big"), "--partition big: not a partition of this cluster "
+                                                        "\\(debug, gpu\\)")]:
+        with pytest.raises(HPAError, match=words):
+            check_fits(opts)
+    check_fits(SlurmOptions(cpus_per_job=2, mem="16000"))
+    check_fits(SlurmOptions(partition="gpu", cpus_per_job=8, gpus_per_job=1, mem="64G"))
+    assert not calls.exists()
+
+
+def test_slurm_wait_names_a_job_that_can_never_start(tmp_path, monkeypatch):
+    from hpa.slurm import Launcher, SlurmOptions
+
+    launcher = Launcher(tmp_path / "w", SlurmOptions(), lambda stage: ["true"], **QUIET)
+    name = launcher.name("data")
+    fake_slurm(tmp_path, monkeypatch, "debug*|2|20000|(null)", f"57|{name}|PENDING|PartitionConfig")
+    with pytest.raises(HPAError, match=f"SLURM job 57 \\({name}\\) can never start: PartitionConfig .*lower "
+                                       "--cpus-per-job"):
+        launcher.wait(poll_s=0)
+    # a job merely waiting for resources is waited for
+    fake_slurm(tmp_path, monkeypatch, "debug*|2|20000|(null)", f"57|{name}|PENDING|Resources")
+    assert launcher.never_starting() is None
+
+
+def test_a_refused_slurm_launch_writes_nothing(small_data, tmp_path, monkeypatch):
+    """--n-folds with --launcher slurm writes <out-dir>/recipe.yaml for the jobs, but only once every
+    check has passed and inside the lock."""
+    from hpa import recipe as rec
+
+    fake_slurm(tmp_path, monkeypatch, "debug*|2|20000|(null)", "")
+    out = tmp_path / "w"
+    with pytest.raises(HPAError, match="--cpus-per-job 4"):
+        rec.main(["--recipe", "demo", "--data-dir", str(small_data), "--out-dir", str(out), "--launcher", "slurm",
+                  "--n-folds", "3"])
+    assert not out.exists()
+    with pytest.raises(HPAError, match="train.csv not found"):
+        rec.main(["--recipe", "demo", "--data-dir", str(tmp_path / "nothing"), "--out-dir", str(out), "--launcher",
+                  "slurm", "--n-folds", "3", "--cpus-per-job", "2"])
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("n", ["0", "1"])
+def test_n_folds_below_two_is_refused_not_ignored(small_data, tmp_path, n):
+    from hpa import recipe as rec
+
+    with pytest.raises(HPAError, match=f"--n-folds {n}: .*greater than or equal to 2"):
+        rec.main(["--recipe", "demo", "--data-dir", str(small_data), "--out-dir", str(tmp_path / "w"), "--plan",
+                  "--n-folds", n])
+
+
+def test_the_plan_reports_what_training_will_do(small_data, tmp_path, monkeypatch):
+    from hpa import plan
+    from hpa.io import dir_lock
+    from hpa.recipe import Member, Recipe, plan_recipe
+
+    seen = []
+    real = plan.timed_steps
+
+    def spy(cfg, device, side, steps=2):
+        micro, ips, peak = real(cfg, device, side, steps=1)
+        seen.append((side, micro))
+        return micro, ips, peak
+
+    monkeypatch.setattr(plan, "timed_steps", spy)
+    member = Member(arch="tiny_cnn", size=32, set={**FAST, "batch_size": 16, "micro_batches": {32: 4, 43: 4}})
+    recipe = Recipe(n_folds=2, duplicates="ignore", tta=1, members=[member])
+    path = plan_recipe(recipe, small_data, tmp_path / "w", device="cpu", **QUIET)
+    text = path.read_text()
+    assert (32, 4) in seen and "| tiny_cnn_32 | 32 | 24 | 100% | 4 x 4 |" in text  # the member's own map
+    # with limit_batches (as --smoke sets), an epoch is that many batches, not the whole training set
+    limited = Recipe(n_folds=2, duplicates="ignore", tta=1, members=[
+        member.model_copy(update={"set": {**member.set, "limit_batches": 1}})])
+    fold = lambda t: t.split("| tiny_cnn_32 | ")[-1].split(" |")[0]  # noqa: E731
+    short = plan_recipe(limited, small_data, tmp_path / "w2", device="cpu", **QUIET).read_text()
+    assert fold(short) != fold(text)
+    with dir_lock(tmp_path / "w", "recipe output directory"):  # a live recipe there
+        with pytest.raises(HPAError, match="in use by process"):
+            plan_recipe(recipe, small_data, tmp_path / "w", device="cpu", **QUIET)
