@@ -127,6 +127,19 @@ def test_an_altered_weight_file_or_foreign_folder_is_refused(recipe_out, tmp_pat
         load_bundle(str(tmp_path / "nowhere"))
 
 
+def test_push_offline_is_one_line_and_uploads_nothing(recipe_out, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from hpa.bundle import push_bundle
+
+    _, work = recipe_out
+    out = export_bundle(work, tmp_path / "b", **QUIET)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(BundleError, match="--push my-lab/hpa: upload failed") as e:
+        push_bundle(out, "my-lab/hpa", **QUIET)
+    assert "\n" not in str(e.value)
+
+
 def test_export_refuses_runs_trained_on_other_folds(recipe_out, tmp_path):
     data, work = recipe_out
     copy = tmp_path / "work"

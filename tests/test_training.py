@@ -156,6 +156,8 @@ def test_torchrun_two_processes_match_one_process(data, tmp_path):
     a = pd.read_csv(tmp_path / "one" / "gapnet_pl_64" / "f0" / "log.csv")
     b = pd.read_csv(tmp_path / "two" / "gapnet_pl_64" / "f0" / "log.csv")
     assert list(b["epoch"]) == [1, 2, 3]
+    # TensorBoard events from rank 0 alone: one event file for two processes
+    assert len(list((tmp_path / "two" / "gapnet_pl_64" / "f0").glob("events.out.tfevents.*"))) == 1
     steps = [len(pd.read_csv(tmp_path / r / "gapnet_pl_64" / "f0" / "lr_steps.csv")) for r in ("one", "two")]
     assert steps[0] == steps[1] > 0  # the same optimizer steps per epoch, so the same LR schedule
     saved = json.loads((tmp_path / "two" / "gapnet_pl_64" / "f0" / "provenance.json").read_text())
