@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +59,9 @@ def load_checkpoint(path: Path, way_out: str = "") -> dict:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        first = re.split(r"(?<=\.)\s", first)[0]  # its first sentence, whole, never cut in the middle
         raise CheckpointError(f"{path}: cannot be read as a checkpoint: it is cut short or not a checkpoint "
-                              f"({type(e).__name__}: {first[:150]}){tail}") from None
+                              f"({type(e).__name__}: {first}){tail}") from None
     if not isinstance(ck, dict) or not {"model", "config", "epoch"} <= set(ck):
         raise CheckpointError(f"{path}: not a training checkpoint of this toolkit (no model/config/epoch){tail}")
     return ck

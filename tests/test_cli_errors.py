@@ -104,7 +104,7 @@ def test_a_run_is_never_replaced_silently_and_resume_refuses_changes(setup, tmp_
     r = train(d, runs, "--overwrite", "--seed", 3)
     assert r.returncode == 0 and digest(files) != before
     (run_dir / "last.pt").write_bytes(b"not a checkpoint")
-    assert_one_line_error(train(d, runs, "--resume", "--seed", 3), "last.pt: cannot load checkpoint")
+    assert_one_line_error(train(d, runs, "--resume", "--seed", 3), "last.pt: cannot be read as a checkpoint")
 
 
 def test_a_truncated_prepared_sample_is_named_even_from_a_worker(setup, tmp_path):

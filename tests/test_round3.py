@@ -359,6 +359,8 @@ def test_the_plan_reports_what_training_will_do(small_data, tmp_path, monkeypatc
         return micro, ips, peak
 
     monkeypatch.setattr(plan, "timed_steps", spy)
+    # a training set of a million samples, so that whole epochs and limited ones differ in the plan
+    monkeypatch.setattr(plan, "training_samples", lambda cfg, n_folds: (1e6, 100, 100))
     member = Member(arch="tiny_cnn", size=32, set={**FAST, "batch_size": 16, "micro_batches": {32: 4, 43: 4}})
     recipe = Recipe(n_folds=2, duplicates="ignore", tta=1, members=[member])
     path = plan_recipe(recipe, small_data, tmp_path / "w", device="cpu", **QUIET)
