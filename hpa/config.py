@@ -58,6 +58,9 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(1e-6, ge=0, description="weight decay")
     lr_groups: list[float] = Field([0.3333, 1.0], min_length=2, max_length=3,
                                    description="LR multipliers: [encoder, head] or [early, late, head]")
+    layer_decay: float | None = Field(None, gt=0, le=1, description="vision transformers: layer-wise LR decay, block "
+                                                                     "i of L at lr x decay^(L + 1 - i) (null: "
+                                                                     "lr_groups)")
     cycle_epochs: float | None = Field(4, gt=0, description="epochs per cosine cycle (null: epochs / cycles)")
     cycles: int | None = Field(None, ge=1, description="cosine cycles (null: enough to cover epochs)")
     min_lr_ratio: float = Field(0.01, ge=0, le=1, description="LR at a cycle's end, as a fraction of the base")

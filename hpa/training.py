@@ -142,8 +142,13 @@ def build_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> TrainData:
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    groups = model.layer_groups(len(cfg.lr_groups))
-    params = [{"params": p, "lr": cfg.lr * m} for p, m in zip(groups, cfg.lr_groups)]
+    if cfg.layer_decay is not None:
+        if not hasattr(model, "layer_decay_groups"):
+            raise ConfigError(f"layer_decay: {cfg.arch} is not a vision transformer; use lr_groups")
+        params = [{"params": p, "lr": cfg.lr * m} for p, m in model.layer_decay_groups(cfg.layer_decay)]
+    else:
+        groups = model.layer_groups(len(cfg.lr_groups))
+        params = [{"params": p, "lr": cfg.lr * m} for p, m in zip(groups, cfg.lr_groups)]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

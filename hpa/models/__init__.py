@@ -111,10 +111,10 @@ class HPANet(nn.Module):
         return split_stages(encoder_stages(self.encoder), n - 1) + [list(self.head.parameters())]
 
 
-def _timm_encoder(timm_name: str, pretrained: str | None) -> tuple[nn.Module, int]:
+def _timm_encoder(timm_name: str, pretrained: str | None, **kw) -> tuple[nn.Module, int]:
     import timm
 
-    enc = timm.create_model(timm_name, pretrained=False, in_chans=4, num_classes=0, global_pool="")
+    enc = timm.create_model(timm_name, pretrained=False, in_chans=4, num_classes=0, global_pool="", **kw)
     path = resolve(pretrained, timm_name)
     if path:
         load_pretrained(enc, path)
@@ -160,6 +160,24 @@ for _name, _timm in {
 }.items():
     _timm_arch(_name, _timm)
 _timm_arch("inception_v4", "inception_v4", min_input=75)  # smallest input its valid convs accept
+_timm_arch("convnext_tiny", "convnext_tiny")  # a 2022 ImageNet CNN, so a recipe can mix generations
+
+
+def _vit_arch(name: str, timm_name: str) -> None:
+    @register_model(name)
+    def build(pretrained: str | None = None, head_hidden=(), head_dropout=(), num_classes: int = NUM_CLASSES,
+              normalize: str = "none") -> nn.Module:
+        from hpa.models.vit import ViTNet
+
+        # any input side: timm resamples the position embeddings from the weights' 14 x 14 grid
+        enc, _ = _timm_encoder(timm_name, pretrained, dynamic_img_size=True)
+        return ViTNet(enc, head_hidden, head_dropout, num_classes, input_stats(timm_name, normalize))
+    build.timm_name = timm_name
+
+
+for _name, _timm in {"vit_tiny16": "vit_tiny_patch16_224",  # 5.7M parameters: tests and CPU smoke runs
+                     "vit_base16": "vit_base_patch16_224", "vit_large16": "vit_large_patch16_224"}.items():
+    _vit_arch(_name, _timm)
 
 
 def _tiny_encoder(width: int = 16, stem_stride: int = 2, input_norm: bool = True) -> nn.Sequential:
