@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--folds", type=cli.non_negative_int, nargs="+", help="keep only these folds; default: all")
     ap.add_argument("--license", default="cc-by-sa-3.0", help="the model card's licence (Hub identifier); HPA "
                     "images are CC BY-SA 3.0")
+    ap.add_argument("--datasets", nargs="+", default=[], metavar="HUB_ID",
+                    help="Hub dataset ids the model card names (the card's `datasets`; none by default: the HPA "
+                         "images are not a Hub dataset)")
     ap.add_argument("--bioimageio", type=Path, metavar="ZIP", help="also write a BioImage Model Zoo package "
                     "(TorchScript, with the TTA and the blend inside)")
     ap.add_argument("--push", metavar="REPO_ID", help="upload the bundle to the Hugging Face Hub (needs a login)")
@@ -36,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.source is None and not a.push:
         ap.error("--from is required (or --push to upload an existing bundle)")
     if a.source is not None:
-        export_bundle(a.source, a.out, members=a.members, folds=a.folds, license=a.license)
+        export_bundle(a.source, a.out, members=a.members, folds=a.folds, license=a.license, datasets=a.datasets)
     if a.bioimageio:
         from hpa.bioimageio import export_bioimageio
 

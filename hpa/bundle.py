@@ -70,7 +70,7 @@ def _card(config: dict, summary: dict, report_md: str) -> str:
 
     meta = {"library_name": "hpa-toolkit", "license": config["license"], "pipeline_tag": "image-classification",
             "tags": ["biology", "microscopy", "fluorescence", "human-protein-atlas", "protein-localization",
-                     "multi-label", "hpa-toolkit"]}
+                     "multi-label", "hpa-toolkit"], "datasets": config.get("datasets", [])}
     members = "\n".join(f"| {m['name']} | {m['arch']} | {m['size']} | {len(m['folds'])} | {len(m['tta'])} | "
                         f"{w:.3f} |" for m, w in zip(config["members"], config["blend"]["weights"]))
     per_class = ""
@@ -119,8 +119,15 @@ def subset(ens: Ensemble, members: Sequence[str] | None, folds: Sequence[int] | 
     return Ensemble(kept, ens.weighting, w / w.sum(), ens.thresholds)
 
 
+def _is_bundle(path: Path) -> bool:
+    try:
+        return json.loads((Path(path) / CONFIG).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def write_bundle(ens: Ensemble, out: str | Path, *, training_data: dict, summary: dict, report_md: str = "",
-                 license: str = "cc-by-sa-3.0") -> Path:
+                 license: str = "cc-by-sa-3.0", datasets: Sequence[str] = ()) -> Path:
     """The ensemble (members with their fold models and TrainConfigs) as a bundle directory, built
     beside `out` and moved into place whole. `summary` is the blend's (blend.json: evidence and
     threshold method), `training_data` the labels' and folds' hashes."""
@@ -131,6 +138,9 @@ def write_bundle(ens: Ensemble, out: str | Path, *, training_data: dict, summary
     from hpa.labels import CLASS_NAMES
 
     out = Path(out)
+    if out.exists() and not _is_bundle(out):  # a bundle is replaced whole; anything else is never deleted
+        raise BundleError(f"{out}: exists and is not an hpa-toolkit bundle; choose another --out (an existing bundle "
+                          "there would be replaced)")
     entries = []
     with staged_dir(out) as tmp:
         for m in ens.members:
@@ -152,7 +162,7 @@ def write_bundle(ens: Ensemble, out: str | Path, *, training_data: dict, summary
                             "training": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "loss", "crop",
                                                                       "optimizer", "seed", "pretrained")}})
         config = {"format": FORMAT, "format_version": FORMAT_VERSION, "toolkit_version": toolkit_version(),
-                  "license": license, "classes": list(CLASS_NAMES), "members": entries,
+                  "license": license, "datasets": list(datasets), "classes": list(CLASS_NAMES), "members": entries,
                   "blend": {"weighting": ens.weighting, "weights": [float(w) for w in ens.weights],
                             "threshold_method": summary.get("threshold_method", ""),
                             "models": [m.name for m in ens.members]},
@@ -165,7 +175,7 @@ def write_bundle(ens: Ensemble, out: str | Path, *, training_data: dict, summary
 
 
 def export_bundle(source: str | Path, out: str | Path, *, members: Sequence[str] | None = None,
-                  folds: Sequence[int] | None = None, license: str = "cc-by-sa-3.0",
+                  folds: Sequence[int] | None = None, license: str = "cc-by-sa-3.0", datasets: Sequence[str] = (),
                   echo=print) -> Path:
     """A recipe output (its blend.json, the runs and predictions behind it) as a bundle directory;
     `members` / `folds` keep only those. Refuses runs trained on different labels or folds."""
@@ -186,7 +196,8 @@ def export_bundle(source: str | Path, out: str | Path, *, members: Sequence[str]
     report = source / "report.md"
     out = write_bundle(ens, out, training_data=_same_training_data(provs, names),
                        summary=json.loads(layout.blend_summary(source).read_text()),
-                       report_md=report.read_text() if report.is_file() else "", license=license)
+                       report_md=report.read_text() if report.is_file() else "", license=license,
+                       datasets=datasets)
     echo(f"bundle: {out} ({sum(len(m.folds) for m in ens.members)} weight files, {len(ens.members)} member(s))")
     return out
 

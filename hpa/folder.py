@@ -108,6 +108,18 @@ def report_data(ids: list[str], probs: np.ndarray, predicted: np.ndarray, classe
                             "yellow": "ER (yellow)"}}
 
 
+def check_report_assets(assets: Path) -> None:
+    """The report's image folder is replaced whole on every run: refuse one that holds anything else."""
+    if assets.exists() and not assets.is_dir():
+        raise HPAError(f"{assets}: exists and is not a folder of report images; move it, or write the predictions "
+                       "elsewhere (--out)")
+    foreign = next((p for p in assets.rglob("*") if p.is_file() and p.suffix != ".png"), None) \
+        if assets.is_dir() else None
+    if foreign:
+        raise HPAError(f"{assets}: holds files that are not report images (e.g. {foreign}); move it, or write the "
+                       "predictions elsewhere (--out)")
+
+
 @contextlib.contextmanager
 def staged_dir(final: Path):
     """A folder built beside `final` and swapped in on success (the old one removed), or removed
@@ -150,6 +162,8 @@ def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | No
     pictures = [p for p in images.iterdir() if p.is_file() and p.suffix[1:].lower() in EXTENSIONS]
     check_outputs(outputs, {"image": pictures,
                             "Id list (--ids)": [ids_csv] if ids_csv else []})
+    if report:
+        check_report_assets(layout.report_assets(out))
     ids, skipped = folder_ids(images, ids_csv, strict)
     probs, failed = predict_ensemble(ens, ids, device=device, batch_size=batch_size, workers=workers,
                                      raw_dir=images) if ids else (np.zeros((0, 28)), {})

@@ -375,3 +375,23 @@ def test_the_plan_reports_what_training_will_do(small_data, tmp_path, monkeypatc
     with dir_lock(tmp_path / "w", "recipe output directory"):  # a live recipe there
         with pytest.raises(HPAError, match="in use by process"):
             plan_recipe(recipe, small_data, tmp_path / "w", device="cpu", **QUIET)
+
+
+def test_exports_and_reports_never_delete_a_folder_they_did_not_make(tmp_path):
+    import numpy as np
+
+    from hpa.bundle import BundleError, write_bundle
+    from hpa.ensemble import Ensemble
+    from hpa.folder import check_report_assets
+
+    precious = tmp_path / "work"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("mine")
+    ens = Ensemble([], "equal", np.ones(0), np.full(28, 0.5))
+    with pytest.raises(BundleError, match="exists and is not an hpa-toolkit bundle"):
+        write_bundle(ens, precious, training_data={}, summary={})
+    assert (precious / "notes.txt").read_text() == "mine"
+    (precious / "report_files").mkdir()
+    (precious / "report_files" / "thesis.docx").write_text("mine")
+    with pytest.raises(HPAError, match="holds files that are not report images"):
+        check_report_assets(precious / "report_files")
