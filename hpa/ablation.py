@@ -137,9 +137,9 @@ def table_markdown(summary: pd.DataFrame) -> str:
 
 
 def plot(summary: pd.DataFrame, path: Path) -> None:
-    from hpa.report import plt, save_figure
+    from hpa.report import save_figure, subplots
 
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(summary) + 1.2))
+    fig, ax = subplots(figsize=(7, 0.35 * len(summary) + 1.2))
     labels = [f"{r.factor}: {r.variant}" for r in summary.itertuples()]
     ax.errorbar(summary["mean_f1"], range(len(summary)), xerr=summary["ci95"], fmt="o", capsize=3)
     ax.axvline(summary["mean_f1"].iloc[0], color="grey", ls="--", lw=1)

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from hpa.io import atomic_save
+from hpa.labels import CLASS_NAMES
 
-from hpa.io import atomic_save  # noqa: E402
-from hpa.labels import CLASS_NAMES  # noqa: E402
+
+def subplots(*grid: int, figsize: tuple[float, float]):
+    """A figure and its axes drawn without pyplot, so importing the toolkit never switches a notebook's
+    plotting backend (a Figure renders to PNG with the Agg canvas on its own)."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid)
 
 
 def save_figure(fig, path: Path) -> None:
     atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
-    plt.close(fig)
 
 
 def plot_training_curves(log: pd.DataFrame, path: Path) -> None:
-    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, ax = subplots(1, 3, figsize=(13, 3.6))
     ax[0].plot(log["epoch"], log["train_loss"], "o-", label="train")
     ax[0].plot(log["epoch"], log["val_loss"], "o-", label="validation")
     ax[0].set(title="loss", xlabel="epoch")
@@ -34,7 +37,7 @@ def plot_training_curves(log: pd.DataFrame, path: Path) -> None:
 
 
 def plot_lr_find(result: dict, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = subplots(figsize=(6.5, 4))
     ax.plot(result["lrs"], result["losses"], color="0.7", lw=1, label="loss")
     ax.plot(result["lrs"], result["smoothed"], color="C0", label="smoothed loss")
     ax.axvline(result["min_loss_lr"], color="0.4", ls=":", label=f"smoothed minimum {result['min_loss_lr']:.2e}")
@@ -45,7 +48,7 @@ def plot_lr_find(result: dict, path: Path) -> None:
 
 
 def plot_lr_schedule(lrs: list[float], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    fig, ax = subplots(figsize=(6.5, 3.2))
     ax.plot(range(1, len(lrs) + 1), lrs, color="C3")
     ax.set(xlabel="training step", ylabel="learning rate (head group)", yscale="log", title="LR of every step")
     save_figure(fig, path)
@@ -59,7 +62,7 @@ def per_class_frame(table: dict[str, np.ndarray]) -> pd.DataFrame:
 
 
 def plot_per_class(df: pd.DataFrame, path: Path, title: str) -> None:
-    fig, ax = plt.subplots(figsize=(12, 4.5))
+    fig, ax = subplots(figsize=(12, 4.5))
     x = np.arange(len(df))
     ax.bar(x, df["f1"], color="C0", label="F1")
     if "threshold" in df:

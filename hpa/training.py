@@ -48,6 +48,12 @@ from hpa.schedules import cyclic_cosine, lr_range_test, schedule_shape
 
 REPLACE_HINT = "--overwrite replaces it, or choose another --runs directory"
 
+def run_tag(cfg: TrainConfig) -> str:
+    """`[se_resnext50_1024 f3]`: the member and fold, as the run directory names them (the paper
+    recipe has two se_resnext50 members)."""
+    return f"[{cfg.arch}_{cfg.size} f{cfg.fold}]"
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -230,7 +236,7 @@ class OutOfMemory(RunError):
 
 def out_of_memory(cfg: TrainConfig, side: int, micro: int | None, n: int, epoch: int) -> OutOfMemory:
     m = micro or n
-    return OutOfMemory(f"[{cfg.arch}_{cfg.size} f{cfg.fold}] out of device memory in epoch {epoch} at stored side "
+    return OutOfMemory(f"{run_tag(cfg)} out of device memory in epoch {epoch} at stored side "
                        f"{side} with micro-batch {m}; set --set micro_batches={{{side}: {max(1, m // 2)}}} (or a "
                        f"smaller micro_batch) and run again with --resume: last.pt of epoch {epoch - 1} is kept")
 
@@ -424,7 +430,7 @@ class Session:
 
     @property
     def tag(self) -> str:
-        return f"[{self.cfg.arch} f{self.cfg.fold}]"
+        return run_tag(self.cfg)
 
 
 def pick_train_device(device_name: str, cfg: TrainConfig, world: int, local_rank: int) -> torch.device:
@@ -642,14 +648,14 @@ def train(cfg: TrainConfig, runs: Path = Path("runs"), device_name: str = "auto"
     device = pick_train_device(device_name, cfg, world, local_rank)
     with dir_lock(run_dir, "run directory") if rank == 0 else contextlib.nullcontext(), StopRequest() as stop:
         if rank == 0:
-            echo(f"[{cfg.arch} f{cfg.fold}] process {os.getpid()}: SIGTERM or SIGUSR1 stops the run at the next step "
+            echo(f"{run_tag(cfg)} process {os.getpid()}: SIGTERM or SIGUSR1 stops the run at the next step "
                  "with last.pt saved there")
         ck = guard_run_dir(run_dir, cfg, resume, overwrite, hint)
         if ck is not None and ck["epoch"] >= cfg.epochs:
             if not (run_dir / "best.pt").is_file():  # else prediction asks for a fold that training calls done
                 raise RunError(f"{run_dir}: finished training ({cfg.epochs} epochs) but its best.pt is gone; restore "
                                f"it, or train the fold again ({hint})")
-            echo(f"[{cfg.arch} f{cfg.fold}] already trained for {cfg.epochs} epochs (best val macro F1 "
+            echo(f"{run_tag(cfg)} already trained for {cfg.epochs} epochs (best val macro F1 "
                  f"{ck['best_f1']:.4f}); run in {run_dir}")
             return run_dir
         s = setup(cfg, run_dir, device, rank, world, echo, ck, resume, hint)

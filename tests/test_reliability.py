@@ -329,7 +329,7 @@ def test_sigterm_with_loader_workers_stops_at_a_step_and_resumes_bit_identical(d
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 1 and "Traceback" not in err, err[-2000:]
-    assert err.startswith("stopped: [tiny_cnn f0] stopped by SIGTERM at "), err
+    assert err.startswith("stopped: [tiny_cnn_64 f0] stopped by SIGTERM at "), err
     assert "last.pt saved there; run the same command again to resume" in err
     done = run("train_fold.py", *args, "--runs", tmp_path / "cut", "--resume")
     assert done.returncode == 0 and "resumed from" in done.stdout, done.stderr[-2000:]
