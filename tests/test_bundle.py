@@ -173,6 +173,7 @@ def test_members_and_folds_can_be_chosen(recipe_out, tmp_path):
         export_bundle(work, tmp_path / "c", members=["resnet50_768"], **QUIET)
 
 
+@pytest.mark.slow
 def test_bioimageio_package_validates_and_runs_to_the_bundles_outputs(recipe_out, tmp_path):
     pytest.importorskip("bioimageio.core")
     from bioimageio.core import predict, test_model

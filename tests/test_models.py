@@ -77,6 +77,10 @@ def test_head_matches_config(arch):
     assert drops == cfg["head_dropout"]
     # the head's input width is computed from the encoder and the pooling, never hard-coded
     with torch.no_grad():
+        if hasattr(m, "tokens_to_grid"):  # a ViT: its token grid pooled, plus the class token
+            _, grid = m.tokens_to_grid(m.eval().encoder.forward_features(torch.rand(2, 4, 96, 96)), (96, 96))
+            assert linears[0].in_features == grid.shape[1] * (m.pool.feat_mult + 1)
+            return
         feats = m.eval().encoder(torch.rand(2, 4, 96, 96))
     assert linears[0].in_features == feats.shape[1] * m.pool.feat_mult
 

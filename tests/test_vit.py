@@ -81,6 +81,7 @@ def test_class_maps_of_a_vit_come_from_its_token_grid():
     assert inside > 0.5, float(inside)
 
 
+@pytest.mark.slow
 def test_a_vit_and_convnext_train_a_fold(small_data, tmp_path):
     for arch in ("vit_tiny16", "convnext_tiny"):
         run = hpa.train_fold(arch, fold=0, size=32, data_dir=small_data, runs=tmp_path, epochs=1, batch_size=8,
