@@ -19,7 +19,7 @@ from torch import nn
 
 from hpa.labels import NUM_CLASSES
 from hpa.models.gapnet import GapNetPL
-from hpa.models.heads import POOLS, buffering_head
+from hpa.models.heads import POOLS, buffering_head, register_input_stats
 from hpa.models.pretrained import load_pretrained, resolve
 
 log = logging.getLogger(__name__)
@@ -74,12 +74,7 @@ class HPANet(nn.Module):
                  head_hidden: list[int] = (), head_dropout: list[float] = (), num_classes: int = NUM_CLASSES,
                  min_input: int = 0, stats: tuple[list[float], list[float]] | None = None):
         super().__init__()
-        # Inputs are in [0, 1]; pretrained encoders get the normalisation their weights were trained with.
-        # Not saved in checkpoints: the run's config (model.normalize) rebuilds it.
-        self.normalize = stats is not None
-        if stats:
-            self.register_buffer("mean", torch.tensor(stats[0]).view(1, -1, 1, 1), persistent=False)
-            self.register_buffer("std", torch.tensor(stats[1]).view(1, -1, 1, 1), persistent=False)
+        register_input_stats(self, stats)  # pretrained encoders get the normalisation of their weights
         # Encoders with unpadded convolutions (InceptionV4) reject small inputs; those are
         # zero-padded (black, like the image background) up to `min_input`.
         self.min_input = min_input

@@ -29,6 +29,15 @@ class GlobalMaxPool2d(nn.Module):
         return x.amax((2, 3))
 
 
+def register_input_stats(module: nn.Module, stats: tuple[list[float], list[float]] | None) -> None:
+    """Per-channel mean and std a pretrained encoder expects (inputs are in [0, 1]), as buffers that
+    are not saved: the run's config (model.normalize) rebuilds them."""
+    module.normalize = stats is not None
+    if stats:
+        module.register_buffer("mean", torch.tensor(stats[0]).view(1, -1, 1, 1), persistent=False)
+        module.register_buffer("std", torch.tensor(stats[1]).view(1, -1, 1, 1), persistent=False)
+
+
 POOLS = {"acp": AdaptiveConcatPool2d, "avg": GlobalAvgPool2d, "max": GlobalMaxPool2d}
 
 

@@ -13,17 +13,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hpa.models.heads import AdaptiveConcatPool2d, buffering_head
+from hpa.models.heads import AdaptiveConcatPool2d, buffering_head, register_input_stats
 
 
 class ViTNet(nn.Module):
     def __init__(self, encoder: nn.Module, head_hidden=(), head_dropout=(), num_classes: int = 28,
                  stats: tuple[list[float], list[float]] | None = None):
         super().__init__()
-        self.normalize = stats is not None
-        if stats:
-            self.register_buffer("mean", torch.tensor(stats[0]).view(1, -1, 1, 1), persistent=False)
-            self.register_buffer("std", torch.tensor(stats[1]).view(1, -1, 1, 1), persistent=False)
+        register_input_stats(self, stats)
         self.encoder = encoder
         self.grid = nn.Identity()  # the patch-token map (N, C, h, w): what class activation maps weigh
         self.pool = AdaptiveConcatPool2d()
