@@ -79,15 +79,3 @@ class Board:
 
     def close(self) -> None:
         self.writer.close()
-
-
-def peak_memory_mib(device: torch.device) -> float:
-    """The device's peak allocated memory since the last reset (CUDA), or the process's peak
-    resident size (CPU, where the OS keeps only the peak since the start)."""
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) / 2**20
-        torch.cuda.reset_peak_memory_stats(device)
-        return peak
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

@@ -65,8 +65,17 @@ def probe_step(model: torch.nn.Module, loss_fn: torch.nn.Module, cfg: TrainConfi
     model.zero_grad(set_to_none=True)
 
 
-def peak_memory(device: torch.device) -> int:
-    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+def peak_memory(device: torch.device, reset: bool = False) -> int:
+    """Peak bytes: the device's allocations since the last reset (CUDA; `reset` starts a new count),
+    or the process's peak resident size (CPU, where the OS keeps only the peak since the start)."""
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+        if reset:
+            torch.cuda.reset_peak_memory_stats(device)
+        return peak
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 def fits(model, loss_fn, cfg: TrainConfig, device: torch.device, side: int) -> Callable[[int], bool]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,8 +80,7 @@ def timed_steps(cfg: TrainConfig, device: torch.device, side: int, steps: int = 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
-    # on the CPU, the process's peak resident memory (everything so far, not this step alone)
-    peak = memory.peak_memory(device) or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = memory.peak_memory(device)  # on the CPU: everything so far, not this step alone
     return micro, steps * share / seconds, peak
 
 

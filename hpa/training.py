@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from hpa import distributed, layout, memory
-from hpa.board import EVENTS_GLOB, N_IMAGES, Board, peak_memory_mib
+from hpa.board import EVENTS_GLOB, N_IMAGES, Board
 from hpa.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from hpa.config import TrainConfig, changed_settings, read_yaml, save_yaml
 from hpa.dataset import HPADataset, crop_side
@@ -47,6 +47,7 @@ from hpa.sampling import SideBatchSampler, class_counts_table, oversample_plan
 from hpa.schedules import cyclic_cosine, lr_range_test, schedule_shape
 
 REPLACE_HINT = "--overwrite replaces it, or choose another --runs directory"
+
 
 def run_tag(cfg: TrainConfig) -> str:
     """`[se_resnext50_1024 f3]`: the member and fold, as the run directory names them (the paper
@@ -619,7 +620,7 @@ def _epochs(s: Session, start: int, best: float, history: list, lr_steps: list, 
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_macro_f1": float(f1.mean()),
                "lr": s.optimizer.param_groups[-1]["lr"], "seconds": round(time.time() - t0, 2),
                "train_images_per_s": round(seen / max(t_train, 1e-9), 2), "peak_mem_mib": round(
-                   peak_memory_mib(s.device), 1)}
+                   memory.peak_memory(s.device, reset=True) / 2**20, 1)}
         row.update({f"lr_group{g}": group["lr"] for g, group in enumerate(s.optimizer.param_groups)})
         row.update({f"f1_{k}": float(v) for k, v in enumerate(f1)})
         history.append(row)
