@@ -114,7 +114,8 @@ def subset(ens: Ensemble, members: Sequence[str] | None, folds: Sequence[int] | 
         if not keep:
             raise ConfigError(f"--folds {' '.join(map(str, folds))}: {m.name} has folds {m.folds}")
         kept.append(Member(m.name, m.size, [m.models[i] for i in keep], m.tta, m.sizes, m.amp,
-                           [m.folds[i] for i in keep], [m.configs[i] for i in keep]))
+                           [m.folds[i] for i in keep], [m.configs[i] for i in keep],
+                           [m.provenances[i] for i in keep]))
     w = np.asarray(ens.weights, float)[chosen]
     return Ensemble(kept, ens.weighting, w / w.sum(), ens.thresholds)
 
@@ -179,17 +180,12 @@ def export_bundle(source: str | Path, out: str | Path, *, members: Sequence[str]
                   echo=print) -> Path:
     """A recipe output (its blend.json, the runs and predictions behind it) as a bundle directory;
     `members` / `folds` keep only those. Refuses runs trained on different labels or folds."""
-    from hpa.checkpoint import load_checkpoint
     from hpa.ensemble import from_recipe
 
     source = Path(source)
     ens = subset(from_recipe(source, torch.device("cpu")), members, folds, source)
-    names, provs = [], []
-    for m in ens.members:
-        for f, cfg in zip(m.folds, m.configs):
-            best = layout.run_dir(layout.recipe_runs(source), cfg.arch, cfg.size, f) / "best.pt"
-            provs.append(load_checkpoint(best).get("provenance") or {})
-            names.append(f"{m.name} f{f}")
+    names = [f"{m.name} f{f}" for m in ens.members for f in m.folds]
+    provs = [p for m in ens.members for p in m.provenances]
     if any(not p for p in provs):
         raise RunError(f"{names[[not p for p in provs].index(True)]}: its checkpoint records no training data; "
                        "retrain it with this version")
@@ -249,8 +245,8 @@ def resolve_bundle(path_or_id: str | Path) -> Path:
 def _ensemble(root: Path, config: dict, device: torch.device) -> Ensemble:
     from safetensors.torch import load_file
 
+    from hpa.inference import model_for_prediction
     from hpa.io import file_sha256
-    from hpa.models import build_model
 
     members = []
     for e in config["members"]:
@@ -262,12 +258,8 @@ def _ensemble(root: Path, config: dict, device: torch.device) -> Ensemble:
             if file_sha256(path) != e["sha256"][rel]:
                 raise BundleError(f"{path}: sha256 differs from config.json's (altered or cut); download the bundle "
                                   "again")
-            model = build_model(e["arch"], **e["model"])
-            model.load_state_dict(load_file(str(path)))
-            model.to(device).eval()
-            if e["channels_last"]:
-                model = model.to(memory_format=torch.channels_last)
-            models.append(model)
+            models.append(model_for_prediction(e["arch"], e["model"], load_file(str(path)), device,
+                                               e["channels_last"]))
         members.append(Member(e["name"], int(e["size"]), models, tuple(e["tta"]), list(e["sizes"]), e["amp"],
                               list(e["folds"])))
     return Ensemble(members, config["blend"]["weighting"], np.asarray(config["blend"]["weights"], float),

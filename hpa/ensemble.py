@@ -32,6 +32,7 @@ class Member:
     amp: str
     folds: list[int] = field(default_factory=list)
     configs: list = field(default_factory=list)  # each fold's TrainConfig
+    provenances: list[dict] = field(default_factory=list)  # each fold's training data (its checkpoint's)
 
 
 @dataclass
@@ -53,7 +54,7 @@ def _member_from_runs(runs: Path, arch: str, size: int, folds: Sequence[int], de
     from hpa.inference import load_run
     from hpa.io import file_sha256
 
-    models, configs = [], []
+    models, configs, provenances = [], [], []
     for f in folds:
         run_dir = layout.run_dir(runs, arch, size, f)
         best = run_dir / "best.pt"
@@ -65,7 +66,9 @@ def _member_from_runs(runs: Path, arch: str, size: int, folds: Sequence[int], de
         run = load_run(run_dir, device)
         models.append(run.model)
         configs.append(run.cfg)
-    return Member(f"{arch}_{size}", size, models, tuple(tta), list(sizes or [size]), amp, list(folds), configs)
+        provenances.append(run.provenance)
+    return Member(f"{arch}_{size}", size, models, tuple(tta), list(sizes or [size]), amp, list(folds), configs,
+                  provenances)
 
 
 def from_runs(runs: Path, arch: str, size: int, folds: Sequence[int], device: torch.device, tta: Sequence[str],

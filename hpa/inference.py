@@ -157,12 +157,18 @@ def load_run(run_dir: Path, device: torch.device) -> LoadedRun:
     except Exception as e:
         raise CheckpointError(f"{run_dir / 'best.pt'}: its saved config is not valid today "
                               f"({' '.join(str(e).split())[:200]})") from None
-    model = build_model(cfg.arch, **cfg.model)
-    model.load_state_dict(ck["model"])
-    model.to(device).eval()
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = model_for_prediction(cfg.arch, cfg.model, ck["model"], device, cfg.channels_last)
     return LoadedRun(run_dir, model, cfg, ck.get("provenance") or {}, int(ck["epoch"]))
+
+
+def model_for_prediction(arch: str, settings: dict, state: dict, device: torch.device,
+                         channels_last: bool) -> torch.nn.Module:
+    """A network built from its saved settings with its weights, on `device`, in eval mode, in the
+    memory layout it was trained in (a run's best.pt and a bundle's safetensors both come here)."""
+    model = build_model(arch, **settings)
+    model.load_state_dict(state)
+    model.to(device).eval()
+    return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
 @torch.no_grad()
