@@ -134,8 +134,7 @@ def write_bundle(ens: Ensemble, out: str | Path, *, training_data: dict, summary
     threshold method), `training_data` the labels' and folds' hashes."""
     from safetensors.torch import save_file
 
-    from hpa.folder import staged_dir
-    from hpa.io import file_sha256
+    from hpa.io import file_sha256, staged_dir
     from hpa.labels import CLASS_NAMES
 
     out = Path(out)

@@ -130,28 +130,24 @@ def ensemble_maps(ens: Ensemble, ids: list[str], classes: dict[str, list[int]], 
 
     from hpa.explain import normalise, tta_cam
     from hpa.inference import ImageSet
+    from hpa.sampling import SideBatchSampler
 
     w = np.asarray(ens.weights, float)
     w = w / w.sum() if w.sum() > 0 else np.full(len(w), 1 / len(w))
     out = {i: np.zeros((len(classes[i]), side, side), np.float32) for i in ids}
     for m, wm in zip(ens.members, w):
         ds = ImageSet(ids, m.size, raw_dir=raw_dir)
-        for start in range(0, len(ids), batch_size):
-            chunk = list(range(start, min(start + batch_size, len(ids))))
-            items = [ds[i] for i in chunk]
-            by_side: dict[int, list] = {}
-            for x, _, i in items:
-                by_side.setdefault(x.shape[-1], []).append((x, i))
-            for group in by_side.values():
-                x = torch.stack([g[0] for g in group])
-                gids = [ids[g[1]] for g in group]
-                for k in sorted({k for i in gids for k in classes[i]}):
-                    rows = [r for r, i in enumerate(gids) if k in classes[i]]
-                    cams = tta_cam(m.models, x[rows], [k], m.tta)[:, 0].numpy()
-                    for r, cam in zip(rows, cams):
-                        sid = gids[r]
-                        # each member's map on its own scale first: Grad-CAM magnitudes of different
-                        # archs are not comparable, their blend weights are
-                        out[sid][classes[sid].index(k)] += wm * normalise(
-                            cv2.resize(cam, (side, side), interpolation=cv2.INTER_LINEAR))
+        # batches of one side, as prediction forms them (a 3072 px source is seen larger)
+        for batch in SideBatchSampler(ds.sides(), batch_size, shuffle=False, drop_last=False):
+            x = torch.stack([ds[i][0] for i in batch])
+            gids = [ids[i] for i in batch]
+            for k in sorted({k for i in gids for k in classes[i]}):
+                rows = [r for r, i in enumerate(gids) if k in classes[i]]
+                cams = tta_cam(m.models, x[rows], [k], m.tta)[:, 0].numpy()
+                for r, cam in zip(rows, cams):
+                    sid = gids[r]
+                    # each member's map on its own scale first: Grad-CAM magnitudes of different
+                    # archs are not comparable, their blend weights are
+                    out[sid][classes[sid].index(k)] += wm * normalise(
+                        cv2.resize(cam, (side, side), interpolation=cv2.INTER_LINEAR))
     return {i: normalise(v) for i, v in out.items()}

@@ -8,10 +8,6 @@ sees them; those that fail are listed with the reason (and `strict` stops at the
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +18,7 @@ import torch
 from hpa import layout
 from hpa.ensemble import Ensemble, ensemble_maps, predict_ensemble
 from hpa.errors import HPAError
+from hpa.labels import NUM_CLASSES
 
 DISPLAY_SIDE = 512  # the report's composites, stains and maps; thumbnails are THUMB_SIDE
 THUMB_SIDE = 96
@@ -120,26 +117,6 @@ def check_report_assets(assets: Path) -> None:
                        "predictions elsewhere (--out)")
 
 
-@contextlib.contextmanager
-def staged_dir(final: Path):
-    """A folder built beside `final` and swapped in on success (the old one removed), or removed
-    on error: a report's images never mix two predictions."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | None = None, strict: bool = False,
                    report: bool = True, explain: Sequence[int] = (), batch_size: int = 32,
                    device: torch.device, workers: int = 0, source: str = "",
@@ -148,7 +125,7 @@ def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | No
     with `report`, report.html and its images beside it (maps of the predicted classes and of
     `explain`). Returns what was written and what was skipped."""
     from hpa.inference import frame, predicted_names
-    from hpa.io import atomic_outputs, check_outputs, csv_text
+    from hpa.io import atomic_outputs, check_outputs, csv_text, staged_dir
     from hpa.thresholds import apply_thresholds
 
     images, out = Path(images), Path(out)
@@ -166,7 +143,7 @@ def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | No
         check_report_assets(layout.report_assets(out))
     ids, skipped = folder_ids(images, ids_csv, strict)
     probs, failed = predict_ensemble(ens, ids, device=device, batch_size=batch_size, workers=workers,
-                                     raw_dir=images) if ids else (np.zeros((0, 28)), {})
+                                     raw_dir=images) if ids else (np.zeros((0, NUM_CLASSES)), {})
     if failed and strict:
         raise HPAError(f"--strict: {next(iter(failed.values()))}")
     skipped.update(failed)
@@ -187,8 +164,7 @@ def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | No
         classes = {sid: sorted(set(np.flatnonzero(p).tolist()) | set(extra)) for sid, p in zip(ids, pred)}
         echo(f"class activation maps for {sum(map(len, classes.values()))} (image, class) pairs ...")
         size = max(m.size for m in ens.members)
-        maps = ensemble_maps(ens, ids, classes, min(DISPLAY_SIDE, max(m.size for m in ens.members)),
-                             batch_size=batch_size, raw_dir=images)
+        maps = ensemble_maps(ens, ids, classes, min(DISPLAY_SIDE, size), batch_size=batch_size, raw_dir=images)
         assets = layout.report_assets(out)
         with staged_dir(assets) as tmp:
             write_assets(tmp, images, ids, classes, maps, size)

@@ -285,6 +285,26 @@ def atomic_outputs() -> Iterator[Callable[[Path], Path]]:
                 os.unlink(tmp)
 
 
+@contextlib.contextmanager
+def staged_dir(final: Path):
+    """A folder built beside `final` and swapped in on success (the old one removed), or removed
+    on error: a bundle or a report's images are never half old, half new."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
