@@ -78,7 +78,8 @@ def predict_images(a, common: dict) -> None:
         source = f"runs: {a.runs.absolute()} ({a.arch}_{a.size}, folds {' '.join(map(str, a.folds))})"
     r = predict_folder(ens, a.images, a.out, ids_csv=a.ids, strict=a.strict, report=not a.no_report,
                        explain=a.explain, batch_size=common["batch_size"], device=common["device"],
-                       workers=common["workers"], source=source)
+                       workers=common["workers"], source=source,
+                       inputs={"thresholds": [a.thresholds] if a.thresholds else []})
     print(f"wrote {r.n_predicted} predictions to {r.predictions}" + (f" and the report {r.report}" if r.report else "")
           + (f"; skipped {len(r.skipped)} (listed above)" if r.skipped else ""))
 

@@ -120,10 +120,11 @@ def check_report_assets(assets: Path) -> None:
 def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | None = None, strict: bool = False,
                    report: bool = True, explain: Sequence[int] = (), batch_size: int = 32,
                    device: torch.device, workers: int = 0, source: str = "",
-                   echo: Callable[[str], None] = print) -> FolderResult:
+                   inputs: dict[str, list[Path]] | None = None, echo: Callable[[str], None] = print) -> FolderResult:
     """Predict every sample of `images` with the ensemble; write `out` (Id, 0..27, predicted) and,
     with `report`, report.html and its images beside it (maps of the predicted classes and of
-    `explain`). Returns what was written and what was skipped."""
+    `explain`). `inputs`: other files the caller read (role -> paths), which no output may replace.
+    Returns what was written and what was skipped."""
     from hpa.inference import frame, predicted_names
     from hpa.io import atomic_outputs, check_outputs, csv_text, staged_dir
     from hpa.thresholds import apply_thresholds
@@ -137,8 +138,7 @@ def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | No
     from hpa.io import EXTENSIONS
 
     pictures = [p for p in images.iterdir() if p.is_file() and p.suffix[1:].lower() in EXTENSIONS]
-    check_outputs(outputs, {"image": pictures,
-                            "Id list (--ids)": [ids_csv] if ids_csv else []})
+    check_outputs(outputs, {"image": pictures, "Id list (--ids)": [ids_csv] if ids_csv else [], **(inputs or {})})
     if report:
         check_report_assets(layout.report_assets(out))
     ids, skipped = folder_ids(images, ids_csv, strict)

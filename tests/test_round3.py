@@ -395,3 +395,21 @@ def test_exports_and_reports_never_delete_a_folder_they_did_not_make(tmp_path):
     (precious / "report_files" / "thesis.docx").write_text("mine")
     with pytest.raises(HPAError, match="holds files that are not report images"):
         check_report_assets(precious / "report_files")
+
+
+def test_own_image_output_never_replaces_the_thresholds_it_read(small_data, tmp_path):
+    """predict_tta.py --images --out on the --thresholds file: refused before any work, file kept."""
+    import importlib.util
+
+    runs = tmp_path / "runs"
+    hpa.train_fold("tiny_cnn", fold=0, size=32, data_dir=small_data, runs=runs, **FAST, **QUIET)
+    thr = tmp_path / "thr.json"
+    thr.write_text(json.dumps({"thresholds": [0.5] * 28}))
+    before = thr.read_bytes()
+    spec = importlib.util.spec_from_file_location("predict_tta", ROOT / "predict_tta.py")
+    predict_tta = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(predict_tta)
+    with pytest.raises(HPAError, match="thr.json: is an input .thresholds. and would be overwritten"):
+        predict_tta.main(["--arch", "tiny_cnn", "--size", "32", "--runs", str(runs), "--images",
+                          str(small_data / "test"), "--thresholds", str(thr), "--out", str(thr), "--device", "cpu"])
+    assert thr.read_bytes() == before
