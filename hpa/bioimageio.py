@@ -21,6 +21,7 @@ from torch import nn
 
 from hpa.bundle import load_bundle
 from hpa.errors import HPAError
+from hpa.io import atomic_outputs
 
 
 @torch.jit.script
@@ -141,15 +142,12 @@ def export_bioimageio(bundle_dir: str | Path, out_zip: str | Path, *, test_image
                 source=tmp / "ensemble.pt", pytorch_version=v.Version(torch.__version__.split("+")[0]))),
         )
         out_zip = Path(out_zip)
-        out_zip.parent.mkdir(parents=True, exist_ok=True)
-        staged = out_zip.with_name(f".{out_zip.name}.tmp.zip")
         try:
-            save_bioimageio_package(descr, output_path=staged)
-            staged.replace(out_zip)
+            with atomic_outputs() as staged:  # the package appears whole or not at all
+                save_bioimageio_package(descr, output_path=staged(out_zip))
+        except HPAError:
+            raise
         except Exception as e:
-            staged.unlink(missing_ok=True)
-            if isinstance(e, HPAError):
-                raise
             raise HPAError(f"{out_zip}: the bioimage.io package could not be written "
                            f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from None
     return out_zip

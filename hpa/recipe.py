@@ -414,10 +414,7 @@ def plan_recipe(recipe: Recipe, data_dir: Path, out_dir: Path, device: str = "au
     from hpa.plan import make_plan
     from hpa.runtime import pick_device
 
-    data_dir, out_dir = Path(data_dir).absolute(), Path(out_dir).absolute()
-    for f in ("train", "test"):
-        if not layout.split_table(data_dir, f).is_file():
-            raise ConfigError(f"--data-dir {data_dir}: {layout.SPLIT_TABLES[f]} not found (see data/README.md)")
+    data_dir, out_dir = check_data_dir(data_dir), Path(out_dir).absolute()
     members = [smoke_member(m) for m in recipe.members] if smoke else recipe.members
     configs = [member_config(m, data_dir, 0) for m in members]
     # the output directory's lock first: a plan beside a live recipe is refused, and an output
