@@ -51,15 +51,13 @@ class Ensemble:
 def _member_from_runs(runs: Path, arch: str, size: int, folds: Sequence[int], device: torch.device,
                       tta: Sequence[str], sizes: Sequence[int] | None, amp: str,
                       checkpoints: dict[int, str] | None = None) -> Member:
-    from hpa.inference import load_run
+    from hpa.inference import load_run, require_best
     from hpa.io import file_sha256
 
     models, configs, provenances = [], [], []
     for f in folds:
         run_dir = layout.run_dir(runs, arch, size, f)
-        best = run_dir / "best.pt"
-        if not best.is_file():
-            raise RunError(f"{best.absolute()} not found; train that fold first (train_fold.py)")
+        best = require_best(run_dir)
         if checkpoints and file_sha256(best) != checkpoints[f]:
             raise RunError(f"{best}: is not the checkpoint the blend's predictions were made with (retrained "
                            "since); predict and blend again (run_all.sh does both)")

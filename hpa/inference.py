@@ -149,6 +149,14 @@ class LoadedRun:
     epoch: int = 0
 
 
+def require_best(run_dir: Path) -> Path:
+    """A run's best.pt, or one line saying to train that fold (checked for every fold before any is loaded)."""
+    best = Path(run_dir) / "best.pt"
+    if not best.is_file():
+        raise RunError(f"{best.absolute()} not found; train that fold first (train_fold.py)")
+    return best
+
+
 def load_run(run_dir: Path, device: torch.device) -> LoadedRun:
     """A run's best model, built from the config saved in its checkpoint (never today's configs/)."""
     ck = load_checkpoint(run_dir / "best.pt", "train that fold again (train_fold.py --overwrite)")
@@ -267,8 +275,7 @@ def predict_folds(runs: Path, arch: str, size: int, folds: Sequence[int], out_di
     cover, and what produced it (`producer`)."""
     run_dirs = [layout.run_dir(runs, arch, size, f) for f in folds]
     for r in run_dirs:
-        if not (r / "best.pt").is_file():
-            raise RunError(f"{(r / 'best.pt').absolute()} not found; train that fold first (train_fold.py)")
+        require_best(r)
     out = PredictionSet()
     common = dict(size=size, sizes=sizes, tta=tta, batch_size=batch_size, device=device, amp=amp, workers=workers)
     for fold, run_dir in zip(folds, run_dirs):
