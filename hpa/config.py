@@ -87,7 +87,11 @@ class TrainConfig(BaseModel):
     l2: float = Field(0.0, ge=0, description="L2 penalty on weights (GapNet-PL)")
     pretrained: str | None = Field("imagenet", description="encoder weights: imagenet (the arch's timm weights, from "
                                                            "the Hugging Face or torch hub cache, downloaded once when "
-                                                           "online), none, or a .pth/.safetensors file")
+                                                           "online), none, a .pth/.safetensors file, or named HPA "
+                                                           "weights (dino4cells-hpa-fov, subcell-rybg-mae, ...: "
+                                                           "README 'HPA-pretrained encoders')")
+    accept_licence: bool = Field(False, description="accept the licence of weights that need it (cell-dino-hpa: "
+                                                    "non-commercial research use)")
     find_lr: Literal["off", "report", "use"] = Field("off", description="LR range test before training: "
                                                                         "report the LR, or also train with it")
     find_lr_steps: int = Field(100, ge=2, description="LR range test batches")
@@ -152,7 +156,7 @@ class TrainConfig(BaseModel):
 
 # Settings a resumed run may change: they do not alter what is learned (micro-batches change the
 # BatchNorm statistics of a step, not the optimizer step's batch; see README "Several GPUs").
-RESUMABLE_CHANGES = frozenset({"workers", "data_dir", "micro_batch", "micro_batches", "compile"})
+RESUMABLE_CHANGES = frozenset({"workers", "data_dir", "micro_batch", "micro_batches", "compile", "accept_licence"})
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -257,6 +261,27 @@ def build_config(layers: list[tuple[str, dict]]) -> TrainConfig:
         got = f" (got {err['input']!r})"
         raise ConfigError(f"{source}: setting {key!r}: {err['msg']}{got}") from None
     check_model_settings(cfg.arch, cfg.model, origin)
+    return apply_weight_settings(cfg, origin)
+
+
+def apply_weight_settings(cfg: TrainConfig, origin: dict[str, str]) -> TrainConfig:
+    """Named HPA weights bring their own input settings (channel order, normalisation, trained side):
+    they replace what configs/ set, and a user's different value is refused, never silently used."""
+    from hpa.models import hpa_weights
+
+    if not hpa_weights.is_named(cfg.pretrained):
+        return cfg
+    w = hpa_weights.source(cfg.pretrained)
+    where = origin.get("pretrained", "config")
+    if cfg.arch != w.arch:
+        raise ConfigError(f"{where}: pretrained {w.name} is a {w.arch} encoder; use --arch {w.arch} (got {cfg.arch})")
+    hpa_weights.require_acceptance(w.name, cfg.accept_licence)
+    for k, v in w.model_settings().items():
+        src = origin.get(f"model.{k}", "")
+        if k in cfg.model and cfg.model[k] != v and src and not src.startswith(str(CONFIG_DIR)):
+            raise ConfigError(f"{src}: model setting {k}={cfg.model[k]!r} contradicts the {w.name} weights, which "
+                              f"expect {v!r}; leave it unset")
+    cfg.model = {**cfg.model, **w.model_settings()}
     return cfg
 
 

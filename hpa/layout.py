@@ -133,6 +133,39 @@ def stored_side(path: Path) -> int:
     return int(shape[0])
 
 
+# ---- frozen-encoder embeddings ----------------------------------------------------------------
+
+def embeddings_dir(data_dir: Path, encoder: str, size: int) -> Path:
+    """`embeddings/<encoder>_<size>/` of a dataset: `<split>.npy` (N x views x D, float16),
+    `<split>_ids.csv`, `provenance.json`, and `<split>.parts/` while a split is being embedded."""
+    return Path(data_dir) / "embeddings" / f"{encoder}_{size}"
+
+
+def embedding_files(store: Path, split: str) -> dict[str, Path]:
+    return {"array": Path(store) / f"{split}.npy", "ids": Path(store) / f"{split}_ids.csv",
+            "parts": Path(store) / f"{split}.parts"}
+
+
+def embedding_provenance(store: Path) -> Path:
+    return Path(store) / "provenance.json"
+
+
+# ---- the cache of named pretrained weights (hpa.models.hpa_weights) -----------------------------
+
+def weights_cache() -> Path:
+    """$HPA_WEIGHTS_CACHE, else $XDG_CACHE_HOME/hpa-toolkit/weights (~/.cache/hpa-toolkit/weights)."""
+    import os
+
+    if os.environ.get("HPA_WEIGHTS_CACHE"):
+        return Path(os.environ["HPA_WEIGHTS_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpa-toolkit" / "weights"
+
+
+def weights_sidecar(weights: Path) -> Path:
+    """`<file>.json` beside a downloaded weights file: its address, size, checksum and licence."""
+    return Path(weights).with_name(Path(weights).name + ".json")
+
+
 # ---- runs and prediction files ---------------------------------------------------------------
 
 def run_dir(runs: Path, arch: str, size: int, fold: int) -> Path:

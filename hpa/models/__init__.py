@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -85,14 +86,19 @@ class HPANet(nn.Module):
         self.head = buffering_head(num_features * self.pool.feat_mult, list(head_hidden), list(head_dropout),
                                    num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled encoder features the head reads (N, C x feat_mult): what frozen-encoder
+        embeddings store (hpa.embeddings)."""
         if self.normalize:
             x = (x - self.mean) / self.std
         h, w = x.shape[-2:]
         if h < self.min_input or w < self.min_input:
             ph, pw = max(0, self.min_input - h), max(0, self.min_input - w)
             x = nn.functional.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
-        return self.head(self.pool(self.encoder(x)))
+        return self.pool(self.encoder(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
 
     def cam_layer(self) -> nn.Module:
         """The layer class activation maps weigh (hpa.explain): the encoder's last feature map."""
@@ -161,12 +167,34 @@ _timm_arch("convnext_tiny", "convnext_tiny")  # a 2022 ImageNet CNN, so a recipe
 def _vit_arch(name: str, timm_name: str) -> None:
     @register_model(name)
     def build(pretrained: str | None = None, head_hidden=(), head_dropout=(), num_classes: int = NUM_CLASSES,
-              normalize: str = "none") -> nn.Module:
-        from hpa.models.vit import ViTNet
+              normalize: str = "none", channels: str = "rgby", img_size: int = 224, ln_eps: float = 1e-6,
+              layerscale: float | None = None) -> nn.Module:
+        """`channels`, `normalize`, `img_size`, `ln_eps` and `layerscale` are what a named HPA weight
+        set expects (hpa.models.hpa_weights sets them in the run's config); `img_size` is the side the
+        position embeddings are stored at (any input side works)."""
+        from functools import partial
 
-        # any input side: timm resamples the position embeddings from the weights' 14 x 14 grid
-        enc, _ = _timm_encoder(timm_name, pretrained, dynamic_img_size=True)
-        return ViTNet(enc, head_hidden, head_dropout, num_classes, input_stats(timm_name, normalize))
+        import timm
+
+        from hpa.models import hpa_weights
+        from hpa.models.vit import ViTNet, check_channels
+        from hpa.models.weight_layouts import load_published
+
+        check_channels(channels)
+        # any input side: timm resamples the position embeddings from the stored grid
+        enc = timm.create_model(timm_name, pretrained=False, in_chans=len(channels), num_classes=0,
+                                dynamic_img_size=True, img_size=img_size, init_values=layerscale,
+                                norm_layer=partial(nn.LayerNorm, eps=ln_eps))
+        if hpa_weights.is_named(pretrained):
+            path = hpa_weights.fetch(pretrained)
+            load_published(enc, path, hpa_weights.source(pretrained).layout)
+            log.info("%s: %s weights from %s", timm_name, pretrained, path)
+        elif pretrained == "imagenet":
+            load_pretrained(enc, resolve(pretrained, timm_name))
+        elif pretrained and pretrained.lower() != "none":
+            log.info("%s: weights from %s (%s layout)", timm_name, pretrained, load_published(enc, Path(pretrained)))
+        stats = input_stats(timm_name, normalize) if normalize == "imagenet" else None
+        return ViTNet(enc, head_hidden, head_dropout, num_classes, stats, channels=channels, normalize=normalize)
     build.timm_name = timm_name
 
 

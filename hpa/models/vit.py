@@ -13,14 +13,45 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hpa.errors import ConfigError
 from hpa.models.heads import AdaptiveConcatPool2d, buffering_head, register_input_stats
+
+STAINS = "rgby"  # the toolkit's channel order: red, green, blue, yellow (Kaggle's)
+NORMALIZE = ("none", "imagenet", "self", "minmax")
+
+
+def check_channels(channels: str) -> None:
+    if not channels or len(set(channels)) != len(channels) or set(channels) - set(STAINS):
+        raise ConfigError(f"model setting channels {channels!r}: distinct letters of {STAINS!r} in the encoder's "
+                          "input order, e.g. rybg")
+
+
+def self_normalize(x: torch.Tensor) -> torch.Tensor:
+    """Each image's channels to zero mean and unit standard deviation (DINO4Cells, Cell-DINO)."""
+    mean = x.mean((2, 3), keepdim=True)
+    std = x.std((2, 3), unbiased=False, keepdim=True)
+    return (x - mean) / (std + 1e-7)
+
+
+def minmax_normalize(x: torch.Tensor) -> torch.Tensor:
+    """Each sample, all its channels together, to [0, 1] (SubCell's min_max_standardize)."""
+    lo = x.amin((1, 2, 3), keepdim=True)
+    hi = x.amax((1, 2, 3), keepdim=True)
+    return (x - lo) / (hi - lo + 1e-6)
 
 
 class ViTNet(nn.Module):
     def __init__(self, encoder: nn.Module, head_hidden=(), head_dropout=(), num_classes: int = 28,
-                 stats: tuple[list[float], list[float]] | None = None):
+                 stats: tuple[list[float], list[float]] | None = None, channels: str = STAINS,
+                 normalize: str = "none"):
         super().__init__()
+        if normalize not in NORMALIZE:
+            raise ConfigError(f"model setting normalize {normalize!r}: one of {', '.join(NORMALIZE)}")
+        check_channels(channels)
         register_input_stats(self, stats)
+        # the stains the encoder reads, in its order, picked from the toolkit's r g b y input
+        self.channel_index = None if channels == STAINS else [STAINS.index(c) for c in channels]
+        self.per_image = {"self": self_normalize, "minmax": minmax_normalize}.get(normalize)
         self.encoder = encoder
         self.grid = nn.Identity()  # the patch-token map (N, C, h, w): what class activation maps weigh
         self.pool = AdaptiveConcatPool2d()
@@ -35,11 +66,24 @@ class ViTNet(nn.Module):
         patches = tokens[:, n:]
         return tokens[:, 0], patches.transpose(1, 2).reshape(len(tokens), patches.shape[-1], h, w)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """The toolkit's r g b y input in [0, 1] as the encoder's weights expect it."""
+        if self.channel_index is not None:
+            x = x[:, self.channel_index]
+        if self.per_image is not None:
+            x = self.per_image(x.float())
         if self.normalize:
             x = (x - self.mean) / self.std
+        return x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's input: [avg, max] of the patch-token grid and the class token (N, 3 x width)."""
+        x = self.prepare(x)
         cls, grid = self.tokens_to_grid(self.encoder.forward_features(x), tuple(x.shape[-2:]))
-        return self.head(torch.cat([self.pool(self.grid(grid)), cls], 1))
+        return torch.cat([self.pool(self.grid(grid)), cls], 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
 
     def cam_layer(self) -> nn.Module:
         return self.grid

@@ -1,0 +1,169 @@
+"""The published key layouts of HPA-pretrained vision transformers, mapped onto timm's
+VisionTransformer strictly: every tensor of the file is either used or belongs to a part the
+toolkit does not use (named below: a DINO projection head, SubCell's pooler and classifiers, an
+MAE decoder, a mask token), every timm tensor is filled, every shape is equal; anything else is
+one line naming the first key at fault.
+
+- `dino`: facebookresearch/dino `vision_transformer.py` (DINO4Cells keeps it): the names timm
+  uses too (`patch_embed.proj`, `blocks.<i>.attn.qkv`, `norm`), inside a training checkpoint whose
+  `teacher` holds `backbone.*` (the encoder) and `head.*` (the projection head), sometimes under
+  `module.` (DistributedDataParallel).
+- `hf_vit`: Hugging Face `transformers` ViT naming (SubCell: `encoder.embeddings.*`,
+  `encoder.encoder.layer.<i>.attention.attention.{query,key,value}`, ...); query, key and value are
+  stacked into timm's `qkv`.
+- `dinov2`: facebookresearch/dinov2 (Cell-DINO), as `dino` plus LayerScale (`ls1.gamma`) and, with
+  `block_chunks`, blocks stored as `blocks.<chunk>.<i>.*`.
+
+Checkpoints are read with `torch.load(weights_only=True)`. A training checkpoint's non-tensor
+entries (DINO saves its argparse options) are read as inert placeholders, never constructed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from hpa.models.pretrained import WeightsError
+
+LAYOUTS = ("dino", "hf_vit", "dinov2")
+# parts of a published checkpoint the toolkit does not use: (layout, key prefix, what it is)
+UNUSED = {
+    "dino": (("head.", "DINO projection head"),),
+    "dinov2": (("mask_token", "masked-token embedding of pretraining"), ("dino_head.", "DINO head"),
+               ("ibot_head.", "iBOT head")),
+    "hf_vit": (("pool_model.", "SubCell gated-attention pooler"), ("classifier", "SubCell classifier"),
+               ("decoder.", "MAE decoder"), ("encoder.embeddings.mask_token", "mask token"),
+               ("encoder.pooler.", "Hugging Face ViT pooler")),
+}
+
+
+class _Opaque:
+    """Stands in for any non-tensor object of a checkpoint (options, paths); does nothing."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def __setstate__(self, state) -> None:
+        pass
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint's top-level dict, read with weights_only=True; globals other than tensors are
+    read as `_Opaque` placeholders (the unpickler never calls the originals)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        with torch.serialization.safe_globals([(_Opaque, n) for n in names]):
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WeightsError(f"{path}: cannot read weights ({type(e).__name__}: {' '.join(str(e).split())[:160]})") \
+            from None
+    if not isinstance(data, dict):
+        raise WeightsError(f"{path}: not a checkpoint dict (a {type(data).__name__})")
+    return data
+
+
+def encoder_state(data: dict, path: Path) -> dict[str, torch.Tensor]:
+    """The weights inside a checkpoint dict: a DINO `teacher`, a `state_dict` or `model` entry, or
+    the dict itself; `module.` and `backbone.` prefixes removed."""
+    for key in ("teacher", "state_dict", "model"):
+        if isinstance(data.get(key), dict):
+            data = data[key]
+            break
+    sd = {}
+    for k, v in data.items():
+        if not isinstance(v, torch.Tensor):
+            raise WeightsError(f"{path}: entry {k!r} is not a tensor; not a state dict of weights")
+        k = k.removeprefix("module.")
+        sd[k.removeprefix("backbone.")] = v
+    return sd
+
+
+def detect_layout(sd: dict[str, torch.Tensor]) -> str:
+    if any(k.endswith("attention.attention.query.weight") for k in sd):
+        return "hf_vit"
+    if any(".ls1." in k for k in sd) or "mask_token" in sd:
+        return "dinov2"
+    return "dino"
+
+
+_HF = [
+    (r"encoder\.embeddings\.cls_token", "cls_token"),
+    (r"encoder\.embeddings\.position_embeddings", "pos_embed"),
+    (r"encoder\.embeddings\.patch_embeddings\.projection\.(weight|bias)", r"patch_embed.proj.\1"),
+    (r"encoder\.encoder\.layer\.(\d+)\.layernorm_before\.(weight|bias)", r"blocks.\1.norm1.\2"),
+    (r"encoder\.encoder\.layer\.(\d+)\.layernorm_after\.(weight|bias)", r"blocks.\1.norm2.\2"),
+    (r"encoder\.encoder\.layer\.(\d+)\.attention\.output\.dense\.(weight|bias)", r"blocks.\1.attn.proj.\2"),
+    (r"encoder\.encoder\.layer\.(\d+)\.intermediate\.dense\.(weight|bias)", r"blocks.\1.mlp.fc1.\2"),
+    (r"encoder\.encoder\.layer\.(\d+)\.output\.dense\.(weight|bias)", r"blocks.\1.mlp.fc2.\2"),
+    (r"encoder\.layernorm\.(weight|bias)", r"norm.\1"),
+]
+_QKV = re.compile(r"encoder\.encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value)\.(weight|bias)")
+_CHUNK = re.compile(r"blocks\.\d+\.(\d+)\.(.+)")
+
+
+def _unused(layout: str, key: str) -> bool:
+    return any(key.startswith(p) for p, _ in UNUSED[layout])
+
+
+def to_timm(sd: dict[str, torch.Tensor], layout: str, path: Path) -> dict[str, torch.Tensor]:
+    """The published state dict under timm's names (unused parts left out)."""
+    if layout not in LAYOUTS:
+        raise WeightsError(f"{path}: unknown weights layout {layout!r}; known: {', '.join(LAYOUTS)}")
+    out: dict[str, torch.Tensor] = {}
+    if layout == "hf_vit":
+        sd = {k if k.startswith(("encoder.", "pool_model.", "classifier", "decoder.")) else f"encoder.{k}": v
+              for k, v in sd.items()}
+        qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+        for k, v in sd.items():
+            if _unused(layout, k):
+                continue
+            if m := _QKV.fullmatch(k):
+                qkv.setdefault((m[1], m[3]), {})[m[2]] = v
+                continue
+            for pat, rep in _HF:
+                if re.fullmatch(pat, k):
+                    out[re.sub(pat, rep, k)] = v
+                    break
+            else:
+                raise WeightsError(f"{path}: key {k!r} has no place in a ViT (Hugging Face ViT layout expected)")
+        for (i, kind), parts in qkv.items():
+            if set(parts) != {"query", "key", "value"}:
+                raise WeightsError(f"{path}: layer {i} has attention {kind}s {sorted(parts)}, not query, key and value")
+            out[f"blocks.{i}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]])
+        return out
+    for k, v in sd.items():
+        if _unused(layout, k):
+            continue
+        if layout == "dinov2" and (m := _CHUNK.fullmatch(k)):
+            k = f"blocks.{m[1]}.{m[2]}"  # a chunked block keeps its global index
+        out[k] = v
+    return out
+
+
+def load_published(encoder: torch.nn.Module, path: Path, layout: str | None = None) -> str:
+    """Fill a timm VisionTransformer from a published checkpoint, strictly; returns the layout used."""
+    sd = encoder_state(read_checkpoint(path), Path(path))
+    layout = layout or detect_layout(sd)
+    mapped = to_timm(sd, layout, Path(path))
+    own = encoder.state_dict()
+    for k, v in mapped.items():
+        if k not in own:
+            raise WeightsError(f"{path}: {k!r} (from the {layout} layout) does not exist in the model; is this the "
+                               "right architecture?")
+        if v.shape != own[k].shape:
+            raise WeightsError(f"{path}: {k!r} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
+    missing = [k for k in own if k not in mapped]
+    if missing:
+        raise WeightsError(f"{path}: {len(missing)} model tensor(s) missing from the {layout} file, first "
+                           f"{missing[0]!r}")
+    encoder.load_state_dict(mapped)
+    return layout

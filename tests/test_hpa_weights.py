@@ -1,0 +1,322 @@
+"""Named HPA weights: checkpoints built here in each publisher's key layout, served from a server on
+127.0.0.1 as Zenodo (record API with md5) and S3 (ETag) serve them, mapped strictly onto timm's ViT,
+and checked against an independent forward pass of the published layout.
+
+Key names and shapes follow the publishers' model code (read with the search tool):
+- facebookresearch/dino `vision_transformer.py` and `main_dino.py`: a training checkpoint with
+  `teacher` = {`backbone.<ViT>`, `head.<DINOHead>`}, `student` under `module.`, and `args`
+  (an argparse.Namespace); DINO4Cells (broadinstitute/DINO4Cells_code) keeps this layout.
+- CellProfiling/SubCellPortable `vit_model.py` (`ViTPoolClassifier.load_model_dict`): one flat
+  dict of `encoder.<HF ViTModel>` and `pool_model.<GatedAttentionPooler>` tensors.
+- facebookresearch/dinov2 `hub/cell_dino/backbones.py` (`cell_dino_hpa_vitl16`: block_chunks=4,
+  init_values=1.0): `blocks.<chunk>.<i>.ls1.gamma`, `mask_token`.
+A tiny ViT (width 192, 12 blocks, 3 heads) stands in for ViT-B/L: the key structure is the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hpa.config import load_arch_config
+from hpa.models import build_model, hpa_weights
+from hpa.models.pretrained import WeightsError
+from hpa.models.weight_layouts import load_published
+
+WIDTH, DEPTH, HEADS, PATCH = 192, 12, 3, 16
+
+
+def vit_tensors(chans: int, side: int, layerscale: bool = False, seed: int = 0) -> dict:
+    """A ViT's tensors in facebookresearch/dino naming (timm's too)."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g) * 0.05  # noqa: E731
+    n = (side // PATCH) ** 2
+    sd = {"cls_token": r(1, 1, WIDTH), "pos_embed": r(1, n + 1, WIDTH),
+          "patch_embed.proj.weight": r(WIDTH, chans, PATCH, PATCH), "patch_embed.proj.bias": r(WIDTH),
+          "norm.weight": 1 + r(WIDTH), "norm.bias": r(WIDTH)}
+    for i in range(DEPTH):
+        b = f"blocks.{i}."
+        sd |= {b + "norm1.weight": 1 + r(WIDTH), b + "norm1.bias": r(WIDTH),
+               b + "attn.qkv.weight": r(3 * WIDTH, WIDTH), b + "attn.qkv.bias": r(3 * WIDTH),
+               b + "attn.proj.weight": r(WIDTH, WIDTH), b + "attn.proj.bias": r(WIDTH),
+               b + "norm2.weight": 1 + r(WIDTH), b + "norm2.bias": r(WIDTH),
+               b + "mlp.fc1.weight": r(4 * WIDTH, WIDTH), b + "mlp.fc1.bias": r(4 * WIDTH),
+               b + "mlp.fc2.weight": r(WIDTH, 4 * WIDTH), b + "mlp.fc2.bias": r(WIDTH)}
+        if layerscale:
+            sd |= {b + "ls1.gamma": 1 + r(WIDTH), b + "ls2.gamma": 1 + r(WIDTH)}
+    return sd
+
+
+def dino_checkpoint(sd: dict) -> dict:
+    head = {"head.mlp.0.weight": torch.randn(64, WIDTH), "head.last_layer.weight_g": torch.ones(1, 1)}
+    return {"teacher": {**{f"backbone.{k}": v for k, v in sd.items()}, **head},
+            "student": {f"module.backbone.{k}": v + 1 for k, v in sd.items()},
+            "args": argparse.Namespace(arch="vit_base", patch_size=16, lr=5e-4), "epoch": 100}
+
+
+def hf_checkpoint(sd: dict) -> dict:
+    """The same ViT in Hugging Face ViTModel naming under SubCell's `encoder.` prefix, with its pooler."""
+    out = {"encoder.embeddings.cls_token": sd["cls_token"], "encoder.embeddings.position_embeddings": sd["pos_embed"],
+           "encoder.embeddings.patch_embeddings.projection.weight": sd["patch_embed.proj.weight"],
+           "encoder.embeddings.patch_embeddings.projection.bias": sd["patch_embed.proj.bias"],
+           "encoder.layernorm.weight": sd["norm.weight"], "encoder.layernorm.bias": sd["norm.bias"],
+           "pool_model.attention_v.1.weight": torch.randn(512, WIDTH),
+           "pool_model.attention.weight": torch.randn(2, 512)}
+    for i in range(DEPTH):
+        b, h = f"blocks.{i}.", f"encoder.encoder.layer.{i}."
+        q, k, v = sd[b + "attn.qkv.weight"].chunk(3)
+        qb, kb, vb = sd[b + "attn.qkv.bias"].chunk(3)
+        for name, w, bias in (("query", q, qb), ("key", k, kb), ("value", v, vb)):
+            out[h + f"attention.attention.{name}.weight"] = w.clone()
+            out[h + f"attention.attention.{name}.bias"] = bias.clone()
+        for ours, theirs in (("norm1", "layernorm_before"), ("norm2", "layernorm_after"),
+                             ("attn.proj", "attention.output.dense"), ("mlp.fc1", "intermediate.dense"),
+                             ("mlp.fc2", "output.dense")):
+            for p in ("weight", "bias"):
+                out[h + f"{theirs}.{p}"] = sd[b + f"{ours}.{p}"]
+    return out
+
+
+def dinov2_chunked(sd: dict, chunks: int = 4) -> dict:
+    per = DEPTH // chunks
+    out = {"mask_token": torch.zeros(1, WIDTH)}
+    for k, v in sd.items():
+        if k.startswith("blocks."):
+            i = int(k.split(".")[1])
+            k = f"blocks.{i // per}.{k.removeprefix('blocks.')}"
+        out[k] = v
+    return out
+
+
+def reference_forward(sd: dict, x: torch.Tensor, eps: float, layerscale: bool) -> torch.Tensor:
+    """A pre-norm ViT computed from the published tensors with torch.nn.functional only (no timm)."""
+    t = F.conv2d(x, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=PATCH).flatten(2).transpose(1, 2)
+    t = torch.cat([sd["cls_token"].expand(len(x), -1, -1), t], 1) + sd["pos_embed"]
+    d = WIDTH // HEADS
+    for i in range(DEPTH):
+        b = f"blocks.{i}."
+        h = F.layer_norm(t, (WIDTH,), sd[b + "norm1.weight"], sd[b + "norm1.bias"], eps)
+        q, k, v = (h @ sd[b + "attn.qkv.weight"].T + sd[b + "attn.qkv.bias"]).chunk(3, -1)
+        q, k, v = (z.reshape(len(x), -1, HEADS, d).transpose(1, 2) for z in (q, k, v))
+        a = ((q @ k.transpose(-1, -2)) / d ** 0.5).softmax(-1) @ v
+        a = a.transpose(1, 2).reshape(len(x), -1, WIDTH) @ sd[b + "attn.proj.weight"].T + sd[b + "attn.proj.bias"]
+        t = t + (a * sd[b + "ls1.gamma"] if layerscale else a)
+        h = F.layer_norm(t, (WIDTH,), sd[b + "norm2.weight"], sd[b + "norm2.bias"], eps)
+        m = F.gelu(h @ sd[b + "mlp.fc1.weight"].T + sd[b + "mlp.fc1.bias"]) @ sd[b + "mlp.fc2.weight"].T \
+            + sd[b + "mlp.fc2.bias"]
+        t = t + (m * sd[b + "ls2.gamma"] if layerscale else m)
+    return F.layer_norm(t, (WIDTH,), sd["norm.weight"], sd["norm.bias"], eps)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    files: dict[str, bytes]
+    api: dict[str, dict]
+    requests: list[tuple[str, str, str | None]]
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+    def _send(self, head_only: bool) -> None:
+        srv: _Server = self.server
+        srv.requests.append((self.command, self.path, self.headers.get("Range")))
+        if self.path in srv.api:
+            body = json.dumps(srv.api[self.path]).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        data = srv.files.get(self.path)
+        if data is None:
+            self.send_error(404)
+            return
+        start = 0
+        if rng := self.headers.get("Range"):
+            start = int(rng.removeprefix("bytes=").split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.send_header("ETag", f'"{hashlib.md5(data).hexdigest()}"')
+        self.end_headers()
+        if not head_only:
+            self.wfile.write(data[start:])
+
+    def do_GET(self):
+        self._send(False)
+
+    def do_HEAD(self):
+        self._send(True)
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    srv = _Server(("127.0.0.1", 0), _Handler)
+    srv.files, srv.api, srv.requests = {}, {}, []
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    monkeypatch.setenv("HPA_ZENODO_URL", base)
+    monkeypatch.setenv("HPA_SUBCELL_URL", base)
+    monkeypatch.setenv("HPA_WEIGHTS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    yield srv, base
+    srv.shutdown()
+    srv.server_close()
+
+
+def tiny(name: str, monkeypatch) -> hpa_weights.WeightSource:
+    """The named source, on the tiny ViT (same layout, smaller width)."""
+    arch = "vit_tiny16"
+    w = dataclasses.replace(hpa_weights.SOURCES[name], arch=arch)
+    monkeypatch.setitem(hpa_weights.SOURCES, name, w)
+    return w
+
+
+def save(obj, path: Path) -> bytes:
+    torch.save(obj, path)
+    return path.read_bytes()
+
+
+def zenodo_record(srv, base, record: str, key: str, data: bytes, md5: str | None = None) -> None:
+    srv.files[f"/api/records/{record}/files/{key}/content"] = data
+    srv.api[f"/api/records/{record}"] = {
+        "metadata": {"license": {"id": "cc-by-4.0"}},
+        "files": [{"key": "features.pth.csv", "size": 3, "checksum": "md5:0", "links": {"self": f"{base}/x"}},
+                  {"key": key, "size": len(data), "checksum": f"md5:{md5 or hashlib.md5(data).hexdigest()}",
+                   "links": {"self": f"{base}/api/records/{record}/files/{key}/content"}}]}
+
+
+def test_dino4cells_from_zenodo_maps_strictly_and_matches_the_reference(server, tmp_path, monkeypatch):
+    srv, base = server
+    tiny("dino4cells-hpa-fov", monkeypatch)
+    sd = vit_tensors(4, 224)
+    zenodo_record(srv, base, "8061392", "DINO_FOV_checkpoint.pth", save(dino_checkpoint(sd), tmp_path / "c.pth"))
+    cfg = load_arch_config("vit_tiny16", pretrained="dino4cells-hpa-fov")
+    assert cfg.model | {} == {**cfg.model, "normalize": "self", "channels": "rgby", "img_size": 224}
+    net = build_model("vit_tiny16", pretrained=cfg.pretrained, **cfg.model).eval()
+    x = torch.rand(2, 4, 224, 224)
+    with torch.no_grad():
+        ours = net.encoder.forward_features(net.prepare(x))
+        ref = reference_forward(sd, (x - x.mean((2, 3), keepdim=True)) / x.std((2, 3), unbiased=False, keepdim=True),
+                                1e-6, False)
+    assert torch.allclose(ours, ref, atol=1e-4), (ours - ref).abs().max()
+    cached = hpa_weights.cached_path(hpa_weights.source("dino4cells-hpa-fov"))
+    side = json.loads(cached.with_name(cached.name + ".json").read_text())
+    assert side["verified"] == "size and md5" and side["licence"] == "cc-by-4.0"
+    n = len(srv.requests)
+    build_model("vit_tiny16", pretrained=cfg.pretrained, **cfg.model)  # once downloaded, from the cache
+    assert len(srv.requests) == n
+
+
+def test_subcell_hf_layout_channel_order_and_resume(server, tmp_path, monkeypatch):
+    """rybg weights whose patch embedding reads only their 4th input (g, the protein) respond only to
+    the toolkit's green channel; a cut download resumes with a Range request."""
+    srv, base = server
+    tiny("subcell-rybg-vit", monkeypatch)
+    sd = vit_tensors(4, 448, seed=1)
+    sd["patch_embed.proj.weight"][:, :3] = 0  # rybg: only channel 3, the protein, is read
+    data = save(hf_checkpoint(sd), tmp_path / "s.pth")
+    key = "/models/all_channels_ViT-ProtS-Pool.pth"
+    srv.files[key] = data
+    w = hpa_weights.source("subcell-rybg-vit")
+    part = hpa_weights.cached_path(w).with_name(hpa_weights.cached_path(w).name + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(data[:1000])  # an interrupted download
+    cfg = load_arch_config("vit_tiny16", pretrained="subcell-rybg-vit")
+    net = build_model("vit_tiny16", pretrained=cfg.pretrained, **cfg.model).eval()
+    assert ("GET", key, "bytes=1000-") in srv.requests
+    x = torch.rand(1, 4, 448, 448)
+    x[:, 1, 0, 0], x[:, 1, 0, 1] = 0.0, 1.0  # the sample's min and max sit in green: min-max scaling is fixed
+    with torch.no_grad():
+        ref = reference_forward(sd, x[:, [0, 3, 2, 1]], 1e-12, False)
+        out = net.encoder.forward_features(net.prepare(x))
+        assert torch.allclose(out, ref, atol=1e-4), (out - ref).abs().max()
+        base_out = net(x)
+        for c in (0, 2, 3):  # red, blue, yellow
+            y = x.clone()
+            y[:, c] = torch.rand(448, 448)
+            assert torch.allclose(net(y), base_out, atol=1e-5), c
+        y = x.clone()
+        y[:, 1, 1:] = torch.rand(447, 448)
+        assert not torch.allclose(net(y), base_out, atol=1e-3)
+
+
+def test_cell_dino_needs_the_licence_and_maps_chunked_layerscale_blocks(tmp_path, monkeypatch):
+    monkeypatch.setenv("HPA_WEIGHTS_CACHE", str(tmp_path))
+    tiny("cell-dino-hpa", monkeypatch)
+    with pytest.raises(Exception, match="Noncommercial.*--accept-licence"):
+        load_arch_config("vit_tiny16", pretrained="cell-dino-hpa")
+    cfg = load_arch_config("vit_tiny16", pretrained="cell-dino-hpa", accept_licence=True)
+    with pytest.raises(WeightsError, match="not public.*put the file at"):
+        build_model("vit_tiny16", pretrained=cfg.pretrained, **cfg.model)
+    sd = vit_tensors(4, 224, layerscale=True, seed=2)
+    dest = hpa_weights.cached_path(hpa_weights.source("cell-dino-hpa"))
+    dest.parent.mkdir(parents=True)
+    torch.save(dinov2_chunked(sd), dest)  # placed by hand, as the offline message says
+    net = build_model("vit_tiny16", pretrained=cfg.pretrained, **cfg.model).eval()
+    x = torch.rand(2, 4, 224, 224)
+    with torch.no_grad():
+        ref = reference_forward(sd, (x - x.mean((2, 3), keepdim=True)) / x.std((2, 3), unbiased=False, keepdim=True),
+                                1e-6, True)
+        assert torch.allclose(net.encoder.forward_features(net.prepare(x)), ref, atol=1e-4)
+
+
+def test_offline_names_the_address_and_the_cache_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("HPA_WEIGHTS_CACHE", str(tmp_path))
+    with pytest.raises(WeightsError) as e:
+        hpa_weights.fetch("subcell-bg-mae")
+    msg = str(e.value)
+    assert "\n" not in msg and "HF_HUB_OFFLINE" in msg
+    assert "czi-subcell-public.s3.amazonaws.com/models/DNA-Protein_MAE-CellS-ProtS-Pool.pth" in msg
+    assert str(tmp_path / "subcell-bg-mae" / "DNA-Protein_MAE-CellS-ProtS-Pool.pth") in msg
+
+
+def test_a_corrupt_download_is_refused_by_the_publishers_md5(server, tmp_path, monkeypatch):
+    srv, base = server
+    tiny("dino4cells-hpa-cell", monkeypatch)
+    zenodo_record(srv, base, "8061426", "DINO_cell.pth", save(dino_checkpoint(vit_tensors(4, 224)), tmp_path / "c"),
+                  md5="0" * 32)
+    with pytest.raises(WeightsError, match="md5 .* differs from the publisher's"):
+        hpa_weights.fetch("dino4cells-hpa-cell")
+    assert not hpa_weights.cached_path(hpa_weights.source("dino4cells-hpa-cell")).exists()
+
+
+def test_strict_mapping_names_the_first_mismatch(tmp_path):
+    enc = build_model("vit_tiny16", pretrained="none").encoder
+    sd = vit_tensors(4, 224)
+    bad = dict(sd, **{"blocks.3.attn.qkv.weight": torch.zeros(10, WIDTH)})
+    torch.save(bad, tmp_path / "a.pth")
+    with pytest.raises(WeightsError, match=r"'blocks.3.attn.qkv.weight' has shape \(10, 192\)"):
+        load_published(enc, tmp_path / "a.pth")
+    torch.save({k: v for k, v in sd.items() if k != "norm.bias"}, tmp_path / "b.pth")
+    with pytest.raises(WeightsError, match="1 model tensor.*missing.*'norm.bias'"):
+        load_published(enc, tmp_path / "b.pth")
+    torch.save({**sd, "blocks.0.extra.weight": torch.zeros(1)}, tmp_path / "c.pth")
+    with pytest.raises(WeightsError, match="'blocks.0.extra.weight'.*does not exist"):
+        load_published(enc, tmp_path / "c.pth")
+    hf = hf_checkpoint(sd)
+    del hf["encoder.encoder.layer.2.attention.attention.key.bias"]
+    torch.save(hf, tmp_path / "d.pth")
+    with pytest.raises(WeightsError, match="layer 2 has attention biass"):
+        load_published(enc, tmp_path / "d.pth")
+
+
+def test_pretrained_file_detects_the_layout(tmp_path):
+    """--pretrained FILE: a copy fetched by hand, in any of the three layouts."""
+    sd = vit_tensors(4, 224, seed=5)
+    for name, ck in (("dino.pth", dino_checkpoint(sd)), ("hf.pth", hf_checkpoint(sd))):
+        torch.save(ck, tmp_path / name)
+        net = build_model("vit_tiny16", pretrained=str(tmp_path / name))
+        assert torch.equal(net.encoder.blocks[7].attn.qkv.weight, sd["blocks.7.attn.qkv.weight"]), name
