@@ -358,6 +358,8 @@ def train_cli(doc: str, argv: list[str] | None = None) -> tuple[TrainConfig, arg
             kw.update(choices=choices, metavar=None)
         if typing.get_origin(field.annotation) is list:
             kw["nargs"] = "+"
+        if field.annotation is bool:  # `--accept-licence` alone means true; `--compile false` still works
+            kw.update(nargs="?", const="true")
         default = effective.get(key, "required")
         settings.add_argument(_flag(key), help=f"{field.description} [default: {default}]", **kw)
     args = ap.parse_args(argv)

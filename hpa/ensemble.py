@@ -96,6 +96,9 @@ def from_recipe(out_dir: Path, device: torch.device) -> Ensemble:
         files = [blend_json.parent / p for p in summary["test_files"][name]]
         sides = read_sidecars(files)
         made = [s["producer"] for s in sides.values()]
+        if any("frozen" in p for p in made):
+            raise RunError(f"{blend_json}: member {name} is a head on frozen embeddings, which an image ensemble "
+                           "cannot run yet; blend without it (blend.py) to predict or export images")
         arch, size = sides[files[0]]["arch"], int(sides[files[0]]["size"])
         members.append(_member_from_runs(layout.recipe_runs(out_dir), arch, size, [p["fold"] for p in made], device,
                                          made[0]["tta"], made[0]["sizes"], made[0]["amp"],

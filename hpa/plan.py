@@ -26,6 +26,7 @@ import torch
 from hpa import layout, memory
 from hpa.config import TrainConfig
 from hpa.dataset import crop_side, working_side
+from hpa.frozen import time_frozen
 from hpa.labels import labels_matrix, read_folds, read_ids, read_label_tables
 from hpa.losses import build_loss
 from hpa.models import build_model
@@ -102,14 +103,18 @@ def side_shares(data_dir: Path, size: int) -> dict[int, float]:
 
 def training_samples(cfg: TrainConfig, n_folds: int) -> tuple[float, int, int]:
     """(training samples per epoch of one fold with oversampling, validation samples, test samples)."""
-    data_dir = Path(cfg.data_dir)
-    labels = read_label_tables(layout.label_tables(data_dir, cfg.external))
+    return sample_counts(Path(cfg.data_dir), n_folds, cfg.external, cfg.oversample_target, cfg.oversample_max)
+
+
+def sample_counts(data_dir: Path, n_folds: int, external: str = "auto", oversample_target: float = 0.0,
+                  oversample_max: int = 1) -> tuple[float, int, int]:
+    labels = read_label_tables(layout.label_tables(data_dir, external))
     y = labels_matrix(labels)
     folds_csv = layout.folds_csv(data_dir)
     kept = len(y)
     if folds_csv.is_file():
         kept = sum(1 for f in read_folds(folds_csv).values() if f >= 0)
-    repeat = oversample_plan(y, cfg.oversample_target, cfg.oversample_max).mean()
+    repeat = oversample_plan(y, oversample_target, oversample_max).mean()
     n_test = len(read_ids(layout.split_table(data_dir, "test")))
     return kept * (n_folds - 1) / n_folds * repeat, math.ceil(kept / n_folds), n_test
 
@@ -131,11 +136,24 @@ def hours(s: float) -> str:
     return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
 
 
-def make_plan(members: list, configs: list[TrainConfig], n_folds: int, tta: int, device: torch.device, n_gpus: int,
-              parallel_folds: bool, echo: Callable[[str], None] = print) -> tuple[str, list[Timing]]:
-    """The plan as markdown, and the timings it rests on."""
-    timings, fold_seconds = [], {}
+def make_plan(members: list, configs: list[TrainConfig | None], n_folds: int, tta: int, device: torch.device,
+              n_gpus: int, parallel_folds: bool, echo: Callable[[str], None] = print, *,
+              data_dir: Path | None = None) -> tuple[str, list[Timing]]:
+    """The plan as markdown, and the timings it rests on (`configs`: None for a frozen member)."""
+    timings, fold_seconds, frozen_rows, jobs, embedded = [], {}, [], [], set()
     for m, cfg in zip(members, configs):
+        if m.frozen:  # embedded once, then a classifier per fold (hpa.frozen)
+            echo(f"== plan: timing {m.name} (embedding pass and {m.frozen})")
+            n_train, n_val, n_test = sample_counts(Path(data_dir), n_folds)  # no oversampling: one pass
+            enc = m.encoder(tta)
+            ips, width, head_s = time_frozen(enc, m.frozen, m.frozen_settings(), round(n_train), device)
+            # members on the same embeddings (a head and a logistic regression) embed once
+            embed_s = 0.0 if (enc.key, enc.size, enc.views) in embedded else \
+                (n_train + n_val + n_test) * len(enc.views) / ips
+            embedded.add((enc.key, enc.size, enc.views))
+            frozen_rows.append((m.name, ips, width, embed_s, head_s * n_folds))
+            jobs.append(embed_s + head_s * n_folds)
+            continue
         shares = side_shares(Path(cfg.data_dir), cfg.size)
         large = working_side(3072, cfg.size)
         for side in sorted(set(shares) | {cfg.size, large}):  # both buckets, even where one is empty today
@@ -152,7 +170,7 @@ def make_plan(members: list, configs: list[TrainConfig], n_folds: int, tta: int,
         train_s = cfg.epochs * (n_train * per_image + n_val * per_image / 3)  # + validation passes
         predict_s = (n_val + n_test) * tta * per_image / 3 * (cfg.size / (cfg.crop or cfg.size)) ** 2
         fold_seconds[m.name] = train_s + predict_s
-    jobs = [fold_seconds[m.name] for m in members for _ in range(n_folds)]
+        jobs += [fold_seconds[m.name]] * n_folds
     n = max(1, n_gpus)
     ddp = sum(jobs) / (n * ddp_efficiency(n))
     par = makespan(jobs, n)
@@ -166,8 +184,16 @@ def make_plan(members: list, configs: list[TrainConfig], n_folds: int, tta: int,
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {t.member} | {t.side} | {t.crop} | {t.share:.0%} | {t.micro} x {t.accumulation} | "
               f"{t.peak_bytes / 2**30:.1f} GiB | {t.images_per_s:.1f} |" for t in timings]
-    lines += ["", "| member | one fold on one device (train + validate + predict) |", "|---|---|"]
-    lines += [f"| {k} | {hours(v)} |" for k, v in fold_seconds.items()]
+    if fold_seconds:
+        lines += ["", "| member | one fold on one device (train + validate + predict) |", "|---|---|"]
+        lines += [f"| {k} | {hours(v)} |" for k, v in fold_seconds.items()]
+    if frozen_rows:
+        lines += ["", "Frozen-encoder members: every image embedded once under each TTA view (measured: images/s of "
+                  "the encoder, random weights), then one classifier per fold (measured on random embeddings of the "
+                  "real width, scaled to the sample count).", "",
+                  "| member | embedding images/s (one view) | feature width | embed every image | classifiers, all "
+                  "folds |", "|---|---|---|---|---|"]
+        lines += [f"| {n} | {ips:.1f} | {w} | {hours(e)} | {hours(h)} |" for n, ips, w, e, h in frozen_rows]
     total = (f"**Whole recipe on {n} GPUs: DDP {hours(ddp)}, parallel folds {hours(par)}.** It will use {used}; "
              f"{better} is faster here." if n_gpus > 1 else f"**Whole recipe on one {dev}: {hours(ddp)}.**")
     lines += ["", total, "",

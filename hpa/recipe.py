@@ -31,8 +31,11 @@ from hpa.blending import run_blend
 from hpa.cli import DEFAULT_WORKERS
 from hpa.config import CONFIG_DIR, TrainConfig, arch_layers, build_config, read_yaml
 from hpa.dedup import find_duplicates
+from hpa.embeddings import Encoder
 from hpa.errors import ConfigError, HPAError
 from hpa.folds import DUPLICATES, write_folds
+from hpa.frozen import KINDS, FrozenSettings, frozen_settings, member_tag
+from hpa.inference import DIHEDRAL
 from hpa.io import dir_lock, file_sha256
 from hpa.preparation import prepare_dataset
 from hpa.slurm import STAGES
@@ -42,14 +45,31 @@ SMOKE_SCALE = 12  # --smoke: sizes and crops / 12 (768 -> 64), 1 epoch of 2 batc
 
 
 class Member(BaseModel):
+    """One model of the ensemble: an arch trained on every fold, or with `frozen` (head | logreg) a
+    classifier trained on the frozen encoder's embeddings (hpa.frozen). `smoke` replaces settings
+    under --smoke (e.g. a tiny ViT without pretrained weights for a foundation-model member)."""
     model_config = ConfigDict(extra="forbid")
     arch: str
     size: int = Field(gt=0)
     set: dict[str, Any] = Field(default_factory=dict)
+    frozen: Literal[KINDS] | None = None
+    smoke: dict[str, Any] = Field(default_factory=dict)
+
+    def encoder(self, tta: int) -> Encoder:
+        st = self.frozen_settings()
+        return Encoder(self.arch, st.pretrained, self.size, DIHEDRAL[:min(tta, st.tta)], st.amp, st.accept_licence)
+
+    def frozen_settings(self) -> FrozenSettings:
+        return frozen_settings(self.set, f"recipe member {self.arch}_{self.size} (frozen: {self.frozen})")
+
+    @property
+    def tag(self) -> str:
+        """The `<arch>` of its run directories and prediction files."""
+        return member_tag(self.encoder(8), self.frozen) if self.frozen else self.arch
 
     @property
     def name(self) -> str:
-        return f"{self.arch}_{self.size}"
+        return f"{self.tag}_{self.size}"
 
 
 class Recipe(BaseModel):
@@ -79,6 +99,9 @@ def load_recipe(name: str) -> Recipe:
     for m in recipe.members:
         if m.arch not in list_archs():
             raise ConfigError(f"{path}: member {m.name}: unknown arch; valid: {', '.join(list_archs())}")
+    for m in recipe.members:
+        if m.frozen:
+            m.frozen_settings()
     names = [m.name for m in recipe.members]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: two members share a name (arch_size): {names}")
@@ -86,19 +109,25 @@ def load_recipe(name: str) -> Recipe:
 
 
 def smoke_member(m: Member) -> Member:
-    """The member shrunk for a CPU smoke run: the same arch and settings at 1/12 of the size."""
+    """The member shrunk for a CPU smoke run: the same arch and settings at 1/12 of the size (a
+    frozen member: its head for 2 epochs), then the member's own `smoke` replacements."""
+    over = dict(m.smoke)
+    arch, size = over.pop("arch", m.arch), over.pop("size", None)
+    if m.frozen:
+        return Member(arch=arch, size=size or max(16, round(m.size / SMOKE_SCALE)), frozen=m.frozen,
+                      set={**m.set, "epochs": 2, "batch_size": 8, **over})
     small = {k: max(8, round(v / SMOKE_SCALE)) for k, v in m.set.items() if k in ("crop", "crop_large") and v}
     from hpa.config import load_arch_config
 
-    base = load_arch_config(m.arch)
+    base = load_arch_config(arch)
     for k in ("crop", "crop_large"):
         if k not in small and getattr(base, k):
             small[k] = max(8, round(getattr(base, k) / SMOKE_SCALE))
-    return Member(arch=m.arch, size=max(16, round(m.size / SMOKE_SCALE)),
+    return Member(arch=arch, size=size or max(16, round(m.size / SMOKE_SCALE)),
                   set={**m.set, **small, "epochs": 1, "limit_batches": 2, "batch_size": 2, "workers": 0,
                        # 2-sample batches at 1/12 size give BatchNorm near-zero variances and wild
                        # gradients; clipping keeps the check about plumbing, not about divergence
-                       "grad_clip": 1.0})
+                       "grad_clip": 1.0, **over})
 
 
 def gpu_count(limit: int | None) -> int:
@@ -219,6 +248,7 @@ def prepare_data(recipe: Recipe, data_dir: Path, sizes: list[int], workers: int,
 
 def train_members(members: list[Member], folds: list[int], data_dir: Path, runs: Path, device: str, n_gpus: int,
                   parallel_folds: bool, echo) -> None:
+    members = [m for m in members if not m.frozen]  # frozen members train with their predictions
     if parallel_folds and n_gpus > 1:
         train_on_gpus([(m, f) for m in members for f in folds], n_gpus, data_dir, runs,
                       "cuda" if device == "auto" else device, echo)
@@ -235,12 +265,20 @@ def train_members(members: list[Member], folds: list[int], data_dir: Path, runs:
 
 def predict_members(members: list[Member], folds: list[int], data_dir: Path, runs: Path, preds: Path, tta: int,
                     device: str, smoke: bool, echo) -> None:
-    from hpa.inference import DIHEDRAL, predict_folds
+    from hpa.frozen import run_frozen
+    from hpa.inference import predict_folds
     from hpa.runtime import pick_device
 
     transforms = DIHEDRAL[:tta]
     folds_sha = file_sha256(layout.folds_csv(data_dir))
     for m in members:
+        if m.frozen:
+            echo(f"== {m.name}: {m.frozen} on frozen {m.encoder(tta).key} embeddings")
+            written = run_frozen(data_dir, m.encoder(tta), m.frozen, m.frozen_settings(), folds, preds,
+                                 device=pick_device(device), workers=0 if smoke else DEFAULT_WORKERS, echo=echo)
+            if written:
+                echo(f"wrote {len(written)} prediction files to {preds}")
+            continue
         amp = member_config(m, data_dir, 0).amp
         if predictions_current(m, runs, preds, folds, transforms, amp, folds_sha):
             echo(f"== predictions of {m.name} are up to date")
@@ -256,8 +294,8 @@ def blend_members(members: list[Member], folds: list[int], data_dir: Path, out_d
     echo("== blend")
     sub = out_dir / "submission.csv"
     test_labels = data_dir / "test_labels.csv"
-    s = run_blend([layout.prediction_path(preds, m.arch, m.size, f, "oof") for m in members for f in folds],
-                  [layout.prediction_path(preds, m.arch, m.size, f, "test") for m in members for f in folds],
+    s = run_blend([layout.prediction_path(preds, m.tag, m.size, f, "oof") for m in members for f in folds],
+                  [layout.prediction_path(preds, m.tag, m.size, f, "test") for m in members for f in folds],
                   layout.label_tables(data_dir), layout.split_table(data_dir, "test"), sub,
                   test_labels if test_labels.is_file() else None, folds_csv=layout.folds_csv(data_dir))
     for n in s["notes"]:
@@ -358,7 +396,7 @@ def launch_slurm(recipe: Recipe, recipe_path: str, data_dir: Path, out_dir: Path
     data_dir, out_dir = check_data_dir(data_dir), Path(out_dir).absolute()
     members = [smoke_member(m) for m in recipe.members] if smoke else recipe.members
     folds = list(range(recipe.n_folds))
-    configs = [member_config(m, data_dir, 0) for m in members]
+    configs = [None if m.frozen else member_config(m, data_dir, 0) for m in members]
     if plan:
         echo(f"--launcher slurm would submit: 1 data job ({opts.cpus_per_job} CPUs; skipped once prepared), "
              f"{len(members)} training arrays of {recipe.n_folds} tasks ({len(members) * recipe.n_folds} jobs; "
@@ -373,11 +411,16 @@ def launch_slurm(recipe: Recipe, recipe_path: str, data_dir: Path, out_dir: Path
     folds_sha = file_sha256(layout.folds_csv(data_dir)) if ready else ""
 
     def current(m: Member) -> bool:
-        cfg = member_config(m, data_dir, 0)
-        from hpa.inference import DIHEDRAL
+        tta = 1 if smoke else recipe.tta
+        if m.frozen:  # one prediction job embeds (resumably) and trains every fold's head
+            from hpa.frozen import frozen_current
 
-        return ready and predictions_current(m, runs, preds, folds, DIHEDRAL[:1 if smoke else recipe.tta], cfg.amp,
-                                             folds_sha)
+            enc = m.encoder(tta)
+            store = layout.embeddings_dir(data_dir, enc.key, enc.size)
+            return ready and layout.embedding_provenance(store).is_file() and \
+                frozen_current(data_dir, enc, store, m.frozen, m.frozen_settings(), folds, preds)
+        cfg = member_config(m, data_dir, 0)
+        return ready and predictions_current(m, runs, preds, folds, DIHEDRAL[:tta], cfg.amp, folds_sha)
 
     slurm.check_fits(opts)
     with dir_lock(out_dir, "recipe output directory"):
@@ -416,12 +459,12 @@ def plan_recipe(recipe: Recipe, data_dir: Path, out_dir: Path, device: str = "au
 
     data_dir, out_dir = check_data_dir(data_dir), Path(out_dir).absolute()
     members = [smoke_member(m) for m in recipe.members] if smoke else recipe.members
-    configs = [member_config(m, data_dir, 0) for m in members]
+    configs = [None if m.frozen else member_config(m, data_dir, 0) for m in members]
     # the output directory's lock first: a plan beside a live recipe is refused, and an output
     # directory that cannot be written fails before minutes of timing, not after
     with dir_lock(out_dir, "recipe output directory"):
         text, _ = make_plan(members, configs, recipe.n_folds, 1 if smoke else recipe.tta, pick_device(device),
-                            gpu_count(gpus), parallel_folds, echo)
+                            gpu_count(gpus), parallel_folds, echo, data_dir=data_dir)
         path = out_dir / "plan.md"
         atomic_write_text(path, text)
     echo(text)

@@ -227,7 +227,9 @@ def submit_recipe(launcher: Launcher, members: list, configs: list, folds: list[
     for m, cfg in zip(members, configs):
         running = existing("train", m.name)
         queued_folds = {int(j.split("_")[1]) for j in running if "_" in j and j.split("_")[1].isdigit()}
-        todo = [f for f in folds if f not in finished_folds(runs, m, folds, cfg.epochs) and f not in queued_folds]
+        # a frozen member (no config) has no training array: its prediction job embeds and trains the heads
+        todo = [] if cfg is None else [f for f in folds if f not in finished_folds(runs, m, folds, cfg.epochs)
+                                       and f not in queued_folds]
         train_jobs = [j.split("_")[0] for j in running]
         if todo:
             train_jobs.append(launcher.submit("train", m.name, array=",".join(map(str, todo)), after=data_jobs,
