@@ -1,0 +1,166 @@
+"""The frozen-encoder path: embeddings (resumable, checked against the encoder run by hand), the
+logistic regression against scikit-learn, the head on separable embeddings, the prediction-file
+contract the blend checks, and the foundation recipe end to end under --smoke."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hpa import embeddings as emb
+from hpa import layout
+from hpa.blending import check_oof_provenance
+from hpa.errors import ConfigError, RunError
+from hpa.frozen import FrozenSettings, fit_logreg, predict_head, run_frozen, train_head
+from hpa.inference import dihedral
+from hpa.io import file_sha256
+from hpa.labels import read_folds, read_ids
+from hpa.metrics import macro_f1
+
+CPU = torch.device("cpu")
+QUIET = lambda _: None  # noqa: E731
+
+
+@pytest.fixture
+def data(small_data, tmp_path):
+    """A private copy of the session's small dataset (embeddings are written into a dataset)."""
+    return shutil.copytree(small_data, tmp_path / "data")
+
+
+def test_logistic_regression_is_scikit_learns():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 12))
+    y = (x @ rng.normal(size=(12, 3)) + rng.normal(size=(300, 3)) > 0.5).astype(float)
+    lin = fit_logreg(x, y, 0.7, CPU)
+    for k in range(3):
+        ref = LogisticRegression(C=0.7, tol=1e-10, max_iter=10_000).fit(x, y[:, k])
+        assert np.abs(ref.coef_[0] - lin.weight[k].detach().numpy()).max() < 1e-4
+        assert abs(ref.intercept_[0] - lin.bias[k].item()) < 1e-4
+
+
+def test_head_and_logreg_learn_separable_embeddings():
+    """Class k is present where feature k is high: both classifiers must find it (held-out F1 > 0.9)."""
+    rng = np.random.default_rng(1)
+    n, views, width = 1200, 2, 40
+    y = (rng.random((n, 28)) < 0.15).astype(np.float32)
+    x = rng.normal(size=(n, views, width)).astype(np.float32) * 0.3
+    x[:, :, :28] += 2.0 * y[:, None, :]
+    tr, te = slice(0, 900), slice(900, None)
+    st = FrozenSettings(epochs=40, batch_size=64, head_hidden=[64], head_dropout=[0.1])
+    head = train_head(x[tr].astype(np.float16), y[tr], st, CPU, seed=0)
+    assert macro_f1(y[te], predict_head(head, x[te].astype(np.float16), CPU) > 0.5) > 0.9
+    lin = fit_logreg(x[tr].mean(1), y[tr], 1.0, CPU)
+    with torch.no_grad():
+        p = torch.sigmoid(lin(torch.from_numpy(x[te].mean(1)))).numpy()
+    assert macro_f1(y[te], p > 0.5) > 0.9
+
+
+def direct_features(data, ids, split, size, views):
+    """The encoder run by hand on each prepared image: what the store must hold."""
+    from hpa.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("vit_tiny16", pretrained="none").eval()
+    rows = []
+    with torch.no_grad():
+        for i in ids:
+            img = layout.read_prepared(layout.prepared_dir(data, size, split), i)
+            x = torch.from_numpy(img.transpose(2, 0, 1).copy()).float()[None] / 255
+            rows.append(torch.stack([model.features(dihedral(x, v))[0] for v in views]).numpy())
+    return np.stack(rows)
+
+
+def test_embedding_resumes_after_an_interrupt_and_matches_the_encoder(data, monkeypatch):
+    monkeypatch.setattr(emb, "CHUNK", 16)
+    calls, crashed = [], []
+    real = emb.embed_batch
+
+    def flaky(*a, **k):
+        calls.append(1)
+        if len(calls) == 3 and not crashed:  # the second chunk's first batch: the first chunk is saved
+            crashed.append(1)
+            raise RuntimeError("killed")  # a crash or a stop part-way
+        return real(*a, **k)
+
+    monkeypatch.setattr(emb, "embed_batch", flaky)
+    enc = emb.Encoder("vit_tiny16", "none", 32, ("id", "rot90"))
+    with pytest.raises(RuntimeError, match="killed"):
+        emb.embed_dataset(data, enc, batch_size=8, device=CPU, echo=QUIET)
+    store = layout.embeddings_dir(data, enc.key, 32)
+    files = layout.embedding_files(store, "train")
+    assert sorted(p.name for p in files["parts"].iterdir()) == ["00000.npy"] and not files["array"].exists()
+    calls.clear()
+    emb.embed_dataset(data, enc, batch_size=8, device=CPU, echo=QUIET)
+    n_train, n_test = len(read_ids(data / "train.csv")), len(read_ids(data / "sample_submission.csv"))
+    assert len(calls) == -(-(n_train - 16) // 8) + -(-n_test // 8)  # only what was not saved, plus test
+    assert not files["parts"].exists()
+    for split, n in (("train", n_train), ("test", n_test)):
+        ids, arr = emb.read_embeddings(store, split)
+        table = "train.csv" if split == "train" else "sample_submission.csv"
+        assert ids == read_ids(data / table) and arr.shape == (n, 2, 3 * 192) and arr.dtype == np.float16
+        ref = direct_features(data, ids, split, 32, enc.views)
+        assert np.allclose(arr, ref, atol=2e-2, rtol=1e-2)
+    prov = json.loads(layout.embedding_provenance(store).read_text())
+    assert prov["views"] == ["id", "rot90"] and prov["splits"]["train"]["n"] == n_train
+    with pytest.raises(RunError, match="other views") as e:
+        emb.embed_dataset(data, emb.Encoder("vit_tiny16", "none", 32, ("id",)), device=CPU, echo=QUIET)
+    assert "\n" not in str(e.value)
+
+
+def test_frozen_predictions_keep_the_contract_the_blend_checks(data, tmp_path):
+    enc = emb.Encoder("vit_tiny16", "none", 32, ("id", "hflip"))
+    st = FrozenSettings(epochs=3, batch_size=8, head_hidden=[16], head_dropout=[0.0])
+    preds = tmp_path / "preds"
+    written = run_frozen(data, enc, "head", st, [0, 1], preds, device=CPU, echo=QUIET)
+    assert sorted(p.name for p in written) == [f"vit_tiny16-random-head_32_f{f}_{k}.csv" for f in (0, 1)
+                                               for k in ("oof", "test")]
+    fold_of = read_folds(data / "folds.csv")
+    oof = [pd.read_csv(preds / f"vit_tiny16-random-head_32_f{f}_oof.csv") for f in (0, 1)]
+    for f, df in enumerate(oof):
+        assert list(df.columns) == ["Id", *map(str, range(28))]
+        assert sorted(df["Id"]) == sorted(i for i, k in fold_of.items() if k == f)
+        assert ((df.iloc[:, 1:] >= 0) & (df.iloc[:, 1:] <= 1)).all().all()
+    side = json.loads((preds / "vit_tiny16-random-head_32_f0_oof.json").read_text())
+    assert side["folds_sha256"] == file_sha256(data / "folds.csv") and side["kind"] == "oof"
+    oofs, tests = sorted(preds.glob("*_oof.csv")), sorted(preds.glob("*_test.csv"))
+    check_oof_provenance(oofs, [data / "train.csv"], False, tests, data / "folds.csv")  # the blend's own check
+    assert run_frozen(data, enc, "head", st, [0, 1], preds, device=CPU, echo=QUIET) == []  # up to date
+    changed = run_frozen(data, enc, "head", st.model_copy(update={"epochs": 4}), [0, 1], preds, device=CPU,
+                         echo=QUIET)
+    assert len(changed) == 4
+
+
+def test_a_frozen_members_unknown_setting_is_one_line(tmp_path):
+    from hpa.recipe import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text("members:\n  - {arch: vit_tiny16, size: 32, frozen: head, set: {epoch: 3}}\n")
+    with pytest.raises(ConfigError, match=r"vit_tiny16_32 \(frozen: head\): setting epoch: Extra inputs") as e:
+        load_recipe(str(path))
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_foundation_recipe_smoke_end_to_end(data, tmp_path):
+    """`--recipe foundation --smoke`: tiny random ViTs frozen (a head and a logistic regression on one
+    set of embeddings, a head on another) and the CNN fine-tuned, blended into a submission."""
+    from hpa.recipe import Recipe, load_recipe, run_recipe
+
+    shutil.rmtree(data / "prepared")
+    (data / "folds.csv").unlink()
+    recipe = Recipe(**{**load_recipe("foundation").model_dump(), "n_folds": 2})
+    out = tmp_path / "work"
+    sub = run_recipe(recipe, data, out, device="cpu", smoke=True, echo=QUIET)
+    df = pd.read_csv(sub)
+    assert list(df["Id"]) == read_ids(data / "sample_submission.csv")
+    blend = json.loads(layout.blend_summary(out).read_text())
+    assert sorted(blend["models"]) == ["se_resnext50_64", "vit_tiny16-random-head_32", "vit_tiny16-random-head_48",
+                                       "vit_tiny16-random-logreg_32"]
+    assert len(list((data / "embeddings").iterdir())) == 2  # the head and the regression share one store
