@@ -2,7 +2,7 @@
 
     python train_fold.py --arch se_resnext50 --fold 3 --size 768 --data-dir data/hpa
 
-Settings: configs/default.yaml, then configs/<arch>.yaml, then --config FILE, then --set key=value,
+Settings: the defaults (--help lists them), then configs/<arch>.yaml, then --config FILE, then --set key=value,
 then the flags named after the settings. The merged config is saved in the run directory,
 runs/<arch>_<size>/f<fold>/, with log.csv, curves.png, last.pt and best.pt (by validation macro F1
 at threshold 0.5). An existing run is continued with --resume or replaced with --overwrite, never

@@ -1,6 +1,7 @@
 """One typed training config. Layers merge in this order, each over the one before:
-the field defaults below, `configs/default.yaml`, `configs/<arch>.yaml`, `--config FILE`,
-`--set key=value`, then the flags named after the keys (`--batch-size 16`).
+the field defaults below (the paper's shared settings, the one place they are written; `python
+train_fold.py --help` lists them), `configs/<arch>.yaml`, `--config FILE`, `--set key=value`, then
+the flags named after the keys (`--batch-size 16`).
 
 Validation is pydantic's (unknown keys forbidden, values coerced to the field's type and
 range-checked); what is ours is that every error is one line naming the layer (file or flag)
@@ -209,8 +210,8 @@ def parse_set(items: list[str]) -> dict:
 
 
 def arch_layers(arch: str | None, config_dir: Path = CONFIG_DIR) -> list[tuple[str, dict]]:
-    """(source, settings) of configs/default.yaml and configs/<arch>.yaml."""
-    layers = [(str(config_dir / "default.yaml"), read_yaml(config_dir / "default.yaml"))]
+    """(source, settings) of configs/<arch>.yaml (the shared defaults are TrainConfig's own)."""
+    layers = []
     if arch and (config_dir / f"{arch}.yaml").is_file():
         layers.append((str(config_dir / f"{arch}.yaml"), read_yaml(config_dir / f"{arch}.yaml")))
     return layers
@@ -345,7 +346,7 @@ def train_cli(doc: str, argv: list[str] | None = None) -> tuple[TrainConfig, arg
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ap.add_argument("--resume", action="store_true", help="continue from the run's last.pt (a fresh run if none)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing run in the run directory")
-    settings = ap.add_argument_group("settings (configs/default.yaml < configs/<arch>.yaml < --config < --set "
+    settings = ap.add_argument_group("settings (defaults < configs/<arch>.yaml < --config < --set "
                                      "< these flags)")
     for key, field in TrainConfig.model_fields.items():
         if key == "model":

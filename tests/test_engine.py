@@ -56,8 +56,8 @@ def test_config_layers_merge_in_order(tmp_path):
     assert cfg.lr == 0.25  # --set over --config
     assert cfg.epochs == 3  # a flag over --config
     assert cfg.batch_size == 7  # --config over configs/tiny_cnn.yaml (32)
-    assert cfg.optimizer == "adamw"  # configs/tiny_cnn.yaml over configs/default.yaml (sgd)
-    assert cfg.momentum == 0.9  # configs/default.yaml
+    assert cfg.optimizer == "adamw"  # configs/tiny_cnn.yaml over the default (sgd)
+    assert cfg.momentum == 0.9  # TrainConfig's default
     assert cfg.model == {"width": 4, "stem_stride": 2, "input_norm": True, "head_hidden": [128], "head_dropout": [0.1]}
     assert cfg.lr_groups == [0.5, 1.0] and opts.runs.name == "runs"
     cfg2, _ = train_cli("doc", ["--arch", "tiny_cnn", "--amp", "off", "--hard-k", "8", "--crop", "null"])
@@ -87,7 +87,7 @@ def test_config_errors_name_the_layer(tmp_path):
         train_cli("doc", ["--arch", "tiny_cnn", "--config", str(bad)])
     with pytest.raises(ConfigError, match=r"--set: model setting 'depth' does not exist for arch 'resnet18'"):
         train_cli("doc", ["--arch", "resnet18", "--set", "model.depth=3"])
-    with pytest.raises(ConfigError, match=r"^crop 512 is larger than size 64: .* \(crop from .*default.yaml, size from "
+    with pytest.raises(ConfigError, match=r"^crop 512 is larger than size 64: .* \(crop from defaults, size from "
                        r"--size\)$"):
         train_cli("doc", ["--arch", "resnet18", "--size", "64"])
     with pytest.raises(ConfigError, match=r"--lr: setting 'lr': .*greater than 0"):

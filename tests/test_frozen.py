@@ -164,3 +164,32 @@ def test_foundation_recipe_smoke_end_to_end(data, tmp_path):
     assert sorted(blend["models"]) == ["se_resnext50_64", "vit_tiny16-random-head_32", "vit_tiny16-random-head_48",
                                        "vit_tiny16-random-logreg_32"]
     assert len(list((data / "embeddings").iterdir())) == 2  # the head and the regression share one store
+
+
+def test_embed_script_errors_are_one_line(capsys):
+    import embed
+
+    for argv, msg in ((["--size", "32", "--arch", "vit_tiny16"], "give either --data-dir"),
+                      (["--size", "32", "--data-dir", "x"], "--arch: required unless --pretrained names HPA"),
+                      (["--size", "32", "--images", "x", "--arch", "vit_tiny16"], "--images: needs --out")):
+        with pytest.raises(SystemExit) as e:
+            from hpa.cli import run
+
+            run(embed.main, argv)
+        assert e.value.code == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and msg in err and "\n" not in err, err
+
+
+@pytest.mark.slow
+def test_embed_script_smoke(data):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    r = subprocess.run([sys.executable, "embed.py", "--data-dir", str(data), "--arch", "vit_tiny16", "--size", "32",
+                        "--tta", "1", "--workers", "0"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-800:]
+    store = layout.embeddings_dir(data, "vit_tiny16-random", 32)
+    assert f"embeddings: {store}" in r.stdout and layout.embedding_files(store, "test")["array"].is_file()

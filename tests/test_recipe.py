@@ -20,7 +20,7 @@ def test_the_shipped_recipes_load_and_name_their_members():
 
 
 def test_bad_recipes_are_one_line_errors(tmp_path):
-    with pytest.raises(ConfigError, match="no such recipe .* known: demo, paper"):
+    with pytest.raises(ConfigError, match="no such recipe .* known: demo, foundation, paper"):
         load_recipe("nope")
     bad = tmp_path / "bad.yaml"
     bad.write_text("members:\n  - {arch: resnet5, size: 768}\n")

@@ -75,8 +75,8 @@ def test_no_script_contacts_the_network_at_start_up(tmp_path, small_data):
            "NET_LOG": str(log)}
     env.pop("NO_ALBUMENTATIONS_UPDATE", None)  # the toolkit must set it itself
     scripts = ["train_fold.py", "predict_tta.py", "find_thresholds.py", "blend.py", "ablate.py", "export_bundle.py",
-               "input_prep/download.py", "input_prep/prepare.py", "input_prep/dedup.py", "input_prep/make_folds.py",
-               "input_prep/make_demo.py"]
+               "embed.py", "input_prep/download.py", "input_prep/prepare.py", "input_prep/dedup.py",
+               "input_prep/make_folds.py", "input_prep/make_demo.py"]
     # one interpreter for every module and every script's --help (each run as __main__), so the check costs
     # one start-up of torch; the training run below is the real start-up of a script that trains
     every = (f"import pkgutil, importlib, runpy, sys, hpa, input_prep\n"

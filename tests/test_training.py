@@ -114,7 +114,7 @@ def test_flags_override_config_and_merged_config_is_saved(data, tmp_path):
     saved = yaml.safe_load((tmp_path / "tiny_cnn_64" / "f0" / "config.yaml").read_text())
     assert saved["lr"] == 0.0007 and saved["epochs"] == 1  # flags win
     assert saved["optimizer"] == "adamw" and saved["model"]["width"] == 16  # from configs/tiny_cnn.yaml
-    assert saved["momentum"] == 0.9 and saved["oversample_max"] == 4  # from configs/default.yaml
+    assert saved["momentum"] == 0.9 and saved["oversample_max"] == 4  # TrainConfig's defaults
     counts = pd.read_csv(tmp_path / "tiny_cnn_64" / "f0" / "class_counts.csv")
     assert (counts["oversampled"] >= counts["count"]).all() and (counts["oversampled"] > counts["count"]).any()
 
