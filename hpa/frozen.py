@@ -121,15 +121,17 @@ def predict_head(head: nn.Module, x: np.ndarray, device: torch.device) -> np.nda
     return out
 
 
-def fit_logreg(x: np.ndarray, y: np.ndarray, c: float, device: torch.device, max_iter: int = 500) -> nn.Linear:
+def fit_logreg(x: np.ndarray, y: np.ndarray, c: float, device: torch.device, max_iter: int = 200,
+               dtype: torch.dtype = torch.float32) -> nn.Linear:
     """One logistic regression per class on (N, D) features: minimises C x sum of log-losses +
-    |w|^2 / 2 per class (scikit-learn's objective; the intercept is not penalised)."""
-    xt = torch.as_tensor(x, dtype=torch.float64, device=device)
-    yt = torch.as_tensor(y, dtype=torch.float64, device=device)
-    lin = nn.Linear(x.shape[1], y.shape[1], dtype=torch.float64).to(device)
+    |w|^2 / 2 per class (scikit-learn's objective; the intercept is not penalised). The classes are
+    independent, so one L-BFGS run over all of them solves each one's problem."""
+    xt = torch.as_tensor(x, dtype=dtype, device=device)
+    yt = torch.as_tensor(y, dtype=dtype, device=device)
+    lin = nn.Linear(x.shape[1], y.shape[1], dtype=dtype).to(device)
     nn.init.zeros_(lin.weight)
     nn.init.zeros_(lin.bias)
-    opt = torch.optim.LBFGS(lin.parameters(), max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
+    opt = torch.optim.LBFGS(lin.parameters(), max_iter=max_iter, tolerance_grad=1e-7, tolerance_change=1e-10,
                             history_size=20, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:

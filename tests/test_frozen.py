@@ -38,7 +38,7 @@ def test_logistic_regression_is_scikit_learns():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 12))
     y = (x @ rng.normal(size=(12, 3)) + rng.normal(size=(300, 3)) > 0.5).astype(float)
-    lin = fit_logreg(x, y, 0.7, CPU)
+    lin = fit_logreg(x, y, 0.7, CPU, max_iter=1000, dtype=torch.float64)
     for k in range(3):
         ref = LogisticRegression(C=0.7, tol=1e-10, max_iter=10_000).fit(x, y[:, k])
         assert np.abs(ref.coef_[0] - lin.weight[k].detach().numpy()).max() < 1e-4
