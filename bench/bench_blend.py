@@ -20,11 +20,10 @@ import argparse
 import time
 
 import numpy as np
-from results import write_section
+from results import SHARED, load_real, write_section
 
 from hpa.blending import WEIGHTINGS, choose_blend, fit_blend, score
 from hpa.labels import labels_matrix, read_labels
-from hpa.realdata import SHARED, load_real
 from hpa.thresholds import METHODS
 
 DEFAULT_BEFORE = ("greedy", "shrink")  # blend.py's fixed default before `auto`

@@ -17,14 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from results import write_section
+from results import SHARED, write_section
 
 from hpa.hashing import near_duplicate_pairs, sample_hashes
 from hpa.io import read_sample, write_sample_png
 from hpa.labels import COLORS
 from hpa.layout import read_prepared as load_prepared
 from hpa.preparation import prepare_one
-from hpa.realdata import SHARED
 
 
 def rate(fn, items, repeats=1) -> float:

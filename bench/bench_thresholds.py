@@ -15,13 +15,12 @@ import argparse
 import time
 
 import numpy as np
-from results import write_section
+from results import SHARED, load_real, write_section
 from sklearn.metrics import f1_score
 
 from hpa.blending import greedy_weights
 from hpa.labels import labels_matrix, read_labels
 from hpa.metrics import macro_f1
-from hpa.realdata import SHARED, load_real
 from hpa.thresholds import PAPER_GRID, exact_thresholds, paper_thresholds, shrunk_thresholds
 
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from results import SHARED
 from scipy import stats
 
 from hpa.labels import labels_matrix, read_folds, read_label_tables, read_labels
 from hpa.losses import effective_number_weights
-from hpa.realdata import SHARED
 
 ALPHAS = (0.9, 0.99, 0.999)
 

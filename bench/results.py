@@ -11,6 +11,22 @@ from pathlib import Path
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
+def _realdata():
+    """tests/realdata.py, the loader of the real material in ../shared/data that the tests use too
+    (it is test support, not part of the package), imported from its path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("realdata", Path(__file__).resolve().parents[1] / "tests" /
+                                                  "realdata.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+realdata = _realdata()
+SHARED, load_real = realdata.SHARED, realdata.load_real
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:

@@ -24,7 +24,7 @@ import torch
 
 from hpa import layout
 from hpa.ensemble import Ensemble, Member
-from hpa.errors import ConfigError, HPAError, RunError
+from hpa.errors import BundleError, ConfigError, RunError
 
 FORMAT = "hpa-toolkit-bundle"
 FORMAT_VERSION = 1
@@ -32,9 +32,6 @@ CONFIG = "config.json"
 CARD = "README.md"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
-
-class BundleError(HPAError):
-    """A bundle that is incomplete, altered or of another format."""
 
 
 def toolkit_version() -> str:

@@ -11,12 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hpa.errors import HPAError
+from hpa.errors import CheckpointError
 from hpa.io import atomic_write_bytes
-
-
-class CheckpointError(HPAError):
-    """A checkpoint is missing, corrupt or of another kind; the message names the file."""
 
 
 def rng_state() -> dict:

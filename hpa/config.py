@@ -23,10 +23,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hpa.errors import ConfigError
-from hpa.losses import LOSSES
 from hpa.runtime import AMP_MODES
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data; ./configs links here
+# the losses a config may name (hpa.losses builds them): here, so that reading a config (prediction
+# does) does not import the training code
+LOSSES = ("bce", "focal", "eloss_bce", "eloss_focal")
 
 
 class TrainConfig(BaseModel):

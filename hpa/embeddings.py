@@ -100,8 +100,8 @@ class Images(Dataset):
         if self.stores is not None:
             img = layout.read_prepared(self.stores[i], self.ids[i])
         else:
-            from hpa.dataset import pad_to_square
             from hpa.io import read_sample
+            from hpa.resolution import pad_to_square
 
             img = pad_to_square(read_sample(self.raw_dir, self.ids[i]))
         if img.shape[0] != self.size:

@@ -20,3 +20,39 @@ class RunError(HPAError):
 class Stopped(RunError):
     """Training stopped on a signal after saving last.pt where it stopped; the same command resumes
     it. Reported as `stopped: ...` (exit code 1, so a recipe does not go on to the next fold)."""
+
+
+class LabelError(HPAError, ValueError):
+    """A labels or Id table is malformed; the message names the file and row."""
+
+
+class SampleError(HPAError, ValueError):
+    """A sample's image files are missing, unreadable or inconsistent; the message names the file."""
+
+
+class PredictionError(HPAError, ValueError):
+    """A prediction file breaks the contract; the message names the file."""
+
+
+class CheckpointError(HPAError):
+    """A checkpoint is missing, corrupt or of another kind; the message names the file."""
+
+
+class WeightsError(HPAError, ValueError):
+    """A weights file is missing or does not fit the model; the message names the file."""
+
+
+class BundleError(HPAError):
+    """A bundle that is incomplete, altered or of another format."""
+
+
+class DiskFullError(HPAError, OSError):
+    """A write failed for want of space; the message names the file and the free space."""
+
+
+class LockedError(HPAError):
+    """Another live process holds the lock of a directory; the message names it."""
+
+
+class OutOfMemory(RunError):
+    """A step ran out of device memory; the message says at which side and micro-batch, and what to set."""

@@ -63,9 +63,9 @@ def write_assets(assets: Path, images: Path, ids: list[str], classes: dict[str, 
     """Each sample's composite, thumbnail, stains and class-map overlays, at DISPLAY_SIDE at most."""
     import cv2
 
-    from hpa.dataset import pad_to_square, resize_to_working_side
     from hpa.explain import composite, overlay, stain
     from hpa.io import read_sample
+    from hpa.resolution import pad_to_square, resize_to_working_side
 
     for sid in ids:
         img = resize_to_working_side(pad_to_square(read_sample(images, sid)), size)

@@ -22,7 +22,6 @@ from torch.utils.data import DataLoader, Dataset
 from hpa import layout
 from hpa.checkpoint import CheckpointError, load_checkpoint
 from hpa.config import TrainConfig
-from hpa.dataset import pad_to_square, resize_to_working_side, working_side
 from hpa.errors import ConfigError, RunError
 from hpa.io import EXTENSIONS, SampleError, channel_path, csv_text, file_sha256, find_format, ids_sha256, read_sample
 from hpa.labels import (
@@ -37,6 +36,7 @@ from hpa.labels import (
 )
 from hpa.models import build_model
 from hpa.predictions import COLUMNS
+from hpa.resolution import pad_to_square, resize_to_working_side, working_side
 from hpa.runtime import autocast, progress
 from hpa.sampling import SideBatchSampler
 

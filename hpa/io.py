@@ -33,15 +33,12 @@ import cv2
 import numpy as np
 import tifffile
 
-from hpa.errors import HPAError
+from hpa.errors import DiskFullError, HPAError, LockedError, SampleError
 from hpa.labels import COLORS
 
 # Full-size TIFFs first: a sample stored both ways had its originals fetched on purpose.
 EXTENSIONS: tuple[str, ...] = ("tif", "tiff", "png", "jpg", "jpeg")
 
-
-class SampleError(HPAError, ValueError):
-    """A sample's image files are missing, unreadable or inconsistent; the message names the file."""
 
 
 def channel_path(directory: Path, sample_id: str, color: str, ext: str) -> Path:
@@ -186,9 +183,6 @@ def _file_mode() -> int:
     os.umask(mask)
     return 0o666 & ~mask
 
-
-class DiskFullError(HPAError, OSError):
-    """A write failed for want of space; the message names the file and the free space."""
 
 
 def _disk_full(e: BaseException, path: Path) -> DiskFullError | None:
@@ -340,9 +334,6 @@ def file_sha256(path: Path) -> str:
 def ids_sha256(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
-
-class LockedError(HPAError):
-    """Another live process holds the lock of a directory; the message names it."""
 
 
 @contextlib.contextmanager

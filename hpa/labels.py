@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpa.errors import HPAError
+from hpa.errors import LabelError
 
 # Index order of the Kaggle HPA 2018 competition (the Target integers).
 CLASS_NAMES: tuple[str, ...] = (
@@ -48,9 +48,6 @@ COLORS: tuple[str, ...] = ("red", "green", "blue", "yellow")
 # leave the data directory when joined into a path is refused.
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 
-
-class LabelError(HPAError, ValueError):
-    """A labels or Id table is malformed; the message names the file and row."""
 
 
 def validate_id(sample_id: object, where: str = "") -> str:

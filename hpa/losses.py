@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hpa.config import LOSSES  # noqa: F401 (the allowed names, with the config)
+
 
 def effective_number_weights(counts: Sequence[float], alpha: float) -> np.ndarray:
     """Per-class weight 1/Q_n = (1 - alpha) / (1 - alpha^n).
@@ -60,7 +62,6 @@ class PerSampleLoss(nn.Module):
         return loss.mean(1)
 
 
-LOSSES = ("bce", "focal", "eloss_bce", "eloss_focal")
 
 
 def build_loss(name: str, class_counts: Sequence[float] | None = None, alpha_e: float = 0.999,

@@ -19,9 +19,9 @@ import torch
 
 from hpa import distributed
 from hpa.config import TrainConfig
-from hpa.dataset import crop_side
 from hpa.errors import RunError
 from hpa.labels import NUM_CLASSES
+from hpa.resolution import crop_side
 from hpa.runtime import autocast
 
 HEADROOM = 0.85  # of the largest micro-batch that fitted in the probe

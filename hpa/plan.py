@@ -25,11 +25,11 @@ import torch
 
 from hpa import layout, memory
 from hpa.config import TrainConfig
-from hpa.dataset import crop_side, working_side
 from hpa.frozen import time_frozen
 from hpa.labels import labels_matrix, read_folds, read_ids, read_label_tables
 from hpa.losses import build_loss
 from hpa.models import build_model
+from hpa.resolution import crop_side, working_side
 from hpa.sampling import oversample_plan
 from hpa.training import build_optimizer, train_step
 

@@ -10,15 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpa.errors import HPAError
+from hpa.errors import PredictionError
 from hpa.io import atomic_write_csv
 from hpa.labels import NUM_CLASSES, LabelError, validate_id
 
 COLUMNS = ["Id"] + [str(k) for k in range(NUM_CLASSES)]
 
-
-class PredictionError(HPAError, ValueError):
-    """A prediction file breaks the contract; the message names the file."""
 
 
 def write_predictions(path: Path, ids: list[str], probs: np.ndarray) -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 
 from hpa import layout
-from hpa.dataset import resize_to_working_side
 from hpa.errors import HPAError
 from hpa.io import SampleError, atomic_write_csv, channel_path, find_format, read_sample
 from hpa.labels import COLORS, read_ids
+from hpa.resolution import resize_to_working_side
 from hpa.runtime import progress
 
 

@@ -34,14 +34,15 @@ from hpa import distributed, layout, memory
 from hpa.board import EVENTS_GLOB, N_IMAGES, Board
 from hpa.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from hpa.config import TrainConfig, changed_settings, read_yaml, save_yaml
-from hpa.dataset import HPADataset, crop_side
-from hpa.errors import ConfigError, RunError, Stopped
+from hpa.dataset import HPADataset
+from hpa.errors import ConfigError, OutOfMemory, RunError, Stopped
 from hpa.io import atomic_write_csv, atomic_write_text, dir_lock
 from hpa.labels import NUM_CLASSES, labels_matrix, read_folds, read_label_tables
 from hpa.losses import build_loss, hard_example_loss
 from hpa.metrics import f1_per_class
 from hpa.models import build_model
 from hpa.report import plot_lr_find, plot_lr_schedule, plot_training_curves
+from hpa.resolution import crop_side
 from hpa.runtime import autocast, pick_device, progress
 from hpa.sampling import SideBatchSampler, class_counts_table, oversample_plan
 from hpa.schedules import cyclic_cosine, lr_range_test, schedule_shape
@@ -230,9 +231,6 @@ def micro_of(cfg: TrainConfig, side: int, training: bool = True) -> int | None:
         return cfg.micro_batches[stored_side_of(cfg, side, training)]
     return cfg.micro_batch if isinstance(cfg.micro_batch, int) else None
 
-
-class OutOfMemory(RunError):
-    """A step ran out of device memory; the message says at which side and micro-batch, and what to set."""
 
 
 def out_of_memory(cfg: TrainConfig, side: int, micro: int | None, n: int, epoch: int) -> OutOfMemory:

@@ -7,8 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-from hpa.realdata import SHARED
+from realdata import SHARED
 
 ROOT = Path(__file__).resolve().parents[1]
 # The one place offline mode is set: tests never reach the network, and every subprocess inherits it.

@@ -145,7 +145,7 @@ def test_auto_picks_the_best_cross_validated_pair_and_avoids_flat_thresholds_on_
 def test_auto_on_the_real_2018_rows():
     """The 258 labelled rows of 4 real top-team models: auto runs, repeats its CV (few rows) and
     picks from the table."""
-    from hpa import realdata
+    import realdata
 
     shared_path("test-predictions")
     _, _, rows, y, preds = realdata.load_real()

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import realdata as real_data
 
 from conftest import ROOT, SHARED, shared_path
-from hpa import realdata as real_data
 from hpa.metrics import macro_f1
 from hpa.predictions import write_predictions
 from hpa.thresholds import shrunk_thresholds

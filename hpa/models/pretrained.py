@@ -19,14 +19,11 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from hpa.errors import HPAError
+from hpa.errors import WeightsError
 
 log = logging.getLogger(__name__)
 _CLASSIFIER_PREFIXES = ("fc.", "last_linear.", "classifier.", "head.fc.", "head.")
 
-
-class WeightsError(HPAError, ValueError):
-    """A weights file is missing or does not fit the model; the message names the file."""
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
