@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--seed", type=int, default=0, help="seed of the cross-validation splits and of bagging")
     ap.add_argument("--allow-missing-oof", action="store_true",
                     help="blend on the OOF rows present when some Ids of the folds have no OOF prediction")
-    ap.add_argument("--out", type=Path, default=Path("submission.csv"), help="submission CSV")
+    ap.add_argument("--out", type=Path, default=Path(layout.SUBMISSION), help="submission CSV")
     return ap.parse_args(argv)
 
 

@@ -196,7 +196,7 @@ def _fold_oof(cfg: TrainConfig, runs: Path, tta: list[int], ids: list[str], stor
 
     run = layout.run_dir(runs, cfg.arch, cfg.size, cfg.fold)
     files = {t: run / OOF_FILE.format(t) for t in tta}
-    saved = run / "config.yaml"
+    saved = layout.run_file(run, "config")
     if all(f.is_file() for f in files.values()) and saved.is_file() and not changed_settings(read_yaml(saved), cfg):
         return {t: read_predictions(f) for t, f in files.items()}
     train(cfg, runs=runs, device_name=device, resume=True, echo=lambda _: None,
@@ -208,8 +208,8 @@ def _fold_oof(cfg: TrainConfig, runs: Path, tta: list[int], ids: list[str], stor
         p, _ = predict([model], ids, cfg.size, None, DIHEDRAL[:t], 32, dev, cfg.amp, 0, "ablation", store=stores)
         atomic_write_csv(files[t], frame(ids, p))
         out[t] = read_predictions(files[t])  # as reuse will read it (CSV rounding), so reruns score the same
-    for ck in ("best.pt", "last.pt"):
-        (run / ck).unlink(missing_ok=True)
+    for ck in ("best", "last"):
+        layout.run_file(run, ck).unlink(missing_ok=True)
     return out
 
 
@@ -292,10 +292,10 @@ def _run_ablation(base: TrainConfig, factors: list[str], seeds: int, n_folds: in
     results = pd.DataFrame(rows)
     summary = summarize(results)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_csv(out_dir / "results.csv", results)
-    atomic_write_csv(out_dir / "summary.csv", summary)
-    atomic_write_text(out_dir / "table.md", table_markdown(summary) + "\n")
-    atomic_write_text(out_dir / "config.json", json.dumps({"base": base.model_dump(), "factors": factors,
-                                                           "seeds": seeds}, indent=1))
-    plot(summary, out_dir / "plot.png")
+    atomic_write_csv(layout.ablation_file(out_dir, "results"), results)
+    atomic_write_csv(layout.ablation_file(out_dir, "summary"), summary)
+    atomic_write_text(layout.ablation_file(out_dir, "table"), table_markdown(summary) + "\n")
+    atomic_write_text(layout.ablation_file(out_dir, "config"),
+                      json.dumps({"base": base.model_dump(), "factors": factors, "seeds": seeds}, indent=1))
+    plot(summary, layout.ablation_file(out_dir, "plot"))
     return summary

@@ -171,7 +171,7 @@ def fit_thresholds(oof: str | Path | list, labels: str | Path | list[str | Path]
 
 
 @checked
-def blend(oof: str | Path | list, test: str | Path | list, data_dir: str | Path, out: str | Path = "submission.csv",
+def blend(oof: str | Path | list, test: str | Path | list, data_dir: str | Path, out: str | Path = layout.SUBMISSION,
           *, method: str = "auto", weights: str = "auto", rounds: int = 20, cv_folds: int | None = None, seed: int = 0,
           allow_missing: bool = False, test_labels: str | Path | None = None) -> dict:
     """Blend every model's OOF and test files into a submission with its report (hpa.blending.run_blend):

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hpa import layout
 from hpa.bundle import load_bundle
 from hpa.errors import HPAError
 from hpa.io import atomic_outputs
@@ -86,16 +87,17 @@ def export_bioimageio(bundle_dir: str | Path, out_zip: str | Path, *, test_image
     x = torch.from_numpy(np.ascontiguousarray(test_image.transpose(2, 0, 1)))[None].float()
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
+        files = {role: tmp / name for role, name in layout.BIOIMAGEIO_FILES.items()}
         with torch.no_grad():
             traced = torch.jit.trace(net, x / 255.0, check_trace=False)
             y = traced(x / 255.0).numpy().astype(np.float32)
-        traced.save(str(tmp / "ensemble.pt"))
-        np.save(tmp / "test_input.npy", x.numpy().astype(np.float32))
-        np.save(tmp / "test_output.npy", y)
+        traced.save(str(files["weights"]))
+        np.save(files["test_input"], x.numpy().astype(np.float32))
+        np.save(files["test_output"], y)
         cover = composite(test_image)
-        Image.fromarray(cover).resize((256, 256)).save(tmp / "cover.png")
+        Image.fromarray(cover).resize((256, 256)).save(files["cover"])
         cfg = bundle.config
-        (tmp / "README.md").write_text(
+        (files["documentation"]).write_text(
             "# HPA protein-localisation ensemble\n\nInput: one 4-channel image per sample, channels red "
             "(microtubules), green (protein), blue (nucleus), yellow (ER), 8-bit values (0-255). Output: the "
             "probability of each of the 28 localisation classes of the 2018 HPA Kaggle competition, averaged over "
@@ -104,7 +106,7 @@ def export_bioimageio(bundle_dir: str | Path, out_zip: str | Path, *, test_image
             "thresholds.json.\n\nExported by hpa-toolkit "
             f"{cfg['toolkit_version']} from a bundle; the bundle itself predicts folders of images with class "
             "activation maps (`python predict_tta.py --bundle DIR --images DIR`).\n")
-        (tmp / "thresholds.json").write_text(json.dumps({"classes": cfg["classes"], "thresholds": cfg["thresholds"]},
+        (files["thresholds"]).write_text(json.dumps({"classes": cfg["classes"], "thresholds": cfg["thresholds"]},
                                                         indent=1))
         space = v.ParameterizedSize(min=32, step=16)
         descr = v.ModelDescr(
@@ -116,9 +118,9 @@ def export_bioimageio(bundle_dir: str | Path, out_zip: str | Path, *, test_image
                                    "images using deep convolutional neural networks. BMC Bioinformatics 22 (2021)",
                               doi=v.Doi("10.1186/s12859-021-04196-0"))],
             license=v.LicenseId("CC-BY-SA-3.0") if cfg["license"].lower() == "cc-by-sa-3.0" else cfg["license"],
-            documentation=v.FileDescr(source=tmp / "README.md"),
-            covers=[v.FileDescr(source=tmp / "cover.png")],
-            attachments=[v.FileDescr(source=tmp / "thresholds.json")],
+            documentation=v.FileDescr(source=files["documentation"]),
+            covers=[v.FileDescr(source=files["cover"])],
+            attachments=[v.FileDescr(source=files["thresholds"])],
             tags=["classification", "fluorescence-light-microscopy", "human-protein-atlas", "protein-localization",
                   "2d", "pytorch"],
             inputs=[v.InputTensorDescr(
@@ -128,7 +130,7 @@ def export_bioimageio(bundle_dir: str | Path, out_zip: str | Path, *, test_image
                                                                   ("red", "green", "blue", "yellow")]),
                       v.SpaceInputAxis(id=v.AxisId("y"), size=space),
                       v.SpaceInputAxis(id=v.AxisId("x"), size=space)],
-                test_tensor=v.FileDescr(source=tmp / "test_input.npy"),
+                test_tensor=v.FileDescr(source=files["test_input"]),
                 data=v.IntervalOrRatioDataDescr(type="float32"),
                 preprocessing=[v.ScaleLinearDescr(kwargs=v.ScaleLinearKwargs(gain=1 / 255))])],
             outputs=[v.OutputTensorDescr(
@@ -136,10 +138,10 @@ def export_bioimageio(bundle_dir: str | Path, out_zip: str | Path, *, test_image
                 description="probability of each localisation class",
                 axes=[v.BatchAxis(), v.ChannelAxis(channel_names=[v.Identifier(f"class{k:02d}")
                                                                   for k in range(len(CLASS_NAMES))])],
-                test_tensor=v.FileDescr(source=tmp / "test_output.npy"),
+                test_tensor=v.FileDescr(source=files["test_output"]),
                 data=v.IntervalOrRatioDataDescr(type="float32"))],
             weights=v.WeightsDescr(torchscript=v.TorchscriptWeightsDescr(
-                source=tmp / "ensemble.pt", pytorch_version=v.Version(torch.__version__.split("+")[0]))),
+                source=files["weights"], pytorch_version=v.Version(torch.__version__.split("+")[0]))),
         )
         out_zip = Path(out_zip)
         try:

@@ -19,7 +19,7 @@ from hpa import layout
 from hpa.errors import ConfigError, RunError
 from hpa.io import file_sha256, ids_sha256
 from hpa.labels import NUM_CLASSES, LabelError, labels_matrix, read_folds, read_label_tables
-from hpa.layout import parse_prediction_name
+from hpa.layout import blend_outputs, parse_prediction_name  # noqa: F401 (blend_outputs: public here too)
 from hpa.metrics import macro_f1
 from hpa.predictions import PredictionError, read_predictions
 from hpa.thresholds import apply_thresholds, fit_thresholds
@@ -409,12 +409,6 @@ def read_blend_inputs(oof_files: list[Path], test_files: list[Path], labels_csv:
     return BlendInputs(names, oofs, tests, oof_ids, sub_ids, labels_for(oof_ids, labels_csv), ty, notes)
 
 
-def blend_outputs(out: Path) -> dict[str, Path]:
-    """The files one blend writes together: the submission, and its report, plot and summary beside it."""
-    return {"submission (--out)": Path(out), "report": Path(out).with_name("report.md"),
-            "report plot": Path(out).with_name("report.png"), "blend summary": Path(out).with_name("blend.json")}
-
-
 def run_blend(oof_files: list[Path], test_files: list[Path], labels_csv: list[Path], sub_csv: Path, out: Path,
               test_labels: Path | None = None, method: str = "auto", weights: str = "auto", rounds: int = 20,
               cv_folds: int | None = None, seed: int = 0, allow_missing: bool = False,
@@ -429,7 +423,7 @@ def run_blend(oof_files: list[Path], test_files: list[Path], labels_csv: list[Pa
     from hpa.report import blend_report_lines, per_class_frame, plot_per_class
     from hpa.thresholds import METHODS, per_class_table
 
-    outputs = blend_outputs(out)
+    outputs = layout.blend_outputs(out)
     check_outputs(outputs, {"OOF prediction": oof_files + [layout.sidecar_path(p) for p in oof_files],
                             "test prediction": test_files + [layout.sidecar_path(p) for p in test_files],
                             "labels": labels_csv, "sample submission": [sub_csv],

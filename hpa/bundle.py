@@ -28,8 +28,7 @@ from hpa.errors import BundleError, ConfigError, RunError
 
 FORMAT = "hpa-toolkit-bundle"
 FORMAT_VERSION = 1
-CONFIG = "config.json"
-CARD = "README.md"
+CONFIG, CARD = layout.BUNDLE_FILES["config"], layout.BUNDLE_FILES["card"]
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -185,7 +184,7 @@ def export_bundle(source: str | Path, out: str | Path, *, members: Sequence[str]
     if any(not p for p in provs):
         raise RunError(f"{names[[not p for p in provs].index(True)]}: its checkpoint records no training data; "
                        "retrain it with this version")
-    report = source / "report.md"
+    report = layout.recipe_report(source)
     out = write_bundle(ens, out, training_data=_same_training_data(provs, names),
                        summary=json.loads(layout.blend_summary(source).read_text()),
                        report_md=report.read_text() if report.is_file() else "", license=license,

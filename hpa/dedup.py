@@ -73,11 +73,11 @@ def find_duplicates(data_dir: Path, out_dir: Path, threshold: int = 16, size: in
             leak_rows.append((test_id, other, r.distance, targets.get(other, "")))
     out = Path(out_dir)
     with atomic_outputs() as tmp:
-        tmp(out / "hashes.csv").write_text(csv_text(hashes))
-        tmp(out / "duplicate_pairs.csv").write_text(csv_text(pair_df))
-        tmp(out / "duplicate_groups.csv").write_text(csv_text(pd.DataFrame({"Id": ids, "group": groups})))
-        tmp(out / "leaks.csv").write_text(csv_text(pd.DataFrame(leak_rows, columns=["test_Id", "train_Id", "distance",
-                                                                                    "Target"])))
+        tmp(layout.dedup_file(out, "hashes")).write_text(csv_text(hashes))
+        tmp(layout.dedup_file(out, "pairs")).write_text(csv_text(pair_df))
+        tmp(layout.dedup_file(out, "groups")).write_text(csv_text(pd.DataFrame({"Id": ids, "group": groups})))
+        leaks = pd.DataFrame(leak_rows, columns=["test_Id", "train_Id", "distance", "Target"])
+        tmp(layout.dedup_file(out, "leaks")).write_text(csv_text(leaks))
     n_groups = len(set(groups[pairs.ravel()])) if len(pairs) else 0
     echo(f"{len(df)} samples hashed; {len(pair_df)} near-duplicate pairs in {n_groups} groups; "
          f"{len(leak_rows)} test samples with a labelled twin. Written to {out}")

@@ -151,7 +151,7 @@ class LoadedRun:
 
 def require_best(run_dir: Path) -> Path:
     """A run's best.pt, or one line saying to train that fold (checked for every fold before any is loaded)."""
-    best = Path(run_dir) / "best.pt"
+    best = layout.run_file(run_dir, "best")
     if not best.is_file():
         raise RunError(f"{best.absolute()} not found; train that fold first (train_fold.py)")
     return best
@@ -159,11 +159,11 @@ def require_best(run_dir: Path) -> Path:
 
 def load_run(run_dir: Path, device: torch.device) -> LoadedRun:
     """A run's best model, built from the config saved in its checkpoint (never today's configs/)."""
-    ck = load_checkpoint(run_dir / "best.pt", "train that fold again (train_fold.py --overwrite)")
+    ck = load_checkpoint(layout.run_file(run_dir, "best"), "train that fold again (train_fold.py --overwrite)")
     try:
         cfg = TrainConfig(**ck["config"])
     except Exception as e:
-        raise CheckpointError(f"{run_dir / 'best.pt'}: its saved config is not valid today "
+        raise CheckpointError(f"{layout.run_file(run_dir, 'best')}: its saved config is not valid today "
                               f"({' '.join(str(e).split())[:200]})") from None
     model = model_for_prediction(cfg.arch, cfg.model, ck["model"], device, cfg.channels_last)
     return LoadedRun(run_dir, model, cfg, ck.get("provenance") or {}, int(ck["epoch"]))
@@ -246,7 +246,7 @@ class PredictionSet:
     def add(self, path: Path, df: pd.DataFrame, sidecar: dict | None = None) -> None:
         self.files[Path(path)] = csv_text(df)
         if sidecar is not None:
-            self.files[Path(path).with_suffix(".json")] = json.dumps(sidecar, indent=1)
+            self.files[layout.sidecar_path(path)] = json.dumps(sidecar, indent=1)
 
     def write_all(self) -> list[Path]:
         from hpa.io import atomic_outputs
@@ -261,7 +261,7 @@ def producer(run: LoadedRun, fold: int, sizes: Sequence[int], tta: Sequence[str]
     """What makes a fold's predictions what they are: the checkpoint (by content and epoch) and the
     test-time settings. OOF and test files of one model must share it; a file whose producer
     differs from today's runs and settings is stale."""
-    ck = run.run_dir / "best.pt"
+    ck = layout.run_file(run.run_dir, "best")
     return {"fold": fold, "checkpoint_sha256": file_sha256(ck), "epoch": run.epoch, "sizes": list(sizes),
             "tta": list(tta), "amp": amp}
 

@@ -32,8 +32,19 @@ from hpa.labels import NUM_CLASSES
 # split -> its table; the labelled splits train in this order (read_label_tables' `table` index)
 SPLIT_TABLES = {"train": "train.csv", "external": "external.csv", "test": "sample_submission.csv"}
 LABELLED_SPLITS = ("train", "external")
-RUN_FILES = ("last.pt", "best.pt", "log.csv", "lr_steps.csv", "config.yaml", "provenance.json", "class_counts.csv",
-             "curves.png", "lr_schedule.png", "lr_find.json", "lr_find.png")
+# the files of one run directory, by role (run_file)
+RUN_FILES = {"last": "last.pt", "best": "best.pt", "log": "log.csv", "lr_steps": "lr_steps.csv",
+             "config": "config.yaml", "provenance": "provenance.json", "class_counts": "class_counts.csv",
+             "curves": "curves.png", "lr_schedule": "lr_schedule.png", "lr_find": "lr_find.json",
+             "lr_find_plot": "lr_find.png"}
+DEDUP_FILES = {"hashes": "hashes.csv", "pairs": "duplicate_pairs.csv", "groups": "duplicate_groups.csv",
+               "leaks": "leaks.csv"}
+ABLATION_FILES = {"results": "results.csv", "summary": "summary.csv", "table": "table.md", "config": "config.json",
+                  "plot": "plot.png"}
+BUNDLE_FILES = {"config": "config.json", "card": "README.md"}  # + weights/<member>/f<k>.safetensors
+# inside a BioImage Model Zoo package (hpa.bioimageio)
+BIOIMAGEIO_FILES = {"weights": "ensemble.pt", "test_input": "test_input.npy", "test_output": "test_output.npy",
+                    "cover": "cover.png", "documentation": "README.md", "thresholds": "thresholds.json"}
 PREDICTION_RE = re.compile(r"^(?P<arch>.+)_(?P<size>\d+)_f(?P<fold>\d+)_(?P<kind>oof|test)\.csv$")
 
 
@@ -68,8 +79,23 @@ def dedup_dir(data_dir: Path) -> Path:
     return Path(data_dir) / "dedup"
 
 
+def dedup_file(out_dir: Path, what: str) -> Path:
+    """One of the duplicate search's outputs (DEDUP_FILES) in its output directory."""
+    return Path(out_dir) / DEDUP_FILES[what]
+
+
 def duplicate_groups_csv(data_dir: Path) -> Path:
-    return dedup_dir(data_dir) / "duplicate_groups.csv"
+    return dedup_file(dedup_dir(data_dir), "groups")
+
+
+def failure_list(prepared_split: Path, split: str) -> Path:
+    """`prepared/<size>/failures_<split>.csv`: the samples prepare could not read, with the reason."""
+    return Path(prepared_split).parent / f"failures_{split}.csv"
+
+
+def test_labels_csv(data_dir: Path) -> Path:
+    """The demo's labels of its test split (a real dataset has none): the blend scores the test with it."""
+    return Path(data_dir) / "test_labels.csv"
 
 
 def prepared_dir(data_dir: Path, size: int, split: str) -> Path:
@@ -172,6 +198,11 @@ def run_dir(runs: Path, arch: str, size: int, fold: int) -> Path:
     return Path(runs) / f"{arch}_{size}" / f"f{fold}"
 
 
+def run_file(run: Path, what: str) -> Path:
+    """A file of a run directory by its role: last, best, log, config, provenance, ... (RUN_FILES)."""
+    return Path(run) / RUN_FILES[what]
+
+
 def prediction_path(out_dir: Path, arch: str, size: int, fold: int, kind: str) -> Path:
     return Path(out_dir) / f"{arch}_{size}_f{fold}_{kind}.csv"
 
@@ -201,9 +232,39 @@ def recipe_predictions(out_dir: Path) -> Path:
     return Path(out_dir) / "predictions"
 
 
+def blend_outputs(out: Path) -> dict[str, Path]:
+    """The files one blend writes together: the submission, and its report, plot and summary beside it."""
+    return {"submission (--out)": Path(out), "report": Path(out).with_name("report.md"),
+            "report plot": Path(out).with_name("report.png"), "blend summary": Path(out).with_name("blend.json")}
+
+
+SUBMISSION = "submission.csv"  # a blend's default output name (blend.py --out, hpa.blend)
+
+
+def recipe_submission(out_dir: Path) -> Path:
+    return Path(out_dir) / SUBMISSION
+
+
 def blend_summary(out_dir: Path) -> Path:
     """blend.json, written by the blend beside the submission."""
-    return Path(out_dir) / "blend.json"
+    return blend_outputs(recipe_submission(out_dir))["blend summary"]
+
+
+def recipe_report(out_dir: Path) -> Path:
+    return blend_outputs(recipe_submission(out_dir))["report"]
+
+
+def recipe_plan(out_dir: Path) -> Path:
+    return Path(out_dir) / "plan.md"
+
+
+def recipe_copy(out_dir: Path) -> Path:
+    """recipe.yaml: the recipe as SLURM jobs read it, when the command line changed it (--n-folds)."""
+    return Path(out_dir) / "recipe.yaml"
+
+
+def ablation_file(out_dir: Path, what: str) -> Path:
+    return Path(out_dir) / ABLATION_FILES[what]
 
 
 def recipe_test_images(out_dir: Path) -> Path:

@@ -64,7 +64,7 @@ def prepare_dataset(data_dir: Path, size: int, large_size: int | None = None,
             for sid, err in progress(it, total=len(jobs), desc=f"prepare {split}", unit="sample"):
                 if err:
                     failed.append((sid, err))
-        report = dst.parent / f"failures_{split}.csv"
+        report = layout.failure_list(dst, split)
         if failed:
             failures[split] = failed
             atomic_write_csv(report, pd.DataFrame(failed, columns=["Id", "error"]))

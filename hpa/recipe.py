@@ -200,7 +200,7 @@ def predictions_current(m: Member, runs: Path, preds: Path, folds: list[int], tt
     from hpa.blending import read_sidecars
 
     for f in folds:
-        best = layout.run_dir(runs, m.arch, m.size, f) / "best.pt"
+        best = layout.run_file(layout.run_dir(runs, m.arch, m.size, f), "best")
         files = [layout.prediction_path(preds, m.arch, m.size, f, k) for k in ("oof", "test")]
         sides = read_sidecars([p for p in files if p.is_file()])
         if not best.is_file() or len(sides) < 2:
@@ -220,9 +220,10 @@ def prepare_data(recipe: Recipe, data_dir: Path, sizes: list[int], workers: int,
         echo(f"== prepare {s}")
         failures = prepare_dataset(data_dir, s, workers=workers, echo=echo)
         if failures:
+            split = next(iter(failures))
             raise HPAError(f"prepare {s}: {sum(map(len, failures.values()))} samples could not be read (listed in "
-                           f"{layout.prepared_dir(data_dir, s, next(iter(failures))).parent}/failures_*.csv); fix or "
-                           "remove them and run the same command again")
+                           f"{layout.failure_list(layout.prepared_dir(data_dir, s, split), split)} and beside it); fix "
+                           "or remove them and run the same command again")
     echo("== near-duplicates across train, external and test")
     find_duplicates(data_dir, layout.dedup_dir(data_dir), size=sizes[0], workers=workers, echo=echo)
     folds = layout.folds_csv(data_dir)
@@ -290,10 +291,10 @@ def predict_members(members: list[Member], folds: list[int], data_dir: Path, run
 
 
 def blend_members(members: list[Member], folds: list[int], data_dir: Path, out_dir: Path, echo) -> Path:
-    preds = out_dir / "predictions"
+    preds = layout.recipe_predictions(out_dir)
     echo("== blend")
-    sub = out_dir / "submission.csv"
-    test_labels = data_dir / "test_labels.csv"
+    sub = layout.recipe_submission(out_dir)
+    test_labels = layout.test_labels_csv(data_dir)
     s = run_blend([layout.prediction_path(preds, m.tag, m.size, f, "oof") for m in members for f in folds],
                   [layout.prediction_path(preds, m.tag, m.size, f, "test") for m in members for f in folds],
                   layout.label_tables(data_dir), layout.split_table(data_dir, "test"), sub,
@@ -372,7 +373,7 @@ def run_stage(stage: str, recipe: Recipe, data_dir: Path, out_dir: Path, device:
     if not chosen:
         raise ConfigError(f"--member {member}: not a member of this recipe ({', '.join(m.name for m in members)})")
     if stage == "predict":
-        predict_members(chosen, folds, data_dir, out_dir / "runs", out_dir / "predictions",
+        predict_members(chosen, folds, data_dir, layout.recipe_runs(out_dir), layout.recipe_predictions(out_dir),
                         1 if smoke else recipe.tta, device, smoke, echo)
         return
     if fold is None:
@@ -381,10 +382,10 @@ def run_stage(stage: str, recipe: Recipe, data_dir: Path, out_dir: Path, device:
         raise ConfigError(f"--fold {fold}: the recipe has folds {folds}")
     n_gpus = gpu_count(None)
     if n_gpus > 1:
-        _run(train_commands(chosen[0], data_dir, out_dir / "runs", fold, device, n_gpus), echo)
+        _run(train_commands(chosen[0], data_dir, layout.recipe_runs(out_dir), fold, device, n_gpus), echo)
     else:
-        train(member_config(chosen[0], data_dir, fold), runs=out_dir / "runs", device_name=device, resume=True,
-              echo=echo, hint=REPLACE_HINT)
+        train(member_config(chosen[0], data_dir, fold), runs=layout.recipe_runs(out_dir), device_name=device,
+              resume=True, echo=echo, hint=REPLACE_HINT)
 
 
 def launch_slurm(recipe: Recipe, recipe_path: str, data_dir: Path, out_dir: Path, opts, device: str, smoke: bool,
@@ -404,7 +405,7 @@ def launch_slurm(recipe: Recipe, recipe_path: str, data_dir: Path, out_dir: Path
              f"time limit {opts.time or 'the partition default'}, requeued on preemption), {len(members)} prediction "
              "jobs and 1 blend job. Time per fold: run `bash run_all.sh --plan` on one GPU node (e.g. through srun).")
         return
-    runs, preds = out_dir / "runs", out_dir / "predictions"
+    runs, preds = layout.recipe_runs(out_dir), layout.recipe_predictions(out_dir)
     sizes = sorted({m.size for m in members})
     ready = layout.folds_csv(data_dir).is_file() and all(layout.prepared_dir(data_dir, s, "train").is_dir()
                                                          for s in sizes)
@@ -427,7 +428,7 @@ def launch_slurm(recipe: Recipe, recipe_path: str, data_dir: Path, out_dir: Path
         if overridden:  # the jobs must see the same recipe: the overridden one beside the outputs, after the checks
             from hpa.config import save_yaml
 
-            recipe_path = str(out_dir / "recipe.yaml")
+            recipe_path = str(layout.recipe_copy(out_dir))
             save_yaml(Path(recipe_path), recipe.model_dump())
         launcher = slurm.Launcher(out_dir, opts, slurm.python_stage(recipe_path, data_dir, out_dir, smoke, device),
                                   echo)
@@ -443,7 +444,7 @@ def launch_slurm(recipe: Recipe, recipe_path: str, data_dir: Path, out_dir: Path
         return
     echo("waiting for the jobs ...")
     launcher.wait()
-    sub = out_dir / "submission.csv"
+    sub = layout.recipe_submission(out_dir)
     if not sub.is_file():
         raise HPAError(f"the jobs ended without {sub}; see the logs in {launcher.dir}, then run the same command again")
     echo(f"submission: {sub}")
@@ -465,7 +466,7 @@ def plan_recipe(recipe: Recipe, data_dir: Path, out_dir: Path, device: str = "au
     with dir_lock(out_dir, "recipe output directory"):
         text, _ = make_plan(members, configs, recipe.n_folds, 1 if smoke else recipe.tta, pick_device(device),
                             gpu_count(gpus), parallel_folds, echo, data_dir=data_dir)
-        path = out_dir / "plan.md"
+        path = layout.recipe_plan(out_dir)
         atomic_write_text(path, text)
     echo(text)
     return path

@@ -206,8 +206,8 @@ def finished_folds(runs: Path, member, folds: list[int], epochs: int) -> list[in
     done = []
     for f in folds:
         run = layout.run_dir(runs, member.arch, member.size, f)
-        log = run / "log.csv"
-        if (run / "last.pt").is_file() and log.is_file() and len(pd.read_csv(log)) >= epochs:
+        log = layout.run_file(run, "log")
+        if layout.run_file(run, "last").is_file() and log.is_file() and len(pd.read_csv(log)) >= epochs:
             done.append(f)
     return done
 
@@ -239,7 +239,7 @@ def submit_recipe(launcher: Launcher, members: list, configs: list, folds: list[
             pending = [launcher.submit("predict", m.name, after=sorted(set(train_jobs + data_jobs)),
                                        extra=["--member", m.name])]
         predict_jobs += pending
-    if predict_jobs or not (launcher.out_dir / "submission.csv").is_file():
+    if predict_jobs or not layout.recipe_submission(launcher.out_dir).is_file():
         if not existing("blend"):
             launcher.submit("blend", after=predict_jobs + data_jobs)
     return launcher.submitted

@@ -331,8 +331,8 @@ def find_lr(model, loader: DataLoader, loss_fn, cfg: TrainConfig, device: torch.
     finally:
         batches.close()  # shuts the loader's workers down (batches_of), even on an error
     model.load_state_dict(init)
-    atomic_write_text(run_dir / "lr_find.json", json.dumps(result, indent=1))
-    plot_lr_find(result, run_dir / "lr_find.png")
+    atomic_write_text(layout.run_file(run_dir, "lr_find"), json.dumps(result, indent=1))
+    plot_lr_find(result, layout.run_file(run_dir, "lr_find_plot"))
     return result
 
 
@@ -390,11 +390,11 @@ def guard_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool, overwrite: bool
     its first checkpoint, by Ctrl-C, kill -9, an OOM kill, a preemption or a full disk): it starts
     fresh, after its saved settings are checked when resuming. A trained run is never replaced
     silently, and a resume with settings that change what is learned is refused."""
-    last = run_dir / "last.pt"
+    last = layout.run_file(run_dir, "last")
     if overwrite:
         return None
     if not last.is_file():
-        saved = run_dir / "config.yaml"
+        saved = layout.run_file(run_dir, "config")
         changes = changed_settings(read_yaml(saved), cfg) if resume and saved.is_file() else []
         if changes:
             raise RunError(f"{run_dir}: was started with other settings ({'; '.join(changes)}) and holds no "
@@ -450,8 +450,8 @@ def check_same_data(run_dir: Path, ck: dict | None, data: TrainData, hint: str =
     """A resumed run (or a restarted one that had not checkpointed yet) must see the data it started
     with; compared by content, so a dataset that moved still resumes."""
     saved = (ck or {}).get("provenance")
-    if saved is None and ck is None and (run_dir / "provenance.json").is_file():
-        saved = json.loads((run_dir / "provenance.json").read_text())
+    if saved is None and ck is None and layout.run_file(run_dir, "provenance").is_file():
+        saved = json.loads(layout.run_file(run_dir, "provenance").read_text())
     if saved is not None and not layout.same_data(saved, data.provenance):
         raise RunError(f"{run_dir}: --resume on other data than the run started with (labels, folds or the Ids of "
                        f"the fold changed); {hint}")
@@ -503,12 +503,13 @@ def setup(cfg: TrainConfig, run_dir: Path, device: torch.device, rank: int, worl
         echo(f"{s.tag} batch {cfg.batch_size} per step = {world} process(es) x micro-batch x micro-batches: "
              f"{memory.describe(per_side, share, cfg)}")
         fresh = ck is None
-        old = [*(run_dir / f for f in layout.RUN_FILES), *run_dir.glob(EVENTS_GLOB)] if fresh else []
+        old = [*(run_dir / f for f in layout.RUN_FILES.values()), *run_dir.glob(EVENTS_GLOB)] if fresh else []
         for stale in [*run_dir.glob(".*.tmp"), *old]:
             stale.unlink(missing_ok=True)  # a killed writer's temp files; on a fresh start, an old attempt's files
-        atomic_write_csv(run_dir / "class_counts.csv", data.counts)
-        save_yaml(run_dir / "config.yaml", cfg.model_dump())
-        atomic_write_text(run_dir / "provenance.json", json.dumps({**data.provenance, "world_size": world}, indent=1))
+        atomic_write_csv(layout.run_file(run_dir, "class_counts"), data.counts)
+        save_yaml(layout.run_file(run_dir, "config"), cfg.model_dump())
+        atomic_write_text(layout.run_file(run_dir, "provenance"),
+                          json.dumps({**data.provenance, "world_size": world}, indent=1))
     return s
 
 
@@ -526,12 +527,12 @@ def maybe_find_lr(s: Session) -> float:
         return s.cfg.lr
     result = find_lr(s.model, s.data.train, s.loss_fn, s.cfg, s.device, s.run_dir)
     s.echo(f"{s.tag} LR range test: chosen lr {result['chosen_lr']:.3g} ({len(result['lrs'])} steps; plot "
-           f"{s.run_dir / 'lr_find.png'})")
+           f"{layout.run_file(s.run_dir, 'lr_find_plot')})")
     if s.cfg.find_lr != "use":
         return s.cfg.lr
     s.cfg = s.cfg.model_copy(update={"lr": result["chosen_lr"]})
     if s.main:
-        save_yaml(s.run_dir / "config.yaml", s.cfg.model_dump())
+        save_yaml(layout.run_file(s.run_dir, "config"), s.cfg.model_dump())
     return result["chosen_lr"]
 
 
@@ -544,9 +545,20 @@ def restore(s: Session, ck: dict) -> tuple[int, float, list, list, dict | None]:
     s.scaler.load_state_dict(ck["scaler"])
     set_rng_state(ck["rng"])
     partial = ck.get("partial")
-    s.echo(f"{s.tag} resumed from {s.run_dir / 'last.pt'} at epoch {ck['epoch']}"
+    s.echo(f"{s.tag} resumed from {layout.run_file(s.run_dir, 'last')} at epoch {ck['epoch']}"
            + (f", step {partial['step']} of epoch {partial['epoch']}" if partial else ""))
     return ck["epoch"] + 1, ck["best_f1"], ck["history"], ck["lr_steps"], partial
+
+
+def checkpoint_state(s: Session, *, epoch: int, best: float, history: list, lr_steps: list, rng: dict,
+                     partial: dict | None = None) -> dict:
+    """The one checkpoint dict (last.pt and best.pt): everything a resume needs. `epoch` is the last
+    finished epoch; `partial` the position inside the next one when a run stops mid-epoch."""
+    state = {"model": s.core.state_dict(), "optimizer": s.optimizer.state_dict(),
+             "scheduler": s.scheduler.state_dict(), "scaler": s.scaler.state_dict(), "epoch": epoch,
+             "best_f1": best, "history": history, "config": s.cfg.model_dump(), "rng": rng,
+             "lr_steps": lr_steps, "provenance": s.data.provenance}
+    return state | ({"partial": partial} if partial is not None else {})
 
 
 def save_epoch(s: Session, epoch: int, best: float, improved: bool, history: list, lr_steps: list,
@@ -554,19 +566,17 @@ def save_epoch(s: Session, epoch: int, best: float, improved: bool, history: lis
     """The checkpoint policy: best.pt when validation macro F1 improved, then last.pt every epoch (in
     that order, so a run always has a best.pt once it has a last.pt), the log, and plots at most
     every 30 s. Returns the time of the last plot."""
-    state = {"model": s.core.state_dict(), "optimizer": s.optimizer.state_dict(),
-             "scheduler": s.scheduler.state_dict(), "scaler": s.scaler.state_dict(), "epoch": epoch,
-             "best_f1": best, "history": history, "config": s.cfg.model_dump(), "rng": rng_state(),
-             "lr_steps": lr_steps, "provenance": s.data.provenance}
+    state = checkpoint_state(s, epoch=epoch, best=best, history=history, lr_steps=lr_steps, rng=rng_state())
     if improved:
-        save_checkpoint(s.run_dir / "best.pt", state)
-    save_checkpoint(s.run_dir / "last.pt", state)
+        save_checkpoint(layout.run_file(s.run_dir, "best"), state)
+    save_checkpoint(layout.run_file(s.run_dir, "last"), state)
     logdf = pd.DataFrame(history)
-    atomic_write_csv(s.run_dir / "log.csv", logdf)
-    atomic_write_csv(s.run_dir / "lr_steps.csv", pd.DataFrame({"step": range(1, len(lr_steps) + 1), "lr": lr_steps}))
+    atomic_write_csv(layout.run_file(s.run_dir, "log"), logdf)
+    atomic_write_csv(layout.run_file(s.run_dir, "lr_steps"),
+                     pd.DataFrame({"step": range(1, len(lr_steps) + 1), "lr": lr_steps}))
     if epoch == s.cfg.epochs or time.time() - last_plot > 30:  # a plot costs ~0.5 s; short epochs skip it
-        plot_training_curves(logdf, s.run_dir / "curves.png")
-        plot_lr_schedule(lr_steps, s.run_dir / "lr_schedule.png")
+        plot_training_curves(logdf, layout.run_file(s.run_dir, "curves"))
+        plot_lr_schedule(lr_steps, layout.run_file(s.run_dir, "lr_schedule"))
         return time.time()
     return last_plot
 
@@ -576,11 +586,9 @@ def save_stop(s: Session, position: dict, best: float, history: list, lr_steps: 
     the one-line stop that the same command resumes from."""
     epoch, step = position["epoch"], position["step"]
     if s.main:
-        state = {"model": s.core.state_dict(), "optimizer": s.optimizer.state_dict(),
-                 "scheduler": s.scheduler.state_dict(), "scaler": s.scaler.state_dict(), "epoch": epoch - 1,
-                 "best_f1": best, "history": history, "config": s.cfg.model_dump(), "rng": position["rng"],
-                 "lr_steps": lr_steps, "provenance": s.data.provenance, "partial": position}
-        save_checkpoint(s.run_dir / "last.pt", state)
+        state = checkpoint_state(s, epoch=epoch - 1, best=best, history=history, lr_steps=lr_steps,
+                                 rng=position["rng"], partial=position)
+        save_checkpoint(layout.run_file(s.run_dir, "last"), state)
     return Stopped(f"{s.tag} stopped by {stop.name} at epoch {epoch}, step {step}: last.pt saved there"
                    f"{requeue_slurm_job() if s.main else ''}; run the same command again to resume")
 
@@ -651,7 +659,8 @@ def train(cfg: TrainConfig, runs: Path = Path("runs"), device_name: str = "auto"
                  "with last.pt saved there")
         ck = guard_run_dir(run_dir, cfg, resume, overwrite, hint)
         if ck is not None and ck["epoch"] >= cfg.epochs:
-            if not (run_dir / "best.pt").is_file():  # else prediction asks for a fold that training calls done
+            # else prediction asks for a fold that training calls done
+            if not layout.run_file(run_dir, "best").is_file():
                 raise RunError(f"{run_dir}: finished training ({cfg.epochs} epochs) but its best.pt is gone; restore "
                                f"it, or train the fold again ({hint})")
             echo(f"{run_tag(cfg)} already trained for {cfg.epochs} epochs (best val macro F1 "

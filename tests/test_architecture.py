@@ -4,6 +4,7 @@ the training stack, no backend switch or test support shipped in the library."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,32 @@ def test_no_backend_switch_and_no_test_support_in_the_library():
         text = p.read_text()
         assert "matplotlib.use(" not in text, p
         assert "shared/data" not in text and "../shared" not in text, p  # the real-data loader lives in tests/
+
+
+# names that are not the toolkit's own layout: publishers' file names, and a glob of package data
+FOREIGN = {("models/pretrained.py", "model.safetensors"), ("models/pretrained.py", "pytorch_model.bin"),
+           ("recipe.py", "*.yaml")}
+FILE_NAME = re.compile(r"^[\w.*-]+\.(pt|pth|bin|csv|yaml|json|png|md|html|safetensors|npy|zip|txt|lock)$")
+
+
+def string_constants(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of every string constant that is not a docstring."""
+    tree = ast.parse(path.read_text())
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef) and n.body
+            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return [(n.lineno, n.value) for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
+
+
+def test_every_file_name_is_in_hpa_layout():
+    """A file the toolkit writes or reads is named in hpa/layout.py only: a literal such as "best.pt"
+    anywhere else in the package fails (messages that mention a file in a sentence are not names)."""
+    stray = []
+    for p in SOURCES:
+        rel = p.relative_to(PACKAGE).as_posix()
+        if rel in ("layout.py", "models/hpa_weights.py"):  # hpa_weights: the publishers' own file names
+            continue
+        stray += [f"{rel}:{line} {text!r}" for line, text in string_constants(p)
+                  if FILE_NAME.match(text) and (rel, text) not in FOREIGN]
+    assert stray == []
