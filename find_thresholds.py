@@ -19,7 +19,7 @@ from hpa.api import fit_thresholds
 from hpa.blending import expand
 from hpa.io import atomic_outputs, check_outputs, csv_text
 from hpa.report import plot_per_class
-from hpa.thresholds import METHODS
+from hpa.thresholds import DEFAULT_METHOD, METHODS
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--oof", nargs="+", required=True, help="OOF prediction files or quoted globs")
     ap.add_argument("--labels", type=Path, nargs="+", required=True,
                     help="Id,Target tables of the OOF rows (train.csv, and external.csv if the runs used it)")
-    ap.add_argument("--method", choices=METHODS, default="shrink", help="threshold method")
+    ap.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD, help="threshold method")
     ap.add_argument("--allow-missing-oof", action="store_true",
                     help="fit on the OOF rows present when some Ids of the folds have no OOF prediction")
     ap.add_argument("--out", type=Path, default=Path("thresholds.json"), help="thresholds JSON (CSV and PNG beside)")

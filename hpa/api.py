@@ -28,6 +28,7 @@ import pandas as pd
 
 from hpa import layout
 from hpa.errors import ConfigError
+from hpa.thresholds import DEFAULT_METHOD
 
 
 def checked(fn: Callable) -> Callable:
@@ -86,12 +87,12 @@ def prepare(data_dir: str | Path, size: int, workers: int = 1, echo: Callable[[s
 
 
 @checked
-def make_folds(data_dir: str | Path, n_folds: int = 5, seed: int = 0, duplicates: str = "group",
+def make_folds(data_dir: str | Path, n_folds: int = 5, seed: int = 0, duplicates: str | None = None,
                echo: Callable[[str], None] = print) -> Path:
     """folds.csv over train.csv (+ external.csv), with the duplicate groups of dedup/ when they exist."""
     from hpa.folds import DUPLICATES, write_folds
 
-    if duplicates not in DUPLICATES:
+    if duplicates is not None and duplicates not in DUPLICATES:
         raise ConfigError(f"duplicates={duplicates!r}: choose from {', '.join(DUPLICATES)}")
     _positive("n_folds", n_folds, 2)
 
@@ -99,7 +100,7 @@ def make_folds(data_dir: str | Path, n_folds: int = 5, seed: int = 0, duplicates
     groups = layout.duplicate_groups_csv(data_dir)
     out = layout.folds_csv(data_dir)
     write_folds(layout.label_tables(data_dir), n_folds, seed, out, groups if groups.is_file() else None,
-                duplicates if groups.is_file() else "ignore", echo=echo)
+                duplicates if groups.is_file() else "ignore", echo=echo)  # None: the default (drop)
     return out
 
 
@@ -145,7 +146,7 @@ class ThresholdFit:
 
 @checked
 def fit_thresholds(oof: str | Path | list, labels: str | Path | list[str | Path] | None = None,
-                   data_dir: str | Path | None = None, method: str = "shrink",
+                   data_dir: str | Path | None = None, method: str = DEFAULT_METHOD,
                    allow_missing: bool = False) -> ThresholdFit:
     """Per-class thresholds fitted on the OOF files (quoted globs or paths) of one model."""
     from hpa.blending import check_oof_provenance, concat_oof, labels_for

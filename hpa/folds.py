@@ -19,6 +19,8 @@ from hpa.io import atomic_outputs, csv_text
 from hpa.labels import NUM_CLASSES, LabelError, count_reasons, labels_matrix, read_label_tables, read_table
 
 DUPLICATES = ("drop", "group", "ignore")
+# what happens to a group of near-duplicates, everywhere (script, API, recipe): the paper removed them
+DEFAULT_DUPLICATES = "drop"
 
 
 def make_folds(ids: list[str], y: np.ndarray, k: int, seed: int, groups: dict[str, str] | None = None) -> np.ndarray:
@@ -102,12 +104,14 @@ def read_groups(path: Path) -> dict[str, str]:
 
 
 def write_folds(tables: list[Path], n_folds: int, seed: int, out: Path, groups_csv: Path | None = None,
-                duplicates: str = "group", drop_conflicts: bool = False,
+                duplicates: str | None = None, drop_conflicts: bool = False,
                 echo: Callable[[str], None] = print) -> np.ndarray:
     """Fold per sample of the union of `tables`, written as `out` (Id,fold) with its class counts
     and the left-out samples beside it (hpa.layout.folds_companion), all together."""
     if n_folds < 2:
         raise LabelError(f"--n-folds {n_folds}: need at least 2")
+    # unset: the default where there are duplicate groups to act on, nothing without them
+    duplicates = duplicates or (DEFAULT_DUPLICATES if groups_csv else "ignore")
     if (drop_conflicts or duplicates == "drop") and not groups_csv:
         raise LabelError(f"--duplicates {duplicates}{' --drop-conflicts' if drop_conflicts else ''} needs --groups "
                          "(from input_prep/dedup.py)")

@@ -33,7 +33,7 @@ from hpa.config import CONFIG_DIR, TrainConfig, arch_layers, build_config, read_
 from hpa.dedup import find_duplicates
 from hpa.embeddings import Encoder
 from hpa.errors import ConfigError, HPAError
-from hpa.folds import DUPLICATES, write_folds
+from hpa.folds import DEFAULT_DUPLICATES, DUPLICATES, write_folds
 from hpa.frozen import KINDS, FrozenSettings, frozen_settings, member_tag
 from hpa.inference import DIHEDRAL
 from hpa.io import dir_lock, file_sha256
@@ -75,7 +75,7 @@ class Member(BaseModel):
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
     n_folds: int = Field(5, ge=2)
-    duplicates: Literal[DUPLICATES] = "drop"  # make_folds --duplicates
+    duplicates: Literal[DUPLICATES] = DEFAULT_DUPLICATES  # make_folds --duplicates
     tta: int = Field(8, ge=1, le=8)
     # predict the test folder's images with the blended ensemble into test_images/, with report.html
     # and class maps (a page per image: worth it for a demo's 500 images, not for Kaggle's 11,702)

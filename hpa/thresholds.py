@@ -88,7 +88,11 @@ def apply_thresholds(probs: np.ndarray, thresholds: np.ndarray, fill_empty: bool
     return pred
 
 
-def fit_thresholds(probs: np.ndarray, y: np.ndarray, method: str = "exact") -> np.ndarray:
+METHODS = ("paper", "exact", "shrink", "flat")
+DEFAULT_METHOD = "shrink"  # the one default of find_thresholds.py, hpa.fit_thresholds and this function
+
+
+def fit_thresholds(probs: np.ndarray, y: np.ndarray, method: str = DEFAULT_METHOD) -> np.ndarray:
     if method == "paper":
         return paper_thresholds(probs, y)
     if method == "exact":
@@ -102,7 +106,6 @@ def fit_thresholds(probs: np.ndarray, y: np.ndarray, method: str = "exact") -> n
     raise ConfigError(f"unknown threshold method {method!r}; choose from {', '.join(METHODS)}")
 
 
-METHODS = ("paper", "exact", "shrink", "flat")
 
 
 def per_class_table(probs: np.ndarray, y: np.ndarray, thresholds: np.ndarray) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hpa import cli
-from hpa.folds import DUPLICATES, write_folds
+from hpa.folds import DEFAULT_DUPLICATES, DUPLICATES, write_folds
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,8 +30,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed of the split")
     ap.add_argument("--out", type=Path, required=True, help="Id,fold CSV (class counts per fold beside it)")
     ap.add_argument("--groups", type=Path, help="Id,group CSV from dedup.py")
-    ap.add_argument("--duplicates", choices=DUPLICATES, default="group",
-                    help="with --groups: keep one sample per duplicate group, keep groups in one fold, or neither")
+    ap.add_argument("--duplicates", choices=DUPLICATES, default=None,
+                    help="with --groups: keep one sample per duplicate group, keep groups in one fold, or neither "
+                         f"[default: {DEFAULT_DUPLICATES}]")
     ap.add_argument("--drop-conflicts", action="store_true",
                     help="with --duplicates group: fold -1 for duplicate groups with differing labels")
     a = ap.parse_args(argv)
