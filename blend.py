@@ -63,9 +63,9 @@ def main(argv: list[str] | None = None) -> None:
         raise ConfigError("--data-dir (or both --labels and --sample-submission) is needed: where are the labels "
                           "and the test Ids?")
     s = run_blend(expand(a.oof), expand(a.test), a.labels or layout.label_tables(a.data_dir),
-                  a.sample_submission or layout.split_table(a.data_dir, "test"), a.out, a.test_labels, a.method,
-                  a.weights, a.rounds, a.cv_folds, a.seed, a.allow_missing_oof,
-                  layout.folds_csv(a.data_dir) if a.data_dir else None)
+                  a.sample_submission or layout.split_table(a.data_dir, "test"), a.out, test_labels=a.test_labels,
+                  method=a.method, weights=a.weights, rounds=a.rounds, cv_folds=a.cv_folds, seed=a.seed,
+                  allow_missing=a.allow_missing_oof, folds_csv=layout.folds_csv(a.data_dir) if a.data_dir else None)
     for n in s["notes"]:
         print(f"note: {n}")
     report = blend_outputs(a.out)["report"]

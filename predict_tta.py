@@ -25,9 +25,9 @@ from pathlib import Path
 
 from hpa import cli, layout
 from hpa.errors import HPAError
-from hpa.inference import DIHEDRAL, parse_tta, predict_folds
+from hpa.inference import DIHEDRAL, PredictOptions, predict_folds
 from hpa.models import list_archs
-from hpa.runtime import AMP_MODES, pick_device
+from hpa.runtime import AMP_MODES
 
 
 def parse_args(argv: list[str] | None):
@@ -61,24 +61,23 @@ def parse_args(argv: list[str] | None):
     return ap.parse_args(argv)
 
 
-def predict_images(a, common: dict) -> None:
+def predict_images(a, opts: PredictOptions) -> None:
     from hpa.folder import predict_folder
 
     if a.bundle:
         from hpa.bundle import load_bundle
 
-        bundle = load_bundle(a.bundle, common["device"])
+        bundle = load_bundle(a.bundle, opts.torch_device())
         ens, source = bundle.ensemble, f"bundle {bundle.path}"
     else:
         from hpa.ensemble import from_runs
 
         thr = layout.read_thresholds(a.thresholds) if a.thresholds else None
-        ens = from_runs(a.runs, a.arch, a.size, a.folds, common["device"], common["tta"], common["sizes"],
-                        common["amp"], thr)
+        ens = from_runs(a.runs, a.arch, a.size, a.folds, opts.torch_device(), opts.tta, opts.sizes, opts.amp, thr)
         source = f"runs: {a.runs.absolute()} ({a.arch}_{a.size}, folds {' '.join(map(str, a.folds))})"
     r = predict_folder(ens, a.images, a.out, ids_csv=a.ids, strict=a.strict, report=not a.no_report,
-                       explain=a.explain, batch_size=common["batch_size"], device=common["device"],
-                       workers=common["workers"], source=source,
+                       explain=a.explain, batch_size=opts.batch_size, device=opts.torch_device(),
+                       workers=opts.workers, source=source,
                        inputs={"thresholds": [a.thresholds] if a.thresholds else []})
     print(f"wrote {r.n_predicted} predictions to {r.predictions}" + (f" and the report {r.report}" if r.report else "")
           + (f"; skipped {len(r.skipped)} (listed above)" if r.skipped else ""))
@@ -107,12 +106,12 @@ def main(argv: list[str] | None = None) -> None:
     check_flags(a)
     a.folds = a.folds if a.folds is not None else [0]
     a.out = a.out or Path("image_predictions.csv")
-    common = dict(sizes=a.sizes, tta=parse_tta(a.tta or str(len(DIHEDRAL))), batch_size=a.batch_size,
-                  device=pick_device(a.device), amp=a.amp, workers=a.workers)
+    opts = PredictOptions.make(tta=a.tta or len(DIHEDRAL), sizes=a.sizes, batch_size=a.batch_size, amp=a.amp,
+                               workers=a.workers, device=a.device, flags=True)
     if a.images:
-        predict_images(a, common)
+        predict_images(a, opts)
         return
-    written = predict_folds(a.runs, a.arch, a.size, a.folds, a.out_dir, data_dir=a.data_dir, **common).write_all()
+    written = predict_folds(a.runs, a.arch, a.size, a.folds, a.out_dir, opts, data_dir=a.data_dir).write_all()
     for p in written:
         print(f"wrote {p}")
 

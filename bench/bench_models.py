@@ -34,7 +34,7 @@ def step_time(model, loss_fn, hard_k, x, y, amp: bool, repeats: int) -> float:
     times = []
     for i in range(repeats + 2):
         t = time.perf_counter()
-        train_step(model, x, y, loss_fn, opt, scaler, cfg, device)
+        train_step(model, x, y, loss_fn=loss_fn, optimizer=opt, scaler=scaler, cfg=cfg, device=device)
         if i >= 2:
             times.append(time.perf_counter() - t)
     return statistics.median(times)

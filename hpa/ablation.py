@@ -188,7 +188,7 @@ def _fold_oof(cfg: TrainConfig, runs: Path, tta: list[int], ids: list[str], stor
     predicted, the checkpoints are deleted: reuse needs only the OOF files, and an ablation of 100+
     runs would otherwise keep two checkpoints each."""
     from hpa.config import changed_settings, read_yaml
-    from hpa.inference import DIHEDRAL, frame, load_run, predict
+    from hpa.inference import PredictOptions, frame, load_run, predict
     from hpa.io import atomic_write_csv
     from hpa.predictions import read_predictions
     from hpa.runtime import pick_device
@@ -205,7 +205,9 @@ def _fold_oof(cfg: TrainConfig, runs: Path, tta: list[int], ids: list[str], stor
     model = load_run(run, dev).model
     out = {}
     for t in tta:
-        p, _ = predict([model], ids, cfg.size, None, DIHEDRAL[:t], 32, dev, cfg.amp, 0, "ablation", store=stores)
+        o = PredictOptions.make(tta=t, amp=cfg.amp)
+        p, _ = predict([model], ids, cfg.size, o.sizes, o.tta, o.batch_size, dev, o.amp, o.workers, "ablation",
+                       store=stores)
         atomic_write_csv(files[t], frame(ids, p))
         out[t] = read_predictions(files[t])  # as reuse will read it (CSV rounding), so reruns score the same
     for ck in ("best", "last"):

@@ -122,18 +122,11 @@ def predict(arch: str, size: int, folds: list[int], runs: str | Path = "runs", o
             tta: int = 8, data_dir: str | Path | None = None, sizes: list[int] | None = None, batch_size: int = 32,
             amp: str = "bf16", workers: int = 0, device: str = "auto") -> list[Path]:
     """OOF and test predictions of each fold's run with `tta` dihedral transforms; returns the CSVs written."""
-    from hpa.inference import DIHEDRAL, predict_folds
-    from hpa.runtime import AMP_MODES, pick_device
+    from hpa.inference import PredictOptions, predict_folds
 
-    if isinstance(tta, bool) or not isinstance(tta, int) or not 1 <= tta <= len(DIHEDRAL):
-        raise ConfigError(f"tta={tta!r}: a count of dihedral transforms, 1..{len(DIHEDRAL)}")
-    if amp not in AMP_MODES:
-        raise ConfigError(f"amp={amp!r}: choose from {', '.join(AMP_MODES)}")
-    if sizes is not None:
-        sizes = [_positive("sizes", s, 8) for s in sizes] or None
-    return predict_folds(Path(runs), arch, _positive("size", size, 8), _fold_list(folds), Path(out_dir), sizes,
-                         DIHEDRAL[:tta], _positive("batch_size", batch_size), pick_device(device), amp,
-                         _positive("workers", workers, 0), Path(data_dir) if data_dir else None).write_all()
+    opts = PredictOptions.make(tta=tta, sizes=sizes, batch_size=batch_size, amp=amp, workers=workers, device=device)
+    return predict_folds(Path(runs), arch, _positive("size", size, 8), _fold_list(folds), Path(out_dir), opts,
+                         data_dir=Path(data_dir) if data_dir else None).write_all()
 
 
 @dataclass
@@ -186,7 +179,7 @@ def blend(oof: str | Path | list, test: str | Path | list, data_dir: str | Path,
         raise ConfigError(f"method={method!r}: choose from {', '.join(METHODS)} or auto")
     data_dir = Path(data_dir)
     return run_blend(_paths(oof), _paths(test), layout.label_tables(data_dir), layout.split_table(data_dir, "test"),
-                     Path(out), Path(test_labels) if test_labels else None, method=method, weights=weights,
+                     Path(out), test_labels=Path(test_labels) if test_labels else None, method=method, weights=weights,
                      rounds=_positive("rounds", rounds), cv_folds=None if cv_folds is None else _positive(
                          "cv_folds", cv_folds, 2), seed=seed, allow_missing=allow_missing,
                      folds_csv=layout.folds_csv(data_dir))

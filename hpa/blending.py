@@ -409,13 +409,13 @@ def read_blend_inputs(oof_files: list[Path], test_files: list[Path], labels_csv:
     return BlendInputs(names, oofs, tests, oof_ids, sub_ids, labels_for(oof_ids, labels_csv), ty, notes)
 
 
-def run_blend(oof_files: list[Path], test_files: list[Path], labels_csv: list[Path], sub_csv: Path, out: Path,
+def run_blend(oof_files: list[Path], test_files: list[Path], labels_csv: list[Path], sub_csv: Path, out: Path, *,
               test_labels: Path | None = None, method: str = "auto", weights: str = "auto", rounds: int = 20,
               cv_folds: int | None = None, seed: int = 0, allow_missing: bool = False,
               folds_csv: Path | None = None) -> dict:
     """Blend the models' OOF and test files into a submission: weights and thresholds fitted on the
     OOF rows (or chosen by cross-validation with `auto`), the submission, report.md, report.png and
-    blend.json written together. Returns the summary (blend.json's content)."""
+    blend.json written together. Returns the summary: blend.json's content."""
     import pandas as pd
 
     from hpa.io import atomic_outputs, check_outputs, csv_text
@@ -458,6 +458,8 @@ def run_blend(oof_files: list[Path], test_files: list[Path], labels_csv: list[Pa
         table["test_f1"] = per_class_table(test, b.test_y, thr)["f1"]
     if cv_table is not None:
         summary["cross_validation"] = cv_table.to_dict(orient="records")
+        best = cv_table[cv_table["chosen"]].iloc[0]
+        summary["chosen_cv"] = [float(best["cv_macro_f1"]), float(best["std_error"])]
     lines = blend_report_lines(summary, b.names, fitted.weights, singles, cv_table, k, test_labels,
                                outputs["report plot"].name, table)
     with atomic_outputs() as tmp:  # the submission and its report appear together or not at all
@@ -466,7 +468,4 @@ def run_blend(oof_files: list[Path], test_files: list[Path], labels_csv: list[Pa
                        f"{summary['oof_macro_f1']:.3f})")
         tmp(outputs["report"]).write_text("\n".join(lines) + "\n")
         tmp(outputs["blend summary"]).write_text(json.dumps(summary, indent=1))
-    if cv_table is not None:
-        best = cv_table[cv_table["chosen"]].iloc[0]
-        summary["chosen_cv"] = (float(best["cv_macro_f1"]), float(best["std_error"]))
     return summary

@@ -33,7 +33,7 @@ def hash_dataset(data_dir: Path, size: int | None, workers: int) -> pd.DataFrame
         ids = read_ids(layout.split_table(data_dir, split))
         store = layout.prepared_dir(data_dir, size, split) if size else None
         use_store = store is not None and store.is_dir()
-        jobs = [(str(data_dir / split), sid, str(store) if use_store else None) for sid in ids]
+        jobs = [(str(layout.raw_dir(data_dir, split)), sid, str(store) if use_store else None) for sid in ids]
         with Pool(workers) as pool:
             for sid, h, err in progress(pool.imap(_hash_job, jobs, chunksize=64), total=len(jobs),
                                         desc=f"hash {split}", unit="sample"):

@@ -70,6 +70,55 @@ def parse_tta(v: str) -> tuple[str, ...]:
     return names
 
 
+@dataclass(frozen=True)
+class PredictOptions:
+    """The test-time settings of a prediction, one validated object for predict_tta.py, hpa.predict,
+    the recipe and the ablation: the dihedral views, the inference sides (None: each image at its
+    stored side), images per forward pass, precision, loader processes and the device."""
+    tta: tuple[str, ...] = DIHEDRAL
+    sizes: tuple[int, ...] | None = None
+    batch_size: int = 32
+    amp: str = "bf16"
+    workers: int = 0
+    device: str = "auto"
+
+    @classmethod
+    def make(cls, *, tta: int | str | Sequence[str] = len(DIHEDRAL), sizes: Sequence[int] | None = None,
+             batch_size: int = 32, amp: str = "bf16", workers: int = 0, device: str = "auto",
+             flags: bool = False) -> PredictOptions:
+        """Validated options; an error is one line naming the argument (`--tta 9` with `flags`, else `tta=9`)."""
+        from hpa.runtime import AMP_MODES
+
+        def bad(name: str, value, why: str) -> ConfigError:
+            where = f"--{name.replace('_', '-')} {value}" if flags else f"{name}={value!r}"
+            return ConfigError(f"{where}: {why}")
+
+        def count(name: str, v, low: int) -> int:
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
+                raise bad(name, v, f"expected an integer >= {low}")
+            return int(v)
+
+        if isinstance(tta, str):
+            views = parse_tta(tta)
+        elif isinstance(tta, int | np.integer) and not isinstance(tta, bool):
+            if not 1 <= tta <= len(DIHEDRAL):
+                raise bad("tta", tta, f"a count of dihedral transforms, 1..{len(DIHEDRAL)}")
+            views = DIHEDRAL[:int(tta)]
+        elif isinstance(tta, Sequence) and tta and all(t in DIHEDRAL for t in tta):
+            views = tuple(tta)
+        else:
+            raise bad("tta", tta, f"a count 1..{len(DIHEDRAL)} or names from {', '.join(DIHEDRAL)}")
+        if amp not in AMP_MODES:
+            raise bad("amp", amp, f"choose from {', '.join(AMP_MODES)}")
+        sides = tuple(count("sizes", s, 8) for s in sizes) if sizes else None
+        return cls(views, sides, count("batch_size", batch_size, 1), amp, count("workers", workers, 0), str(device))
+
+    def torch_device(self) -> torch.device:
+        from hpa.runtime import pick_device
+
+        return pick_device(self.device)
+
+
 def raw_working_side(directory: Path, sample_id: str, size: int) -> int:
     """The working side a raw sample will have, from its red channel's header."""
     from PIL import Image
@@ -266,8 +315,7 @@ def producer(run: LoadedRun, fold: int, sizes: Sequence[int], tta: Sequence[str]
             "tta": list(tta), "amp": amp}
 
 
-def predict_folds(runs: Path, arch: str, size: int, folds: Sequence[int], out_dir: Path, sizes: Sequence[int] | None,
-                  tta: Sequence[str], batch_size: int, device: torch.device, amp: str, workers: int,
+def predict_folds(runs: Path, arch: str, size: int, folds: Sequence[int], out_dir: Path, opts: PredictOptions, *,
                   data_dir: Path | None = None) -> PredictionSet:
     """OOF and test predictions of each fold's run, after checking that the labels and folds are
     those the run was trained on. Nothing is written: the caller writes the set once it is complete.
@@ -277,7 +325,10 @@ def predict_folds(runs: Path, arch: str, size: int, folds: Sequence[int], out_di
     for r in run_dirs:
         require_best(r)
     out = PredictionSet()
-    common = dict(size=size, sizes=sizes, tta=tta, batch_size=batch_size, device=device, amp=amp, workers=workers)
+    device = opts.torch_device()
+    sizes, tta, amp = opts.sizes, opts.tta, opts.amp
+    common = dict(size=size, sizes=sizes, tta=tta, batch_size=opts.batch_size, device=device, amp=amp,
+                  workers=opts.workers)
     for fold, run_dir in zip(folds, run_dirs):
         run = load_run(run_dir, device)
         root = Path(data_dir) if data_dir is not None else Path(run.cfg.data_dir)

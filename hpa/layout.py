@@ -54,9 +54,14 @@ def split_table(data_dir: Path, split: str) -> Path:
     return Path(data_dir) / SPLIT_TABLES[split]
 
 
+def raw_dir(data_dir: Path, split: str) -> Path:
+    """The folder of a split's raw images: train/, external/ or test/."""
+    return Path(data_dir) / split
+
+
 def present_splits(data_dir: Path, splits=tuple(SPLIT_TABLES)) -> list[str]:
     """The splits that have both their table and their image folder."""
-    return [s for s in splits if split_table(data_dir, s).is_file() and (Path(data_dir) / s).is_dir()]
+    return [s for s in splits if split_table(data_dir, s).is_file() and raw_dir(data_dir, s).is_dir()]
 
 
 def label_tables(data_dir: Path, external: str = "auto") -> list[Path]:

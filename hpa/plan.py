@@ -69,7 +69,8 @@ def timed_steps(cfg: TrainConfig, device: torch.device, side: int, steps: int = 
     model.train()
 
     def step(n: int) -> None:
-        train_step(step_model, x[:n], y[:n], loss_fn, optimizer, scaler, cfg, device, micro)
+        train_step(step_model, x[:n], y[:n], loss_fn=loss_fn, optimizer=optimizer, scaler=scaler, cfg=cfg,
+                   device=device, micro=micro)
 
     step(micro)  # warm-up: kernel choice, allocator, compilation
     if device.type == "cuda":

@@ -57,7 +57,7 @@ def prepare_dataset(data_dir: Path, size: int, large_size: int | None = None,
         ids = sorted(read_ids(layout.split_table(data_dir, split)))[shard[0]::shard[1]]
         dst = layout.prepared_dir(data_dir, size, split)
         dst.mkdir(parents=True, exist_ok=True)
-        jobs = [(str(data_dir / split), str(dst), sid, size, large_size) for sid in ids]
+        jobs = [(str(layout.raw_dir(data_dir, split)), str(dst), sid, size, large_size) for sid in ids]
         failed = []
         with Pool(workers) as pool:
             it = pool.imap_unordered(prepare_one, jobs, chunksize=16)

@@ -267,7 +267,7 @@ def train_members(members: list[Member], folds: list[int], data_dir: Path, runs:
 def predict_members(members: list[Member], folds: list[int], data_dir: Path, runs: Path, preds: Path, tta: int,
                     device: str, smoke: bool, echo) -> None:
     from hpa.frozen import run_frozen
-    from hpa.inference import predict_folds
+    from hpa.inference import PredictOptions, predict_folds
     from hpa.runtime import pick_device
 
     transforms = DIHEDRAL[:tta]
@@ -285,8 +285,8 @@ def predict_members(members: list[Member], folds: list[int], data_dir: Path, run
             echo(f"== predictions of {m.name} are up to date")
             continue
         echo(f"== predict {m.name} (OOF + test, TTA {tta})")
-        written = predict_folds(runs, m.arch, m.size, folds, preds, None, transforms, 32, pick_device(device), amp,
-                                0 if smoke else DEFAULT_WORKERS, data_dir=data_dir).write_all()
+        opts = PredictOptions.make(tta=transforms, amp=amp, workers=0 if smoke else DEFAULT_WORKERS, device=device)
+        written = predict_folds(runs, m.arch, m.size, folds, preds, opts, data_dir=data_dir).write_all()
         echo(f"wrote {len(written)} prediction files to {preds}")
 
 
@@ -298,7 +298,7 @@ def blend_members(members: list[Member], folds: list[int], data_dir: Path, out_d
     s = run_blend([layout.prediction_path(preds, m.tag, m.size, f, "oof") for m in members for f in folds],
                   [layout.prediction_path(preds, m.tag, m.size, f, "test") for m in members for f in folds],
                   layout.label_tables(data_dir), layout.split_table(data_dir, "test"), sub,
-                  test_labels if test_labels.is_file() else None, folds_csv=layout.folds_csv(data_dir))
+                  test_labels=test_labels if test_labels.is_file() else None, folds_csv=layout.folds_csv(data_dir))
     for n in s["notes"]:
         echo(f"note: {n}")
     echo(f"blend: {s['weighting']} weights + {s['threshold_method']} thresholds; OOF macro F1 "
@@ -317,7 +317,7 @@ def report_test_images(data_dir: Path, out_dir: Path, device: str, echo) -> Path
 
     echo("== report of the test images (ensemble probabilities and class maps)")
     dev = pick_device(device)
-    r = predict_folder(from_recipe(out_dir, dev), Path(data_dir) / "test", layout.recipe_test_images(out_dir),
+    r = predict_folder(from_recipe(out_dir, dev), layout.raw_dir(data_dir, "test"), layout.recipe_test_images(out_dir),
                        ids_csv=layout.split_table(data_dir, "test"), device=dev, source=f"recipe output {out_dir}",
                        echo=echo)
     echo(f"report: {r.report}")

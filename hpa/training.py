@@ -180,7 +180,7 @@ def hard_k_of(hard_k: int | float | None, part: int, whole: int) -> int | float 
     return max(1, round(hard_k * part / whole)) if isinstance(hard_k, int) and part < whole else hard_k
 
 
-def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: torch.nn.Module,
+def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn: torch.nn.Module,
                optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, cfg: TrainConfig,
                device: torch.device, micro: int | None = None) -> float:
     """One optimizer step over the batch, in micro-batches of `micro` samples (default: all) whose
@@ -240,7 +240,7 @@ def out_of_memory(cfg: TrainConfig, side: int, micro: int | None, n: int, epoch:
                        f"smaller micro_batch) and run again with --resume: last.pt of epoch {epoch - 1} is kept")
 
 
-def train_single_epoch(model, loader: DataLoader, loss_fn, optimizer, scheduler, scaler, cfg: TrainConfig,
+def train_single_epoch(model, loader: DataLoader, *, loss_fn, optimizer, scheduler, scaler, cfg: TrainConfig,
                        device: torch.device, epoch: int, lr_steps: list[float], start: dict | None = None,
                        stop: StopRequest | None = None) -> tuple[float, dict | None, int]:
     """Train one epoch, or its rest from `start` (a mid-epoch checkpoint's position: steps done,
@@ -264,7 +264,8 @@ def train_single_epoch(model, loader: DataLoader, loss_fn, optimizer, scheduler,
             lr_steps.append(optimizer.param_groups[-1]["lr"])
             micro = micro_of(cfg, x.shape[-1])
             try:
-                loss = train_step(model, x, y, loss_fn, optimizer, scaler, cfg, device, micro)
+                loss = train_step(model, x, y, loss_fn=loss_fn, optimizer=optimizer, scaler=scaler, cfg=cfg,
+                                  device=device, micro=micro)
             except FloatingPointError as e:
                 raise RunError(f"epoch {epoch}, batch {step}: {e}; stopping (the last good checkpoint is kept). "
                                "Try a lower --lr or --amp off.") from None
@@ -279,7 +280,7 @@ def train_single_epoch(model, loader: DataLoader, loss_fn, optimizer, scheduler,
 
 
 @torch.no_grad()
-def evaluate(model, loader: DataLoader, loss_fn, cfg: TrainConfig, device: torch.device,
+def evaluate(model, loader: DataLoader, *, loss_fn, cfg: TrainConfig, device: torch.device,
              part: list[int]) -> tuple[float, np.ndarray, np.ndarray]:
     """Validation loss, probabilities and targets over the whole validation set (all ranks' shares)."""
     model.eval()
@@ -322,7 +323,8 @@ def find_lr(model, loader: DataLoader, loss_fn, cfg: TrainConfig, device: torch.
     def step() -> float:
         x, y = next(batches)
         try:
-            return train_step(model, x, y, loss_fn, optimizer, scaler, cfg, device)
+            return train_step(model, x, y, loss_fn=loss_fn, optimizer=optimizer, scaler=scaler, cfg=cfg,
+                              device=device)
         except FloatingPointError:
             return math.inf
 
@@ -616,12 +618,14 @@ def _epochs(s: Session, start: int, best: float, history: list, lr_steps: list, 
             part = {**part, "total": 0.0, "n": 0}
         s.data.train.dataset.set_epoch(epoch)
         s.data.train.batch_sampler.set_epoch(epoch, skip=part["step"] if part else 0)
-        train_loss, stopped, seen = train_single_epoch(s.model, s.data.train, s.loss_fn, s.optimizer, s.scheduler,
-                                                       s.scaler, s.cfg, s.device, epoch, lr_steps, part, stop)
+        train_loss, stopped, seen = train_single_epoch(
+            s.model, s.data.train, loss_fn=s.loss_fn, optimizer=s.optimizer, scheduler=s.scheduler, scaler=s.scaler,
+            cfg=s.cfg, device=s.device, epoch=epoch, lr_steps=lr_steps, start=part, stop=stop)
         if stopped:
             raise save_stop(s, stopped, best, history, lr_steps, stop)
         t_train = time.time() - t0
-        val_loss, p, t = evaluate(s.model, s.data.val, s.loss_fn, s.cfg, s.device, s.data.val_part)
+        val_loss, p, t = evaluate(s.model, s.data.val, loss_fn=s.loss_fn, cfg=s.cfg, device=s.device,
+                                  part=s.data.val_part)
         f1 = f1_per_class(t, p >= 0.5)
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_macro_f1": float(f1.mean()),
                "lr": s.optimizer.param_groups[-1]["lr"], "seconds": round(time.time() - t0, 2),
@@ -646,7 +650,7 @@ def _epochs(s: Session, start: int, best: float, history: list, lr_steps: list, 
     return best
 
 
-def train(cfg: TrainConfig, runs: Path = Path("runs"), device_name: str = "auto", resume: bool = False,
+def train(cfg: TrainConfig, *, runs: Path = Path("runs"), device_name: str = "auto", resume: bool = False,
           overwrite: bool = False, echo: Callable[[str], None] = print, hint: str = REPLACE_HINT) -> Path:
     """Train (or resume) one fold into `<runs>/<arch>_<size>/f<fold>/`; returns the run directory.
     `hint` is how the caller's user replaces a run (the refusals end with it)."""

@@ -38,7 +38,8 @@ def test_micro_batches_accumulate_to_the_step_of_one_batch(micro):
         model = no_bn_model()
         opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
         scaler = torch.amp.GradScaler("cpu", enabled=False)
-        loss = train_step(model, x, y, per_sample, opt, scaler, CFG, torch.device("cpu"), m)
+        loss = train_step(model, x, y, loss_fn=per_sample, optimizer=opt, scaler=scaler, cfg=CFG,
+                          device=torch.device("cpu"), micro=m)
         out.append((loss, [p.detach().clone() for p in model.parameters()]))
     assert out[0][0] == pytest.approx(out[1][0], rel=1e-6)
     for a, b in zip(out[0][1], out[1][1]):
