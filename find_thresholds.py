@@ -17,8 +17,7 @@ from pathlib import Path
 from hpa import cli, layout
 from hpa.api import fit_thresholds
 from hpa.blending import expand
-from hpa.io import atomic_outputs, check_outputs, csv_text
-from hpa.report import plot_per_class
+from hpa.io import check_outputs
 from hpa.thresholds import DEFAULT_METHOD, METHODS
 
 
@@ -30,19 +29,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD, help="threshold method")
     ap.add_argument("--allow-missing-oof", action="store_true",
                     help="fit on the OOF rows present when some Ids of the folds have no OOF prediction")
-    ap.add_argument("--out", type=Path, default=Path("thresholds.json"), help="thresholds JSON (CSV and PNG beside)")
+    ap.add_argument("--out", type=Path, default=Path(layout.THRESHOLDS), help="thresholds JSON (CSV and PNG beside)")
     a = ap.parse_args(argv)
     files = expand(a.oof)
-    outputs = {"thresholds JSON (--out)": a.out, "per-class table": a.out.with_suffix(".csv"),
-               "per-class plot": a.out.with_suffix(".png")}
-    check_outputs(outputs, {"OOF prediction": files + [layout.sidecar_path(p) for p in files], "labels": a.labels})
+    check_outputs(layout.threshold_outputs(a.out), {"OOF prediction": files + [layout.sidecar_path(p) for p in files],
+                                                   "labels": a.labels})
     fit = fit_thresholds(files, a.labels, method=a.method, allow_missing=a.allow_missing_oof)
+    fit.write(a.out)
     result, table = fit.summary, fit.table
-    with atomic_outputs() as tmp:
-        tmp(a.out).write_text(layout.thresholds_text(result))
-        tmp(a.out.with_suffix(".csv")).write_text(csv_text(table))
-        plot_per_class(table, tmp(a.out.with_suffix(".png")), f"OOF per-class F1, {a.method} thresholds "
-                       f"(macro {result['macro_f1']:.3f})")
     for n in fit.notes:
         print(f"note: {n}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

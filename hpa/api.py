@@ -136,6 +136,19 @@ class ThresholdFit:
     table: pd.DataFrame  # per class: support, threshold, F1 ...
     notes: list[str]  # what could not be checked
 
+    def write(self, out: str | Path) -> list[Path]:
+        """thresholds.json, its per-class CSV and plot beside it, written together (hpa.layout)."""
+        from hpa.io import atomic_outputs, csv_text
+        from hpa.report import plot_per_class
+
+        files = list(layout.threshold_outputs(Path(out)).values())
+        with atomic_outputs() as tmp:
+            tmp(files[0]).write_text(layout.thresholds_text(self.summary))
+            tmp(files[1]).write_text(csv_text(self.table))
+            plot_per_class(self.table, tmp(files[2]), f"OOF per-class F1, {self.summary['method']} thresholds "
+                           f"(macro {self.summary['macro_f1']:.3f})")
+        return files
+
 
 @checked
 def fit_thresholds(oof: str | Path | list, labels: str | Path | list[str | Path] | None = None,

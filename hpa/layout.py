@@ -301,6 +301,15 @@ def cam_asset(assets: Path, sample_id: str, k: int) -> Path:
 
 # ---- the thresholds file ---------------------------------------------------------------------
 
+THRESHOLDS = "thresholds.json"  # find_thresholds.py --out's default
+
+
+def threshold_outputs(out: Path) -> dict[str, Path]:
+    """The files a threshold fit writes together: the JSON (`--out`), its per-class table and plot."""
+    return {"thresholds JSON (--out)": Path(out), "per-class table": Path(out).with_suffix(".csv"),
+            "per-class plot": Path(out).with_suffix(".png")}
+
+
 def thresholds_text(result: dict) -> str:
     return json.dumps(result, indent=1)
 
