@@ -208,6 +208,13 @@ def run_file(run: Path, what: str) -> Path:
     return Path(run) / RUN_FILES[what]
 
 
+def finished_run(run: Path, epochs: int) -> bool:
+    """The one definition of a finished run, for training and for SLURM: last.pt exists and the log
+    (written after it, each epoch) records `epochs` epochs. Cheap: no checkpoint is read."""
+    log = run_file(run, "log")
+    return run_file(run, "last").is_file() and log.is_file() and len(pd.read_csv(log)) >= epochs
+
+
 def prediction_path(out_dir: Path, arch: str, size: int, fold: int, kind: str) -> Path:
     return Path(out_dir) / f"{arch}_{size}_f{fold}_{kind}.csv"
 

@@ -201,13 +201,11 @@ def _has_sacct() -> bool:
 
 def finished_folds(runs: Path, member, folds: list[int], epochs: int) -> list[int]:
     """Folds whose run has trained every epoch (its log has the last epoch and last.pt exists)."""
-    import pandas as pd
 
     done = []
     for f in folds:
         run = layout.run_dir(runs, member.arch, member.size, f)
-        log = layout.run_file(run, "log")
-        if layout.run_file(run, "last").is_file() and log.is_file() and len(pd.read_csv(log)) >= epochs:
+        if layout.finished_run(run, epochs):
             done.append(f)
     return done
 

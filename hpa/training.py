@@ -662,7 +662,10 @@ def train(cfg: TrainConfig, *, runs: Path = Path("runs"), device_name: str = "au
             echo(f"{run_tag(cfg)} process {os.getpid()}: SIGTERM or SIGUSR1 stops the run at the next step "
                  "with last.pt saved there")
         ck = guard_run_dir(run_dir, cfg, resume, overwrite, hint)
-        if ck is not None and ck["epoch"] >= cfg.epochs:
+        if ck is not None and ck["epoch"] >= cfg.epochs and not layout.finished_run(run_dir, cfg.epochs):
+            # stopped between the last epoch's last.pt and its log: the checkpoint holds the log
+            atomic_write_csv(layout.run_file(run_dir, "log"), pd.DataFrame(ck["history"]))
+        if ck is not None and layout.finished_run(run_dir, cfg.epochs):
             # else prediction asks for a fold that training calls done
             if not layout.run_file(run_dir, "best").is_file():
                 raise RunError(f"{run_dir}: finished training ({cfg.epochs} epochs) but its best.pt is gone; restore "
