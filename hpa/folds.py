@@ -110,8 +110,9 @@ def write_folds(tables: list[Path], n_folds: int, seed: int, out: Path, groups_c
     and the left-out samples beside it (hpa.layout.folds_companion), all together."""
     if n_folds < 2:
         raise LabelError(f"--n-folds {n_folds}: need at least 2")
-    # unset: the default where there are duplicate groups to act on, nothing without them
-    duplicates = duplicates or (DEFAULT_DUPLICATES if groups_csv else "ignore")
+    # unset: the default where there are duplicate groups to act on (group with drop_conflicts, which
+    # drops only the groups whose labels differ), nothing without them
+    duplicates = duplicates or (("group" if drop_conflicts else DEFAULT_DUPLICATES) if groups_csv else "ignore")
     if (drop_conflicts or duplicates == "drop") and not groups_csv:
         raise LabelError(f"--duplicates {duplicates}{' --drop-conflicts' if drop_conflicts else ''} needs --groups "
                          "(from input_prep/dedup.py)")
