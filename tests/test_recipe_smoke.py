@@ -168,7 +168,8 @@ def cluster(tmp_path_factory):
 
 TINY_RECIPE = {"n_folds": 2, "duplicates": "drop", "tta": 1, "members": [
     {"arch": "tiny_cnn", "size": 64, "set": {"epochs": 30, "limit_batches": 2, "batch_size": 2, "crop": 48,
-                                             "crop_large": 64, "workers": 0, "pretrained": "none", "grad_clip": 1.0}}]}
+                                             "crop_large": 64, "workers": 0, "pretrained": "none", "grad_clip": 1.0,
+                                             "amp": "off"}}]}
 
 
 def test_a_recipe_on_slurm_survives_a_preemption_and_blends_as_locally(smoke, cluster):
