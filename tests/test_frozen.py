@@ -193,3 +193,20 @@ def test_embed_script_smoke(data):
     assert r.returncode == 0, r.stderr[-800:]
     store = layout.embeddings_dir(data, "vit_tiny16-random", 32)
     assert f"embeddings: {store}" in r.stdout and layout.embedding_files(store, "test")["array"].is_file()
+
+
+def test_slurm_submits_one_prediction_job_per_frozen_member_and_no_training_array(data, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """A frozen member has no training array: its prediction job embeds and trains every fold's head."""
+    from test_round3 import fake_slurm
+
+    from hpa import recipe as rec
+
+    calls = fake_slurm(tmp_path, monkeypatch, "debug*|2|20000|(null)", "")
+    rec.main(["--recipe", "foundation", "--smoke", "--data-dir", str(data), "--out-dir", str(tmp_path / "w"),
+              "--launcher", "slurm", "--cpus-per-job", "2"])
+    names = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("  41  ")]
+    assert len(calls.read_text().splitlines()) == len(names) == 7  # data, a training array, 4 predictions, blend
+    assert [n.split("-", 2)[2] for n in names if "-train-" in n] == ["train-se_resnext50_64"]
+    assert sorted(n.split("-", 3)[3] for n in names if "-predict-" in n) == [
+        "se_resnext50_64", "vit_tiny16-random-head_32", "vit_tiny16-random-head_48", "vit_tiny16-random-logreg_32"]
