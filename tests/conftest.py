@@ -62,6 +62,14 @@ def tiny_demo(tmp_path_factory) -> Path:
     return out
 
 
+def private_copy(data: Path, to: Path) -> Path:
+    """A copy of a session dataset's tables and images (not its prepared store, folds or dedup outputs)
+    for a test that prepares or folds it: no test changes what another one reads."""
+    import shutil
+
+    return Path(shutil.copytree(data, to, ignore=shutil.ignore_patterns("prepared", "folds*", "dedup", "embeddings")))
+
+
 @pytest.fixture(scope="session")
 def small_data(tmp_path_factory) -> Path:
     """48 train / 28 test demo samples at 32 px, prepared, in 2 folds: enough to train in seconds."""

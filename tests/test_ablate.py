@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from conftest import ROOT
+from conftest import ROOT, private_copy
 
 pytestmark = pytest.mark.slow
 
 
 def test_ablation_table_arithmetic_and_reuse(tiny_demo, tmp_path):
-    d = tiny_demo
+    d = private_copy(tiny_demo, tmp_path / "data")
     if not (d / "prepared" / "64").is_dir():
         subprocess.run([sys.executable, "input_prep/prepare.py", "--data-dir", d, "--size", "64"], cwd=ROOT, check=True,
                        capture_output=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, private_copy
 from hpa.labels import labels_matrix, read_labels
 from hpa.metrics import best_constant_macro_f1, macro_f1
 from hpa.predictions import COLUMNS, read_predictions
@@ -26,7 +26,7 @@ def run(*args):
 
 @pytest.fixture(scope="module")
 def pipeline(tiny_demo, tmp_path_factory):
-    d = tiny_demo
+    d = private_copy(tiny_demo, tmp_path_factory.mktemp("pipeline") / "data")
     work = tmp_path_factory.mktemp("work")
     cfg = work / "tiny64.yaml"  # at 64 px the stride-2 stem would blur away the small patterns
     # fp32: on a CPU without native bf16 (no AVX512-BF16/AMX) bf16 autocast is emulated and 5x slower

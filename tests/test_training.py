@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, private_copy
 from hpa.checkpoint import load_checkpoint
 from hpa.config import load_arch_config
 from hpa.errors import RunError
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.slow  # subprocess and end-to-end runs
 
 
 @pytest.fixture(scope="module")
-def data(tiny_demo):
-    d = tiny_demo
+def data(tiny_demo, tmp_path_factory):
+    d = private_copy(tiny_demo, tmp_path_factory.mktemp("training") / "data")
     if not (d / "prepared" / "64").is_dir():
         subprocess.run([sys.executable, "input_prep/prepare.py", "--data-dir", d, "--size", "64"], cwd=ROOT, check=True,
                        capture_output=True)
