@@ -33,6 +33,7 @@ SCRIPT = textwrap.dedent("""
                        workers=0, pretrained="none", **quiet)
     hpa.predict("tiny_cnn", size=32, folds=[0, 1], tta=1, device="cpu")
     fit = hpa.fit_thresholds("predictions/*_oof.csv", data_dir="data", method="flat")
+    fit.write("thresholds.json")
     s = hpa.blend("predictions/*_oof.csv", "predictions/*_test.csv", data_dir="data", method="flat",
                   weights="equal")
     print("OK", fit.summary["n_samples"], s["oof_rows"], Path("submission.csv").is_file())
@@ -53,5 +54,9 @@ def test_installed_package_runs_the_api_outside_the_checkout(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(site), "PYTHONSAFEPATH": "1"}
     r = subprocess.run([sys.executable, "-c", SCRIPT, str(site)], cwd=work, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.split()[:4] == ["OK", r.stdout.split()[1], r.stdout.split()[1], "True"]
+    import pandas as pd
+
+    folded = int((pd.read_csv(work / "data" / "folds.csv")["fold"] >= 0).sum())  # every folded sample has an OOF row
+    assert r.stdout.split()[:4] == ["OK", str(folded), str(folded), "True"]
+    assert all((work / f"thresholds.{e}").is_file() for e in ("json", "csv", "png"))
     assert (work / "runs" / "tiny_cnn_32" / "f1" / "best.pt").is_file()
