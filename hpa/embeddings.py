@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from hpa import layout
 from hpa.errors import ConfigError, RunError
-from hpa.io import atomic_outputs, atomic_save, atomic_write_text, csv_text, ids_sha256
+from hpa.io import atomic_outputs, atomic_save_npy, atomic_write_text, csv_text, ids_sha256
 
 CHUNK = 512
 VERSION = 1  # of the store's format
@@ -142,27 +142,17 @@ def embed_images(model: torch.nn.Module, images: Images, views: Sequence[str], p
         for x in DataLoader(Subset(images, idx), batch_size=batch_size, num_workers=workers):
             chunk.append(embed_batch(model, x.to(device), views, amp).cpu().numpy().astype(np.float16))
             bar.update(len(x))
-        arr = np.concatenate(chunk)
-        atomic_save(files[k], lambda tmp, a=arr: _save_npy(tmp, a))
+        atomic_save_npy(files[k], np.concatenate(chunk))
     bar.close()
     return files
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    with open(path, "wb") as f:  # a file object: np.save would append .npy to a temporary name
-        np.save(f, arr)
-
-
 def _identity(enc: Encoder, model: torch.nn.Module, settings: dict) -> dict:
-    from importlib.metadata import PackageNotFoundError, version
+    from hpa.bundle import toolkit_version
 
-    try:
-        toolkit = version("hpa-toolkit")
-    except PackageNotFoundError:
-        toolkit = "unknown"
     return {"format": VERSION, "encoder": enc.key, "arch": enc.arch, "pretrained": enc.pretrained,
             "model": settings, "encoder_sha256": encoder_sha256(model), "size": enc.size, "views": list(enc.views),
-            "amp": enc.amp, "toolkit": toolkit}
+            "amp": enc.amp, "toolkit": toolkit_version()}
 
 
 def open_store(store: Path, identity: dict) -> dict:
@@ -217,14 +207,16 @@ def embed_dataset(data_dir: Path, enc: Encoder, *, splits: Sequence[str] | None 
 
     data_dir = Path(data_dir)
     splits = list(splits or layout.present_splits(data_dir))
+    for split in splits:  # before the encoder (and its weights) is loaded
+        prepared = layout.prepared_dir(data_dir, enc.size, split)
+        if not prepared.is_dir():
+            raise ConfigError(f"{prepared}: not prepared; run input_prep/prepare.py --data-dir {data_dir} "
+                              f"--size {enc.size} first")
     model, settings = build_encoder(enc, device)
     store = layout.embeddings_dir(data_dir, enc.key, enc.size)
     open_store(store, _identity(enc, model, settings))
     for split in splits:
         prepared = layout.prepared_dir(data_dir, enc.size, split)
-        if not prepared.is_dir():
-            raise ConfigError(f"{prepared}: not prepared; run input_prep/prepare.py --data-dir {data_dir} "
-                              f"--size {enc.size} first")
         ids = read_ids(layout.split_table(data_dir, split))
         embed_split(model, store, split, ids, Images(ids, enc.size, stores=[prepared] * len(ids)), enc,
                     batch_size=batch_size, device=device, workers=workers, echo=echo)

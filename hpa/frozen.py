@@ -156,16 +156,17 @@ class Labelled:
         tables = layout.label_tables(data_dir)
         labels = read_label_tables(tables)
         self.tables, self.ids, self.y = tables, labels["Id"].tolist(), labels_matrix(labels)
-        parts, row = [], {}
-        for split in layout.LABELLED_SPLITS[:len(tables)]:
-            ids, arr = read_embeddings(store, split)
-            row.update({i: sum(map(len, parts)) + r for r, i in enumerate(ids)})
-            parts.append(np.asarray(arr))
-        missing = [i for i in self.ids if i not in row]
+        splits = [read_embeddings(store, s) for s in layout.LABELLED_SPLITS[:len(tables)]]
+        where = {i: (k, r) for k, (ids, _) in enumerate(splits) for r, i in enumerate(ids)}
+        missing = [i for i in self.ids if i not in where]
         if missing:
             raise RunError(f"{store}: {len(missing)} labelled samples are not embedded, e.g. {missing[0]!r}; embed "
                            "again")
-        self.x = np.concatenate(parts)[[row[i] for i in self.ids]]
+        # one copy in memory, in label-table order, read split by split from the memory-mapped arrays
+        self.x = np.empty((len(self.ids), *splits[0][1].shape[1:]), np.float16)
+        for k, (_, arr) in enumerate(splits):
+            pos = [p for p, i in enumerate(self.ids) if where[i][0] == k]
+            self.x[pos] = arr[[where[self.ids[p]][1] for p in pos]]
         self.folds_csv = layout.folds_csv(data_dir)
         fold_of = read_folds(self.folds_csv)
         self.fold = np.array([fold_of.get(i, -1) for i in self.ids])
@@ -176,8 +177,10 @@ def member_tag(enc: Encoder, kind: str) -> str:
     return f"{enc.key}-{kind}"
 
 
-def producer(enc: Encoder, store: Path, kind: str, st: FrozenSettings, fold: int) -> dict:
-    prov = json.loads(layout.embedding_provenance(store).read_text())
+def producer(enc: Encoder, store: Path, kind: str, st: FrozenSettings, fold: int, prov: dict | None = None) -> dict:
+    """What makes a fold's predictions what they are (the sidecar's `producer`); `prov`: the store's
+    provenance when the caller has read it already."""
+    prov = prov or json.loads(layout.embedding_provenance(store).read_text())
     head = st.model_dump(include={"seed", "epochs", "lr", "weight_decay", "batch_size", "head_hidden",
                                   "head_dropout", "loss"} if kind == "head" else {"C"})
     return {"fold": fold, "encoder": enc.key, "encoder_sha256": prov["encoder_sha256"], "frozen": kind,
@@ -240,11 +243,12 @@ def frozen_current(data_dir: Path, enc: Encoder, store: Path, kind: str, st: Fro
         return False
     sha = file_sha256(folds_csv)
     tag = member_tag(enc, kind)
+    prov = json.loads(layout.embedding_provenance(store).read_text())
     for f in folds:
         files = [layout.prediction_path(preds, tag, enc.size, f, k) for k in ("oof", "test")]
         sides = read_sidecars([p for p in files if p.is_file()])
-        if len(sides) < 2 or any(s.get("folds_sha256") != sha or s.get("producer") != producer(enc, store, kind, st, f)
-                                 for s in sides.values()):
+        want = producer(enc, store, kind, st, f, prov)
+        if len(sides) < 2 or any(s.get("folds_sha256") != sha or s.get("producer") != want for s in sides.values()):
             return False
     return True
 

@@ -317,6 +317,17 @@ def atomic_save(path: Path, writer: Callable[[Path], None]) -> None:
         writer(tmp)
 
 
+def atomic_save_npy(path: Path, arr) -> None:
+    """An array as `path` (.npy), atomically."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object, because np.save would append .npy to a name
+            np.save(f, np.ascontiguousarray(arr))
+
+    atomic_save(path, write)
+
+
 def csv_text(df) -> str:
     buf = io.StringIO()
     df.to_csv(buf, index=False)

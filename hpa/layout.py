@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from hpa.errors import ConfigError, HPAError, RunError
-from hpa.io import SampleError, atomic_save, file_sha256, ids_sha256
+from hpa.io import SampleError, atomic_save_npy, file_sha256, ids_sha256
 from hpa.labels import NUM_CLASSES
 
 # split -> its table; the labelled splits train in this order (read_label_tables' `table` index)
@@ -133,11 +133,7 @@ def read_prepared(store: Path, sample_id: str) -> np.ndarray:
 
 
 def write_prepared(path: Path, img: np.ndarray) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:  # a file object, because np.save would append .npy to a name
-            np.save(f, np.ascontiguousarray(img))
-
-    atomic_save(path, write)
+    atomic_save_npy(path, img)
 
 
 def is_prepared(path: Path) -> bool:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from hpa import layout
 from hpa.errors import ConfigError
-from hpa.models.pretrained import WeightsError
+from hpa.models.pretrained import WeightsError, offline
 
 CHUNK = 1 << 20
 
@@ -123,10 +123,6 @@ def cached_path(w: WeightSource) -> Path:
     return layout.weights_cache() / w.name / (w.filename or f"{w.name}.pth")
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-
-
 def _get(url: str, headers: dict | None = None, timeout: float = 60):
     return urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout)
 
@@ -212,7 +208,7 @@ def fetch(name: str, echo=print) -> Path:
         raise WeightsError(f"--pretrained {name}: the weights are not public; get them as {w.source} says "
                            f"({w.licence}) and put the file at {dest}, or pass --pretrained FILE")
     where = f"{subcell_url()}/{w.s3_key}" if w.s3_key else f"{zenodo_url()}/records/{w.zenodo_record}"
-    if _offline():
+    if offline():
         raise WeightsError(f"--pretrained {name}: not in the cache and HF_HUB_OFFLINE is set; on a machine with "
                            f"internet download {where}{' (' + w.filename + ')' if w.filename else ''} and put it at "
                            f"{dest}, or pass --pretrained FILE")

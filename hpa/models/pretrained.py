@@ -70,7 +70,8 @@ def load_pretrained(model: nn.Module, path: Path) -> None:
     log.info("loaded pretrained weights from %s (%d tensors)", path, len(out))
 
 
-def _offline() -> bool:
+def offline() -> bool:
+    """HF_HUB_OFFLINE set: no download is attempted (the tests and CI set it)."""
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
@@ -104,7 +105,7 @@ def imagenet_weights(timm_name: str) -> Path:
 
     target = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name
     if not target.is_file():
-        if _offline():
+        if offline():
             raise WeightsError(f"--pretrained imagenet: the weights of {timm_name} are not in the torch hub cache "
                                f"({target}) and HF_HUB_OFFLINE is set; download {cfg.url} to that path on a machine "
                                "with internet, or pass --pretrained FILE or none")
