@@ -18,9 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from hpa import cli
-from hpa.ablation import ALL_FACTORS, run_ablation
 from hpa.config import arch_layers, build_config, parse_set
 from hpa.models import list_archs
+from hpa.pipeline.ablation import ALL_FACTORS, run_ablation
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hpa import cli, layout
-from hpa.blending import WEIGHTINGS, blend_outputs, expand, run_blend
+from hpa import cli
+from hpa.data import layout
 from hpa.errors import ConfigError
-from hpa.thresholds import METHODS
+from hpa.prediction.blending import WEIGHTINGS, blend_outputs, expand, run_blend
+from hpa.prediction.thresholds import METHODS
 
 
 def parse_args(argv: list[str] | None):
@@ -44,7 +45,7 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--sample-submission", type=Path, help="test Ids (default <data-dir>/sample_submission.csv)")
     ap.add_argument("--test-labels", type=Path, help="Id,Target of the test set, to score the blend")
     ap.add_argument("--method", choices=[*METHODS, "auto"], default="auto", help="threshold method "
-                    "(hpa/thresholds.py), or auto: chosen by cross-validation on the OOF rows")
+                    "(hpa/prediction/thresholds.py), or auto: chosen by cross-validation on the OOF rows")
     ap.add_argument("--weights", choices=[*WEIGHTINGS, "auto"], default="auto", help="model weights, or auto: "
                     "chosen by cross-validation on the OOF rows")
     ap.add_argument("--rounds", type=cli.positive_int, default=20, help="greedy selection rounds")

@@ -17,11 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from hpa import cli
-from hpa.embeddings import Encoder, embed_dataset, embed_folder
+from hpa.core.runtime import pick_device
 from hpa.errors import ConfigError
-from hpa.inference import parse_tta
 from hpa.models import hpa_weights, list_archs
-from hpa.runtime import pick_device
+from hpa.prediction.embeddings import Encoder, embed_dataset, embed_folder
+from hpa.prediction.inference import parse_tta
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,14 +34,14 @@ def main(argv: list[str] | None = None) -> None:
                     "(TorchScript, with the TTA and the blend inside)")
     ap.add_argument("--push", metavar="REPO_ID", help="upload the bundle to the Hugging Face Hub (needs a login)")
     a = ap.parse_args(argv)
-    from hpa.bundle import export_bundle, push_bundle
+    from hpa.prediction.bundle import export_bundle, push_bundle
 
     if a.source is None and not a.push:
         ap.error("--from is required (or --push to upload an existing bundle)")
     if a.source is not None:
         export_bundle(a.source, a.out, members=a.members, folds=a.folds, license=a.license, datasets=a.datasets)
     if a.bioimageio:
-        from hpa.bioimageio import export_bioimageio
+        from hpa.prediction.bioimageio import export_bioimageio
 
         print(f"bioimage.io package: {export_bioimageio(a.out, a.bioimageio)}")
     if a.push:

@@ -4,7 +4,7 @@
         --method exact --out thresholds.json
 
 The OOF files (quoted globs or paths) of the folds of one model are concatenated. Methods: see
-hpa/thresholds.py (`paper`: global grid then greedy per class; `exact`: each class's optimum
+hpa/prediction/thresholds.py (`paper`: global grid then greedy per class; `exact`: each class's optimum
 over every cut point; `shrink` (default): exact pulled toward the global value for rare
 classes; `flat`: 0.5). Writes the JSON (thresholds, macro F1), a per-class CSV and
 a PNG beside it.
@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hpa import cli, layout
+from hpa import cli
 from hpa.api import fit_thresholds
-from hpa.blending import expand
-from hpa.io import check_outputs
-from hpa.thresholds import DEFAULT_METHOD, METHODS
+from hpa.core.atomic import check_outputs
+from hpa.data import layout
+from hpa.prediction.blending import expand
+from hpa.prediction.thresholds import DEFAULT_METHOD, METHODS
 
 
 def main(argv: list[str] | None = None) -> None:

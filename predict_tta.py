@@ -23,11 +23,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hpa import cli, layout
+from hpa import cli
+from hpa.core.runtime import AMP_MODES
+from hpa.data import layout
 from hpa.errors import HPAError
-from hpa.inference import DIHEDRAL, PredictOptions, predict_folds
 from hpa.models import list_archs
-from hpa.runtime import AMP_MODES
+from hpa.prediction.inference import DIHEDRAL, PredictOptions, predict_folds
 
 
 def parse_args(argv: list[str] | None):
@@ -62,15 +63,15 @@ def parse_args(argv: list[str] | None):
 
 
 def predict_images(a, opts: PredictOptions) -> None:
-    from hpa.folder import predict_folder
+    from hpa.prediction.folder import predict_folder
 
     if a.bundle:
-        from hpa.bundle import load_bundle
+        from hpa.prediction.bundle import load_bundle
 
         bundle = load_bundle(a.bundle, opts.torch_device())
         ens, source = bundle.ensemble, f"bundle {bundle.path}"
     else:
-        from hpa.ensemble import from_runs
+        from hpa.prediction.ensemble import from_runs
 
         thr = layout.read_thresholds(a.thresholds) if a.thresholds else None
         ens = from_runs(a.runs, a.arch, a.size, a.folds, opts.torch_device(), opts.tta, opts.sizes, opts.amp, thr)

@@ -80,7 +80,7 @@ WORK="${WORK:-work/$(basename "$DATA")}"
 # The recipe runs as a child that this script waits for, so that a signal to the script (kill PID,
 # Ctrl-C, a closed terminal) reaches it: SIGTERM stops training at the next step with last.pt saved
 # there, and the same command resumes. (Ctrl-C becomes SIGTERM: a background child ignores SIGINT.)
-python -m hpa.recipe --recipe "$RECIPE" --data-dir "$DATA" --out-dir "$WORK" ${EXTRA[@]+"${EXTRA[@]}"} &
+python -m hpa.pipeline.recipe --recipe "$RECIPE" --data-dir "$DATA" --out-dir "$WORK" ${EXTRA[@]+"${EXTRA[@]}"} &
 child=$!
 trap 'kill -TERM "$child" 2>/dev/null || true' TERM INT HUP
 rc=0

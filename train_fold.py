@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 
 from hpa import cli
-from hpa.training import main
+from hpa.training.engine import main
 
 if __name__ == "__main__":
     cli.run(functools.partial(main, doc=__doc__))

@@ -22,9 +22,9 @@ import time
 import numpy as np
 from results import SHARED, load_real, write_section
 
-from hpa.blending import WEIGHTINGS, choose_blend, fit_blend, score
-from hpa.labels import labels_matrix, read_labels
-from hpa.thresholds import METHODS
+from hpa.data.labels import labels_matrix, read_labels
+from hpa.prediction.blending import WEIGHTINGS, choose_blend, fit_blend, score
+from hpa.prediction.thresholds import METHODS
 
 DEFAULT_BEFORE = ("greedy", "shrink")  # blend.py's fixed default before `auto`
 

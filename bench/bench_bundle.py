@@ -4,7 +4,7 @@
 
 1. Images per second per core (torch on 1 thread) of a bundle with one small member (resnet18,
    random weights) at the paper's sizes, 768 and 1024 px, with 1 and 8 TTA views, bf16 and fp32,
-   through hpa.ensemble.predict_ensemble on a folder of 2048 px PNGs (decoding and resizing
+   through hpa.prediction.ensemble.predict_ensemble on a folder of 2048 px PNGs (decoding and resizing
    included, as a user's folder costs).
 2. load_bundle on the paper recipe's shape: 6 members (se_resnext50 x 2, resnet50, resnet101,
    inception_v4, densenet121) x 5 folds = 30 safetensors files (random weights), every file's
@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from results import write_section
 
-from hpa.bundle import load_bundle, write_bundle
 from hpa.config import load_arch_config
-from hpa.ensemble import Ensemble, Member, predict_ensemble
-from hpa.inference import DIHEDRAL
 from hpa.models import build_model
+from hpa.prediction.bundle import load_bundle, write_bundle
+from hpa.prediction.ensemble import Ensemble, Member, predict_ensemble
+from hpa.prediction.inference import DIHEDRAL
 
 PAPER = [("se_resnext50", 768), ("se_resnext50", 1024), ("resnet50", 768), ("resnet101", 1024),
          ("inception_v4", 768), ("densenet121", 768)]
@@ -41,7 +41,7 @@ def member(arch: str, size: int, folds: int, tta: int, amp: str) -> Member:
 def folder(n: int, side: int, root: Path) -> list[str]:
     import cv2
 
-    from hpa.io import write_sample_png
+    from hpa.data.images import write_sample_png
     from input_prep.make_demo import render
 
     rng = np.random.default_rng(0)
@@ -84,7 +84,7 @@ def bench_load() -> str:
         t_write = time.perf_counter() - t
         size = sum(p.stat().st_size for p in (Path(d) / "b").rglob("*.safetensors"))
         del members, ens
-        from hpa.io import file_sha256
+        from hpa.core.digests import file_sha256
 
         t = time.perf_counter()
         for p in sorted((Path(d) / "b").rglob("*.safetensors")):

@@ -2,7 +2,7 @@
 
     python bench/bench_embed.py [--arch vit_base16] [--batches 2] [--n 105000]
 
-1. Images per second of the embedding pass (hpa.embeddings.embed_batch: one dihedral view, the
+1. Images per second of the embedding pass (hpa.prediction.embeddings.embed_batch: one dihedral view, the
    features the head reads) of a ViT-B/16 (random weights: the cost does not depend on them) at
    224, 448 and 512 px, fp32 and bf16, on the device present (CPU here; a GPU when one is lent).
 2. Seconds to train the classifiers of 5 folds on `--n` embeddings of width 768 (a ViT-B class
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from results import write_section
 
-from hpa.embeddings import Encoder, build_encoder, embed_batch
-from hpa.frozen import FrozenSettings, fit_logreg, train_head
+from hpa.prediction.embeddings import Encoder, build_encoder, embed_batch
+from hpa.training.frozen import FrozenSettings, fit_logreg, train_head
 
 
 def throughput(arch: str, side: int, amp: str, batches: int, device: torch.device) -> float:

@@ -29,8 +29,8 @@ def loader_samples_per_s(workers: int, n: int = 512, side: int = 768, crop: int 
 
     from torch.utils.data import DataLoader
 
-    from hpa.dataset import HPADataset, crop_side
-    from hpa.layout import write_prepared
+    from hpa.data.dataset import HPADataset, crop_side
+    from hpa.data.layout import write_prepared
 
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(0)
@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from results import write_section
 
-    from hpa.plan import timed_steps
-    from hpa.recipe import load_recipe, member_config
+    from hpa.pipeline.plan import timed_steps
+    from hpa.pipeline.recipe import load_recipe, member_config
 
     device = torch.device("cuda")
     members = load_recipe("paper").members

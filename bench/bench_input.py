@@ -19,11 +19,11 @@ import pandas as pd
 import torch
 from results import SHARED, write_section
 
-from hpa.hashing import near_duplicate_pairs, sample_hashes
-from hpa.io import read_sample, write_sample_png
-from hpa.labels import COLORS
-from hpa.layout import read_prepared as load_prepared
-from hpa.preparation import prepare_one
+from hpa.data.hashing import near_duplicate_pairs, sample_hashes
+from hpa.data.images import read_sample, write_sample_png
+from hpa.data.labels import COLORS
+from hpa.data.layout import read_prepared as load_prepared
+from hpa.data.preparation import prepare_one
 
 
 def rate(fn, items, repeats=1) -> float:

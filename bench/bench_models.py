@@ -20,12 +20,12 @@ from results import write_section
 
 from hpa import models
 from hpa.config import load_arch_config
-from hpa.losses import build_loss
-from hpa.training import train_step
+from hpa.training.engine import train_step
+from hpa.training.losses import build_loss
 
 
 def step_time(model, loss_fn, hard_k, x, y, amp: bool, repeats: int) -> float:
-    """Median time of hpa.training.train_step, the step training really runs, after 2 warm-up steps."""
+    """Median time of hpa.training.engine.train_step, the step training really runs, after 2 warm-up steps."""
     cfg = load_arch_config("resnet50", channels_last=x.is_contiguous(memory_format=torch.channels_last),
                            amp="bf16" if amp else "off", hard_k=hard_k)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)

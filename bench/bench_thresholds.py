@@ -18,10 +18,10 @@ import numpy as np
 from results import SHARED, load_real, write_section
 from sklearn.metrics import f1_score
 
-from hpa.blending import greedy_weights
-from hpa.labels import labels_matrix, read_labels
-from hpa.metrics import macro_f1
-from hpa.thresholds import PAPER_GRID, exact_thresholds, paper_thresholds, shrunk_thresholds
+from hpa.data.labels import labels_matrix, read_labels
+from hpa.prediction.blending import greedy_weights
+from hpa.prediction.metrics import macro_f1
+from hpa.prediction.thresholds import PAPER_GRID, exact_thresholds, paper_thresholds, shrunk_thresholds
 
 
 def sklearn_paper(probs: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@
     python bench/bench_training.py [--size 512] [--batch 4] [--steps 4]
 
 bf16 autocast + channels_last on CPU (fp16 + GradScaler on a GPU when one is present), full model
-(ACP + buffering head + E-loss focal + hard sampler), through hpa.training.train_step, so the
+(ACP + buffering head + E-loss focal + hard sampler), through hpa.training.engine.train_step, so the
 number is what train_fold.py achieves per step. On a GPU it also times the bare backbone's
 forward + backward at the same batch, the ceiling the full step is compared with.
 """
@@ -20,8 +20,8 @@ from results import write_section
 
 from hpa import models
 from hpa.config import load_arch_config
-from hpa.losses import build_loss
-from hpa.training import train_step
+from hpa.training.engine import train_step
+from hpa.training.losses import build_loss
 
 
 def images_per_s(fn, batch: int, steps: int, device) -> float:

@@ -19,8 +19,8 @@ import pandas as pd
 from results import SHARED
 from scipy import stats
 
-from hpa.labels import labels_matrix, read_folds, read_label_tables, read_labels
-from hpa.losses import effective_number_weights
+from hpa.data.labels import labels_matrix, read_folds, read_label_tables, read_labels
+from hpa.training.losses import effective_number_weights
 
 ALPHAS = (0.9, 0.99, 0.999)
 

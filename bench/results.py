@@ -49,7 +49,7 @@ def write_section(name: str, command: str, body: str) -> None:
              f"<!-- /{name} -->")
     pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    from hpa.io import atomic_write_text
+    from hpa.core.atomic import atomic_write_text
 
     atomic_write_text(RESULTS, text)
     print(block)

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpa import layout
+from hpa.data import layout
 from hpa.errors import ConfigError
-from hpa.thresholds import DEFAULT_METHOD
+from hpa.prediction.thresholds import DEFAULT_METHOD
 
 
 def checked(fn: Callable) -> Callable:
@@ -72,15 +72,15 @@ def _tables(labels) -> list[Path]:
 
 
 def _paths(files: str | Path | list) -> list[Path]:
-    from hpa.blending import expand
+    from hpa.prediction.blending import expand
 
     return expand([str(f) for f in ([files] if isinstance(files, str | Path) else files)])
 
 
 @checked
 def prepare(data_dir: str | Path, size: int, workers: int = 1, echo: Callable[[str], None] = print) -> dict:
-    """Resize every sample of the dataset once to `size` (hpa.preparation); returns the failures per split."""
-    from hpa.preparation import prepare_dataset
+    """Resize every sample of the dataset once to `size` (hpa.data.preparation); returns the failures per split."""
+    from hpa.data.preparation import prepare_dataset
 
     return prepare_dataset(layout.require_dir(Path(data_dir), "data_dir"), _positive("size", size, 8),
                            workers=_positive("workers", workers), echo=echo)
@@ -90,7 +90,7 @@ def prepare(data_dir: str | Path, size: int, workers: int = 1, echo: Callable[[s
 def make_folds(data_dir: str | Path, n_folds: int = 5, seed: int = 0, duplicates: str | None = None,
                echo: Callable[[str], None] = print) -> Path:
     """folds.csv over train.csv (+ external.csv), with the duplicate groups of dedup/ when they exist."""
-    from hpa.folds import DUPLICATES, write_folds
+    from hpa.data.folds import DUPLICATES, write_folds
 
     if duplicates is not None and duplicates not in DUPLICATES:
         raise ConfigError(f"duplicates={duplicates!r}: choose from {', '.join(DUPLICATES)}")
@@ -110,7 +110,7 @@ def train_fold(arch: str, fold: int, size: int, data_dir: str | Path, runs: str 
                **settings) -> Path:
     """Train (or resume) one fold; returns its run directory `<runs>/<arch>_<size>/f<fold>/`."""
     from hpa.config import arch_layers, build_config
-    from hpa.training import train
+    from hpa.training.engine import train
 
     cfg = build_config(arch_layers(arch) + [("train_fold()", {**settings, "arch": arch, "fold": fold, "size": size,
                                                               "data_dir": str(data_dir)})])
@@ -122,7 +122,7 @@ def predict(arch: str, size: int, folds: list[int], runs: str | Path = "runs", o
             tta: int = 8, data_dir: str | Path | None = None, sizes: list[int] | None = None, batch_size: int = 32,
             amp: str = "bf16", workers: int = 0, device: str = "auto") -> list[Path]:
     """OOF and test predictions of each fold's run with `tta` dihedral transforms; returns the CSVs written."""
-    from hpa.inference import PredictOptions, predict_folds
+    from hpa.prediction.inference import PredictOptions, predict_folds
 
     opts = PredictOptions.make(tta=tta, sizes=sizes, batch_size=batch_size, amp=amp, workers=workers, device=device)
     return predict_folds(Path(runs), arch, _positive("size", size, 8), _fold_list(folds), Path(out_dir), opts,
@@ -137,9 +137,9 @@ class ThresholdFit:
     notes: list[str]  # what could not be checked
 
     def write(self, out: str | Path) -> list[Path]:
-        """thresholds.json, its per-class CSV and plot beside it, written together (hpa.layout)."""
-        from hpa.io import atomic_outputs, csv_text
-        from hpa.report import plot_per_class
+        """thresholds.json, its per-class CSV and plot beside it, written together (hpa.data.layout)."""
+        from hpa.core.atomic import atomic_outputs, csv_text
+        from hpa.prediction.report import plot_per_class
 
         files = list(layout.threshold_outputs(Path(out)).values())
         with atomic_outputs() as tmp:
@@ -155,11 +155,11 @@ def fit_thresholds(oof: str | Path | list, labels: str | Path | list[str | Path]
                    data_dir: str | Path | None = None, method: str = DEFAULT_METHOD,
                    allow_missing: bool = False) -> ThresholdFit:
     """Per-class thresholds fitted on the OOF files (quoted globs or paths) of one model."""
-    from hpa.blending import check_oof_provenance, concat_oof, labels_for
-    from hpa.metrics import macro_f1
-    from hpa.report import per_class_frame
-    from hpa.thresholds import METHODS, apply_thresholds, per_class_table
-    from hpa.thresholds import fit_thresholds as fit
+    from hpa.prediction.blending import check_oof_provenance, concat_oof, labels_for
+    from hpa.prediction.metrics import macro_f1
+    from hpa.prediction.report import per_class_frame
+    from hpa.prediction.thresholds import METHODS, apply_thresholds, per_class_table
+    from hpa.prediction.thresholds import fit_thresholds as fit
 
     if method not in METHODS:
         raise ConfigError(f"method={method!r}: choose from {', '.join(METHODS)}")
@@ -181,10 +181,10 @@ def fit_thresholds(oof: str | Path | list, labels: str | Path | list[str | Path]
 def blend(oof: str | Path | list, test: str | Path | list, data_dir: str | Path, out: str | Path = layout.SUBMISSION,
           *, method: str = "auto", weights: str = "auto", rounds: int = 20, cv_folds: int | None = None, seed: int = 0,
           allow_missing: bool = False, test_labels: str | Path | None = None) -> dict:
-    """Blend every model's OOF and test files into a submission with its report (hpa.blending.run_blend):
+    """Blend every model's OOF and test files into a submission with its report (hpa.prediction.blending.run_blend):
     weights and threshold method fitted, or chosen by cross-validation with `auto`."""
-    from hpa.blending import WEIGHTINGS, run_blend
-    from hpa.thresholds import METHODS
+    from hpa.prediction.blending import WEIGHTINGS, run_blend
+    from hpa.prediction.thresholds import METHODS
 
     if weights not in (*WEIGHTINGS, "auto"):
         raise ConfigError(f"weights={weights!r}: choose from {', '.join(WEIGHTINGS)} or auto")

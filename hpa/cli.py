@@ -41,7 +41,7 @@ def non_negative_int(v: str) -> int:
 
 
 def class_index(v: str) -> int:
-    from hpa.labels import NUM_CLASSES
+    from hpa.data.labels import NUM_CLASSES
 
     try:
         k = int(v)

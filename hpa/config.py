@@ -22,11 +22,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hpa.core.runtime import AMP_MODES
 from hpa.errors import ConfigError
-from hpa.runtime import AMP_MODES
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data; ./configs links here
-# the losses a config may name (hpa.losses builds them): here, so that reading a config (prediction
+# the losses a config may name (hpa.training.losses builds them): here, so that reading a config (prediction
 # does) does not import the training code
 LOSSES = ("bce", "focal", "eloss_bce", "eloss_focal")
 
@@ -183,7 +183,7 @@ def read_yaml(path: Path) -> dict:
 
 
 def save_yaml(path: Path, data: dict) -> None:
-    from hpa.io import atomic_write_text
+    from hpa.core.atomic import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
 

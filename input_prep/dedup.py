@@ -2,7 +2,7 @@
 
     python input_prep/dedup.py --data-dir data/hpa --out data/hpa/dedup [--threshold 16] [--size 768]
 
-A pair is a near-duplicate when the 64-bit perceptual hashes (pHash, hpa/hashing.py) of its red,
+A pair is a near-duplicate when the 64-bit perceptual hashes (pHash, hpa/data/hashing.py) of its red,
 green and blue channels differ in at most --threshold of their 192 bits in total. (1st place of
 the 2018 competition required each channel's hash within a bound; a dim channel's hash is
 noisier, though, and the summed distance tolerates one noisy channel. On the 8 real samples,
@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hpa import cli
-from hpa.dedup import find_duplicates
+from hpa.data.dedup import find_duplicates
 
 
 def main(argv: list[str] | None = None) -> None:

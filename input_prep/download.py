@@ -17,7 +17,7 @@ External: for each Id of the CSV, all 4 colours from `<base>/<part before the fi
 (the address scheme the 2018 solutions used). Each file is fetched with retries and exponential
 backoff on HTTP 5xx, timeouts, cut bodies and dropped connections; it must decode (a JPEG with
 its end marker); it is then stored the way Kaggle stores images, one grayscale PNG per stain
-(`external/<Id>_<color>.png`, the stain's plane taken from the RGB JPEG as hpa.io documents),
+(`external/<Id>_<color>.png`, the stain's plane taken from the RGB JPEG as hpa.data.images documents),
 written atomically. Files already stored and decodable are skipped, so a re-run resumes.
 What still fails is listed in `<out>/download_failures.csv` (exit code 1); the samples whose 4
 stains are all present are listed with their labels in `<out>/external.csv`.
@@ -49,17 +49,11 @@ import numpy as np
 import pandas as pd
 
 from hpa import cli
-from hpa.io import (
-    SampleError,
-    atomic_write_bytes,
-    atomic_write_csv,
-    decode_jpeg_channel,
-    decode_tiff_channel,
-    read_channel,
-    write_channel_png,
-)
-from hpa.labels import COLORS, LabelError, read_labels, read_table, validate_id
-from hpa.runtime import progress
+from hpa.core.atomic import atomic_write_bytes, atomic_write_csv
+from hpa.core.runtime import progress
+from hpa.data.images import decode_jpeg_channel, decode_tiff_channel, read_channel, write_channel_png
+from hpa.data.labels import COLORS, read_labels, read_table, validate_id
+from hpa.errors import LabelError, SampleError
 
 DEFAULT_BASE = "http://v18.proteinatlas.org/images"
 COMPETITION = "human-protein-atlas-image-classification"

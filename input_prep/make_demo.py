@@ -27,10 +27,11 @@ import numpy as np
 import pandas as pd
 
 from hpa import cli
+from hpa.core.atomic import atomic_write_bytes, atomic_write_csv
+from hpa.core.runtime import progress as progress_bar
+from hpa.data.images import read_sample, write_sample_png
+from hpa.data.labels import CLASS_NAMES, NUM_CLASSES, format_target
 from hpa.errors import ConfigError
-from hpa.io import atomic_write_bytes, atomic_write_csv, read_sample, write_sample_png
-from hpa.labels import CLASS_NAMES, NUM_CLASSES, format_target
-from hpa.runtime import progress as progress_bar
 
 LABEL_TABLE = Path(__file__).with_name("kaggle2018_label_sets.json")
 

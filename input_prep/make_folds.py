@@ -11,7 +11,8 @@ near-duplicates: `drop` keeps one member (from the first --labels table first, t
 Id) and leaves the rest out, as Zhang et al. 2021 removed duplicates; `group` keeps them all in one
 fold, stratified on the union of their labels, so twins never sit on both sides of a split;
 `ignore` treats them as independent samples. A group whose members' label sets differ is left out
-whole with `drop` (its labels contradict each other), and with `group` when --drop-conflicts. The logic is `hpa.folds`.
+whole with `drop` (its labels contradict each other), and with `group` when --drop-conflicts.
+The logic is `hpa.data.folds`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hpa import cli
-from hpa.folds import DEFAULT_DUPLICATES, DUPLICATES, write_folds
+from hpa.data.folds import DEFAULT_DUPLICATES, DUPLICATES, write_folds
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 from hpa import cli
-from hpa.layout import SPLIT_TABLES
-from hpa.preparation import prepare_dataset
+from hpa.data.layout import SPLIT_TABLES
+from hpa.data.preparation import prepare_dataset
 
 
 def parse_shard(s: str) -> tuple[int, int]:

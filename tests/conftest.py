@@ -36,7 +36,7 @@ def real_samples(tmp_path_factory) -> tuple[Path, list[tuple[str, str, str]]]:
     import cv2
     import numpy as np
 
-    from hpa.io import write_sample_png
+    from hpa.data.images import write_sample_png
     from input_prep.make_demo import render
 
     out = tmp_path_factory.mktemp("synthetic_samples")

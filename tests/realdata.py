@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpa.labels import labels_matrix, read_ids, read_labels
-from hpa.predictions import PredictionError
+from hpa.data.labels import labels_matrix, read_ids, read_labels
+from hpa.errors import PredictionError
 
 SHARED = Path(os.environ.get("HPA_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 MODELS = {"team5inceptionv3_800": "team5_inceptionv3_800_test.npy",

@@ -69,9 +69,10 @@ def test_ablation_table_arithmetic_and_reuse(tiny_demo, tmp_path):
 def test_duplicates_factor_builds_the_three_fold_tables(tmp_path):
     """No training: the folds of each duplicates mode, and the mode equal to the baseline's folds
     is the baseline itself (not trained twice)."""
-    from hpa.ablation import duplicates_folds, variants
     from hpa.config import arch_layers, build_config
-    from hpa.labels import LabelError, read_folds
+    from hpa.data.labels import read_folds
+    from hpa.errors import LabelError
+    from hpa.pipeline.ablation import duplicates_folds, variants
 
     ids = [f"s{k:02d}" for k in range(16)]
     targets = ["0", "1", "0 1", "2"] * 4

@@ -37,12 +37,65 @@ def test_every_error_class_is_in_hpa_errors():
 
 
 def test_prediction_does_not_import_the_training_stack():
-    code = ("import sys, hpa.inference, hpa.ensemble, hpa.folder\n"
-            "print(sorted(m for m in ('albumentations', 'hpa.losses', 'hpa.dataset', 'hpa.training')"
-            " if m in sys.modules))")
+    code = ("import sys, hpa.prediction.inference, hpa.prediction.ensemble, hpa.prediction.folder\n"
+            "print(sorted(m for m in sys.modules if m == 'albumentations' or m.startswith('hpa.training.')"
+            " or m == 'hpa.data.dataset'))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-800:]
     assert r.stdout.strip() == "[]"
+
+
+# Each layer imports only the layers before it (and the shared errors, config and command-line
+# helpers, which import no layer above models); api.py sits on top of all of them.
+LAYERS = ["core", "data", "models", "prediction", "training", "pipeline"]
+SHARED_TOP = {"errors", "config", "cli"}
+
+
+def hpa_imports(path: Path) -> set[str]:
+    """The hpa modules `path` imports, at its top or inside a function."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "hpa":
+            out |= {node.module} if node.module != "hpa" else {f"hpa.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.split(".")[0] == "hpa"}
+    return out
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    wrong = []
+    for p in SOURCES:
+        parts = p.relative_to(PACKAGE).parts
+        if len(parts) == 1:
+            continue  # the top: api, config, cli, errors
+        mine = LAYERS.index(parts[0])
+        for mod in hpa_imports(p):
+            first = mod.split(".")[1]
+            if first in SHARED_TOP:
+                if first == "config" and mine < LAYERS.index("prediction"):
+                    wrong.append(f"{'/'.join(parts)} imports {mod} (config imports models)")
+                continue
+            if first not in LAYERS or LAYERS.index(first) > mine:
+                wrong.append(f"{'/'.join(parts)} imports {mod}")
+    assert wrong == []
+
+
+def test_the_top_modules_are_the_api_config_cli_and_errors():
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert top == ["__init__.py", "api.py", "cli.py", "config.py", "errors.py"]
+    assert sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()) == sorted(LAYERS)
+
+
+def test_the_module_paths_of_0_2_still_import(monkeypatch):
+    import hpa.data.labels
+    import hpa.prediction.thresholds
+
+    for old in ("hpa.labels", "hpa.thresholds"):
+        monkeypatch.delitem(sys.modules, old, raising=False)
+    import hpa.labels
+    from hpa.thresholds import fit_thresholds  # noqa: F401
+
+    assert hpa.labels is hpa.data.labels and sys.modules["hpa.thresholds"] is hpa.prediction.thresholds
 
 
 def test_no_backend_switch_and_no_test_support_in_the_library():
@@ -54,7 +107,7 @@ def test_no_backend_switch_and_no_test_support_in_the_library():
 
 # names that are not the toolkit's own layout: publishers' file names, and a glob of package data
 FOREIGN = {("models/pretrained.py", "model.safetensors"), ("models/pretrained.py", "pytorch_model.bin"),
-           ("recipe.py", "*.yaml")}
+           ("pipeline/recipe.py", "*.yaml")}
 FILE_NAME = re.compile(r"^[\w.*-]+\.(pt|pth|bin|csv|yaml|json|png|md|html|safetensors|npy|zip|txt|lock)$")
 
 
@@ -69,12 +122,12 @@ def string_constants(path: Path) -> list[tuple[int, str]]:
 
 
 def test_every_file_name_is_in_hpa_layout():
-    """A file the toolkit writes or reads is named in hpa/layout.py only: a literal such as "best.pt"
+    """A file the toolkit writes or reads is named in hpa/data/layout.py only: a literal such as "best.pt"
     anywhere else in the package fails (messages that mention a file in a sentence are not names)."""
     stray = []
     for p in SOURCES:
         rel = p.relative_to(PACKAGE).as_posix()
-        if rel in ("layout.py", "models/hpa_weights.py"):  # hpa_weights: the publishers' own file names
+        if rel in ("data/layout.py", "models/hpa_weights.py"):  # hpa_weights: the publishers' own file names
             continue
         stray += [f"{rel}:{line} {text!r}" for line, text in string_constants(p)
                   if FILE_NAME.match(text) and (rel, text) not in FOREIGN]

@@ -6,7 +6,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from conftest import shared_path
-from hpa.blending import (
+from hpa.prediction.blending import (
     METHODS_ORDER,
     WEIGHTINGS,
     Blend,
@@ -18,7 +18,7 @@ from hpa.blending import (
     greedy_weights,
     score,
 )
-from hpa.thresholds import apply_thresholds, fit_thresholds
+from hpa.prediction.thresholds import apply_thresholds, fit_thresholds
 
 
 def synthetic(n=600, c=6, models=(1.5, 1.0, 0.2), seed=0, scale=1.0):
@@ -156,8 +156,8 @@ def test_auto_on_the_real_2018_rows():
 
 
 def test_cv_folds_follow_the_rows():
-    from hpa.blending import cv_folds_for
     from hpa.errors import ConfigError
+    from hpa.prediction.blending import cv_folds_for
 
     assert [cv_folds_for(n) for n in (2, 7, 4999, 5000)] == [2, 7, 10, 5]
     with pytest.raises(ConfigError, match="1 OOF row"):

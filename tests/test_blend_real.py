@@ -11,9 +11,9 @@ import pytest
 import realdata as real_data
 
 from conftest import ROOT, SHARED, shared_path
-from hpa.metrics import macro_f1
-from hpa.predictions import write_predictions
-from hpa.thresholds import shrunk_thresholds
+from hpa.data.predictions import write_predictions
+from hpa.prediction.metrics import macro_f1
+from hpa.prediction.thresholds import shrunk_thresholds
 
 
 def load_real():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from hpa.labels import CLASS_NAMES
+from hpa.data.labels import CLASS_NAMES
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
@@ -23,21 +23,21 @@ def read_events(run_dir):
 
 
 def test_events_match_log_csv_and_a_resumed_run_has_no_duplicate_steps(small_data, tmp_path, monkeypatch):
-    import hpa.checkpoint
-    import hpa.training
+    import hpa.core.checkpoint
+    import hpa.training.engine
 
-    real_save = hpa.checkpoint.save_checkpoint
+    real_save = hpa.core.checkpoint.save_checkpoint
 
     def crash_at_epoch_2(path, state):  # the events of epoch 2 are written, its last.pt never is
         if path.name == "last.pt" and state["epoch"] == 2:
             raise KeyboardInterrupt
         real_save(path, state)
 
-    monkeypatch.setattr(hpa.training, "save_checkpoint", crash_at_epoch_2)
+    monkeypatch.setattr(hpa.training.engine, "save_checkpoint", crash_at_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         hpa.train_fold("tiny_cnn", fold=0, size=32, data_dir=small_data, runs=tmp_path, echo=lambda _: None,
                        **SETTINGS)
-    monkeypatch.setattr(hpa.training, "save_checkpoint", real_save)
+    monkeypatch.setattr(hpa.training.engine, "save_checkpoint", real_save)
     run = hpa.train_fold("tiny_cnn", fold=0, size=32, data_dir=small_data, runs=tmp_path, echo=lambda _: None,
                          **SETTINGS)
     assert len(list(run.glob("events.out.tfevents.*"))) == 2  # the first session's file, then the resumed one's

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpa import layout
-from hpa.bundle import BundleError, export_bundle, load_bundle
-from hpa.errors import HPAError
-from hpa.recipe import Member, Recipe, run_recipe
+from hpa.data import layout
+from hpa.errors import BundleError, HPAError
+from hpa.pipeline.recipe import Member, Recipe, run_recipe
+from hpa.prediction.bundle import export_bundle, load_bundle
 
 QUIET = dict(echo=lambda _: None)
 COMMON = {"epochs": 1, "batch_size": 16, "crop": 24, "crop_large": None, "workers": 0, "pretrained": "none",
@@ -130,7 +130,7 @@ def test_an_altered_weight_file_or_foreign_folder_is_refused(recipe_out, tmp_pat
 def test_push_offline_is_one_line_and_uploads_nothing(recipe_out, tmp_path, monkeypatch):
     import huggingface_hub.constants
 
-    from hpa.bundle import push_bundle
+    from hpa.prediction.bundle import push_bundle
 
     _, work = recipe_out
     out = export_bundle(work, tmp_path / "b", **QUIET)
@@ -144,7 +144,7 @@ def test_export_refuses_runs_trained_on_other_folds(recipe_out, tmp_path):
     data, work = recipe_out
     copy = tmp_path / "work"
     shutil.copytree(work, copy)
-    from hpa.checkpoint import load_checkpoint, save_checkpoint
+    from hpa.core.checkpoint import load_checkpoint, save_checkpoint
 
     best = layout.run_dir(layout.recipe_runs(copy), "gapnet_pl", 32, 1) / "best.pt"
     ck = load_checkpoint(best)
@@ -154,7 +154,7 @@ def test_export_refuses_runs_trained_on_other_folds(recipe_out, tmp_path):
     for kind in ("oof", "test"):
         side = layout.sidecar_path(layout.prediction_path(layout.recipe_predictions(copy), "gapnet_pl", 32, 1, kind))
         s = json.loads(side.read_text())
-        from hpa.io import file_sha256
+        from hpa.core.digests import file_sha256
 
         s["producer"]["checkpoint_sha256"] = file_sha256(best)
         side.write_text(json.dumps(s))
@@ -179,14 +179,14 @@ def test_bioimageio_package_validates_and_runs_to_the_bundles_outputs(recipe_out
     from bioimageio.core import predict, test_model
     from bioimageio.spec import load_model_description
 
-    from hpa.bioimageio import export_bioimageio
-    from hpa.io import read_sample
+    from hpa.data.images import read_sample
+    from hpa.prediction.bioimageio import export_bioimageio
 
     data, work = recipe_out
     out = export_bundle(work, tmp_path / "b", **QUIET)
     ids = pd.read_csv(data / "sample_submission.csv")["Id"].tolist()[:3]
     imgs = [read_sample(data / "test", i) for i in ids]
-    pkg = export_bioimageio(out, tmp_path / "hpa.bioimageio.zip", test_image=imgs[0])
+    pkg = export_bioimageio(out, tmp_path / "hpa.prediction.bioimageio.zip", test_image=imgs[0])
     descr = load_model_description(pkg)  # validates against the spec
     assert len(descr.outputs[0].axes[1].channel_names) == 28 and descr.inputs[0].axes[1].size == 4
     summary = test_model(pkg)

@@ -76,10 +76,10 @@ def test_allowed_values_have_one_source():
     import typing
 
     from hpa.config import TrainConfig
-    from hpa.folds import DUPLICATES
-    from hpa.losses import LOSSES
-    from hpa.recipe import Recipe
-    from hpa.runtime import AMP_MODES
+    from hpa.core.runtime import AMP_MODES
+    from hpa.data.folds import DUPLICATES
+    from hpa.pipeline.recipe import Recipe
+    from hpa.training.losses import LOSSES
 
     assert typing.get_args(TrainConfig.model_fields["loss"].annotation) == LOSSES
     assert typing.get_args(TrainConfig.model_fields["amp"].annotation) == AMP_MODES

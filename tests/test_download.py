@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 
 from conftest import shared_path
-from hpa.io import SampleError, read_channel, read_sample
-from hpa.labels import COLORS
+from hpa.data.images import read_channel, read_sample
+from hpa.data.labels import COLORS
+from hpa.errors import SampleError
 from input_prep import download
 
 EXT_IDS = ["10580_1610_C1_1", "10580_1610_C1_2", "777_88_D2_1"]
@@ -165,7 +166,7 @@ def test_kaggle_without_credentials_says_how(tmp_path, monkeypatch, capsys):
 
 
 def test_the_shipped_hpav18_table_is_the_real_one():
-    from hpa.labels import read_labels
+    from hpa.data.labels import read_labels
 
     shipped = read_labels(download.HPAV18_TABLE)
     assert len(shipped) == 74606 and shipped["Id"][0] == "10580_1610_C1_1"
@@ -207,7 +208,7 @@ def tiff_bytes(plane: np.ndarray) -> bytes:
 
 
 def test_full_size_tiffs_are_fetched_resumably_and_read_before_the_pngs(real_samples, tmp_path):
-    from hpa.io import write_sample_png
+    from hpa.data.images import write_sample_png
 
     images, rows = real_samples
     big = read_sample(images, rows[1][0])  # a real 2048 px sample
@@ -255,7 +256,7 @@ def test_full_size_address_needs_id_and_color(tmp_path):
         download.full_size_template("https://h/{id}_{color}_{stain}.tif")
     with pytest.raises(argparse.ArgumentTypeError, match="only http"):
         download.full_size_template("file:///{id}_{color}.tif")
-    from hpa.labels import LabelError
+    from hpa.errors import LabelError
 
     with pytest.raises(LabelError, match="run --kaggle first"):
         download.download_full_size(tmp_path, "https://h/{id}_{color}.tif", 1, 1.0, 0, 0.0)

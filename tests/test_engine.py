@@ -10,11 +10,11 @@ import yaml
 
 from hpa import cli
 from hpa.config import TrainConfig, changed_settings, train_cli
-from hpa.errors import ConfigError, HPAError, RunError
-from hpa.inference import find_image_ids
-from hpa.io import atomic_outputs, atomic_write_text
-from hpa.labels import LabelError, validate_id
-from hpa.training import guard_run_dir
+from hpa.core.atomic import atomic_outputs, atomic_write_text
+from hpa.data.labels import validate_id
+from hpa.errors import ConfigError, HPAError, LabelError, RunError
+from hpa.prediction.inference import find_image_ids
+from hpa.training.rundir import guard_run_dir
 
 
 def test_validate_id_holds_exactly():

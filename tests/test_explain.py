@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from hpa.explain import INVERSE, composite, grad_cam, normalise, tta_cam
-from hpa.inference import DIHEDRAL, dihedral
 from hpa.models import HPANet
+from hpa.prediction.explain import INVERSE, composite, grad_cam, normalise, tta_cam
+from hpa.prediction.inference import DIHEDRAL, dihedral
 
 QUADRANTS = {"top-left": (slice(0, 32), slice(0, 32)), "top-right": (slice(0, 32), slice(32, 64)),
              "bottom-left": (slice(32, 64), slice(0, 32)), "bottom-right": (slice(32, 64), slice(32, 64))}

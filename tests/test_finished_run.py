@@ -1,12 +1,12 @@
-"""One definition of a finished run (hpa.layout.finished_run) for training and for SLURM, and the
+"""One definition of a finished run (hpa.data.layout.finished_run) for training and for SLURM, and the
 window it closes: a stop between the last epoch's last.pt and its log."""
 
 import pandas as pd
 
-from hpa import layout
 from hpa.config import load_arch_config
-from hpa.slurm import finished_folds
-from hpa.training import train
+from hpa.data import layout
+from hpa.pipeline.slurm import finished_folds
+from hpa.training.engine import train
 
 FAST = {"epochs": 2, "batch_size": 16, "crop": 24, "crop_large": None, "workers": 0, "pretrained": "none",
         "cycle_epochs": None, "cycles": 1, "loss": "bce", "hard_k": None, "amp": "off"}

@@ -15,13 +15,13 @@ import pytest
 import torch
 
 import hpa
-from hpa import layout
-from hpa.checkpoint import load_checkpoint
 from hpa.config import TrainConfig
-from hpa.ensemble import from_runs
-from hpa.folder import predict_folder
-from hpa.inference import DIHEDRAL
+from hpa.data import layout
 from hpa.models import build_model
+from hpa.prediction.ensemble import from_runs
+from hpa.prediction.folder import predict_folder
+from hpa.prediction.inference import DIHEDRAL
+from hpa.core.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -61,7 +61,7 @@ def test_predictions_are_the_folds_mean_over_tta_and_every_predicted_class_has_a
         m = build_model("tiny_cnn", **TrainConfig(**ck["config"]).model)
         m.load_state_dict(ck["model"])
         models.append(m.eval())
-    from hpa.io import read_sample
+    from hpa.data.images import read_sample
 
     ids = df["Id"].tolist()[:5]
     x = torch.stack([torch.from_numpy(read_sample(images, i)).permute(2, 0, 1).float() / 255 for i in ids])

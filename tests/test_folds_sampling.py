@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, shared_path
-from hpa.folds import conflicting, duplicates_to_drop, make_folds, max_proportion_deviation
-from hpa.labels import labels_matrix, read_labels
-from hpa.sampling import class_counts_table, oversample_plan
+from hpa.data.folds import conflicting, duplicates_to_drop, make_folds, max_proportion_deviation
+from hpa.data.labels import labels_matrix, read_labels
+from hpa.data.sampling import class_counts_table, oversample_plan
 
 
 def test_folds_on_the_real_train_table():

@@ -12,15 +12,15 @@ import pandas as pd
 import pytest
 import torch
 
-from hpa import embeddings as emb
-from hpa import layout
-from hpa.blending import check_oof_provenance
+from hpa.core.digests import file_sha256
+from hpa.data import layout
+from hpa.data.labels import read_folds, read_ids
 from hpa.errors import ConfigError, RunError
-from hpa.frozen import FrozenSettings, fit_logreg, predict_head, run_frozen, train_head
-from hpa.inference import dihedral
-from hpa.io import file_sha256
-from hpa.labels import read_folds, read_ids
-from hpa.metrics import macro_f1
+from hpa.prediction import embeddings as emb
+from hpa.prediction.blending import check_oof_provenance
+from hpa.prediction.inference import dihedral
+from hpa.prediction.metrics import macro_f1
+from hpa.training.frozen import FrozenSettings, fit_logreg, predict_head, run_frozen, train_head
 
 CPU = torch.device("cpu")
 QUIET = lambda _: None  # noqa: E731
@@ -138,7 +138,7 @@ def test_frozen_predictions_keep_the_contract_the_blend_checks(data, tmp_path):
 
 
 def test_a_frozen_members_unknown_setting_is_one_line(tmp_path):
-    from hpa.recipe import load_recipe
+    from hpa.pipeline.recipe import load_recipe
 
     path = tmp_path / "r.yaml"
     path.write_text("members:\n  - {arch: vit_tiny16, size: 32, frozen: head, set: {epoch: 3}}\n")
@@ -151,7 +151,7 @@ def test_a_frozen_members_unknown_setting_is_one_line(tmp_path):
 def test_foundation_recipe_smoke_end_to_end(data, tmp_path):
     """`--recipe foundation --smoke`: tiny random ViTs frozen (a head and a logistic regression on one
     set of embeddings, a head on another) and the CNN fine-tuned, blended into a submission."""
-    from hpa.recipe import Recipe, load_recipe, run_recipe
+    from hpa.pipeline.recipe import Recipe, load_recipe, run_recipe
 
     shutil.rmtree(data / "prepared")
     (data / "folds.csv").unlink()
@@ -200,7 +200,7 @@ def test_slurm_submits_one_prediction_job_per_frozen_member_and_no_training_arra
     """A frozen member has no training array: its prediction job embeds and trains every fold's head."""
     from test_round3 import fake_slurm
 
-    from hpa import recipe as rec
+    from hpa.pipeline import recipe as rec
 
     calls = fake_slurm(tmp_path, monkeypatch, "debug*|2|20000|(null)", "")
     rec.main(["--recipe", "foundation", "--smoke", "--data-dir", str(data), "--out-dir", str(tmp_path / "w"),

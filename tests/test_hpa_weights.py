@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from hpa.config import load_arch_config
+from hpa.errors import WeightsError
 from hpa.models import build_model, hpa_weights
-from hpa.models.pretrained import WeightsError
 from hpa.models.weight_layouts import load_published
 
 WIDTH, DEPTH, HEADS, PATCH = 192, 12, 3, 16

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from hpa.io import SampleError, atomic_path, read_sample, to_uint8, write_sample_png
-from hpa.labels import COLORS
+from hpa.core.atomic import atomic_path
+from hpa.data.images import read_sample, to_uint8, write_sample_png
+from hpa.data.labels import COLORS
+from hpa.errors import SampleError
 
 
 def test_reads_all_real_samples_in_rgby_order(real_samples):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import shared_path
-from hpa.labels import (
+from hpa.data.labels import (
     CLASS_NAMES,
     NUM_CLASSES,
     LabelError,
@@ -95,7 +95,7 @@ def test_real_train_table_reads_with_real_frequencies():
 
 
 def test_train_and_external_tables_are_read_as_one(tmp_path):
-    from hpa.labels import read_label_tables
+    from hpa.data.labels import read_label_tables
 
     (tmp_path / "train.csv").write_text("Id,Target\na,0\nb,1 2\n")
     (tmp_path / "external.csv").write_text("Id,Target\n10_1_A1_1,27\n")

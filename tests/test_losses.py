@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hpa.losses import build_loss, effective_number_weights, hard_example_loss
+from hpa.training.losses import build_loss, effective_number_weights, hard_example_loss
 
 
 def test_effective_number_weights_formula_and_limits():

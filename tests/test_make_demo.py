@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from hpa.io import read_sample
-from hpa.labels import NUM_CLASSES, labels_matrix, read_ids, read_labels
+from hpa.data.images import read_sample
+from hpa.data.labels import NUM_CLASSES, labels_matrix, read_ids, read_labels
 from input_prep.make_demo import LABEL_TABLE, draw_label_sets, make_demo, render
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from hpa import memory
 from hpa.config import TrainConfig
-from hpa.training import hard_k_of, train_step
+from hpa.training import memory
+from hpa.training.engine import hard_k_of, train_step
 
 CFG = TrainConfig(arch="tiny_cnn", hard_k=None, amp="off", channels_last=False, loss="bce", grad_clip=None)
 
@@ -97,10 +97,10 @@ def test_auto_micro_batches_fit_a_simulated_memory_limit_and_differ_by_side(monk
 
 def test_auto_is_recorded_reused_on_resume_and_an_oom_is_one_line(small_data, tmp_path, monkeypatch):
     import hpa
-    import hpa.training
-    from hpa.checkpoint import load_checkpoint
+    import hpa.training.engine
     from hpa.config import read_yaml
     from hpa.errors import RunError
+    from hpa.core.checkpoint import load_checkpoint
 
     budget = 5 * 24 ** 2  # 5 crops of 24 px per pass
 
@@ -118,7 +118,7 @@ def test_auto_is_recorded_reused_on_resume_and_an_oom_is_one_line(small_data, tm
                for ln in lines)
     ref = load_checkpoint(run / "last.pt")
     # an out-of-memory error in epoch 2: one line naming the side and micro-batch, last.pt of epoch 1 kept
-    real_step = hpa.training.train_step
+    real_step = hpa.training.engine.train_step
     calls = []
 
     def oom_in_epoch_2(*a, **kw):
@@ -127,13 +127,13 @@ def test_auto_is_recorded_reused_on_resume_and_an_oom_is_one_line(small_data, tm
             raise torch.OutOfMemoryError("simulated")
         return real_step(*a, **kw)
 
-    monkeypatch.setattr(hpa.training, "train_step", oom_in_epoch_2)
+    monkeypatch.setattr(hpa.training.engine, "train_step", oom_in_epoch_2)
     with pytest.raises(RunError, match=r"\[tiny_cnn_32 f0\] out of device memory in epoch 2 at stored side 32 with "
                                        r"micro-batch 4; set --set micro_batches=\{32: 2\}.* --resume: last.pt of "
                                        r"epoch 1 is kept"):
         hpa.train_fold("tiny_cnn", fold=0, size=32, data_dir=small_data, runs=tmp_path / "b", **settings)
     assert load_checkpoint(tmp_path / "b" / "tiny_cnn_32" / "f0" / "last.pt")["epoch"] == 1
-    monkeypatch.setattr(hpa.training, "train_step", real_step)
+    monkeypatch.setattr(hpa.training.engine, "train_step", real_step)
     monkeypatch.setattr(memory, "probe_step", lambda *a: pytest.fail("a resumed run reuses its micro-batches"))
     run_b = hpa.train_fold("tiny_cnn", fold=0, size=32, data_dir=small_data, runs=tmp_path / "b", **settings)
     resumed = load_checkpoint(run_b / "last.pt")
@@ -184,14 +184,14 @@ def test_sigterm_mid_epoch_saves_at_that_step_and_resume_equals_an_uninterrupted
     import signal
 
     import hpa
-    import hpa.training
-    from hpa.checkpoint import load_checkpoint
+    import hpa.training.engine
     from hpa.errors import Stopped
+    from hpa.core.checkpoint import load_checkpoint
 
     settings = dict(epochs=2, batch_size=4, crop=24, workers=0, amp="off", pretrained="none", echo=lambda _: None)
     ref = load_checkpoint(hpa.train_fold("tiny_cnn", fold=1, size=32, data_dir=small_data, runs=tmp_path / "ref",
                                          **settings) / "last.pt")
-    real_step, calls = hpa.training.train_step, []
+    real_step, calls = hpa.training.engine.train_step, []
 
     def signalled(*a, **kw):
         calls.append(1)
@@ -199,14 +199,14 @@ def test_sigterm_mid_epoch_saves_at_that_step_and_resume_equals_an_uninterrupted
             os.kill(os.getpid(), signal.SIGUSR1)  # arrives inside epoch 1's third step
         return real_step(*a, **kw)
 
-    monkeypatch.setattr(hpa.training, "train_step", signalled)
+    monkeypatch.setattr(hpa.training.engine, "train_step", signalled)
     with pytest.raises(Stopped, match=r"stopped by SIGUSR1 at epoch 1, step 3: last.pt saved there; run the same "
                                       "command again to resume"):
         hpa.train_fold("tiny_cnn", fold=1, size=32, data_dir=small_data, runs=tmp_path / "cut", **settings)
     saved = load_checkpoint(tmp_path / "cut" / "tiny_cnn_32" / "f1" / "last.pt")
     assert saved["epoch"] == 0 and saved["partial"]["step"] == 3 and len(saved["lr_steps"]) == 3
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # the handler is removed after training
-    monkeypatch.setattr(hpa.training, "train_step", real_step)
+    monkeypatch.setattr(hpa.training.engine, "train_step", real_step)
     lines = []
     run = hpa.train_fold("tiny_cnn", fold=1, size=32, data_dir=small_data, runs=tmp_path / "cut",
                          **{**settings, "echo": lines.append})
@@ -269,8 +269,8 @@ def test_auto_probe_finds_a_micro_batch_for_every_paper_arch_under_a_memory_limi
     """The real probe step of each paper model (its BatchNorm head included) under a simulated limit
     of 3 crops per pass: the probe starts at 2, so it never asks BatchNorm to normalise one sample."""
     from hpa.config import load_arch_config
-    from hpa.losses import build_loss
     from hpa.models import build_model
+    from hpa.training.losses import build_loss
 
     real = memory.probe_step
     seen = []

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from hpa.metrics import best_constant_macro_f1, f1_per_class, macro_f1
-from hpa.thresholds import (
+from hpa.prediction.metrics import best_constant_macro_f1, f1_per_class, macro_f1
+from hpa.prediction.thresholds import (
     PAPER_GRID,
     apply_thresholds,
     exact_threshold,

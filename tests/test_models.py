@@ -10,10 +10,9 @@ from torch import nn
 from conftest import ROOT
 from hpa import models
 from hpa.config import load_arch_config
-from hpa.errors import ConfigError
+from hpa.errors import ConfigError, WeightsError
 from hpa.models.gapnet import GapNetPL
 from hpa.models.heads import AdaptiveConcatPool2d
-from hpa.models.pretrained import WeightsError
 
 ARCHS = models.list_archs()
 

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, private_copy
-from hpa.labels import labels_matrix, read_labels
-from hpa.metrics import best_constant_macro_f1, macro_f1
-from hpa.predictions import COLUMNS, read_predictions
+from hpa.data.labels import labels_matrix, read_labels
+from hpa.data.predictions import COLUMNS, read_predictions
+from hpa.prediction.metrics import best_constant_macro_f1, macro_f1
 
 pytestmark = pytest.mark.slow  # subprocess and end-to-end runs
 
@@ -138,7 +138,7 @@ def test_predict_a_biologists_own_images(pipeline, real_samples, tmp_path):
     assert df.columns.tolist() == COLUMNS + ["predicted"]
     probs = df[COLUMNS[1:]].to_numpy()
     assert ((probs >= 0) & (probs <= 1)).all()
-    from hpa.labels import CLASS_NAMES
+    from hpa.data.labels import CLASS_NAMES
     for names in df["predicted"]:
         assert names and all(n in CLASS_NAMES for n in names.split("; "))
 

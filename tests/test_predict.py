@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hpa.errors import ConfigError
-from hpa.inference import DIHEDRAL, dihedral, parse_tta
+from hpa.prediction.inference import DIHEDRAL, dihedral, parse_tta
 
 
 def test_dihedral_group_is_the_8_symmetries_of_the_square():

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from hpa.layout import parse_prediction_name as parse_name
-from hpa.predictions import COLUMNS, PredictionError, read_predictions, write_predictions
+from hpa.data.layout import parse_prediction_name as parse_name
+from hpa.data.predictions import COLUMNS, read_predictions, write_predictions
+from hpa.errors import PredictionError
 
 
 def test_roundtrip_and_name(tmp_path):

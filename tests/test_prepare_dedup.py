@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, shared_path
-from hpa.hashing import hamming, near_duplicate_pairs, phash, sample_hashes
-from hpa.io import read_sample, write_sample_png
-from hpa.labels import COLORS
-from hpa.layout import read_prepared as load_prepared
+from hpa.data.hashing import hamming, near_duplicate_pairs, phash, sample_hashes
+from hpa.data.images import read_sample, write_sample_png
+from hpa.data.labels import COLORS
+from hpa.data.layout import read_prepared as load_prepared
 
 
 def run(*args):

@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 from timm.models import adapt_input_conv
 
 from hpa import models
-from hpa.models.pretrained import WeightsError
+from hpa.errors import WeightsError
 
 
 def hf_cache(root, repo_id: str, state: dict) -> None:

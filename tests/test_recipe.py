@@ -5,9 +5,9 @@ import time
 
 import pytest
 
+from hpa.core.digests import file_sha256
 from hpa.errors import ConfigError
-from hpa.io import file_sha256
-from hpa.recipe import Member, load_recipe, predictions_current, smoke_member, train_commands
+from hpa.pipeline.recipe import Member, load_recipe, predictions_current, smoke_member, train_commands
 
 
 def test_the_shipped_recipes_load_and_name_their_members():
@@ -50,7 +50,7 @@ def test_gpu_plan():
 
 def test_member_config_is_what_train_fold_builds():
     from hpa.config import train_cli
-    from hpa.recipe import member_config
+    from hpa.pipeline.recipe import member_config
 
     m = Member(arch="resnet50", size=1024, set={"crop": 768, "crop_large": 1024, "model": {"head_dropout": [0.3]}})
     cli, _ = train_cli("doc", ["--arch", "resnet50", "--fold", "2", "--size", "1024", "--data-dir", "d",
@@ -94,8 +94,8 @@ def test_parallel_folds_queue_jobs_across_members_one_per_gpu(tmp_path, monkeypa
     import json
     import sys
 
-    from hpa import recipe
     from hpa.errors import HPAError
+    from hpa.pipeline import recipe
 
     log = tmp_path / "log"
     log.mkdir()

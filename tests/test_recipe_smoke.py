@@ -16,9 +16,9 @@ import yaml
 from safetensors.torch import save_file
 
 from conftest import ROOT
-from hpa.io import read_sample, write_sample_png
-from hpa.labels import COLORS
-from hpa.layout import stored_side
+from hpa.data.images import read_sample, write_sample_png
+from hpa.data.labels import COLORS
+from hpa.data.layout import stored_side
 
 pytestmark = pytest.mark.slow
 
@@ -125,8 +125,8 @@ def test_paper_recipe_smoke_on_real_layout_data(smoke):
     assert stored_side(d / "prepared" / "64" / "train" / f"{train[1][0]}.npy") == 64
     oof = pd.concat([pd.read_csv(p) for p in (tmp_path / "work" / "predictions").glob("se_resnext50_64_f*_oof.csv")])
     assert big in set(oof["Id"]) and {"10000_1_A0_1", "10001_1_A1_1"} <= set(oof["Id"])
-    from hpa.io import file_sha256
-    from hpa.recipe import Member, predictions_current
+    from hpa.core.digests import file_sha256
+    from hpa.pipeline.recipe import Member, predictions_current
 
     for m in recipe["members"]:  # a re-run would skip every member's predictions
         assert predictions_current(Member(arch=m["arch"], size=round(m["size"] / 12)), tmp_path / "work" / "runs",
@@ -180,7 +180,7 @@ def test_a_recipe_on_slurm_survives_a_preemption_and_blends_as_locally(smoke, cl
     import re
     import time
 
-    from hpa.recipe import load_recipe, run_recipe
+    from hpa.pipeline.recipe import load_recipe, run_recipe
 
     tmp_path, d, env, local, *_ = smoke
     assert local.returncode == 0

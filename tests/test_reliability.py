@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from conftest import ROOT
-from hpa.io import DiskFullError, LockedError, dir_lock
+from hpa.core.locks import dir_lock
+from hpa.errors import DiskFullError, LockedError
 
 TRAIN = ["--arch", "tiny_cnn", "--size", 64, "--epochs", 2, "--batch-size", 8, "--workers", 0, "--amp", "off"]
 
@@ -114,7 +115,7 @@ def test_a_directory_lock_names_its_holder_and_is_taken_over_from_a_dead_one(tmp
                                               f"{socket.gethostname()}"):
             with dir_lock(tmp_path, "run directory"):
                 pass
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from hpa.io import dir_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from hpa.core.locks import dir_lock\n"
                                f"with dir_lock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -130,7 +131,7 @@ def test_a_directory_lock_names_its_holder_and_is_taken_over_from_a_dead_one(tmp
 @pytest.mark.slow
 def test_a_second_training_on_the_same_run_directory_stops_with_one_line(data, tmp_path):
     run_dir = tmp_path / "runs" / "tiny_cnn_64" / "f0"
-    holder = subprocess.Popen([sys.executable, "-c", "import time; from hpa.io import dir_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from hpa.core.locks import dir_lock\n"
                                f"with dir_lock({str(run_dir)!r}):\n    print('held', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -258,22 +259,22 @@ class _FullFile:
 
 
 def test_a_full_disk_is_one_line_naming_the_file_and_keeps_the_old_checkpoint(tmp_path, monkeypatch):
-    import hpa.io
-    import hpa.layout
-    from hpa.checkpoint import load_checkpoint, save_checkpoint
+    import hpa.core.atomic
+    import hpa.data.layout
+    from hpa.core.checkpoint import load_checkpoint, save_checkpoint
 
     path = tmp_path / "last.pt"
     save_checkpoint(path, {"model": {"w": torch.ones(3)}, "config": {}, "epoch": 1})
-    monkeypatch.setattr(hpa.io, "open", _FullFile, raising=False)
+    monkeypatch.setattr(hpa.core.atomic, "open", _FullFile, raising=False)
     with pytest.raises(DiskFullError, match=f"{path}: no space left on device \\(.* MiB free in {tmp_path}\\)"):
         save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "config": {}, "epoch": 2})
     assert load_checkpoint(path)["epoch"] == 1  # the previous checkpoint is intact
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
-    monkeypatch.setattr(hpa.layout, "open", _FullFile, raising=False)
+    monkeypatch.setattr(hpa.data.layout, "open", _FullFile, raising=False)
     import numpy as np
 
     with pytest.raises(DiskFullError, match="a.npy: no space left on device"):
-        hpa.layout.write_prepared(tmp_path / "a.npy", np.zeros((4, 4, 4), np.uint8))
+        hpa.data.layout.write_prepared(tmp_path / "a.npy", np.zeros((4, 4, 4), np.uint8))
 
 
 def test_a_real_full_filesystem_is_one_line(tmp_path):
@@ -284,7 +285,7 @@ def test_a_real_full_filesystem_is_one_line(tmp_path):
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()[:80]})")
     try:
-        from hpa.checkpoint import load_checkpoint, save_checkpoint
+        from hpa.core.checkpoint import load_checkpoint, save_checkpoint
 
         save_checkpoint(mnt / "last.pt", {"model": {"w": torch.ones(10)}, "config": {}, "epoch": 1})
         with pytest.raises(DiskFullError, match="last.pt: no space left on device"):
@@ -301,7 +302,7 @@ def test_fresh_start_in_a_directory_interrupted_before_its_first_checkpoint(tmp_
     is refused with a way out that exists."""
     from hpa.config import TrainConfig, save_yaml
     from hpa.errors import RunError
-    from hpa.training import guard_run_dir
+    from hpa.training.rundir import guard_run_dir
 
     cfg = TrainConfig(arch="tiny_cnn", data_dir="d", epochs=2)
     save_yaml(tmp_path / "config.yaml", cfg.model_dump())

@@ -9,11 +9,11 @@ import numpy as np
 import torch
 
 from hpa.config import load_arch_config
-from hpa.dataset import HPADataset, crop_side
-from hpa.io import read_sample
-from hpa.layout import read_prepared as load_prepared
-from hpa.preparation import prepare_one
-from hpa.sampling import SideBatchSampler
+from hpa.data.dataset import HPADataset, crop_side
+from hpa.data.images import read_sample
+from hpa.data.layout import read_prepared as load_prepared
+from hpa.data.preparation import prepare_one
+from hpa.data.sampling import SideBatchSampler
 
 
 def _window_of(big: np.ndarray, crop: np.ndarray) -> tuple[int, int]:

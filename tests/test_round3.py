@@ -27,7 +27,7 @@ FAST = {"epochs": 1, "batch_size": 16, "crop": 24, "crop_large": None, "workers"
 
 
 def test_the_recipe_never_writes_over_a_users_folds_table(small_data, tmp_path):
-    from hpa.recipe import Member, Recipe, run_recipe
+    from hpa.pipeline.recipe import Member, Recipe, run_recipe
 
     data = tmp_path / "data"
     shutil.copytree(small_data, data)
@@ -132,7 +132,7 @@ def test_a_signal_to_run_all_reaches_the_recipe_which_stops_with_last_pt_saved(s
         pytest.fail(f"the recipe (pid {child}) outlived run_all.sh")
     log = pd.read_csv(tmp_path / "w" / "runs" / "tiny_cnn_32" / "f0" / "log.csv")
     assert 2 <= len(log) < 60
-    from hpa.checkpoint import load_checkpoint
+    from hpa.core.checkpoint import load_checkpoint
 
     assert load_checkpoint(tmp_path / "w" / "runs" / "tiny_cnn_32" / "f0" / "last.pt")["epoch"] >= 2  # resumable
 
@@ -192,10 +192,10 @@ def test_own_images_keep_their_proportions_sub_folders_are_listed_and_out_may_si
     import numpy as np
     import torch
 
-    from hpa.ensemble import from_runs
-    from hpa.folder import predict_folder
-    from hpa.inference import DIHEDRAL, ImageSet
-    from hpa.io import read_sample, write_sample_png
+    from hpa.data.images import read_sample, write_sample_png
+    from hpa.prediction.ensemble import from_runs
+    from hpa.prediction.folder import predict_folder
+    from hpa.prediction.inference import DIHEDRAL, ImageSet
 
     runs = tmp_path / "runs"
     hpa.train_fold("tiny_cnn", fold=0, size=32, data_dir=small_data, runs=runs, **FAST, **QUIET)
@@ -228,7 +228,7 @@ def test_a_write_error_names_the_users_path_not_a_temporary_file(tmp_path, monke
     import errno
     import tempfile
 
-    from hpa.io import atomic_outputs, atomic_write_text
+    from hpa.core.atomic import atomic_outputs, atomic_write_text
 
     def denied(*a, **k):
         raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".out.csv.x1y2.tmp"))
@@ -253,7 +253,7 @@ def test_a_write_error_names_the_users_path_not_a_temporary_file(tmp_path, monke
 
 
 def test_runs_resume_and_predict_from_anywhere_and_a_lost_best_pt_names_a_way_out(small_data, tmp_path, monkeypatch):
-    from hpa.checkpoint import load_checkpoint
+    from hpa.core.checkpoint import load_checkpoint
 
     runs = tmp_path / "runs"
     monkeypatch.chdir(small_data.parent)
@@ -274,7 +274,7 @@ def test_runs_resume_and_predict_from_anywhere_and_a_lost_best_pt_names_a_way_ou
 
 def fake_slurm(tmp_path: Path, monkeypatch, sinfo: str, squeue: str) -> Path:
     """sinfo, squeue and sbatch as scripts on PATH printing what a one-node cluster would (sbatch
-    records its calls): the SLURM client side of hpa.slurm without a cluster."""
+    records its calls): the SLURM client side of hpa.pipeline.slurm without a cluster."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     (bin_dir / "sinfo").write_text(f"#!/bin/sh\ncat <<'OUT'\n{sinfo}\nOUT\n")
@@ -289,7 +289,7 @@ def fake_slurm(tmp_path: Path, monkeypatch, sinfo: str, squeue: str) -> Path:
 
 
 def test_slurm_requests_no_node_can_hold_are_refused_before_submitting(tmp_path, monkeypatch):
-    from hpa.slurm import SlurmOptions, check_fits
+    from hpa.pipeline.slurm import SlurmOptions, check_fits
 
     calls = fake_slurm(tmp_path, monkeypatch, "debug*|2|20000|(null)\ngpu|32|512000|gpu:a100:4", "")
     for opts, words in [(SlurmOptions(cpus_per_job=4), "--cpus-per-job 4: no node of partition debug has more "
@@ -306,7 +306,7 @@ def test_slurm_requests_no_node_can_hold_are_refused_before_submitting(tmp_path,
 
 
 def test_slurm_wait_names_a_job_that_can_never_start(tmp_path, monkeypatch):
-    from hpa.slurm import Launcher, SlurmOptions
+    from hpa.pipeline.slurm import Launcher, SlurmOptions
 
     launcher = Launcher(tmp_path / "w", SlurmOptions(), lambda stage: ["true"], **QUIET)
     name = launcher.name("data")
@@ -322,7 +322,7 @@ def test_slurm_wait_names_a_job_that_can_never_start(tmp_path, monkeypatch):
 def test_a_refused_slurm_launch_writes_nothing(small_data, tmp_path, monkeypatch):
     """--n-folds with --launcher slurm writes <out-dir>/recipe.yaml for the jobs, but only once every
     check has passed and inside the lock."""
-    from hpa import recipe as rec
+    from hpa.pipeline import recipe as rec
 
     fake_slurm(tmp_path, monkeypatch, "debug*|2|20000|(null)", "")
     out = tmp_path / "w"
@@ -338,7 +338,7 @@ def test_a_refused_slurm_launch_writes_nothing(small_data, tmp_path, monkeypatch
 
 @pytest.mark.parametrize("n", ["0", "1"])
 def test_n_folds_below_two_is_refused_not_ignored(small_data, tmp_path, n):
-    from hpa import recipe as rec
+    from hpa.pipeline import recipe as rec
 
     with pytest.raises(HPAError, match=f"--n-folds {n}: .*greater than or equal to 2"):
         rec.main(["--recipe", "demo", "--data-dir", str(small_data), "--out-dir", str(tmp_path / "w"), "--plan",
@@ -346,9 +346,9 @@ def test_n_folds_below_two_is_refused_not_ignored(small_data, tmp_path, n):
 
 
 def test_the_plan_reports_what_training_will_do(small_data, tmp_path, monkeypatch):
-    from hpa import plan
-    from hpa.io import dir_lock
-    from hpa.recipe import Member, Recipe, plan_recipe
+    from hpa.core.locks import dir_lock
+    from hpa.pipeline import plan
+    from hpa.pipeline.recipe import Member, Recipe, plan_recipe
 
     seen = []
     real = plan.timed_steps
@@ -380,9 +380,10 @@ def test_the_plan_reports_what_training_will_do(small_data, tmp_path, monkeypatc
 def test_exports_and_reports_never_delete_a_folder_they_did_not_make(tmp_path):
     import numpy as np
 
-    from hpa.bundle import BundleError, write_bundle
-    from hpa.ensemble import Ensemble
-    from hpa.folder import check_report_assets
+    from hpa.errors import BundleError
+    from hpa.prediction.bundle import write_bundle
+    from hpa.prediction.ensemble import Ensemble
+    from hpa.prediction.folder import check_report_assets
 
     precious = tmp_path / "work"
     precious.mkdir()

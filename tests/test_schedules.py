@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from hpa.schedules import cyclic_cosine, lr_range_test, schedule_shape
+from hpa.training.schedules import cyclic_cosine, lr_range_test, schedule_shape
 
 
 def make(cycle_steps=10, cycles=2, min_ratio=0.1):

@@ -13,9 +13,9 @@ import torch
 import yaml
 
 from conftest import ROOT, private_copy
-from hpa.checkpoint import load_checkpoint
 from hpa.config import load_arch_config
 from hpa.errors import RunError
+from hpa.core.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow  # subprocess and end-to-end runs
 
@@ -87,7 +87,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path
 
 def test_non_finite_loss_in_epoch_2_keeps_epoch_1s_checkpoint(data, tmp_path, monkeypatch):
     """The loss turns NaN after epoch 1 was saved: training stops, last.pt is epoch 1's and finite."""
-    import hpa.training as training
+    import hpa.training.engine as training
 
     real_step, calls = training.train_step, []
 

@@ -9,9 +9,9 @@ import torch
 
 import hpa
 from hpa.config import load_arch_config
-from hpa.explain import grad_cam
 from hpa.models import build_model, list_archs
-from hpa.training import build_optimizer
+from hpa.prediction.explain import grad_cam
+from hpa.training.engine import build_optimizer
 
 
 def tiny_vit():

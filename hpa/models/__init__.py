@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpa.labels import NUM_CLASSES
+from hpa.data.labels import NUM_CLASSES
 from hpa.models.gapnet import GapNetPL
 from hpa.models.heads import POOLS, buffering_head, register_input_stats
 from hpa.models.pretrained import load_pretrained, resolve
@@ -88,7 +88,7 @@ class HPANet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled encoder features the head reads (N, C x feat_mult): what frozen-encoder
-        embeddings store (hpa.embeddings)."""
+        embeddings store (hpa.prediction.embeddings)."""
         if self.normalize:
             x = (x - self.mean) / self.std
         h, w = x.shape[-2:]
@@ -101,7 +101,7 @@ class HPANet(nn.Module):
         return self.head(self.features(x))
 
     def cam_layer(self) -> nn.Module:
-        """The layer class activation maps weigh (hpa.explain): the encoder's last feature map."""
+        """The layer class activation maps weigh (hpa.prediction.explain): the encoder's last feature map."""
         return self.encoder
 
     def layer_groups(self, n: int = 2) -> list[list[nn.Parameter]]:

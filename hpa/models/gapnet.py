@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hpa.labels import NUM_CLASSES
+from hpa.data.labels import NUM_CLASSES
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:

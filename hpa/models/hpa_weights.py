@@ -2,7 +2,7 @@
 where each weight set is published, what it expects of its input, how it is fetched and checked.
 
 Each file is downloaded once, resumably (an interrupted download continues from its `.part` file
-with an HTTP Range request), into one cache (`hpa.layout.weights_cache()`), and verified before it
+with an HTTP Range request), into one cache (`hpa.data.layout.weights_cache()`), and verified before it
 is renamed into place: its size and the publisher's checksum (Zenodo's md5 from the record API; an
 S3 object's ETag, which is the md5 of a file uploaded in one part). A sidecar `<file>.json`
 records the address, the checks and the licence. Offline without the file, one line names the
@@ -23,9 +23,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpa import layout
-from hpa.errors import ConfigError
-from hpa.models.pretrained import WeightsError, offline
+from hpa.data import layout
+from hpa.errors import ConfigError, WeightsError
+from hpa.models.pretrained import offline
 
 CHUNK = 1 << 20
 
@@ -163,7 +163,7 @@ def _s3_file(w: WeightSource) -> tuple[str, int, str | None, str]:
 
 def _download(url: str, dest: Path, size: int, md5: str | None, echo) -> None:
     """Into `<dest>.part`, continuing what an earlier attempt left there; checked, then renamed."""
-    from hpa.runtime import progress
+    from hpa.core.runtime import progress
 
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -222,7 +222,8 @@ def fetch(name: str, echo=print) -> Path:
         raise WeightsError(f"--pretrained {name}: downloading {where} failed ({type(e).__name__}: "
                            f"{' '.join(str(e).split())[:120]}); run again to continue, or download it by hand to "
                            f"{dest}") from None
-    from hpa.io import atomic_write_text, file_sha256
+    from hpa.core.atomic import atomic_write_text
+    from hpa.core.digests import file_sha256
 
     atomic_write_text(layout.weights_sidecar(dest), json.dumps(
         {"name": name, "url": url, "size": size, "md5": md5, "verified": "size and md5" if md5 else "size",

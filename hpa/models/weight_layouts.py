@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from hpa.models.pretrained import WeightsError
+from hpa.errors import WeightsError
 
 LAYOUTS = ("dino", "hf_vit", "dinov2")
 # parts of a published checkpoint the toolkit does not use: (layout, key prefix, what it is)

@@ -1,0 +1,192 @@
+"""Atomic file writes: a reader never sees a half-written output, whatever stops the writer."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from hpa.errors import DiskFullError, HPAError
+
+
+def _file_mode() -> int:
+    """The mode `open()` would give a new file under the current umask (mkstemp's is 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _disk_full(e: BaseException, path: Path) -> DiskFullError | None:
+    """`e` as a DiskFullError when it is one: ENOSPC/EDQUOT, or any write failure (a serializer's
+    RuntimeError says nothing of space) on a filesystem with almost nothing left."""
+    if isinstance(e, DiskFullError | KeyboardInterrupt | SystemExit):
+        return None
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return None
+    full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not full and not free < 64 * 2**20:
+        return None
+    return DiskFullError(f"{path}: no space left on device ({free / 2**20:.1f} MiB free in {path.parent.absolute()}); "
+                         "free some space and run the same command again (the previous file is kept)")
+
+
+def _mkstemp(path: Path, suffix: str) -> tuple[int, str]:
+    """A temporary file beside `path`; failing, one line naming `path`, never the temporary name."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except OSError as e:
+        raise HPAError(f"{path}: cannot be written ({e.strerror or e} in {path.parent.absolute()})") from None
+
+
+def _named_for_user(e: BaseException, temps: dict[str, Path]) -> HPAError | None:
+    """An OSError about one of our temporary files, restated about the file the user asked for."""
+    if isinstance(e, OSError) and not isinstance(e, HPAError):
+        for name in (e.filename, getattr(e, "filename2", None)):
+            if name is not None and str(name) in temps:
+                return HPAError(f"{temps[str(name)]}: cannot be written ({e.strerror or e})")
+    return None
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; on success it is renamed onto `path`, on error removed.
+
+    The rename is atomic on POSIX, so a reader never sees a half-written file, whatever
+    kills the writer. The file gets the umask's mode, as any other tool's output would.
+    """
+    path = Path(path)
+    fd, tmp = _mkstemp(path, ".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        full = _disk_full(e, path)
+        if full:
+            raise full from e
+        named = _named_for_user(e, {tmp: path})
+        if named:
+            raise named from e
+        raise
+
+
+@contextlib.contextmanager
+def atomic_outputs() -> Iterator[Callable[[Path], Path]]:
+    """All-or-nothing outputs of one stage: `with atomic_outputs() as tmp:` hands out a temp
+    path per output (`tmp(path)`); only when the block succeeds are they all renamed into place,
+    so a failure part-way leaves every earlier output as it was."""
+    pending: list[tuple[Path, Path]] = []
+
+    def reserve(path: Path) -> Path:
+        path = Path(path)
+        fd, tmp = _mkstemp(path, ".tmp" + path.suffix)
+        os.close(fd)
+        pending.append((Path(tmp), path))
+        return Path(tmp)
+
+    try:
+        yield reserve
+        for tmp, _ in pending:
+            os.chmod(tmp, _file_mode())
+        for tmp, path in pending:
+            os.replace(tmp, path)
+    except BaseException as e:
+        full = _disk_full(e, pending[-1][1]) if pending else None
+        if full:
+            raise full from e
+        named = _named_for_user(e, {str(t): p for t, p in pending})
+        if named:
+            raise named from e
+        raise
+    finally:
+        for tmp, _ in pending:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def staged_dir(final: Path):
+    """A folder built beside `final` and swapped in on success (the old one removed), or removed
+    on error: a bundle or a report's images are never half old, half new."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_save(path: Path, writer: Callable[[Path], None]) -> None:
+    """Call `writer(tmp_path)` and move the result onto `path` atomically."""
+    with atomic_path(path) as tmp:
+        writer(tmp)
+
+
+def atomic_save_npy(path: Path, arr) -> None:
+    """An array as `path` (.npy), atomically."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object, because np.save would append .npy to a name
+            np.save(f, np.ascontiguousarray(arr))
+
+    atomic_save(path, write)
+
+
+def csv_text(df) -> str:
+    buf = io.StringIO()
+    df.to_csv(buf, index=False)
+    return buf.getvalue()
+
+
+def atomic_write_csv(path: Path, df) -> None:
+    atomic_write_text(path, csv_text(df))
+
+
+def check_outputs(outputs: dict[str, Path], inputs: dict[str, list[Path]]) -> None:
+    """Before any work: no output may be one of the inputs, nor two outputs one path. The refusal
+    names the path and both of its roles."""
+    seen: dict[Path, str] = {}
+    for role, paths in inputs.items():
+        for p in paths:
+            seen.setdefault(Path(p).resolve(), f"input ({role})")
+    outs: dict[Path, str] = {}
+    for role, p in outputs.items():
+        key = Path(p).resolve()
+        if key in outs:
+            raise HPAError(f"{p}: would be written twice, as the {outs[key]} and as the {role}; choose another output")
+        if key in seen:
+            raise HPAError(f"{p}: is an {seen[key]} and would be overwritten as the {role}; choose another output path")
+        outs[key] = role

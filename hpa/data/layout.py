@@ -1,0 +1,380 @@
+"""Where everything lives on disk: the one module that knows the layout of a dataset, of runs and of
+prediction files, and what a run or a prediction records about its inputs (provenance).
+
+A dataset directory (Kaggle layout, data/README.md):
+    train.csv, sample_submission.csv, external.csv (HPAv18, optional)   the split tables
+    train/, test/, external/                                             the raw images
+    prepared/<size>/<split>/<Id>.npy                                      H x W x 4 uint8, one per sample
+    dedup/duplicate_groups.csv (and pairs, leaks, hashes)                 input_prep/dedup.py
+    folds.csv (+ folds_class_counts.csv, folds_dropped.csv)              input_prep/make_folds.py
+Outputs:
+    <runs>/<arch>_<size>/f<fold>/      one training run (RUN_FILES)
+    <dir>/<arch>_<size>_f<fold>_{oof,test}.csv (+ .json sidecar)         prediction files
+    thresholds.json (+ .csv, .png)                                        find_thresholds.py
+
+Provenance compares content (sha256 of the tables, of the Id lists), never locations, so a dataset
+that moves keeps its runs and predictions usable.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hpa.core.atomic import atomic_save_npy
+from hpa.core.digests import file_sha256, ids_sha256
+from hpa.data.labels import NUM_CLASSES
+from hpa.errors import ConfigError, HPAError, RunError, SampleError
+
+# split -> its table; the labelled splits train in this order (read_label_tables' `table` index)
+SPLIT_TABLES = {"train": "train.csv", "external": "external.csv", "test": "sample_submission.csv"}
+LABELLED_SPLITS = ("train", "external")
+# the files of one run directory, by role (run_file)
+RUN_FILES = {"last": "last.pt", "best": "best.pt", "log": "log.csv", "lr_steps": "lr_steps.csv",
+             "config": "config.yaml", "provenance": "provenance.json", "class_counts": "class_counts.csv",
+             "curves": "curves.png", "lr_schedule": "lr_schedule.png", "lr_find": "lr_find.json",
+             "lr_find_plot": "lr_find.png"}
+DEDUP_FILES = {"hashes": "hashes.csv", "pairs": "duplicate_pairs.csv", "groups": "duplicate_groups.csv",
+               "leaks": "leaks.csv"}
+ABLATION_FILES = {"results": "results.csv", "summary": "summary.csv", "table": "table.md", "config": "config.json",
+                  "plot": "plot.png"}
+BUNDLE_FILES = {"config": "config.json", "card": "README.md"}  # + weights/<member>/f<k>.safetensors
+# inside a BioImage Model Zoo package (hpa.prediction.bioimageio)
+BIOIMAGEIO_FILES = {"weights": "ensemble.pt", "test_input": "test_input.npy", "test_output": "test_output.npy",
+                    "cover": "cover.png", "documentation": "README.md", "thresholds": "thresholds.json"}
+PREDICTION_RE = re.compile(r"^(?P<arch>.+)_(?P<size>\d+)_f(?P<fold>\d+)_(?P<kind>oof|test)\.csv$")
+
+
+# ---- the dataset -------------------------------------------------------------------------------
+
+def split_table(data_dir: Path, split: str) -> Path:
+    return Path(data_dir) / SPLIT_TABLES[split]
+
+
+def raw_dir(data_dir: Path, split: str) -> Path:
+    """The folder of a split's raw images: train/, external/ or test/."""
+    return Path(data_dir) / split
+
+
+def present_splits(data_dir: Path, splits=tuple(SPLIT_TABLES)) -> list[str]:
+    """The splits that have both their table and their image folder."""
+    return [s for s in splits if split_table(data_dir, s).is_file() and raw_dir(data_dir, s).is_dir()]
+
+
+def label_tables(data_dir: Path, external: str = "auto") -> list[Path]:
+    """train.csv, and external.csv (HPAv18) when it exists and `external` is not off: the tables
+    a run trains on, in the order of read_label_tables' `table` index."""
+    ext = split_table(data_dir, "external")
+    return [split_table(data_dir, "train")] + ([ext] if external == "auto" and ext.is_file() else [])
+
+
+def folds_csv(data_dir: Path, override: str | Path | None = None) -> Path:
+    return Path(override) if override else Path(data_dir) / "folds.csv"
+
+
+def folds_companion(folds: Path, what: str) -> Path:
+    """`<folds stem>_<what>.csv` beside the folds table: `class_counts` or `dropped`."""
+    return Path(folds).with_name(f"{Path(folds).stem}_{what}.csv")
+
+
+def dedup_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "dedup"
+
+
+def dedup_file(out_dir: Path, what: str) -> Path:
+    """One of the duplicate search's outputs (DEDUP_FILES) in its output directory."""
+    return Path(out_dir) / DEDUP_FILES[what]
+
+
+def duplicate_groups_csv(data_dir: Path) -> Path:
+    return dedup_file(dedup_dir(data_dir), "groups")
+
+
+def failure_list(prepared_split: Path, split: str) -> Path:
+    """`prepared/<size>/failures_<split>.csv`: the samples prepare could not read, with the reason."""
+    return Path(prepared_split).parent / f"failures_{split}.csv"
+
+
+def test_labels_csv(data_dir: Path) -> Path:
+    """The demo's labels of its test split (a real dataset has none): the blend scores the test with it."""
+    return Path(data_dir) / "test_labels.csv"
+
+
+def prepared_dir(data_dir: Path, size: int, split: str) -> Path:
+    return Path(data_dir) / "prepared" / str(size) / split
+
+
+def prepared_path(store: Path, sample_id: str) -> Path:
+    return Path(store) / f"{sample_id}.npy"
+
+
+def stores_of(data_dir: Path, size: int, table_index) -> list[Path]:
+    """The prepared store of each labelled sample, from read_label_tables' `table` column."""
+    dirs = [prepared_dir(data_dir, size, s) for s in LABELLED_SPLITS]
+    return [dirs[int(t)] for t in table_index]
+
+
+def read_prepared(store: Path, sample_id: str) -> np.ndarray:
+    path = prepared_path(store, sample_id)
+    try:
+        img = np.load(path)
+    except FileNotFoundError:
+        raise SampleError(f"{path}: not prepared; run input_prep/prepare.py first") from None
+    except (ValueError, EOFError, OSError) as e:  # a cut or foreign file
+        raise SampleError(f"{path}: corrupt prepared sample ({' '.join(str(e).split())}); delete it and run "
+                          "input_prep/prepare.py again") from None
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 4:
+        raise SampleError(f"{path}: prepared sample of shape {img.shape} and type {img.dtype}, expected H x W x 4 "
+                          "uint8; run input_prep/prepare.py again")
+    return img
+
+
+def write_prepared(path: Path, img: np.ndarray) -> None:
+    atomic_save_npy(path, img)
+
+
+def is_prepared(path: Path) -> bool:
+    """A whole prepared array of the right kind (a cut or foreign file is not)."""
+    try:
+        arr = np.load(path, mmap_mode="r")
+        return arr.ndim == 3 and arr.shape[2] == 4 and arr.dtype == np.uint8
+    except (OSError, ValueError):
+        return False
+
+
+def stored_side(path: Path) -> int:
+    """The side of a prepared sample, from its .npy header alone."""
+    try:
+        with open(path, "rb") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape = read(f)[0]
+    except FileNotFoundError:
+        raise SampleError(f"{path}: not prepared; run input_prep/prepare.py first") from None
+    except (ValueError, OSError) as e:
+        raise SampleError(f"{path}: corrupt prepared sample ({e}); delete it and run input_prep/prepare.py again") \
+            from None
+    return int(shape[0])
+
+
+# ---- frozen-encoder embeddings ----------------------------------------------------------------
+
+def embeddings_dir(data_dir: Path, encoder: str, size: int) -> Path:
+    """`embeddings/<encoder>_<size>/` of a dataset: `<split>.npy` (N x views x D, float16),
+    `<split>_ids.csv`, `provenance.json`, and `<split>.parts/` while a split is being embedded."""
+    return Path(data_dir) / "embeddings" / f"{encoder}_{size}"
+
+
+def embedding_files(store: Path, split: str) -> dict[str, Path]:
+    return {"array": Path(store) / f"{split}.npy", "ids": Path(store) / f"{split}_ids.csv",
+            "parts": Path(store) / f"{split}.parts"}
+
+
+def embedding_provenance(store: Path) -> Path:
+    return Path(store) / "provenance.json"
+
+
+# ---- the cache of named pretrained weights (hpa.models.hpa_weights) -----------------------------
+
+def weights_cache() -> Path:
+    """$HPA_WEIGHTS_CACHE, else $XDG_CACHE_HOME/hpa-toolkit/weights (~/.cache/hpa-toolkit/weights)."""
+    import os
+
+    if os.environ.get("HPA_WEIGHTS_CACHE"):
+        return Path(os.environ["HPA_WEIGHTS_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpa-toolkit" / "weights"
+
+
+def weights_sidecar(weights: Path) -> Path:
+    """`<file>.json` beside a downloaded weights file: its address, size, checksum and licence."""
+    return Path(weights).with_name(Path(weights).name + ".json")
+
+
+# ---- runs and prediction files ---------------------------------------------------------------
+
+def run_dir(runs: Path, arch: str, size: int, fold: int) -> Path:
+    return Path(runs) / f"{arch}_{size}" / f"f{fold}"
+
+
+def run_file(run: Path, what: str) -> Path:
+    """A file of a run directory by its role: last, best, log, config, provenance, ... (RUN_FILES)."""
+    return Path(run) / RUN_FILES[what]
+
+
+def finished_run(run: Path, epochs: int) -> bool:
+    """The one definition of a finished run, for training and for SLURM: last.pt exists and the log
+    (written after it, each epoch) records `epochs` epochs. Cheap: no checkpoint is read."""
+    log = run_file(run, "log")
+    return run_file(run, "last").is_file() and log.is_file() and len(pd.read_csv(log)) >= epochs
+
+
+def prediction_path(out_dir: Path, arch: str, size: int, fold: int, kind: str) -> Path:
+    return Path(out_dir) / f"{arch}_{size}_f{fold}_{kind}.csv"
+
+
+def sidecar_path(prediction: Path) -> Path:
+    return Path(prediction).with_suffix(".json")
+
+
+def parse_prediction_name(path: Path) -> dict:
+    from hpa.errors import PredictionError
+
+    m = PREDICTION_RE.match(Path(path).name)
+    if not m:
+        raise PredictionError(f"{path}: name does not follow <arch>_<size>_f<fold>_{{oof,test}}.csv")
+    d = m.groupdict()
+    return {"arch": d["arch"], "size": int(d["size"]), "fold": int(d["fold"]), "kind": d["kind"],
+            "model": f"{d['arch']}_{d['size']}"}
+
+
+# ---- a recipe's output directory and a folder's report -----------------------------------------
+
+def recipe_runs(out_dir: Path) -> Path:
+    return Path(out_dir) / "runs"
+
+
+def recipe_predictions(out_dir: Path) -> Path:
+    return Path(out_dir) / "predictions"
+
+
+def blend_outputs(out: Path) -> dict[str, Path]:
+    """The files one blend writes together: the submission, and its report, plot and summary beside it."""
+    return {"submission (--out)": Path(out), "report": Path(out).with_name("report.md"),
+            "report plot": Path(out).with_name("report.png"), "blend summary": Path(out).with_name("blend.json")}
+
+
+SUBMISSION = "submission.csv"  # a blend's default output name (blend.py --out, hpa.blend)
+
+
+def recipe_submission(out_dir: Path) -> Path:
+    return Path(out_dir) / SUBMISSION
+
+
+def blend_summary(out_dir: Path) -> Path:
+    """blend.json, written by the blend beside the submission."""
+    return blend_outputs(recipe_submission(out_dir))["blend summary"]
+
+
+def recipe_report(out_dir: Path) -> Path:
+    return blend_outputs(recipe_submission(out_dir))["report"]
+
+
+def recipe_plan(out_dir: Path) -> Path:
+    return Path(out_dir) / "plan.md"
+
+
+def recipe_copy(out_dir: Path) -> Path:
+    """recipe.yaml: the recipe as SLURM jobs read it, when the command line changed it (--n-folds)."""
+    return Path(out_dir) / "recipe.yaml"
+
+
+def ablation_file(out_dir: Path, what: str) -> Path:
+    return Path(out_dir) / ABLATION_FILES[what]
+
+
+def recipe_test_images(out_dir: Path) -> Path:
+    """The recipe's own-image prediction of the test folder (probabilities, names, report.html beside)."""
+    return Path(out_dir) / "test_images" / "predictions.csv"
+
+
+def folder_report(predictions: Path) -> Path:
+    """report.html beside a folder's predictions file."""
+    return Path(predictions).with_name("report.html")
+
+
+def report_assets(predictions: Path) -> Path:
+    """The report's images (composites, stains, class maps): `<report>_files/<Id>/`."""
+    return Path(predictions).with_name("report_files")
+
+
+def sample_assets(assets: Path, sample_id: str) -> dict[str, Path]:
+    """One sample's images in the report's folder, by role: composite, thumb, each stain, and
+    `cam_<k>` for the map of class k (filled in by the caller)."""
+    d = Path(assets) / sample_id
+    return {"dir": d, "composite": d / "composite.png", "thumb": d / "thumb.png",
+            **{c: d / f"{c}.png" for c in ("red", "green", "blue", "yellow")}}
+
+
+def cam_asset(assets: Path, sample_id: str, k: int) -> Path:
+    return Path(assets) / sample_id / f"cam_{k}.png"
+
+
+# ---- the thresholds file ---------------------------------------------------------------------
+
+THRESHOLDS = "thresholds.json"  # find_thresholds.py --out's default
+
+
+def threshold_outputs(out: Path) -> dict[str, Path]:
+    """The files a threshold fit writes together: the JSON (`--out`), its per-class table and plot."""
+    return {"thresholds JSON (--out)": Path(out), "per-class table": Path(out).with_suffix(".csv"),
+            "per-class plot": Path(out).with_suffix(".png")}
+
+
+def thresholds_text(result: dict) -> str:
+    return json.dumps(result, indent=1)
+
+
+def read_thresholds(path: Path) -> np.ndarray:
+    """The 28 thresholds of a thresholds JSON written by find_thresholds.py (or blend.json)."""
+    try:
+        thr = np.asarray(json.loads(Path(path).read_text())["thresholds"], dtype=float)
+    except FileNotFoundError:
+        raise ConfigError(f"--thresholds {path}: file not found") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"--thresholds {path}: not a thresholds JSON from find_thresholds.py ({e})") from None
+    if thr.shape != (NUM_CLASSES,) or not np.all((thr >= 0) & (thr <= 1)):
+        raise ConfigError(f"--thresholds {path}: expected {NUM_CLASSES} thresholds in [0, 1]")
+    return thr
+
+
+# ---- provenance ------------------------------------------------------------------------------
+
+def data_provenance(tables: list[Path], folds: Path, train_ids: list[str], val_ids: list[str]) -> dict:
+    """What a run was trained on, by content: the sha256 of each label table and of the folds
+    table, and of the sorted train and validation Ids."""
+    return {"labels": {p.name: file_sha256(p) for p in tables}, "folds_sha256": file_sha256(folds),
+            "n_train": len(train_ids), "n_val": len(val_ids),
+            "train_ids_sha256": ids_sha256(sorted(train_ids)), "val_ids_sha256": ids_sha256(sorted(val_ids))}
+
+
+SAME_DATA = ("labels", "folds_sha256", "train_ids_sha256", "val_ids_sha256")
+
+
+def same_data(a: dict, b: dict) -> bool:
+    return {k: a.get(k) for k in SAME_DATA} == {k: b.get(k) for k in SAME_DATA}
+
+
+def check_provenance(run: Path, saved: dict, data_dir: Path, folds: Path) -> None:
+    """Refuse to use a run with labels or folds other than those it was trained on."""
+    if not saved:
+        raise RunError(f"{run}: its checkpoint does not record the folds and labels it was trained on; "
+                       "retrain it with this version")
+    files = [("labels", Path(data_dir) / name, sha) for name, sha in saved["labels"].items()]
+    for what, path, sha in files + [("folds", Path(folds), saved["folds_sha256"])]:
+        if not path.is_file():
+            raise RunError(f"{path.absolute()}: {what} file not found (the run {run} was trained with it)")
+        if file_sha256(path) != sha:
+            raise RunError(f"{run}: was trained with other {what} than {path.absolute()} now holds (sha256 "
+                           f"{sha[:12]}... vs {file_sha256(path)[:12]}...); retrain the run or restore the file")
+
+
+def dropped_note(folds: Path) -> str:
+    """Why make_folds left samples out, from the `<folds>_dropped.csv` it writes beside the folds."""
+    from hpa.data.labels import count_reasons
+
+    path = folds_companion(folds, "dropped")
+    if not path.is_file():
+        return ""
+    reasons = pd.read_csv(path)["reason"].tolist()
+    return f": {count_reasons(reasons)}" if reasons else ""
+
+
+def require_dir(path: Path, flag: str) -> Path:
+    """An existing directory given by `flag`, or one line naming the absolute path looked at."""
+    if not Path(path).is_dir():
+        raise HPAError(f"{flag} {path}: no such directory ({Path(path).absolute()})")
+    return Path(path)

@@ -1,0 +1,64 @@
+"""The prediction-file contract: a CSV with `Id` then 28 probability columns `0`..`27`.
+
+File names carry the model: `<arch>_<size>_f<fold>_{oof,test}.csv` (hpa.data.layout).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hpa.core.atomic import atomic_write_csv
+from hpa.data.labels import NUM_CLASSES, validate_id
+from hpa.errors import LabelError, PredictionError
+
+COLUMNS = ["Id"] + [str(k) for k in range(NUM_CLASSES)]
+
+
+
+def write_predictions(path: Path, ids: list[str], probs: np.ndarray) -> None:
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.shape != (len(ids), NUM_CLASSES):
+        raise PredictionError(f"{path}: probabilities of shape {probs.shape} for {len(ids)} Ids")
+    df = pd.DataFrame(probs, columns=COLUMNS[1:])
+    df.insert(0, "Id", list(ids))
+    atomic_write_csv(path, df)
+
+
+def read_predictions(path: Path) -> tuple[list[str], np.ndarray]:
+    """Read and validate a prediction file. Returns (Ids, N x 28 float array)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PredictionError(f"{path}: file not found")
+    try:
+        df = pd.read_csv(path, dtype={"Id": str}, keep_default_na=False, na_values=[""])
+    except Exception as e:
+        raise PredictionError(f"{path}: cannot parse CSV ({e})") from e
+    if list(df.columns) != COLUMNS:
+        raise PredictionError(f"{path}: expected {len(COLUMNS)} columns Id,0..{NUM_CLASSES - 1}; "
+                              f"found {len(df.columns)}: {list(df.columns)[:6]}...")
+    ids = []
+    for i, raw in enumerate(df["Id"].tolist()):
+        try:
+            ids.append(validate_id(raw, f"row {i + 2}: "))
+        except LabelError as e:
+            raise PredictionError(f"{path}: {e}") from e
+    dup = df["Id"].duplicated()
+    if dup.any():
+        i = int(np.flatnonzero(dup.to_numpy())[0])
+        raise PredictionError(f"{path}, row {i + 2}: duplicate Id {ids[i]!r}")
+    try:
+        probs = df[COLUMNS[1:]].to_numpy(dtype=np.float64)
+    except ValueError as e:
+        raise PredictionError(f"{path}: non-numeric probability ({e})") from e
+    bad = ~np.isfinite(probs)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise PredictionError(f"{path}, row {r + 2}, column {c}: value {probs[r, c]} is NaN or infinite")
+    out = (probs < 0) | (probs > 1)
+    if out.any():
+        r, c = np.argwhere(out)[0]
+        raise PredictionError(f"{path}, row {r + 2}, column {c}: probability {probs[r, c]} outside [0, 1]")
+    return ids, probs

@@ -1,0 +1,1 @@
+"""The pipeline layer: recipes of members, SLURM submission, the plan, and ablations."""

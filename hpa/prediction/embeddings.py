@@ -1,0 +1,256 @@
+"""Frozen-encoder embeddings: every sample of a dataset (or a folder of own images) through a
+pretrained encoder once, with the dihedral TTA views, into the dataset's layout
+(`embeddings/<encoder>_<size>/`, hpa.data.layout). What is stored per view is exactly what the paper's
+head reads in a fine-tuned network (`model.features`: ACP of the feature map, and a ViT's class
+token), so a head trained on it (hpa.training.frozen) is the paper's head on a frozen encoder.
+
+Resumable and interrupt-safe: a split is embedded in chunks of CHUNK samples, each written
+atomically to `<split>.parts/`; a re-run skips finished chunks, then finished splits. The store's
+`provenance.json` records the encoder (arch, weights, the sha256 of its tensors), the side, the
+views and the precision; a store of other settings is refused, never mixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from hpa.core.atomic import atomic_outputs, atomic_save_npy, atomic_write_text, csv_text
+from hpa.core.digests import ids_sha256
+from hpa.data import layout
+from hpa.errors import ConfigError, RunError
+
+CHUNK = 512
+VERSION = 1  # of the store's format
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """What an embedding is made with; its `key` names the store."""
+    arch: str
+    pretrained: str | None
+    size: int
+    views: tuple[str, ...]
+    amp: str = "off"
+    accept_licence: bool = False
+
+    @property
+    def key(self) -> str:
+        from hpa.models import hpa_weights
+
+        p = self.pretrained
+        if hpa_weights.is_named(p):
+            return str(p)
+        tag = "random" if not p or str(p).lower() == "none" else "imagenet" if p == "imagenet" else Path(p).stem
+        return re.sub(r"[^A-Za-z0-9._-]", "-", f"{self.arch}-{tag}")
+
+
+def encoder_settings(enc: Encoder) -> dict:
+    """The arch's model settings for these weights (a named HPA weight set brings its own)."""
+    from hpa.config import load_arch_config
+
+    cfg = load_arch_config(enc.arch, pretrained=enc.pretrained or "none", accept_licence=enc.accept_licence)
+    return dict(cfg.model)
+
+
+def build_encoder(enc: Encoder, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """The network with its pretrained encoder, frozen, in eval mode; and its model settings."""
+    from hpa.models import build_model
+
+    settings = encoder_settings(enc)
+    torch.manual_seed(0)  # a random-init encoder (smoke runs) is the same one every time
+    model = build_model(enc.arch, pretrained=enc.pretrained or "none", **settings)
+    if not hasattr(model, "features"):
+        raise ConfigError(f"--arch {enc.arch}: has no pooled features to embed (a CNN or ViT of the registry)")
+    model.to(device).eval().requires_grad_(False)
+    return model, settings
+
+
+def encoder_sha256(model: torch.nn.Module) -> str:
+    """The identity of the weights that make the embeddings: their bytes, in name order."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        if k.startswith("encoder."):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class Images(Dataset):
+    """Whole images at `size` x `size`, in [0, 1]: from a prepared store (one per sample), or raw
+    files of a folder (padded to square, then resized)."""
+
+    def __init__(self, ids: list[str], size: int, stores: list[Path] | None = None, raw_dir: Path | None = None):
+        self.ids, self.size, self.stores, self.raw_dir = ids, size, stores, raw_dir
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if self.stores is not None:
+            img = layout.read_prepared(self.stores[i], self.ids[i])
+        else:
+            from hpa.data.images import read_sample
+            from hpa.data.resolution import pad_to_square
+
+            img = pad_to_square(read_sample(self.raw_dir, self.ids[i]))
+        if img.shape[0] != self.size:
+            img = cv2.resize(img, (self.size, self.size),
+                             interpolation=cv2.INTER_AREA if img.shape[0] > self.size else cv2.INTER_LINEAR)
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)
+
+
+@torch.no_grad()
+def embed_batch(model: torch.nn.Module, x: torch.Tensor, views: Sequence[str], amp: str) -> torch.Tensor:
+    """(N, views, D) float32 features of a batch under each dihedral view."""
+    from hpa.core.runtime import autocast
+    from hpa.prediction.inference import dihedral
+
+    out = []
+    for name in views:
+        with autocast(x.device, amp):
+            out.append(model.features(dihedral(x, name)).float())
+    return torch.stack(out, 1)
+
+
+def embed_images(model: torch.nn.Module, images: Images, views: Sequence[str], parts: Path, *, batch_size: int,
+                 device: torch.device, amp: str, workers: int, desc: str) -> list[Path]:
+    """Every image through the encoder, a chunk of CHUNK samples per part file (written
+    atomically; existing parts are kept): returns the part files in order."""
+    from torch.utils.data import Subset
+
+    from hpa.core.runtime import progress
+
+    parts.mkdir(parents=True, exist_ok=True)
+    n = len(images)
+    files = [parts / f"{k:05d}.npy" for k in range(0, n, CHUNK)]
+    todo = [k for k, f in enumerate(files) if not f.is_file()]
+    bar = progress(total=n, initial=n - sum(min(CHUNK, n - k * CHUNK) for k in todo), desc=desc, unit="img")
+    for k in todo:
+        idx = list(range(k * CHUNK, min(n, (k + 1) * CHUNK)))
+        chunk = []
+        for x in DataLoader(Subset(images, idx), batch_size=batch_size, num_workers=workers):
+            chunk.append(embed_batch(model, x.to(device), views, amp).cpu().numpy().astype(np.float16))
+            bar.update(len(x))
+        atomic_save_npy(files[k], np.concatenate(chunk))
+    bar.close()
+    return files
+
+
+def _identity(enc: Encoder, model: torch.nn.Module, settings: dict) -> dict:
+    from hpa.prediction.bundle import toolkit_version
+
+    return {"format": VERSION, "encoder": enc.key, "arch": enc.arch, "pretrained": enc.pretrained,
+            "model": settings, "encoder_sha256": encoder_sha256(model), "size": enc.size, "views": list(enc.views),
+            "amp": enc.amp, "toolkit": toolkit_version()}
+
+
+def open_store(store: Path, identity: dict) -> dict:
+    """The store's provenance, created with `identity` or checked against it."""
+    path = layout.embedding_provenance(store)
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        diff = [k for k in identity if k != "toolkit" and saved.get(k) != identity[k]]
+        if diff:
+            raise RunError(f"{store}: holds embeddings made with other {', '.join(diff)} "
+                           f"({saved.get(diff[0])!r} vs {identity[diff[0]]!r}); delete it to embed again")
+        return saved
+    saved = {**identity, "splits": {}}
+    store.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(saved, indent=1))
+    return saved
+
+
+def embed_split(model: torch.nn.Module, store: Path, split: str, ids: list[str], images: Images, enc: Encoder, *,
+                batch_size: int, device: torch.device, workers: int, echo) -> Path:
+    """One split into `<split>.npy` + `<split>_ids.csv` (skipped when already there for these Ids)."""
+    files = layout.embedding_files(store, split)
+    prov_path = layout.embedding_provenance(store)
+    prov = json.loads(prov_path.read_text())
+    want = {"n": len(ids), "ids_sha256": ids_sha256(ids)}
+    if prov["splits"].get(split) == want and files["array"].is_file():
+        echo(f"embeddings of {split} ({len(ids)}) are up to date in {store}")
+        return files["array"]
+    echo(f"== embed {split}: {len(ids)} images x {len(enc.views)} views with {enc.key} at {enc.size} px")
+    parts = embed_images(model, images, enc.views, files["parts"], batch_size=batch_size, device=device,
+                         amp=enc.amp, workers=workers, desc=f"embed {split}")
+    first = np.load(parts[0], mmap_mode="r")
+    with atomic_outputs() as tmp:
+        out = np.lib.format.open_memmap(tmp(files["array"]), mode="w+", dtype=np.float16,
+                                        shape=(len(ids), *first.shape[1:]))
+        for k, p in enumerate(parts):
+            a = np.load(p)
+            out[k * CHUNK: k * CHUNK + len(a)] = a
+        out.flush()
+        del out
+        tmp(files["ids"]).write_text(csv_text(pd.DataFrame({"Id": ids})))
+    prov["splits"][split] = want
+    atomic_write_text(prov_path, json.dumps(prov, indent=1))
+    shutil.rmtree(files["parts"], ignore_errors=True)
+    return files["array"]
+
+
+def embed_dataset(data_dir: Path, enc: Encoder, *, splits: Sequence[str] | None = None, batch_size: int = 32,
+                  device: torch.device, workers: int = 0, echo=print) -> Path:
+    """Every present split (train, external, test) of a prepared dataset; returns the store."""
+    from hpa.data.labels import read_ids
+
+    data_dir = Path(data_dir)
+    splits = list(splits or layout.present_splits(data_dir))
+    for split in splits:  # before the encoder (and its weights) is loaded
+        prepared = layout.prepared_dir(data_dir, enc.size, split)
+        if not prepared.is_dir():
+            raise ConfigError(f"{prepared}: not prepared; run input_prep/prepare.py --data-dir {data_dir} "
+                              f"--size {enc.size} first")
+    model, settings = build_encoder(enc, device)
+    store = layout.embeddings_dir(data_dir, enc.key, enc.size)
+    open_store(store, _identity(enc, model, settings))
+    for split in splits:
+        prepared = layout.prepared_dir(data_dir, enc.size, split)
+        ids = read_ids(layout.split_table(data_dir, split))
+        embed_split(model, store, split, ids, Images(ids, enc.size, stores=[prepared] * len(ids)), enc,
+                    batch_size=batch_size, device=device, workers=workers, echo=echo)
+    return store
+
+
+def embed_folder(images_dir: Path, out_dir: Path, enc: Encoder, *, batch_size: int = 32, device: torch.device,
+                 workers: int = 0, echo=print) -> Path:
+    """A folder of own images (`<Id>_red.png` ...) into `<out_dir>/<encoder>_<size>/images.npy`."""
+    from hpa.prediction.inference import check_raw_sample, find_image_ids
+
+    ids, skipped = find_image_ids(Path(images_dir))
+    bad = {i: r for i in ids if (r := check_raw_sample(Path(images_dir), i))}
+    for name, why in {**skipped, **bad}.items():
+        echo(f"skipped {name}: {why}")
+    ids = [i for i in ids if i not in bad]
+    if not ids:
+        raise ConfigError(f"--images {images_dir}: no readable <Id>_red/green/blue/yellow images")
+    model, settings = build_encoder(enc, device)
+    store = Path(out_dir) / f"{enc.key}_{enc.size}"
+    open_store(store, _identity(enc, model, settings))
+    return embed_split(model, store, "images", ids, Images(ids, enc.size, raw_dir=Path(images_dir)), enc,
+                       batch_size=batch_size, device=device, workers=workers, echo=echo)
+
+
+def read_embeddings(store: Path, split: str) -> tuple[list[str], np.ndarray]:
+    """(Ids, N x views x D float16 array, memory-mapped) of one embedded split."""
+    files = layout.embedding_files(store, split)
+    if not files["array"].is_file():
+        raise RunError(f"{files['array']}: not embedded; run embed.py first")
+    ids = pd.read_csv(files["ids"], dtype=str)["Id"].tolist()
+    arr = np.load(files["array"], mmap_mode="r")
+    if len(arr) != len(ids):
+        raise RunError(f"{files['array']}: {len(arr)} rows for {len(ids)} Ids in {files['ids']}; delete both and "
+                       "embed again")
+    return ids, arr

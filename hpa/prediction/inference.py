@@ -1,0 +1,364 @@
+"""Inference: a run's model rebuilt from its own saved config, dihedral test-time augmentation at
+one or several sizes, OOF and test predictions per fold, and a folder of a user's own images.
+
+Every prediction file gets a sidecar `<file>.json` that records the run, the labels and folds it
+was trained on; blending uses it to refuse predictions made against other folds or labels.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from hpa.config import TrainConfig
+from hpa.core.atomic import csv_text
+from hpa.core.digests import file_sha256, ids_sha256
+from hpa.core.runtime import autocast, progress
+from hpa.data import layout
+from hpa.data.images import EXTENSIONS, channel_path, find_format, read_sample
+from hpa.data.labels import (
+    CLASS_NAMES,
+    COLORS,
+    NUM_CLASSES,
+    LabelError,
+    read_folds,
+    read_ids,
+    read_label_tables,
+    validate_id,
+)
+from hpa.data.predictions import COLUMNS
+from hpa.data.resolution import pad_to_square, resize_to_working_side, working_side
+from hpa.data.sampling import SideBatchSampler
+from hpa.errors import CheckpointError, ConfigError, RunError, SampleError
+from hpa.models import build_model
+from hpa.core.checkpoint import load_checkpoint
+
+DIHEDRAL = ("id", "hflip", "vflip", "rot180", "rot90", "rot270", "transpose", "antitranspose")
+
+
+def dihedral(x: torch.Tensor, name: str) -> torch.Tensor:
+    """One of the 8 symmetries of the square on a N x C x H x W batch."""
+    return {
+        "id": lambda t: t,
+        "hflip": lambda t: t.flip(3),
+        "vflip": lambda t: t.flip(2),
+        "rot180": lambda t: t.flip(2, 3),
+        "rot90": lambda t: t.rot90(1, (2, 3)),
+        "rot270": lambda t: t.rot90(3, (2, 3)),
+        "transpose": lambda t: t.transpose(2, 3),
+        "antitranspose": lambda t: t.transpose(2, 3).flip(2, 3),
+    }[name](x)
+
+
+def parse_tta(v: str) -> tuple[str, ...]:
+    """`--tta`: a count 1..8 (the first N of DIHEDRAL) or comma-separated names."""
+    if v.isdigit():
+        if not 1 <= int(v) <= len(DIHEDRAL):
+            raise ConfigError(f"--tta {v}: a count must be 1..8")
+        return DIHEDRAL[: int(v)]
+    names = tuple(n.strip() for n in v.split(",") if n.strip())
+    bad = [n for n in names if n not in DIHEDRAL]
+    if bad or not names:
+        raise ConfigError(f"--tta {v}: unknown transform(s) {bad}; choose from {', '.join(DIHEDRAL)}")
+    return names
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """The test-time settings of a prediction, one validated object for predict_tta.py, hpa.predict,
+    the recipe and the ablation: the dihedral views, the inference sides (None: each image at its
+    stored side), images per forward pass, precision, loader processes and the device."""
+    tta: tuple[str, ...] = DIHEDRAL
+    sizes: tuple[int, ...] | None = None
+    batch_size: int = 32
+    amp: str = "bf16"
+    workers: int = 0
+    device: str = "auto"
+
+    @classmethod
+    def make(cls, *, tta: int | str | Sequence[str] = len(DIHEDRAL), sizes: Sequence[int] | None = None,
+             batch_size: int = 32, amp: str = "bf16", workers: int = 0, device: str = "auto",
+             flags: bool = False) -> PredictOptions:
+        """Validated options; an error is one line naming the argument (`--tta 9` with `flags`, else `tta=9`)."""
+        from hpa.core.runtime import AMP_MODES
+
+        def bad(name: str, value, why: str) -> ConfigError:
+            where = f"--{name.replace('_', '-')} {value}" if flags else f"{name}={value!r}"
+            return ConfigError(f"{where}: {why}")
+
+        def count(name: str, v, low: int) -> int:
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
+                raise bad(name, v, f"expected an integer >= {low}")
+            return int(v)
+
+        if isinstance(tta, str):
+            views = parse_tta(tta)
+        elif isinstance(tta, int | np.integer) and not isinstance(tta, bool):
+            if not 1 <= tta <= len(DIHEDRAL):
+                raise bad("tta", tta, f"a count of dihedral transforms, 1..{len(DIHEDRAL)}")
+            views = DIHEDRAL[:int(tta)]
+        elif isinstance(tta, Sequence) and tta and all(t in DIHEDRAL for t in tta):
+            views = tuple(tta)
+        else:
+            raise bad("tta", tta, f"a count 1..{len(DIHEDRAL)} or names from {', '.join(DIHEDRAL)}")
+        if amp not in AMP_MODES:
+            raise bad("amp", amp, f"choose from {', '.join(AMP_MODES)}")
+        sides = tuple(count("sizes", s, 8) for s in sizes) if sizes else None
+        return cls(views, sides, count("batch_size", batch_size, 1), amp, count("workers", workers, 0), str(device))
+
+    def torch_device(self) -> torch.device:
+        from hpa.core.runtime import pick_device
+
+        return pick_device(self.device)
+
+
+def raw_working_side(directory: Path, sample_id: str, size: int) -> int:
+    """The working side a raw sample will have, from its red channel's header."""
+    from PIL import Image
+
+    with Image.open(channel_path(directory, sample_id, "red", find_format(directory, sample_id))) as im:
+        return working_side(max(im.size), size)
+
+
+def check_raw_sample(directory: Path, sample_id: str) -> str | None:
+    """Why a raw sample cannot be predicted (a missing, empty or unreadable channel file, or
+    channels of different sizes), from the files' headers; None when it can be read."""
+    from PIL import Image
+
+    try:
+        ext = find_format(directory, sample_id)
+    except SampleError as e:
+        return str(e)
+    sizes = {}
+    for color in COLORS:
+        path = channel_path(directory, sample_id, color, ext)
+        if not path.is_file():
+            return f"{path}: channel file not found"
+        if path.stat().st_size == 0:
+            return f"{path}: empty file (0 bytes)"
+        try:
+            with Image.open(path) as im:
+                sizes[color] = im.size
+        except Exception as e:  # any decoder error: the file is not an image PIL can read
+            return f"{path}: unreadable image ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
+    if len(set(sizes.values())) > 1:
+        return f"{channel_path(directory, sample_id, 'red', ext)}: channels differ in size ({sizes})"
+    return None
+
+
+class ImageSet(Dataset):
+    """Whole images at their stored side (prepared storage) or their working side (raw files,
+    resized once by the prepare rule), times `scale` for multi-size TTA. Raw samples are checked
+    (check_raw_sample) before they get here; one whose pixels still fail to decode comes back as
+    zeros of its header's side with the reason, so one bad file does not stop the others."""
+
+    def __init__(self, ids: list[str], size: int, scale: float = 1.0, store: Path | list[Path] | None = None,
+                 raw_dir: Path | None = None):
+        self.ids, self.size, self.scale, self.raw_dir = ids, size, scale, raw_dir
+        self.store = [Path(store)] * len(ids) if isinstance(store, str | Path) else store  # one per sample
+
+    def sides(self) -> list[int]:
+        if self.store:
+            return [layout.stored_side(layout.prepared_path(s, i)) for s, i in zip(self.store, self.ids)]
+        return [raw_working_side(self.raw_dir, i, self.size) for i in self.ids]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str, int]:
+        sid = self.ids[i]
+        if self.store:
+            img = layout.read_prepared(self.store[i], sid)
+        else:
+            try:
+                img = resize_to_working_side(pad_to_square(read_sample(self.raw_dir, sid)), self.size)
+            except SampleError as e:
+                side = max(8, round(raw_working_side(self.raw_dir, sid, self.size) * self.scale))
+                return torch.zeros(4, side, side), str(e), i
+        if self.scale != 1.0:
+            side = max(8, round(img.shape[0] * self.scale))
+            img = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA if side < img.shape[0] else
+                             cv2.INTER_LINEAR)
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0), "", i
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    model: torch.nn.Module
+    cfg: TrainConfig
+    provenance: dict = field(default_factory=dict)
+    epoch: int = 0
+
+
+def require_best(run_dir: Path) -> Path:
+    """A run's best.pt, or one line saying to train that fold (checked for every fold before any is loaded)."""
+    best = layout.run_file(run_dir, "best")
+    if not best.is_file():
+        raise RunError(f"{best.absolute()} not found; train that fold first (train_fold.py)")
+    return best
+
+
+def load_run(run_dir: Path, device: torch.device) -> LoadedRun:
+    """A run's best model, built from the config saved in its checkpoint (never today's configs/)."""
+    ck = load_checkpoint(layout.run_file(run_dir, "best"), "train that fold again (train_fold.py --overwrite)")
+    try:
+        cfg = TrainConfig(**ck["config"])
+    except Exception as e:
+        raise CheckpointError(f"{layout.run_file(run_dir, 'best')}: its saved config is not valid today "
+                              f"({' '.join(str(e).split())[:200]})") from None
+    model = model_for_prediction(cfg.arch, cfg.model, ck["model"], device, cfg.channels_last)
+    return LoadedRun(run_dir, model, cfg, ck.get("provenance") or {}, int(ck["epoch"]))
+
+
+def model_for_prediction(arch: str, settings: dict, state: dict, device: torch.device,
+                         channels_last: bool) -> torch.nn.Module:
+    """A network built from its saved settings with its weights, on `device`, in eval mode, in the
+    memory layout it was trained in (a run's best.pt and a bundle's safetensors both come here)."""
+    model = build_model(arch, **settings)
+    model.load_state_dict(state)
+    model.to(device).eval()
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+@torch.no_grad()
+def predict(models: Sequence[torch.nn.Module], ids: list[str], size: int, sizes: Sequence[int] | None,
+            tta: Sequence[str], batch_size: int, device: torch.device, amp: str, workers: int, desc: str,
+            **source) -> tuple[np.ndarray, dict[str, str]]:
+    """Mean sigmoid probability over models x sizes x TTA transforms (N x 28), and the samples
+    that could not be read, with the reason (raw images only; their rows are zeros). `size` is the
+    runs' base size; `sizes` (default: [size]) are inference sides for images stored at `size`,
+    other stored sides being scaled alike, so a 1024 px sample of a 768 run is seen whole at 1024.
+    Batches hold images of one side."""
+    sizes = list(sizes or [size])
+    total = np.zeros((len(ids), NUM_CLASSES))
+    failed: dict[str, str] = {}
+    sides = None
+    for s in sizes:
+        ds = ImageSet(ids, size, s / size, **source)
+        sides = sides if sides is not None else ds.sides()
+        sampler = SideBatchSampler(sides, batch_size, shuffle=False, drop_last=False)
+        dl = DataLoader(ds, batch_sampler=sampler, num_workers=workers)
+        for x, errors, index in progress(dl, desc=f"{desc} @{s}", leave=False):
+            x = x.to(device).contiguous(memory_format=torch.channels_last)
+            acc = torch.zeros(len(x), NUM_CLASSES, device=device)
+            for model in models:
+                for name in tta:
+                    with autocast(device, amp):
+                        acc += torch.sigmoid(model(dihedral(x, name)).float())
+            total[index.numpy()] += acc.cpu().numpy()
+            failed.update({ids[int(k)]: e for k, e in zip(index, errors) if e})
+    return total / (len(sizes) * len(models) * len(tta)), failed
+
+
+_RED = re.compile(r"^(?P<id>.+)_red\.(?P<ext>[A-Za-z]+)$")
+
+
+def find_image_ids(directory: Path) -> tuple[list[str], dict[str, str]]:
+    """Sample Ids of every `<Id>_red.<ext>` in `directory` (any case of a known extension), and what
+    was skipped: files whose name is not a safe Id, sub-folders holding images (listed, not searched)."""
+    if not Path(directory).is_dir():
+        raise ConfigError(f"--images {directory}: no such directory")
+    ids, skipped = set(), {}
+    for p in sorted(Path(directory).iterdir()):
+        if p.is_dir() and not p.name.startswith(".") and any(_RED.match(q.name) for q in p.iterdir()):
+            skipped[f"{p.name}/"] = f"{p}: a sub-folder of images, not searched; predict it with --images {p}"
+            continue
+        m = _RED.match(p.name)
+        if not m or m["ext"] not in EXTENSIONS + tuple(e.upper() for e in EXTENSIONS):  # as hpa.data.images.find_format
+            continue
+        try:
+            ids.add(validate_id(m["id"]))
+        except LabelError as e:
+            skipped[p.name] = str(e)
+    return sorted(ids), skipped
+
+
+def frame(ids: list[str], probs: np.ndarray) -> pd.DataFrame:
+    df = pd.DataFrame(probs, columns=COLUMNS[1:])
+    df.insert(0, "Id", list(ids))
+    return df
+
+
+@dataclass
+class PredictionSet:
+    """Files of one prediction stage, written together by `write_all`."""
+    files: dict[Path, str] = field(default_factory=dict)  # path -> text
+
+    def add(self, path: Path, df: pd.DataFrame, sidecar: dict | None = None) -> None:
+        self.files[Path(path)] = csv_text(df)
+        if sidecar is not None:
+            self.files[layout.sidecar_path(path)] = json.dumps(sidecar, indent=1)
+
+    def write_all(self) -> list[Path]:
+        from hpa.core.atomic import atomic_outputs
+
+        with atomic_outputs() as tmp:
+            for path, text in self.files.items():
+                tmp(path).write_text(text)
+        return [p for p in self.files if p.suffix == ".csv"]
+
+
+def producer(run: LoadedRun, fold: int, sizes: Sequence[int], tta: Sequence[str], amp: str) -> dict:
+    """What makes a fold's predictions what they are: the checkpoint (by content and epoch) and the
+    test-time settings. OOF and test files of one model must share it; a file whose producer
+    differs from today's runs and settings is stale."""
+    ck = layout.run_file(run.run_dir, "best")
+    return {"fold": fold, "checkpoint_sha256": file_sha256(ck), "epoch": run.epoch, "sizes": list(sizes),
+            "tta": list(tta), "amp": amp}
+
+
+def predict_folds(runs: Path, arch: str, size: int, folds: Sequence[int], out_dir: Path, opts: PredictOptions, *,
+                  data_dir: Path | None = None) -> PredictionSet:
+    """OOF and test predictions of each fold's run, after checking that the labels and folds are
+    those the run was trained on. Nothing is written: the caller writes the set once it is complete.
+    Each file's sidecar records its provenance by content: the labels and folds, the Ids the folds
+    cover, and what produced it (`producer`)."""
+    run_dirs = [layout.run_dir(runs, arch, size, f) for f in folds]
+    for r in run_dirs:
+        require_best(r)
+    out = PredictionSet()
+    device = opts.torch_device()
+    sizes, tta, amp = opts.sizes, opts.tta, opts.amp
+    common = dict(size=size, sizes=sizes, tta=tta, batch_size=opts.batch_size, device=device, amp=amp,
+                  workers=opts.workers)
+    for fold, run_dir in zip(folds, run_dirs):
+        run = load_run(run_dir, device)
+        root = Path(data_dir) if data_dir is not None else Path(run.cfg.data_dir)
+        folds_csv = layout.folds_csv(root, run.cfg.folds_csv if data_dir is None else None)
+        layout.check_provenance(run_dir, run.provenance, root, folds_csv)
+        fold_of = read_folds(folds_csv)
+        val_ids = [validate_id(i) for i, f in fold_of.items() if f == fold]
+        tables = read_label_tables([root / n for n in run.provenance["labels"]])
+        store_of = dict(zip(tables["Id"], layout.stores_of(root, run.cfg.size, tables["table"])))
+        folded = sorted(i for i, f in fold_of.items() if f >= 0)
+        sidecar = {"arch": arch, "size": size, "labels": run.provenance["labels"],
+                   "folds_sha256": run.provenance["folds_sha256"], "folded_ids_sha256": ids_sha256(folded),
+                   "n_folded": len(folded), "producer": producer(run, fold, sizes or [size], tta, amp)}
+        probs, _ = predict([run.model], val_ids, desc=f"f{fold} oof", store=[store_of[i] for i in val_ids], **common)
+        if not np.isfinite(probs).all():
+            raise RunError(f"{run_dir}: the model predicts NaN or infinite probabilities (the run diverged); retrain "
+                           "it with a lower --lr or --grad-clip")
+        out.add(layout.prediction_path(out_dir, arch, size, fold, "oof"), frame(val_ids, probs),
+                {**sidecar, "kind": "oof"})
+        test_csv = layout.split_table(root, "test")
+        if test_csv.is_file():
+            test_ids = read_ids(test_csv)
+            probs, _ = predict([run.model], test_ids, desc=f"f{fold} test",
+                               store=layout.prepared_dir(root, run.cfg.size, "test"), **common)
+            out.add(layout.prediction_path(out_dir, arch, size, fold, "test"), frame(test_ids, probs),
+                    {**sidecar, "kind": "test", "test_ids_sha256": ids_sha256(test_ids)})
+    return out
+
+
+def predicted_names(pred: np.ndarray) -> list[str]:
+    return ["; ".join(CLASS_NAMES[k] for k in np.flatnonzero(p)) for p in pred]
