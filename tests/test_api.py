@@ -16,9 +16,9 @@ from sklearn.metrics import f1_score
 
 import hpa
 from hpa.config import TrainConfig
+from hpa.core.checkpoint import load_checkpoint
 from hpa.data import layout
 from hpa.models import build_model
-from hpa.core.checkpoint import load_checkpoint
 
 SETTINGS = dict(epochs=2, batch_size=16, crop=24, crop_large=None, workers=0, amp="off", optimizer="adamw",
                 lr=3e-3, loss="bce", hard_k=None, pretrained="none", cycle_epochs=None, cycles=1)

@@ -1,6 +1,8 @@
 """Blend weights and thresholds chosen by cross-validation inside the OOF rows, each piece
 against an independent reference."""
 
+import itertools
+
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score
@@ -74,14 +76,24 @@ def test_greedy_selection_matches_a_plain_reimplementation():
 
 
 def test_bagged_selection_averages_greedy_on_random_halves():
-    oofs, y = synthetic(models=(1.5, 1.0, 0.6, 0.2))
-    w = bagged_greedy_weights(oofs, y, rounds=6, bags=5, seed=3)
-    rng, ref = np.random.default_rng(3), np.zeros(4)
-    for _ in range(5):
-        pick = np.sort(rng.choice(4, size=2, replace=False))
-        ref[pick] += greedy_weights([oofs[k] for k in pick], y, 6)
-    np.testing.assert_allclose(w, ref / ref.sum())
-    assert w.sum() == pytest.approx(1)
+    """Three models: every half of the library is one of the three pairs, so the bagged weights must
+    be the mean of the plain greedy weights of some draw of 5 pairs; found by brute force over every
+    count of each pair, without repeating the random draws."""
+    oofs, y = synthetic()
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    on_pair = []
+    for pair in pairs:
+        g = np.zeros(3)
+        g[list(pair)] = _reference_greedy([oofs[k] for k in pair], y, 6, patience=5)
+        on_pair.append(g)
+    for seed in (3, 4):
+        w = bagged_greedy_weights(oofs, y, rounds=6, bags=5, seed=seed)
+        draws = [n for n in itertools.product(range(6), repeat=3) if sum(n) == 5
+                 and np.allclose(w, sum(c * g for c, g in zip(n, on_pair)) / 5)]
+        assert draws, w
+        assert w.sum() == pytest.approx(1)
+    # the three pairs give three different weight vectors, so a draw is told apart from another
+    assert len({tuple(np.round(g, 6)) for g in on_pair}) == 3
 
 
 def test_logit_blend_is_the_sigmoid_of_the_mean_logit():
@@ -110,6 +122,26 @@ def test_cv_splits_are_stratified_partitions():
         assert np.abs(y[held].mean(0) - y.mean(0)).max() < 0.03
 
 
+def _exact_cut_by_hand(p, t):
+    """The cut with the best F1, among the midpoints between consecutive distinct values and the lowest
+    value, the highest first on ties; 0.5 for a class without positives."""
+    if t.sum() == 0:
+        return 0.5
+    v = np.unique(p)[::-1]
+    cuts = [(a + b) / 2 for a, b in zip(v[:-1], v[1:])] + [v[-1]]
+    scores = [f1_score(t, p >= c, zero_division=0) for c in cuts]
+    return cuts[int(np.argmax(scores))]
+
+
+def _equal_exact_by_hand(fit_oofs, fit_y, held_oofs, held_y):
+    fit_p, held_p = np.mean(fit_oofs, 0), np.mean(held_oofs, 0)
+    thr = np.array([_exact_cut_by_hand(fit_p[:, c], fit_y[:, c]) for c in range(fit_y.shape[1])])
+    pred = held_p >= thr
+    empty = ~pred.any(1)  # every sample has a label: the class of highest p / threshold
+    pred[empty, np.argmax(held_p[empty] / thr, 1)] = True
+    return f1_score(held_y, pred, average="macro", zero_division=0)
+
+
 def test_auto_picks_the_best_cross_validated_pair_and_avoids_flat_thresholds_on_uncalibrated_models():
     oofs, y = synthetic(n=900, scale=0.4)  # probabilities never reach 0.5: flat thresholds predict nothing
     (w, m), table = choose_blend(oofs, y, ["equal", "logit", "greedy", "bagged"], ["flat", "paper", "exact",
@@ -127,10 +159,10 @@ def test_auto_picks_the_best_cross_validated_pair_and_avoids_flat_thresholds_on_
     assert m != "flat"
     flat = table[table["thresholds"] == "flat"]["cv_macro_f1"].max()
     assert flat < table["cv_macro_f1"][0] - 0.1
-    # the table's mean is the mean of held-out scores computed by hand for one pair
+    # the table's mean is the mean of held-out scores computed by hand for one pair (equal weights,
+    # exact thresholds): cuts searched by brute force with scikit-learn, the submission rule by hand
     splits = cv_splits(y, 3, 1, seed=0)
-    by_hand = [score(fit_blend([o[f] for o in oofs], y[f], "equal", "exact"), [o[h] for o in oofs], y[h])
-               for f, h in splits]
+    by_hand = [_equal_exact_by_hand([o[f] for o in oofs], y[f], [o[h] for o in oofs], y[h]) for f, h in splits]
     row = table[(table["weights"] == "equal") & (table["thresholds"] == "exact")].iloc[0]
     assert row["cv_macro_f1"] == pytest.approx(np.mean(by_hand))
     assert row["std_error"] == pytest.approx(np.std(by_hand, ddof=1) / np.sqrt(3))

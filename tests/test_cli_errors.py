@@ -10,14 +10,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scripts import run_script
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.slow  # subprocesses
+pytestmark = pytest.mark.slow  # trains and predicts
 
 
 def run(*args, ok=False):
-    r = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True)
+    r = run_script(*args)
     if ok:
         assert r.returncode == 0, f"{args[0]} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
     return r

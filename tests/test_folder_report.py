@@ -16,12 +16,12 @@ import torch
 
 import hpa
 from hpa.config import TrainConfig
+from hpa.core.checkpoint import load_checkpoint
 from hpa.data import layout
 from hpa.models import build_model
 from hpa.prediction.ensemble import from_runs
 from hpa.prediction.folder import predict_folder
 from hpa.prediction.inference import DIHEDRAL
-from hpa.core.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

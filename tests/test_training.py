@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from scripts import run_script
 
 from conftest import ROOT, private_copy
 from hpa.config import load_arch_config
-from hpa.errors import RunError
 from hpa.core.checkpoint import load_checkpoint
+from hpa.errors import RunError
 
 pytestmark = pytest.mark.slow  # subprocess and end-to-end runs
 
@@ -24,11 +25,10 @@ pytestmark = pytest.mark.slow  # subprocess and end-to-end runs
 def data(tiny_demo, tmp_path_factory):
     d = private_copy(tiny_demo, tmp_path_factory.mktemp("training") / "data")
     if not (d / "prepared" / "64").is_dir():
-        subprocess.run([sys.executable, "input_prep/prepare.py", "--data-dir", d, "--size", "64"], cwd=ROOT, check=True,
-                       capture_output=True)
+        assert run_script("input_prep/prepare.py", "--data-dir", d, "--size", "64").returncode == 0
     if not (d / "folds.csv").is_file():
-        subprocess.run([sys.executable, "input_prep/make_folds.py", "--labels", d / "train.csv", "--n-folds", "2",
-                        "--out", d / "folds.csv"], cwd=ROOT, check=True, capture_output=True)
+        assert run_script("input_prep/make_folds.py", "--labels", d / "train.csv", "--n-folds", "2",
+                          "--out", d / "folds.csv").returncode == 0
     return d
 
 
@@ -39,15 +39,19 @@ def free_port() -> int:
 
 
 def cmd(d, out, *extra):
-    return [sys.executable, "train_fold.py", "--arch", "tiny_cnn", "--fold", "0", "--size", "64", "--data-dir", str(d),
-            "--runs", str(out), "--epochs", "4", "--batch-size", "8", *map(str, extra)]
+    return ["train_fold.py", "--arch", "tiny_cnn", "--fold", "0", "--size", "64", "--data-dir", str(d),
+            "--runs", str(out), "--epochs", "4", "--batch-size", "8", "--amp", "off", *map(str, extra)]
+
+
+def train(d, out, *extra):
+    return run_script(*cmd(d, out, *extra))
 
 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(data, tmp_path):
-    ref = subprocess.run(cmd(data, tmp_path / "ref"), cwd=ROOT, capture_output=True, text=True)
+    ref = train(data, tmp_path / "ref")
     assert ref.returncode == 0, ref.stderr
     run_dir = tmp_path / "killed" / "tiny_cnn_64" / "f0"
-    p = subprocess.Popen(cmd(data, tmp_path / "killed"), cwd=ROOT, stdout=subprocess.DEVNULL,
+    p = subprocess.Popen([sys.executable, *cmd(data, tmp_path / "killed")], cwd=ROOT, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
     seen = set()
     while p.poll() is None:  # wait for epoch 1 to be saved, checking every checkpoint that appears
@@ -62,7 +66,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(data, tmp_path):
         ck = load_checkpoint(run_dir / name)  # complete and loadable, never truncated
         seen.add(ck["epoch"])
     assert max(seen) < 4
-    res = subprocess.run(cmd(data, tmp_path / "killed", "--resume"), cwd=ROOT, capture_output=True, text=True)
+    res = train(data, tmp_path / "killed", "--resume")
     assert res.returncode == 0, res.stderr
     a = pd.read_csv(tmp_path / "ref" / "tiny_cnn_64" / "f0" / "log.csv")
     b = pd.read_csv(run_dir / "log.csv")
@@ -79,7 +83,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(data, tmp_path):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
     cfg = tmp_path / "explode.yaml"
     cfg.write_text(yaml.safe_dump({"optimizer": "sgd", "lr": 1.0e12, "lr_groups": [1.0, 1.0], "momentum": 0.0}))
-    r = subprocess.run(cmd(data, tmp_path, "--config", cfg, "--amp", "off"), cwd=ROOT, capture_output=True, text=True)
+    r = train(data, tmp_path, "--config", cfg, "--amp", "off")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "loss is nan" in r.stderr or "loss is inf" in r.stderr
     assert "last good checkpoint is kept" in r.stderr
@@ -108,8 +112,7 @@ def test_non_finite_loss_in_epoch_2_keeps_epoch_1s_checkpoint(data, tmp_path, mo
 
 
 def test_flags_override_config_and_merged_config_is_saved(data, tmp_path):
-    r = subprocess.run(cmd(data, tmp_path, "--lr", "0.0007", "--limit-batches", "2") + ["--epochs", "1"], cwd=ROOT,
-                       capture_output=True, text=True)
+    r = train(data, tmp_path, "--lr", "0.0007", "--limit-batches", "2", "--epochs", "1")
     assert r.returncode == 0, r.stderr
     saved = yaml.safe_load((tmp_path / "tiny_cnn_64" / "f0" / "config.yaml").read_text())
     assert saved["lr"] == 0.0007 and saved["epochs"] == 1  # flags win
@@ -120,8 +123,7 @@ def test_flags_override_config_and_merged_config_is_saved(data, tmp_path):
 
 
 def test_find_lr_writes_plot_and_feeds_the_run(data, tmp_path):
-    r = subprocess.run(cmd(data, tmp_path, "--find-lr", "use", "--find-lr-steps", 30, "--limit-batches", 3)
-                       + ["--epochs", "1"], cwd=ROOT, capture_output=True, text=True)
+    r = train(data, tmp_path, "--find-lr", "use", "--find-lr-steps", 30, "--limit-batches", 3, "--epochs", "1")
     assert r.returncode == 0, r.stderr
     run_dir = tmp_path / "tiny_cnn_64" / "f0"
     import json
@@ -145,8 +147,12 @@ def test_torchrun_two_processes_match_one_process(data, tmp_path):
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
     common = ["--arch", "gapnet_pl", "--fold", "0", "--size", "64", "--data-dir", str(data), "--epochs", "3",
               "--config", str(cfg), "--amp", "off", "--lr", "0.01"]
-    one = subprocess.run([sys.executable, "train_fold.py", *common, "--batch-size", "16", "--runs",
-                          str(tmp_path / "one")], cwd=ROOT, capture_output=True, text=True, env=env)
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the two processes run (OMP_NUM_THREADS=1)
+    try:
+        one = run_script("train_fold.py", *common, "--batch-size", "16", "--runs", tmp_path / "one")
+    finally:
+        torch.set_num_threads(torch_threads)
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                           str(free_port()), "train_fold.py", *common, "--batch-size", "16", "--runs",
@@ -170,10 +176,9 @@ def test_torchrun_two_processes_match_one_process(data, tmp_path):
 
 
 def test_clear_errors_without_tracebacks(data, tmp_path):
-    r = subprocess.run(cmd(tmp_path / "nodata", tmp_path), cwd=ROOT, capture_output=True, text=True)
+    r = train(tmp_path / "nodata", tmp_path)
     assert r.returncode == 1 and "nodata: no such directory" in r.stderr and "Traceback" not in r.stderr
-    r = subprocess.run(cmd(data, tmp_path, "--pretrained", tmp_path / "missing.pth"), cwd=ROOT, capture_output=True,
-                       text=True)
+    r = train(data, tmp_path, "--pretrained", tmp_path / "missing.pth")
     assert r.returncode != 0 and "missing.pth: weights file not found" in r.stderr and "Traceback" not in r.stderr
 
 

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from hpa.config import TrainConfig
 from hpa.core.atomic import csv_text
+from hpa.core.checkpoint import load_checkpoint
 from hpa.core.digests import file_sha256, ids_sha256
 from hpa.core.runtime import autocast, progress
 from hpa.data import layout
@@ -40,7 +41,6 @@ from hpa.data.resolution import pad_to_square, resize_to_working_side, working_s
 from hpa.data.sampling import SideBatchSampler
 from hpa.errors import CheckpointError, ConfigError, RunError, SampleError
 from hpa.models import build_model
-from hpa.core.checkpoint import load_checkpoint
 
 DIHEDRAL = ("id", "hflip", "vflip", "rot180", "rot90", "rot270", "transpose", "antitranspose")
 

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from hpa.config import TrainConfig, save_yaml
 from hpa.core.atomic import atomic_write_csv, atomic_write_text
+from hpa.core.checkpoint import rng_state, save_checkpoint, set_rng_state
 from hpa.core.locks import dir_lock
 from hpa.core.runtime import autocast, pick_device, progress
 from hpa.data import layout
@@ -38,7 +39,6 @@ from hpa.prediction.metrics import f1_per_class
 from hpa.prediction.report import plot_lr_find, plot_lr_schedule, plot_training_curves
 from hpa.training import distributed, memory
 from hpa.training.board import EVENTS_GLOB, Board
-from hpa.core.checkpoint import rng_state, save_checkpoint, set_rng_state
 from hpa.training.loaders import TrainData, batches_of, build_data
 from hpa.training.losses import build_loss, hard_example_loss
 from hpa.training.rundir import REPLACE_HINT, check_same_data, guard_run_dir

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 from hpa.config import TrainConfig, changed_settings, read_yaml
+from hpa.core.checkpoint import load_checkpoint
 from hpa.data import layout
 from hpa.errors import RunError
-from hpa.core.checkpoint import load_checkpoint
 from hpa.training.loaders import TrainData
 
 REPLACE_HINT = "--overwrite replaces it, or choose another --runs directory"
