@@ -46,15 +46,16 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--data-dir", type=Path, help="dataset directory (default: the one each run was trained on)")
     ap.add_argument("--runs", type=Path, default=Path("runs"), help="runs root")
     ap.add_argument("--out-dir", type=Path, default=Path("predictions"), help="where prediction files go")
-    ap.add_argument("--batch-size", type=cli.positive_int, default=32, help="images per forward pass")
-    ap.add_argument("--amp", choices=AMP_MODES, default="bf16", help="mixed precision")
+    ap.add_argument("--batch-size", type=cli.positive_int,
+                    help=f"images per forward pass (default: {PredictOptions.batch_size})")
+    ap.add_argument("--amp", choices=AMP_MODES, help=f"mixed precision (default: {PredictOptions.amp})")
     ap.add_argument("--workers", type=cli.non_negative_int, default=cli.DEFAULT_WORKERS,
                     help="DataLoader worker processes")
-    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    ap.add_argument("--device", help=f"auto | cpu | cuda | cuda:N (default: {PredictOptions.device})")
     ap.add_argument("--images", type=Path, help="predict every sample in this folder instead")
     ap.add_argument("--ids", type=Path, help="with --images: a CSV whose Id column lists the samples")
     ap.add_argument("--thresholds", type=Path, help="with --images: thresholds JSON from find_thresholds.py")
-    ap.add_argument("--out", type=Path, help="with --images: output CSV (default: image_predictions.csv)")
+    ap.add_argument("--out", type=Path, help=f"with --images: output CSV (default: {layout.IMAGE_PREDICTIONS})")
     ap.add_argument("--strict", action="store_true", help="with --images: fail if any sample cannot be read")
     ap.add_argument("--no-report", action="store_true", help="with --images: no report.html and no class maps")
     ap.add_argument("--explain", type=cli.class_index, nargs="+", default=[], metavar="K",
@@ -63,23 +64,11 @@ def parse_args(argv: list[str] | None):
 
 
 def predict_images(a, opts: PredictOptions) -> None:
-    from hpa.prediction.folder import predict_folder
+    from hpa.api import predict_images
 
-    if a.bundle:
-        from hpa.prediction.bundle import load_bundle
-
-        bundle = load_bundle(a.bundle, opts.torch_device())
-        ens, source = bundle.ensemble, f"bundle {bundle.path}"
-    else:
-        from hpa.prediction.ensemble import from_runs
-
-        thr = layout.read_thresholds(a.thresholds) if a.thresholds else None
-        ens = from_runs(a.runs, a.arch, a.size, a.folds, opts.torch_device(), opts.tta, opts.sizes, opts.amp, thr)
-        source = f"runs: {a.runs.absolute()} ({a.arch}_{a.size}, folds {' '.join(map(str, a.folds))})"
-    r = predict_folder(ens, a.images, a.out, ids_csv=a.ids, strict=a.strict, report=not a.no_report,
-                       explain=a.explain, batch_size=opts.batch_size, device=opts.torch_device(),
-                       workers=opts.workers, source=source,
-                       inputs={"thresholds": [a.thresholds] if a.thresholds else []})
+    r = predict_images(a.images, a.out, bundle=a.bundle, runs=a.runs, arch=a.arch, size=a.size, folds=a.folds,
+                       thresholds=a.thresholds, ids=a.ids, strict=a.strict, report=not a.no_report,
+                       explain=a.explain, opts=opts)
     print(f"wrote {r.n_predicted} predictions to {r.predictions}" + (f" and the report {r.report}" if r.report else "")
           + (f"; skipped {len(r.skipped)} (listed above)" if r.skipped else ""))
 
@@ -106,8 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
     check_flags(a)
     a.folds = a.folds if a.folds is not None else [0]
-    a.out = a.out or Path("image_predictions.csv")
-    opts = PredictOptions.make(tta=a.tta or len(DIHEDRAL), sizes=a.sizes, batch_size=a.batch_size, amp=a.amp,
+    a.out = a.out or Path(layout.IMAGE_PREDICTIONS)
+    opts = PredictOptions.make(tta=a.tta, sizes=a.sizes, batch_size=a.batch_size, amp=a.amp,
                                workers=a.workers, device=a.device, flags=True)
     if a.images:
         predict_images(a, opts)

@@ -1,5 +1,6 @@
 """HPA protein-localisation toolkit (Zhang et al. 2021 as software). The Python entry points are
-importable from here: prepare, make_folds, train_fold, predict, fit_thresholds, blend (hpa.api),
+importable from here: prepare, make_folds, train_fold, predict, predict_images, fit_thresholds, blend
+(hpa.api),
 export_bundle and load_bundle (hpa.prediction.bundle)."""
 
 import importlib
@@ -13,7 +14,8 @@ import sys
 # request's timeout). Set before any hpa module can import it.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-API = {"prepare": "api", "make_folds": "api", "train_fold": "api", "predict": "api", "fit_thresholds": "api",
+API = {"prepare": "api", "make_folds": "api", "train_fold": "api", "predict": "api", "predict_images": "api",
+       "fit_thresholds": "api",
        "blend": "api", "export_bundle": "prediction.bundle", "load_bundle": "prediction.bundle"}
 
 

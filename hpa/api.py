@@ -119,14 +119,53 @@ def train_fold(arch: str, fold: int, size: int, data_dir: str | Path, runs: str 
 
 @checked
 def predict(arch: str, size: int, folds: list[int], runs: str | Path = "runs", out_dir: str | Path = "predictions",
-            tta: int = 8, data_dir: str | Path | None = None, sizes: list[int] | None = None, batch_size: int = 32,
-            amp: str = "bf16", workers: int = 0, device: str = "auto") -> list[Path]:
-    """OOF and test predictions of each fold's run with `tta` dihedral transforms; returns the CSVs written."""
+            tta: int | str | None = None, data_dir: str | Path | None = None, sizes: list[int] | None = None,
+            batch_size: int | None = None, amp: str | None = None, workers: int | None = None,
+            device: str | None = None) -> list[Path]:
+    """OOF and test predictions of each fold's run with `tta` dihedral transforms; returns the CSVs
+    written. The test-time settings left None take PredictOptions' defaults (all 8 views, each
+    image at its stored side, batch 32, bf16, in-process loading, a GPU when there is one)."""
     from hpa.prediction.inference import PredictOptions, predict_folds
 
     opts = PredictOptions.make(tta=tta, sizes=sizes, batch_size=batch_size, amp=amp, workers=workers, device=device)
     return predict_folds(Path(runs), arch, _positive("size", size, 8), _fold_list(folds), Path(out_dir), opts,
                          data_dir=Path(data_dir) if data_dir else None).write_all()
+
+
+@checked
+def predict_images(images: str | Path, out: str | Path, *, bundle: str | Path | None = None,
+                   runs: str | Path = "runs", arch: str | None = None, size: int | None = None,
+                   folds: list[int] | None = None, thresholds: str | Path | None = None, ids: str | Path | None = None,
+                   strict: bool = False, report: bool = True, explain: list[int] = (), opts=None,
+                   echo: Callable[[str], None] = print):
+    """Predict every sample of a folder of own images with a bundle (a folder or a Hub id: its members,
+    TTA, blend and thresholds) or with the runs of one arch and size (`folds`, optional
+    `thresholds` JSON); writes `out` and, with `report`, report.html with class maps. `opts`: a
+    PredictOptions (its TTA and sizes are the bundle's own when a bundle is given)."""
+    from hpa.prediction.folder import predict_folder
+    from hpa.prediction.inference import PredictOptions
+
+    opts = opts or PredictOptions.make()
+    device = opts.torch_device()
+    if bundle:
+        from hpa.prediction.bundle import load_bundle
+
+        loaded = load_bundle(str(bundle), device)
+        ens, source = loaded.ensemble, f"bundle {loaded.path}"
+    else:
+        from hpa.prediction.ensemble import from_runs
+
+        if arch is None or size is None:
+            raise ConfigError("arch and size are required without a bundle")
+        folds = _fold_list(folds if folds is not None else [0])
+        thr = layout.read_thresholds(Path(thresholds)) if thresholds else None
+        ens = from_runs(Path(runs), arch, _positive("size", size, 8), folds, device, opts.tta, opts.sizes, opts.amp,
+                        thr)
+        source = f"runs: {Path(runs).absolute()} ({arch}_{size}, folds {' '.join(map(str, folds))})"
+    return predict_folder(ens, Path(images), Path(out), ids_csv=Path(ids) if ids else None, strict=strict,
+                          report=report, explain=list(explain), batch_size=opts.batch_size, device=device,
+                          workers=opts.workers, source=source, echo=echo,
+                          inputs={"thresholds": [Path(thresholds)] if thresholds else []})
 
 
 @dataclass

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from scripts import run_script
 
 from conftest import ROOT, private_copy
 
@@ -16,16 +17,15 @@ pytestmark = pytest.mark.slow
 def test_ablation_table_arithmetic_and_reuse(tiny_demo, tmp_path):
     d = private_copy(tiny_demo, tmp_path / "data")
     if not (d / "prepared" / "64").is_dir():
-        subprocess.run([sys.executable, "input_prep/prepare.py", "--data-dir", d, "--size", "64"], cwd=ROOT, check=True,
-                       capture_output=True)
+        assert run_script("input_prep/prepare.py", "--data-dir", d, "--size", "64").returncode == 0
     folds = tmp_path / "folds.csv"
-    subprocess.run([sys.executable, "input_prep/make_folds.py", "--labels", d / "train.csv", "--n-folds", "2", "--out",
-                    folds], cwd=ROOT, check=True, capture_output=True)
+    assert run_script("input_prep/make_folds.py", "--labels", d / "train.csv", "--n-folds", "2", "--out",
+                      folds).returncode == 0
     cmd = [sys.executable, "ablate.py", "--data-dir", str(d), "--arch", "tiny_cnn", "--size", "64", "--factors",
            "oversample_max,thresholds", "--seeds", "2", "--n-folds", "2", "--set", "epochs=2", "--set",
-           "limit_batches=3", "--set", "batch_size=16", "--set", f"folds_csv={folds}", "--out-dir", str(tmp_path),
-           "--name", "t", "--device", "cpu"]
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+           "limit_batches=3", "--set", "batch_size=16", "--set", "amp=off", "--set", f"folds_csv={folds}",
+           "--out-dir", str(tmp_path), "--name", "t", "--device", "cpu"]
+    r = run_script(*cmd[1:])
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "t"
     res = pd.read_csv(out / "results.csv")
@@ -55,7 +55,8 @@ def test_ablation_table_arithmetic_and_reuse(tiny_demo, tmp_path):
     assert {"oof_tta1.csv", "log.csv", "config.yaml"} <= {p.name for p in run.iterdir()}
     oof = run / "oof_tta1.csv"
     mtime = oof.stat().st_mtime_ns
-    # a second run, in 2 worker processes, reuses every trained run and scores them alike
+    # a second run (the script's subprocess smoke), in 2 worker processes, reuses every trained run and
+    # scores them alike
     r = subprocess.run(cmd + ["--jobs", "2"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0 and oof.stat().st_mtime_ns == mtime
     assert pd.read_csv(out / "results.csv").equals(res)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from scripts import run_script
 
 from conftest import ROOT
 from hpa.core.locks import dir_lock
@@ -27,7 +28,7 @@ TRAIN = ["--arch", "tiny_cnn", "--size", 64, "--epochs", 2, "--batch-size", 8, "
 
 
 def run(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True)
+    return run_script(*args, cwd=cwd)
 
 
 def one_line_error(r, *fragments):

@@ -248,6 +248,7 @@ def blend_outputs(out: Path) -> dict[str, Path]:
 
 
 SUBMISSION = "submission.csv"  # a blend's default output name (blend.py --out, hpa.blend)
+IMAGE_PREDICTIONS = "image_predictions.csv"  # predict_tta.py --images without --out
 
 
 def recipe_submission(out_dir: Path) -> Path:

@@ -19,6 +19,7 @@ from torch import nn
 from hpa.data import layout
 from hpa.data.labels import NUM_CLASSES
 from hpa.errors import RunError
+from hpa.prediction.inference import PredictOptions
 
 
 @dataclass
@@ -70,7 +71,8 @@ def _member_from_runs(runs: Path, arch: str, size: int, folds: Sequence[int], de
 
 
 def from_runs(runs: Path, arch: str, size: int, folds: Sequence[int], device: torch.device, tta: Sequence[str],
-              sizes: Sequence[int] | None = None, amp: str = "bf16", thresholds: np.ndarray | None = None) -> Ensemble:
+              sizes: Sequence[int] | None = None, amp: str = PredictOptions.amp,
+              thresholds: np.ndarray | None = None) -> Ensemble:
     """The folds of one arch as a one-member ensemble (thresholds 0.5 unless given)."""
     m = _member_from_runs(runs, arch, size, folds, device, tta, sizes, amp)
     thr = np.full(NUM_CLASSES, 0.5) if thresholds is None else np.asarray(thresholds, float)

@@ -19,6 +19,7 @@ from hpa.data import layout
 from hpa.data.labels import NUM_CLASSES
 from hpa.errors import HPAError
 from hpa.prediction.ensemble import Ensemble, ensemble_maps, predict_ensemble
+from hpa.prediction.inference import PredictOptions
 
 DISPLAY_SIDE = 512  # the report's composites, stains and maps; thumbnails are THUMB_SIDE
 THUMB_SIDE = 96
@@ -118,7 +119,7 @@ def check_report_assets(assets: Path) -> None:
 
 
 def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | None = None, strict: bool = False,
-                   report: bool = True, explain: Sequence[int] = (), batch_size: int = 32,
+                   report: bool = True, explain: Sequence[int] = (), batch_size: int = PredictOptions.batch_size,
                    device: torch.device, workers: int = 0, source: str = "",
                    inputs: dict[str, list[Path]] | None = None, echo: Callable[[str], None] = print) -> FolderResult:
     """Predict every sample of `images` with the ensemble; write `out` (Id, 0..27, predicted) and,

@@ -85,10 +85,11 @@ class PredictOptions:
     device: str = "auto"
 
     @classmethod
-    def make(cls, *, tta: int | str | Sequence[str] = len(DIHEDRAL), sizes: Sequence[int] | None = None,
-             batch_size: int = 32, amp: str = "bf16", workers: int = 0, device: str = "auto",
-             flags: bool = False) -> PredictOptions:
-        """Validated options; an error is one line naming the argument (`--tta 9` with `flags`, else `tta=9`)."""
+    def make(cls, *, tta: int | str | Sequence[str] | None = None, sizes: Sequence[int] | None = None,
+             batch_size: int | None = None, amp: str | None = None, workers: int | None = None,
+             device: str | None = None, flags: bool = False) -> PredictOptions:
+        """Validated options, None meaning the field's default above (the one place the defaults live);
+        an error is one line naming the argument (`--tta 9` with `flags`, else `tta=9`)."""
         from hpa.core.runtime import AMP_MODES
 
         def bad(name: str, value, why: str) -> ConfigError:
@@ -100,6 +101,11 @@ class PredictOptions:
                 raise bad(name, v, f"expected an integer >= {low}")
             return int(v)
 
+        d = cls()
+        tta = d.tta if tta is None else tta
+        batch_size = d.batch_size if batch_size is None else batch_size
+        amp, workers = d.amp if amp is None else amp, d.workers if workers is None else workers
+        device = d.device if device is None else device
         if isinstance(tta, str):
             views = parse_tta(tta)
         elif isinstance(tta, int | np.integer) and not isinstance(tta, bool):
