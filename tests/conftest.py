@@ -81,3 +81,20 @@ def small_data(tmp_path_factory) -> Path:
     assert hpa.prepare(data, size=32, echo=lambda _: None) == {}
     hpa.make_folds(data, n_folds=2, echo=lambda _: None)
     return data
+
+
+TINY_RUN_SETTINGS = dict(epochs=2, batch_size=16, crop=24, crop_large=None, workers=0, amp="off", optimizer="adamw",
+                         lr=3e-3, loss="bce", hard_k=None, pretrained="none", cycle_epochs=None, cycles=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(small_data, tmp_path_factory) -> Path:
+    """tiny_cnn trained on both folds of `small_data` (2 epochs, fp32), in-process, once per session:
+    a runs root that tests read and never write to."""
+    import hpa
+
+    runs = tmp_path_factory.mktemp("tiny_runs") / "runs"
+    for f in (0, 1):
+        hpa.train_fold("tiny_cnn", fold=f, size=32, data_dir=small_data, runs=runs, echo=lambda _: None,
+                       **TINY_RUN_SETTINGS)
+    return runs

@@ -20,17 +20,12 @@ from hpa.core.checkpoint import load_checkpoint
 from hpa.data import layout
 from hpa.models import build_model
 
-SETTINGS = dict(epochs=2, batch_size=16, crop=24, crop_large=None, workers=0, amp="off", optimizer="adamw",
-                lr=3e-3, loss="bce", hard_k=None, pretrained="none", cycle_epochs=None, cycles=1)
-
 
 @pytest.fixture(scope="module")
-def trained(small_data, tmp_path_factory):
+def trained(small_data, tiny_runs, tmp_path_factory):
     root, data = tmp_path_factory.mktemp("api"), small_data
-    quiet = dict(echo=lambda _: None)
-    runs = [hpa.train_fold("tiny_cnn", fold=f, size=32, data_dir=data, runs=root / "runs", **SETTINGS, **quiet)
-            for f in (0, 1)]
-    files = hpa.predict("tiny_cnn", size=32, folds=[0, 1], runs=root / "runs", out_dir=root / "preds", tta=2,
+    runs = [layout.run_dir(tiny_runs, "tiny_cnn", 32, f) for f in (0, 1)]
+    files = hpa.predict("tiny_cnn", size=32, folds=[0, 1], runs=tiny_runs, out_dir=root / "preds", tta=2,
                         amp="off", device="cpu")
     return root, data, runs, files
 
@@ -97,3 +92,27 @@ def test_thresholds_api_matches_the_blend_of_one_model(trained):
     assert fit.thresholds.shape == (28,) and len(fit.table) == 28
     assert fit.summary["n_samples"] == sum(len(pd.read_csv(root / "preds" / f"tiny_cnn_32_f{f}_oof.csv"))
                                            for f in (0, 1))
+
+
+def test_best_pt_holds_the_best_epoch_and_an_improving_last_epoch_shares_its_file(small_data, tiny_runs, tmp_path):
+    from conftest import TINY_RUN_SETTINGS
+    from hpa.core.atomic import atomic_hard_link
+    from hpa.core.checkpoint import save_checkpoint
+
+    one_epoch = hpa.train_fold("tiny_cnn", fold=0, size=32, data_dir=small_data, runs=tmp_path / "runs",
+                               echo=lambda _: None, **{**TINY_RUN_SETTINGS, "epochs": 1})  # epoch 1 always improves
+    for run in [one_epoch] + [layout.run_dir(tiny_runs, "tiny_cnn", 32, f) for f in (0, 1)]:
+        log = pd.read_csv(run / "log.csv")
+        best_epoch = int(log.loc[log["val_macro_f1"].idxmax(), "epoch"])  # the first of equal scores
+        best, last = load_checkpoint(run / "best.pt"), load_checkpoint(run / "last.pt")
+        assert best["epoch"] == best_epoch and last["epoch"] == len(log)
+        same_file = (run / "best.pt").stat().st_ino == (run / "last.pt").stat().st_ino
+        assert same_file == (best_epoch == len(log)), run
+    tmp_path = tmp_path / "links"
+    tmp_path.mkdir()
+    # the link is a second name: a later atomic write of last.pt leaves best.pt as it was
+    save_checkpoint(tmp_path / "best.pt", {"model": {"w": torch.ones(2)}, "config": {}, "epoch": 1})
+    assert atomic_hard_link(tmp_path / "best.pt", tmp_path / "last.pt")
+    save_checkpoint(tmp_path / "last.pt", {"model": {"w": torch.zeros(2)}, "config": {}, "epoch": 2})
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 1 and load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]

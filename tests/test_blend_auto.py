@@ -128,9 +128,10 @@ def _exact_cut_by_hand(p, t):
     if t.sum() == 0:
         return 0.5
     v = np.unique(p)[::-1]
-    cuts = [(a + b) / 2 for a, b in zip(v[:-1], v[1:])] + [v[-1]]
-    scores = [f1_score(t, p >= c, zero_division=0) for c in cuts]
-    return cuts[int(np.argmax(scores))]
+    cuts = np.array([(a + b) / 2 for a, b in zip(v[:-1], v[1:])] + [v[-1]])
+    pred, pos = p[None, :] >= cuts[:, None], t[None, :] > 0.5
+    tp, fp, fn = (pred & pos).sum(1), (pred & ~pos).sum(1), (~pred & pos).sum(1)
+    return cuts[int(np.argmax(2 * tp / (2 * tp + fp + fn)))]  # F1 = 2TP / (2TP + FP + FN) at every cut
 
 
 def _equal_exact_by_hand(fit_oofs, fit_y, held_oofs, held_y):

@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 import torch
 
-import hpa
 from hpa.config import TrainConfig
 from hpa.core.checkpoint import load_checkpoint
 from hpa.data import layout
@@ -25,16 +24,9 @@ from hpa.prediction.inference import DIHEDRAL
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SETTINGS = dict(epochs=1, batch_size=16, crop=24, crop_large=None, workers=0, amp="off", optimizer="adamw",
-                lr=3e-3, loss="bce", hard_k=None, pretrained="none", cycle_epochs=None, cycles=1)
-
-
 @pytest.fixture(scope="module")
-def predicted(small_data, tmp_path_factory):
+def predicted(small_data, tiny_runs, tmp_path_factory):
     root = tmp_path_factory.mktemp("folder")
-    for f in (0, 1):
-        hpa.train_fold("tiny_cnn", fold=f, size=32, data_dir=small_data, runs=root / "runs", echo=lambda _: None,
-                       **SETTINGS)
     images = root / "images"
     shutil.copytree(small_data / "test", images)
     first = sorted(images.glob("*_red.png"))[0].name[:-len("_red.png")]
@@ -43,21 +35,21 @@ def predicted(small_data, tmp_path_factory):
     (images / "broken_green.png").write_bytes(b"")
     thr = np.full(28, 0.5)
     thr[3] = 0.0  # every image predicts class 3: a filter that keeps all, and maps for it everywhere
-    ens = from_runs(root / "runs", "tiny_cnn", 32, [0, 1], torch.device("cpu"), DIHEDRAL[:2], amp="off",
+    ens = from_runs(tiny_runs, "tiny_cnn", 32, [0, 1], torch.device("cpu"), DIHEDRAL[:2], amp="off",
                     thresholds=thr)
     out = root / "out" / "preds.csv"
     result = predict_folder(ens, images, out, explain=[11], device=torch.device("cpu"), echo=lambda _: None)
     return root, images, result
 
 
-def test_predictions_are_the_folds_mean_over_tta_and_every_predicted_class_has_a_map(predicted):
+def test_predictions_are_the_folds_mean_over_tta_and_every_predicted_class_has_a_map(predicted, tiny_runs):
     root, images, r = predicted
     df = pd.read_csv(r.predictions, keep_default_na=False)
     assert list(df.columns) == ["Id", *map(str, range(28)), "predicted"]
     assert "broken" not in set(df["Id"]) and "broken" in r.skipped and "empty file" in r.skipped["broken"]
     models = []
     for f in (0, 1):  # an independent forward pass: each fold's best.pt, the image and its flip, by hand
-        ck = load_checkpoint(layout.run_dir(root / "runs", "tiny_cnn", 32, f) / "best.pt")
+        ck = load_checkpoint(layout.run_dir(tiny_runs, "tiny_cnn", 32, f) / "best.pt")
         m = build_model("tiny_cnn", **TrainConfig(**ck["config"]).model)
         m.load_state_dict(ck["model"])
         models.append(m.eval())

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -43,8 +44,11 @@ SCRIPT = textwrap.dedent("""
 def test_installed_package_runs_the_api_outside_the_checkout(tmp_path):
     site, src = tmp_path / "site", tmp_path / "src"
     # a copy of the project's files: a build inside the checkout would leave build/ there
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "data", "work", "runs", "build",
-                                                             "*.egg-info", "__pycache__", "ablations"))
+    def ignored(directory, names):  # the checkout's own data and outputs, not the library's hpa/data package
+        top = {".venv", ".git", "data", "work", "runs", "build", "ablations"} if Path(directory) == ROOT else set()
+        return [n for n in names if n in top or n == "__pycache__" or n.endswith(".egg-info")]
+
+    shutil.copytree(ROOT, src, ignore=ignored)
     r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                         "--target", str(site), str(src)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -1,13 +1,11 @@
 import logging
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from scripts import run_script
 from torch import nn
 
-from conftest import ROOT
 from hpa import models
 from hpa.config import load_arch_config
 from hpa.errors import ConfigError, WeightsError
@@ -35,16 +33,16 @@ def test_unknown_arch_lists_the_valid_ones():
         load_arch_config("resnet5")
 
 
-@pytest.mark.slow
 def test_train_fold_takes_arch_choices_from_the_registry():
-    r = subprocess.run([sys.executable, "train_fold.py", "--arch", "nope", "--fold", "0"], cwd=ROOT,
-                       capture_output=True, text=True)
+    r = run_script("train_fold.py", "--arch", "nope", "--fold", "0")
     assert r.returncode == 1 and "invalid choice: 'nope'" in r.stderr and "se_resnext50" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_every_arch_takes_4_channels_and_any_size(arch):
+def test_every_arch_takes_4_channels_and_any_size_and_its_head_matches_its_config(arch):
+    """One build per arch (the large ones take seconds): 4 input channels, two input shapes, and the
+    head's widths and dropouts as its paper config says, its input width computed from the encoder."""
     torch.manual_seed(0)
     m = paper_model(arch).eval()
     first = next(mod for mod in m.modules() if isinstance(mod, nn.Conv2d))
@@ -53,6 +51,20 @@ def test_every_arch_takes_4_channels_and_any_size(arch):
         for shape in ((2, 4, 64, 64), (2, 4, 96, 128)):
             out = m(torch.rand(*shape))
             assert out.shape == (2, 28) and torch.isfinite(out).all()
+    if arch == "gapnet_pl":  # its head is GapNet-PL's own (tested below)
+        return
+    cfg = load_arch_config(arch).model
+    linears = [x for x in m.head if isinstance(x, nn.Linear)]
+    drops = [x.p for x in m.head if isinstance(x, nn.Dropout)]
+    assert [lin.out_features for lin in linears] == cfg["head_hidden"] + [28]
+    assert drops == cfg["head_dropout"]
+    with torch.no_grad():
+        if hasattr(m, "tokens_to_grid"):  # a ViT: its token grid pooled, plus the class token
+            _, grid = m.tokens_to_grid(m.encoder.forward_features(torch.rand(2, 4, 96, 96)), (96, 96))
+            assert linears[0].in_features == grid.shape[1] * (m.pool.feat_mult + 1)
+            return
+        feats = m.encoder(torch.rand(2, 4, 96, 96))
+    assert linears[0].in_features == feats.shape[1] * m.pool.feat_mult
 
 
 def test_acp_shape_and_channel_order():
@@ -64,24 +76,6 @@ def test_acp_shape_and_channel_order():
     assert torch.allclose(out[:, 3:], x.amax((2, 3)))  # then max
     assert out[1, 5] == 1000.0
     assert AdaptiveConcatPool2d.feat_mult == 2
-
-
-@pytest.mark.parametrize("arch", [a for a in ARCHS if a != "gapnet_pl"])
-def test_head_matches_config(arch):
-    cfg = load_arch_config(arch).model
-    m = paper_model(arch)
-    linears = [x for x in m.head if isinstance(x, nn.Linear)]
-    drops = [x.p for x in m.head if isinstance(x, nn.Dropout)]
-    assert [lin.out_features for lin in linears] == cfg["head_hidden"] + [28]
-    assert drops == cfg["head_dropout"]
-    # the head's input width is computed from the encoder and the pooling, never hard-coded
-    with torch.no_grad():
-        if hasattr(m, "tokens_to_grid"):  # a ViT: its token grid pooled, plus the class token
-            _, grid = m.tokens_to_grid(m.eval().encoder.forward_features(torch.rand(2, 4, 96, 96)), (96, 96))
-            assert linears[0].in_features == grid.shape[1] * (m.pool.feat_mult + 1)
-            return
-        feats = m.eval().encoder(torch.rand(2, 4, 96, 96))
-    assert linears[0].in_features == feats.shape[1] * m.pool.feat_mult
 
 
 def test_paper_head_sizes():

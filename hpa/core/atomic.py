@@ -145,6 +145,27 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
 
 
+def atomic_hard_link(source: Path, path: Path) -> bool:
+    """Make `path` a second name of the file `source`, atomically (a link beside `path`, renamed onto
+    it); False where the filesystem has no hard links, for the caller to write a copy instead. The
+    two names stay independent: an atomic write to either later replaces only that name."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.link")
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        os.link(source, tmp)
+    except OSError:
+        return False
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return True
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from hpa.config import TrainConfig, save_yaml
-from hpa.core.atomic import atomic_write_csv, atomic_write_text
+from hpa.core.atomic import atomic_hard_link, atomic_write_csv, atomic_write_text
 from hpa.core.checkpoint import rng_state, save_checkpoint, set_rng_state
 from hpa.core.locks import dir_lock
 from hpa.core.runtime import autocast, pick_device, progress
@@ -389,11 +389,14 @@ def save_epoch(s: Session, epoch: int, best: float, improved: bool, history: lis
                last_plot: float) -> float:
     """The checkpoint policy: best.pt when validation macro F1 improved, then last.pt every epoch (in
     that order, so a run always has a best.pt once it has a last.pt), the log, and plots at most
-    every 30 s. Returns the time of the last plot."""
+    every 30 s. Returns the time of the last plot. An improving epoch's last.pt is the same bytes as
+    its best.pt, so it becomes a hard link to it rather than a second write of the whole state."""
     state = checkpoint_state(s, epoch=epoch, best=best, history=history, lr_steps=lr_steps, rng=rng_state())
+    best_pt, last_pt = layout.run_file(s.run_dir, "best"), layout.run_file(s.run_dir, "last")
     if improved:
-        save_checkpoint(layout.run_file(s.run_dir, "best"), state)
-    save_checkpoint(layout.run_file(s.run_dir, "last"), state)
+        save_checkpoint(best_pt, state)
+    if not (improved and atomic_hard_link(best_pt, last_pt)):
+        save_checkpoint(last_pt, state)
     logdf = pd.DataFrame(history)
     atomic_write_csv(layout.run_file(s.run_dir, "log"), logdf)
     atomic_write_csv(layout.run_file(s.run_dir, "lr_steps"),
