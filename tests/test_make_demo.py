@@ -3,12 +3,14 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from hpa.data.images import read_sample
 from hpa.data.labels import NUM_CLASSES, labels_matrix, read_ids, read_labels
 from input_prep.make_demo import LABEL_TABLE, draw_label_sets, make_demo, render
 
 
+@pytest.mark.slow  # the session's 600-image demo, which only slow tests need besides
 def test_layout_and_contracts(tiny_demo):
     d = tiny_demo
     for f in ("train.csv", "test_labels.csv", "sample_submission.csv", "demo_duplicates.csv", "preview.png"):
@@ -24,6 +26,7 @@ def test_layout_and_contracts(tiny_demo):
     assert n_files == 4 * 400
 
 
+@pytest.mark.slow  # the session's 600-image demo, which only slow tests need besides
 def test_every_class_present_in_both_splits(tiny_demo):
     for f in ("train.csv", "test_labels.csv"):
         y = labels_matrix(read_labels(tiny_demo / f))
@@ -49,6 +52,7 @@ def test_label_sets_follow_the_real_distribution():
     assert (y[:, 0] * y[:, 25]).mean() > 0.05
 
 
+@pytest.mark.slow  # the session's 600-image demo, which only slow tests need besides
 def test_duplicates_are_near_copies(tiny_demo):
     dups = pd.read_csv(tiny_demo / "demo_duplicates.csv")
     assert len(dups) >= 4
@@ -68,9 +72,9 @@ def test_deterministic_for_a_seed(tmp_path):
                 h.update(p.name.encode() + p.read_bytes())
         return h.hexdigest()
 
-    make_demo(tmp_path / "a", 60, 60, 48, seed=7, min_per_class=1, progress=False)
-    make_demo(tmp_path / "b", 60, 60, 48, seed=7, min_per_class=1, progress=False)
-    make_demo(tmp_path / "c", 60, 60, 48, seed=8, min_per_class=1, progress=False)
+    make_demo(tmp_path / "a", 36, 36, 32, seed=7, min_per_class=1, progress=False)
+    make_demo(tmp_path / "b", 36, 36, 32, seed=7, min_per_class=1, progress=False)
+    make_demo(tmp_path / "c", 36, 36, 32, seed=8, min_per_class=1, progress=False)
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
     assert digest(tmp_path / "a") != digest(tmp_path / "c")
 

@@ -174,6 +174,7 @@ def test_compile_trains_like_eager(small_data, tmp_path, monkeypatch):
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
 
 
+@pytest.mark.slow  # a subprocess: CUDA must be hidden before torch starts
 def test_the_gpu_benchmark_says_so_in_one_line_without_cuda():
     import os
     import subprocess

@@ -39,7 +39,10 @@ def test_train_fold_takes_arch_choices_from_the_registry():
     assert len(r.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+LARGE = {"vit_large16", "senet154"}  # seconds to build: the slow tier's; their code paths are also the base models'
+
+
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a in LARGE else a for a in ARCHS])
 def test_every_arch_takes_4_channels_and_any_size_and_its_head_matches_its_config(arch):
     """One build per arch (the large ones take seconds): 4 input channels, two input shapes, and the
     head's widths and dropouts as its paper config says, its input width computed from the encoder."""

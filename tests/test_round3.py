@@ -27,7 +27,7 @@ FAST = {"epochs": 1, "batch_size": 16, "crop": 24, "crop_large": None, "workers"
 
 
 def test_the_recipe_never_writes_over_a_users_folds_table(small_data, tmp_path):
-    from hpa.pipeline.recipe import Member, Recipe, run_recipe
+    from hpa.pipeline.recipe import Member, Recipe, run_recipe, run_stage
 
     data = tmp_path / "data"
     shutil.copytree(small_data, data)
@@ -43,8 +43,8 @@ def test_the_recipe_never_writes_over_a_users_folds_table(small_data, tmp_path):
     (data / "folds.csv").unlink()
     hpa.make_folds(data, n_folds=2, duplicates="ignore", **QUIET)
     same = (data / "folds.csv").read_bytes()
-    lines = []
-    run_recipe(recipe, data, tmp_path / "work", device="cpu", echo=lines.append)
+    lines = []  # the data stage alone (prepare, dedup, folds): what decides about the table
+    run_stage("data", recipe, data, tmp_path / "work", "cpu", False, None, None, echo=lines.append)
     assert (data / "folds.csv").read_bytes() == same
     assert any("already holds this recipe's folds" in ln for ln in lines)
 
