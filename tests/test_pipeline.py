@@ -35,9 +35,10 @@ def pipeline(tiny_demo, tmp_path_factory):
     run("input_prep/dedup.py", "--data-dir", d, "--out-dir", d / "dedup", "--size", 64)
     run("input_prep/make_folds.py", "--labels", d / "train.csv", "--n-folds", 2, "--seed", 0, "--out", d / "folds.csv",
         "--groups", d / "dedup" / "duplicate_groups.csv", "--duplicates", "group")
-    # the two folds train at once, one thread each (1.55x the throughput of one 2-thread run on 2 cores)
+    # the two folds train at once, one thread each (1.55x the throughput of one 2-thread run on 2 cores);
+    # 24 epochs: at 16 the test F1 cleared the image-blind baseline + 0.1 by 0.004 only, at 24 by 0.15
     procs = [subprocess.Popen([sys.executable, "train_fold.py", "--arch", "tiny_cnn", "--fold", str(fold), "--size",
-                               "64", "--data-dir", str(d), "--runs", str(work / "runs"), "--epochs", "16",
+                               "64", "--data-dir", str(d), "--runs", str(work / "runs"), "--epochs", "24",
                                "--batch-size", "16", "--config", str(cfg)], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
              for fold in (0, 1)]
@@ -75,7 +76,7 @@ def test_run_directory_contents(pipeline):
     for name in ("config.yaml", "log.csv", "curves.png", "best.pt", "last.pt"):
         assert (run_dir / name).is_file(), name
     log = pd.read_csv(run_dir / "log.csv")
-    assert list(log["epoch"]) == list(range(1, 17))
+    assert list(log["epoch"]) == list(range(1, 25))
     assert {"train_loss", "val_loss", "val_macro_f1", "lr", "f1_0", "f1_27"} <= set(log.columns)
     assert log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
 
