@@ -29,3 +29,14 @@ def test_training_and_slurm_agree_on_a_finished_run(small_data, tmp_path):
     train(cfg, runs=runs, device_name="cpu", resume=True, echo=lines.append)
     assert any("already trained for 2 epochs" in line for line in lines)  # nothing retrained
     assert pd.read_csv(log).equals(full) and finished_folds(runs, _Member, [0], 2) == [0]
+
+
+def test_a_preempted_array_task_requeues_itself_not_its_array():
+    from hpa.training.stopping import slurm_job_to_requeue
+
+    # SLURM gives an array's first task the array's own id as SLURM_JOB_ID (its siblings get new ids)
+    first = {"SLURM_JOB_ID": "1", "SLURM_ARRAY_JOB_ID": "1", "SLURM_ARRAY_TASK_ID": "1"}
+    assert slurm_job_to_requeue(first) == "1_1"
+    assert slurm_job_to_requeue({**first, "SLURM_JOB_ID": "4", "SLURM_ARRAY_TASK_ID": "0"}) == "1_0"
+    assert slurm_job_to_requeue({"SLURM_JOB_ID": "7"}) == "7"  # a plain batch job
+    assert slurm_job_to_requeue({}) == ""

@@ -227,6 +227,7 @@ def test_a_recipe_on_slurm_survives_a_preemption_and_blends_as_locally(smoke, cl
     logs = "".join(p.read_text() for p in (out / "slurm").glob("*.log"))
     assert re.search(r"stopped by SIGUSR1 at (the end of )?epoch \d+(, step \d+)?: last.pt saved there; requeued "
                      "SLURM job", logs), logs[-2000:]
+    assert logs.count("stopped by") == 1, logs[-3000:]  # the preempted task alone: its siblings ran on
     assert "resumed from" in logs
     assert (out / "submission.csv").read_bytes() == (here / "submission.csv").read_bytes()
     for p in (here / "predictions").glob("*.csv"):

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from scripts import run_script
@@ -25,6 +26,7 @@ from hpa.core.locks import dir_lock
 from hpa.errors import DiskFullError, LockedError
 
 TRAIN = ["--arch", "tiny_cnn", "--size", 64, "--epochs", 2, "--batch-size", 8, "--workers", 0, "--amp", "off"]
+KILL = [*TRAIN, "--limit-batches", 30]
 
 
 def run(*args, cwd=ROOT):
@@ -73,10 +75,11 @@ def predicted(data, tmp_path_factory):
 
 @pytest.mark.slow
 def test_kill_before_the_first_checkpoint_then_resume_equals_an_uninterrupted_run(data, tmp_path):
-    ref = run("train_fold.py", *TRAIN, "--fold", 0, "--data-dir", data, "--runs", tmp_path / "ref")
+    # 30 batches an epoch: the kill lands within milliseconds of provenance.json, long before epoch 1 ends
+    ref = run("train_fold.py", *KILL, "--fold", 0, "--data-dir", data, "--runs", tmp_path / "ref")
     assert ref.returncode == 0, ref.stderr[-2000:]
     run_dir = tmp_path / "killed" / "tiny_cnn_64" / "f0"
-    p = subprocess.Popen([sys.executable, "train_fold.py", *map(str, TRAIN), "--fold", "0", "--data-dir", str(data),
+    p = subprocess.Popen([sys.executable, "train_fold.py", *map(str, KILL), "--fold", "0", "--data-dir", str(data),
                           "--runs", str(tmp_path / "killed"), "--batch-size", "2"], cwd=ROOT,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -85,22 +88,22 @@ def test_kill_before_the_first_checkpoint_then_resume_equals_an_uninterrupted_ru
     p.send_signal(signal.SIGKILL)  # as an OOM kill or a preemption would, before epoch 1 ends
     p.wait()
     assert (run_dir / "config.yaml").is_file() and not (run_dir / "last.pt").exists()
-    again = run("train_fold.py", *TRAIN, "--fold", 0, "--data-dir", data, "--runs", tmp_path / "killed", "--resume",
+    again = run("train_fold.py", *KILL, "--fold", 0, "--data-dir", data, "--runs", tmp_path / "killed", "--resume",
                 "--batch-size", 2)
     assert again.returncode == 0, again.stderr[-2000:]
     # the same re-run on the reference settings (batch 8) is refused: that directory started with batch 2
     shutil.rmtree(run_dir)
-    p = subprocess.Popen([sys.executable, "train_fold.py", *map(str, TRAIN), "--fold", "0", "--data-dir", str(data),
+    p = subprocess.Popen([sys.executable, "train_fold.py", *map(str, KILL), "--fold", "0", "--data-dir", str(data),
                           "--runs", str(tmp_path / "killed")], cwd=ROOT, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
     while not (run_dir / "provenance.json").is_file() and time.time() < deadline:
         time.sleep(0.005)
     p.send_signal(signal.SIGKILL)
     p.wait()
-    one_line_error(run("train_fold.py", *TRAIN, "--fold", 0, "--data-dir", data, "--runs", tmp_path / "killed",
+    one_line_error(run("train_fold.py", *KILL, "--fold", 0, "--data-dir", data, "--runs", tmp_path / "killed",
                        "--resume", "--lr", 0.5), "was started with other settings", "lr 0.003 -> 0.5",
                    "holds no checkpoint", "--overwrite")
-    done = run("train_fold.py", *TRAIN, "--fold", 0, "--data-dir", data, "--runs", tmp_path / "killed", "--resume")
+    done = run("train_fold.py", *KILL, "--fold", 0, "--data-dir", data, "--runs", tmp_path / "killed", "--resume")
     assert done.returncode == 0, done.stderr[-2000:]
     a = torch.load(tmp_path / "ref" / "tiny_cnn_64" / "f0" / "last.pt", weights_only=True)
     b = torch.load(run_dir / "last.pt", weights_only=True)
@@ -321,14 +324,17 @@ def test_sigterm_with_loader_workers_stops_at_a_step_and_resumes_bit_identical(d
     """`kill PID` (SIGTERM, as a preemption sends) to a run with 2 DataLoader workers: it stops at the
     next step with one `stopped:` line (no traceback, no hang on its workers), and `--resume` ends
     bit-identical to a run never stopped."""
-    args = [*TRAIN, "--fold", 0, "--data-dir", data, "--batch-size", 2, "--workers", 2]
+    args = [*TRAIN, "--fold", 0, "--data-dir", data, "--batch-size", 2, "--workers", 2, "--limit-batches", 60]
     ref = run("train_fold.py", *args, "--runs", tmp_path / "ref")
     assert ref.returncode == 0, ref.stderr[-2000:]
     p = subprocess.Popen([sys.executable, "train_fold.py", *map(str, args), "--runs", str(tmp_path / "cut")], cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert "SIGTERM or SIGUSR1 stops the run" in p.stdout.readline()
-    time.sleep(1.5)  # into epoch 1 (or, on a slow machine, its end: both must resume exactly)
-    p.send_signal(signal.SIGTERM)
+    log = tmp_path / "cut" / "tiny_cnn_64" / "f0" / "log.csv"
+    deadline = time.time() + 120
+    while not (log.is_file() and len(pd.read_csv(log)) >= 1) and time.time() < deadline:
+        time.sleep(0.01)
+    p.send_signal(signal.SIGTERM)  # early in epoch 2, at whatever step it has reached
     out, err = p.communicate(timeout=120)
     assert p.returncode == 1 and "Traceback" not in err, err[-2000:]
     assert err.startswith("stopped: [tiny_cnn_64 f0] stopped by SIGTERM at "), err

@@ -47,9 +47,17 @@ class StopRequest:
         return signal.Signals(self.signum).name if self.signum else "a signal"
 
 
+def slurm_job_to_requeue(env: dict[str, str]) -> str:
+    """This batch job's id for `scontrol requeue`: `<array job>_<task>` inside an array task, because
+    the first task's SLURM_JOB_ID is also the array's id, and requeueing that id requeues every
+    task of the array (its running siblings are killed and wait out SLURM's requeue hold)."""
+    array, task = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else env.get("SLURM_JOB_ID", "")
+
+
 def requeue_slurm_job() -> str:
     """Inside a SLURM batch job: requeue it, so it resumes from the checkpoint just saved."""
-    job = os.environ.get("SLURM_JOB_ID")
+    job = slurm_job_to_requeue(dict(os.environ))
     if not job:
         return ""
     r = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
