@@ -11,9 +11,8 @@ from scripts import run_script
 
 from conftest import ROOT, private_copy
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_ablation_table_arithmetic_and_reuse(tiny_demo, tmp_path):
     d = private_copy(tiny_demo, tmp_path / "data")
     if not (d / "prepared" / "64").is_dir():
@@ -103,3 +102,24 @@ def test_duplicates_factor_builds_the_three_fold_tables(tmp_path):
     assert got[1][2].folds_csv == str(files["group"])
     # a variant that spells out the builder's default (pool: acp) is the baseline, not trained again
     assert [v for _, v, _ in variants(base, ["pool"])] == ["paper config", "gap", "max"]
+
+
+def test_summary_statistics_against_scipy():
+    """The table's figures from a results frame written by hand: mean and t interval per variant,
+    and the paired difference to the baseline's same (seed, fold) cells with scipy's paired t-test."""
+    from hpa.pipeline.ablation import summarize
+
+    cells = [(s, f) for s in (0, 1) for f in (0, 1, 2)]
+    base = [0.50, 0.52, 0.47, 0.55, 0.49, 0.51]
+    other = [0.53, 0.56, 0.47, 0.58, 0.50, 0.57]
+    rows = [("baseline", "paper config", s, f, v) for (s, f), v in zip(cells, base)]
+    rows += [("oversample_max", "off", s, f, v) for (s, f), v in zip(reversed(cells), reversed(other))]
+    summary = summarize(pd.DataFrame(rows, columns=["factor", "variant", "seed", "fold", "macro_f1"]))
+    b, o = summary.iloc[0], summary.iloc[1]
+    assert b.mean_f1 == pytest.approx(np.mean(base)) and b.n == 6
+    assert b.ci95 == pytest.approx(stats.t.ppf(0.975, 5) * np.std(base, ddof=1) / np.sqrt(6))
+    diff = np.subtract(other, base)  # paired by (seed, fold), whatever the row order
+    assert o["diff"] == pytest.approx(diff.mean())
+    assert o.diff_ci95 == pytest.approx(stats.t.ppf(0.975, 5) * diff.std(ddof=1) / np.sqrt(6))
+    assert o.p_value == pytest.approx(stats.ttest_rel(other, base).pvalue)
+    assert o.significant == (abs(diff.mean()) > o.diff_ci95)

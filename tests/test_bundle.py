@@ -251,3 +251,35 @@ def test_bundle_flags_are_checked_at_the_command_line(recipe_out, tmp_path):
         predict_tta.main(["--bundle", str(tmp_path / "a" / "b" / "c"), "--images", str(tmp_path)])
     with pytest.raises(HPAError, match="--arch and --size are required"):
         predict_tta.main(["--images", str(tmp_path)])
+
+
+def test_the_packaged_network_is_the_ensemble_by_hand():
+    """The network the BioImage Model Zoo package traces: each member's folds and views averaged at
+    its own side, then the blend weights; against a hand loop (views by torch.flip, resizing by
+    F.interpolate)."""
+    from types import SimpleNamespace
+
+    import torch
+    from torch import nn
+
+    from hpa.prediction.bioimageio import EnsembleNet
+
+    torch.manual_seed(0)
+
+    def tiny():
+        return nn.Sequential(nn.Conv2d(4, 3, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 28)).eval()
+
+    a, b = [tiny(), tiny()], [tiny()]
+    ens = SimpleNamespace(members=[SimpleNamespace(models=a, size=32, tta=("id", "hflip")),
+                                   SimpleNamespace(models=b, size=16, tta=("id",))],
+                          weights=[0.75, 0.25], weighting="equal")
+    x = torch.rand(2, 4, 32, 32)
+    with torch.no_grad():
+        got = EnsembleNet(ens)(x)
+        first = sum(torch.sigmoid(m(v)) for m in a for v in (x, x.flip(3))) / 4
+        small = nn.functional.interpolate(x, size=(16, 16), mode="area")
+        second = torch.sigmoid(b[0](small))
+        torch.testing.assert_close(got, 0.75 * first + 0.25 * second)
+        ens.weighting = "logit"
+        z = 0.75 * torch.logit(first, eps=1e-7) + 0.25 * torch.logit(second, eps=1e-7)
+        torch.testing.assert_close(EnsembleNet(ens)(x), torch.sigmoid(z))
