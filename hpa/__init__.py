@@ -1,7 +1,6 @@
 """HPA protein-localisation toolkit (Zhang et al. 2021 as software). The Python entry points are
-importable from here: prepare, make_folds, train_fold, predict, predict_images, fit_thresholds, blend
-(hpa.api),
-export_bundle and load_bundle (hpa.prediction.bundle)."""
+importable from here: prepare, make_folds, train_fold, predict, predict_images, fit_thresholds and
+blend (hpa.api), export_bundle and load_bundle (hpa.prediction.bundle)."""
 
 import importlib
 import importlib.abc
@@ -15,8 +14,8 @@ import sys
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 API = {"prepare": "api", "make_folds": "api", "train_fold": "api", "predict": "api", "predict_images": "api",
-       "fit_thresholds": "api",
-       "blend": "api", "export_bundle": "prediction.bundle", "load_bundle": "prediction.bundle"}
+       "fit_thresholds": "api", "blend": "api", "export_bundle": "prediction.bundle",
+       "load_bundle": "prediction.bundle"}
 
 
 def __getattr__(name: str):

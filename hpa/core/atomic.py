@@ -150,18 +150,21 @@ def atomic_hard_link(source: Path, path: Path) -> bool:
     it); False where the filesystem has no hard links, for the caller to write a copy instead. The
     two names stay independent: an atomic write to either later replaces only that name."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.link")
+    fd, tmp = _mkstemp(path, ".link")  # a fresh name beside `path`, freed for the link
+    os.close(fd)
+    os.unlink(tmp)
     try:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
         os.link(source, tmp)
     except OSError:
         return False
     try:
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        named = _named_for_user(e, {tmp: path})
+        if named:
+            raise named from e
         raise
     return True
 
