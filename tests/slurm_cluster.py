@@ -61,7 +61,8 @@ class Cluster:
         conf = r / "slurm.conf"
         conf.write_text("\n".join([
             "ClusterName=hpatest", f"SlurmctldHost={node}", "SlurmUser=root", "SlurmdUser=root",
-            "AuthType=auth/munge", f"AuthInfo=socket={sock}", f"StateSaveLocation={r}/state",
+            # cred_expire is also how long SLURM holds a requeued job back (120 s by default)
+            "AuthType=auth/munge", f"AuthInfo=socket={sock},cred_expire=10", f"StateSaveLocation={r}/state",
             f"SlurmdSpoolDir={r}/spool", f"SlurmctldPidFile={r}/slurmctld.pid", f"SlurmdPidFile={r}/slurmd.pid",
             f"SlurmctldLogFile={r}/log/slurmctld.log", f"SlurmdLogFile={r}/log/slurmd.log",
             "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "SchedulerType=sched/backfill",
