@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from hpa.config import TrainConfig
+from hpa.errors import RunError
 from hpa.training import memory
 from hpa.training.engine import hard_k_of, train_step
 
@@ -93,8 +94,42 @@ def test_auto_micro_batches_fit_a_simulated_memory_limit_and_differ_by_side(monk
     assert torch.equal(rng, torch.get_rng_state())
     # a share that fits whole is used whole, without headroom
     assert memory.micro_batches(model, None, cfg, torch.device("cpu"), [768], share=8) == {768: 8}
-    monkeypatch.setattr(memory, "can_probe", lambda device: False)  # the CPU: no probe, the whole share
-    assert memory.micro_batches(model, None, cfg, torch.device("cpu"), [768, 1024], share=80) == {768: 80, 1024: 80}
+    monkeypatch.setattr(memory, "can_probe", lambda device: False)  # a device neither probed nor counted
+    assert memory.micro_batches(model, None, cfg, torch.device("meta"), [768, 1024], share=80) == {768: 80, 1024: 80}
+
+
+@pytest.mark.parametrize("amp,width", [("off", 4), ("bf16", 2)])
+def test_cpu_micro_batches_count_the_activations_autograd_keeps(monkeypatch, amp, width):
+    """On the CPU (no out-of-memory error to probe for) the bytes saved for backward per sample are
+    counted: for conv -> ReLU -> pool -> linear that is the conv's input (4 stains), the ReLU's output
+    (8 maps) and the linear's 8 inputs, `width` bytes each; the micro-batch is what half the available
+    memory holds, the whole share when it all fits, and too little memory is one line."""
+    cfg = TrainConfig(arch="tiny_cnn", size=64, crop=48, crop_large=64, amp=amp, channels_last=False)
+    model = no_bn_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for crop in (16, 48):
+        assert memory.saved_bytes_per_sample(model, cfg, torch.device("cpu"), crop) == (12 * crop ** 2 + 8) * width
+    per_sample = {64: (12 * 48 ** 2 + 8) * width, 85: (12 * 64 ** 2 + 8) * width}  # side 85 = 3072 px at 64
+    budget = 40 * per_sample[85]
+    monkeypatch.setattr(memory, "available_memory", lambda: budget)
+    micro = memory.micro_batches(model, None, cfg, torch.device("cpu"), [64, 85], share=80)
+    assert micro == {s: math.floor(budget * memory.CPU_MEMORY_SHARE / b) for s, b in per_sample.items()}
+    assert micro[85] == 20 and micro[64] < 80
+    assert memory.micro_batches(model, None, cfg, torch.device("cpu"), [64, 85], share=8) == {64: 8, 85: 8}
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    monkeypatch.setattr(memory, "available_memory", lambda: 3 * per_sample[85])
+    with pytest.raises(RunError, match=r"not even two 64 px crops \(stored side 85\) fit in the 0.0 GiB of memory"):
+        memory.micro_batches(model, None, cfg, torch.device("cpu"), [85], share=8)
+    monkeypatch.setattr(memory, "available_memory", lambda: None)  # not Linux: the whole share, as before
+    assert memory.micro_batches(model, None, cfg, torch.device("cpu"), [64], share=80) == {64: 80}
+
+
+def test_available_memory_is_what_linux_reports():
+    free = memory.available_memory()
+    if free is None:
+        pytest.skip("no /proc/meminfo here")
+    total = int(next(ln for ln in open("/proc/meminfo") if ln.startswith("MemTotal:")).split()[1]) * 1024
+    assert 0 < free <= total
 
 
 def test_auto_is_recorded_reused_on_resume_and_an_oom_is_one_line(small_data, tmp_path, monkeypatch):
@@ -102,7 +137,6 @@ def test_auto_is_recorded_reused_on_resume_and_an_oom_is_one_line(small_data, tm
     import hpa.training.engine
     from hpa.config import read_yaml
     from hpa.core.checkpoint import load_checkpoint
-    from hpa.errors import RunError
 
     budget = 5 * 24 ** 2  # 5 crops of 24 px per pass
 

@@ -7,6 +7,12 @@ forward and backward pass fit, found by doubling then bisection over real steps 
 then shrunk by HEADROOM for the fragmentation and the optimizer state a real step adds. The model's
 weights, BatchNorm statistics and every random generator are restored afterwards, so probing does
 not change what the run learns.
+
+A CPU cannot be probed that way: past its memory the kernel kills the process instead of raising.
+There the micro-batch comes from a count: the bytes autograd keeps for the backward pass per sample
+(every tensor saved in a forward pass, counted once per storage, at two batch sizes so the weights
+and their casts cancel out), against a share of the memory the machine (or the job's cgroup) has
+available. Samples that fit whole keep the whole share, so small runs are unchanged.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from hpa.errors import RunError
 from hpa.training import distributed
 
 HEADROOM = 0.85  # of the largest micro-batch that fitted in the probe
+# of the available memory, for saved activations: the loader, optimizer and allocator need the rest
+CPU_MEMORY_SHARE = 0.5
 
 
 def can_probe(device: torch.device) -> bool:
@@ -78,6 +86,70 @@ def peak_memory(device: torch.device, reset: bool = False) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
+def saved_bytes_per_sample(model: torch.nn.Module, cfg: TrainConfig, device: torch.device, side: int) -> float:
+    """Bytes autograd saves for the backward pass per sample of `side` px: the saved storages of a
+    forward pass of 4 samples less those of 2, halved (what does not grow with the batch, such as the
+    weights and their autocast copies, cancels out). No backward pass runs."""
+    def saved(m: int) -> int:
+        storages: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        x = torch.rand(m, 4, side, side, device=device)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast(device, cfg.amp):
+            model(x)
+        return sum(storages.values())
+
+    return max(1.0, (saved(4) - saved(2)) / 2)
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: the machine's MemAvailable, or less where a cgroup
+    (a SLURM job's --mem, a container) sets a lower limit; None where Linux does not say."""
+    try:
+        info = dict(line.split(":", 1) for line in open("/proc/meminfo"))
+        free = int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit, usage = (open(f).read().strip() for f in (limit_file, usage_file))
+            if limit != "max":
+                free = min(free, int(limit) - int(usage))
+        except (OSError, ValueError):
+            continue
+    return free
+
+
+def cpu_micro_batches(model: torch.nn.Module, cfg: TrainConfig, sides: list[int], share: int,
+                      budget: int | None) -> dict[int, int]:
+    """Stored side -> micro-batch on the CPU: as many samples as CPU_MEMORY_SHARE of `budget` bytes
+    holds in saved activations (the whole share when it all fits, or when the budget is unknown)."""
+    if budget is None:
+        return {s: share for s in sides}
+    device, out = torch.device("cpu"), {}
+    with torch.random.fork_rng(devices=[]):
+        was_training = model.training
+        model.train()
+        state = copy.deepcopy(model.state_dict())  # BatchNorm statistics move in a training forward
+        for side in sorted(sides):
+            crop = crop_side(side, cfg.size, cfg.crop, cfg.crop_large) or side
+            m = math.floor(budget * CPU_MEMORY_SHARE / saved_bytes_per_sample(model, cfg, device, crop))
+            if m < 2:
+                raise RunError(f"[{cfg.arch}_{cfg.size}] not even two {crop} px crops (stored side {side}) fit in "
+                               f"the {budget / 2**30:.1f} GiB of memory available; use a smaller crop or size")
+            out[side] = min(m, share)
+        model.load_state_dict(state)
+        model.train(was_training)
+    return out
+
+
 def fits(model, loss_fn, cfg: TrainConfig, device: torch.device, side: int) -> Callable[[int], bool]:
     def attempt(m: int) -> bool:
         try:
@@ -93,11 +165,21 @@ def fits(model, loss_fn, cfg: TrainConfig, device: torch.device, side: int) -> C
 
 def micro_batches(model: torch.nn.Module, loss_fn: torch.nn.Module, cfg: TrainConfig, device: torch.device,
                   sides: list[int], share: int) -> dict[int, int]:
-    """Stored side -> micro-batch for `micro_batch: auto` (the whole per-process `share` where the
-    device is not probed). Every process of a DDP run gets the smallest of the ranks' choices, so
-    all accumulate the same number of micro-batches."""
-    if not can_probe(device):
+    """Stored side -> micro-batch for `micro_batch: auto`: probed on a GPU, counted on the CPU, the
+    whole per-process `share` on other devices. Every process of a DDP run gets the smallest of the
+    ranks' choices, so all accumulate the same number of micro-batches."""
+    if can_probe(device):
+        out = probed_micro_batches(model, loss_fn, cfg, device, sides, share)
+    elif device.type == "cpu":
+        out = cpu_micro_batches(model, cfg, sides, share, available_memory())
+    else:
         return {s: share for s in sides}
+    mins = distributed.gather(out)
+    return {s: min(r[s] for r in mins) for s in out}
+
+
+def probed_micro_batches(model: torch.nn.Module, loss_fn: torch.nn.Module, cfg: TrainConfig, device: torch.device,
+                         sides: list[int], share: int) -> dict[int, int]:
     state = copy.deepcopy(model.state_dict())
     out = {}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -110,8 +192,7 @@ def micro_batches(model: torch.nn.Module, loss_fn: torch.nn.Module, cfg: TrainCo
                                f"device memory; use a smaller crop or size, or --amp bf16")
             out[side] = best if best == share else max(2, math.floor(best * HEADROOM))
     model.load_state_dict(state)
-    mins = distributed.gather(out)
-    return {s: min(r[s] for r in mins) for s in out}
+    return out
 
 
 def micro_splits(n: int, micro: int | None) -> list[int]:
