@@ -41,8 +41,8 @@ def member(arch: str, size: int, folds: int, tta: int, amp: str) -> Member:
 def folder(n: int, side: int, root: Path) -> list[str]:
     import cv2
 
+    from hpa.data.demo import render
     from hpa.data.images import write_sample_png
-    from input_prep.make_demo import render
 
     rng = np.random.default_rng(0)
     ids = []

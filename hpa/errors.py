@@ -56,3 +56,7 @@ class LockedError(HPAError):
 
 class OutOfMemory(RunError):
     """A step ran out of device memory; the message says at which side and micro-batch, and what to set."""
+
+
+class TransientError(HPAError):
+    """A download worth another try: HTTP 5xx or 429, a timeout, a cut body, a dropped connection."""

@@ -36,8 +36,8 @@ def real_samples(tmp_path_factory) -> tuple[Path, list[tuple[str, str, str]]]:
     import cv2
     import numpy as np
 
+    from hpa.data.demo import render
     from hpa.data.images import write_sample_png
-    from input_prep.make_demo import render
 
     out = tmp_path_factory.mktemp("synthetic_samples")
     rng = np.random.default_rng(0)
@@ -55,7 +55,7 @@ def real_samples(tmp_path_factory) -> tuple[Path, list[tuple[str, str, str]]]:
 def tiny_demo(tmp_path_factory) -> Path:
     """A small demo dataset (64 px), generated once per test session. Every class is forced 6 times
     per split so that 2 folds of 200 samples can learn more than the common classes."""
-    from input_prep.make_demo import make_demo
+    from hpa.data.demo import make_demo
 
     out = tmp_path_factory.mktemp("demo")
     make_demo(out, n_train=400, n_test=200, size=64, seed=1, min_per_class=6, progress=False)
@@ -74,7 +74,7 @@ def private_copy(data: Path, to: Path) -> Path:
 def small_data(tmp_path_factory) -> Path:
     """48 train / 28 test demo samples at 32 px, prepared, in 2 folds: enough to train in seconds."""
     import hpa
-    from input_prep.make_demo import make_demo
+    from hpa.data.demo import make_demo
 
     data = tmp_path_factory.mktemp("small") / "data"
     make_demo(data, n_train=48, n_test=28, size=32, seed=3, min_per_class=1, progress=False)

@@ -107,6 +107,7 @@ def test_no_backend_switch_and_no_test_support_in_the_library():
 
 # names that are not the toolkit's own layout: publishers' file names, and a glob of package data
 FOREIGN = {("models/pretrained.py", "model.safetensors"), ("models/pretrained.py", "pytorch_model.bin"),
+           ("data/download.py", "kaggle.json"),
            ("pipeline/recipe.py", "*.yaml")}
 FILE_NAME = re.compile(r"^[\w.*-]+\.(pt|pth|bin|csv|yaml|json|png|md|html|safetensors|npy|zip|txt|lock)$")
 

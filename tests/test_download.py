@@ -12,10 +12,13 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from scripts import run_script
 
 from conftest import shared_path
+from hpa.data import download as library
 from hpa.data.images import read_channel, read_sample
 from hpa.data.labels import COLORS
+from hpa.data.layout import HPAV18_TABLE
 from hpa.errors import SampleError
 from input_prep import download
 
@@ -104,7 +107,7 @@ def stored_files_all_decode(d):
 
 
 def test_url_scheme():
-    assert download.external_url("http://v18.proteinatlas.org/images", "10580_1610_C1_1", "green") == \
+    assert library.external_url("http://v18.proteinatlas.org/images", "10580_1610_C1_1", "green") == \
         "http://v18.proteinatlas.org/images/10580/1610_C1_1_green.jpg"
     with pytest.raises(argparse.ArgumentTypeError, match="only http"):
         download.check_base_url("ftp://example.org/images")
@@ -160,15 +163,16 @@ def test_kaggle_without_credentials_says_how(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
     monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
     monkeypatch.delenv("KAGGLE_KEY", raising=False)
-    assert download.main(["--data-dir", str(tmp_path / "d"), "--kaggle"]) == 2
-    err = capsys.readouterr().err
+    r = run_script("input_prep/download.py", "--data-dir", tmp_path / "d", "--kaggle")
+    assert r.returncode == 1 and r.stdout == "" and len(r.stderr.splitlines()) == 1
+    err = r.stderr
     assert "no Kaggle credentials" in err and os.path.join(str(tmp_path), "kaggle.json") in err
 
 
 def test_the_shipped_hpav18_table_is_the_real_one():
     from hpa.data.labels import read_labels
 
-    shipped = read_labels(download.HPAV18_TABLE)
+    shipped = read_labels(HPAV18_TABLE)
     assert len(shipped) == 74606 and shipped["Id"][0] == "10580_1610_C1_1"
     real = shared_path("kaggle-hpa-2018", "HPAv18RBGY_wodpl.csv")
     assert shipped.equals(read_labels(real))
@@ -182,19 +186,19 @@ def test_the_competition_archive_is_unpacked_resumably(tmp_path):
         z.writestr("train.csv", "Id,Target\na,0\n")
         z.writestr("train/a_red.png", b"png bytes")
     out = tmp_path / "data"
-    download.extract_archive(archive, out)
+    library.extract_archive(archive, out)
     assert (out / "train.csv").read_text() == "Id,Target\na,0\n" and (out / "train" / "a_red.png").is_file()
     (out / "train.csv").write_text("Id,Target\na,0\n")  # complete files are kept, not rewritten
     mtime = (out / "train" / "a_red.png").stat().st_mtime_ns
-    download.extract_archive(archive, out)
+    library.extract_archive(archive, out)
     assert (out / "train" / "a_red.png").stat().st_mtime_ns == mtime
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("../evil.txt", "x")
     with pytest.raises(SampleError, match="unsafe member name"):
-        download.extract_archive(archive, out)
+        library.extract_archive(archive, out)
     archive.write_bytes(b"PK\x03\x04 cut")
     with pytest.raises(SampleError, match="not a complete zip archive"):
-        download.extract_archive(archive, out)
+        library.extract_archive(archive, out)
 
 
 def tiff_bytes(plane: np.ndarray) -> bytes:
@@ -259,4 +263,4 @@ def test_full_size_address_needs_id_and_color(tmp_path):
     from hpa.errors import LabelError
 
     with pytest.raises(LabelError, match="run --kaggle first"):
-        download.download_full_size(tmp_path, "https://h/{id}_{color}.tif", 1, 1.0, 0, 0.0)
+        library.download_full_size(tmp_path, "https://h/{id}_{color}.tif", 1, 1.0, 0, 0.0)

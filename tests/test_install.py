@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent("""
     from pathlib import Path
 
     import hpa
-    from input_prep.make_demo import make_demo
+    from hpa.data.demo import make_demo
 
     assert Path(hpa.__file__).parent == Path(sys.argv[1]) / "hpa", hpa.__file__  # the installed copy
     quiet = dict(echo=lambda _: None)

@@ -5,9 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hpa.data.demo import draw_label_sets, make_demo, render
 from hpa.data.images import read_sample
 from hpa.data.labels import NUM_CLASSES, labels_matrix, read_ids, read_labels
-from input_prep.make_demo import LABEL_TABLE, draw_label_sets, make_demo, render
+from hpa.data.layout import DEMO_LABEL_SETS
 
 
 @pytest.mark.slow  # the session's 600-image demo, which only slow tests need besides
@@ -34,7 +35,7 @@ def test_every_class_present_in_both_splits(tiny_demo):
 
 
 def test_label_sets_follow_the_real_distribution():
-    table = json.loads(LABEL_TABLE.read_text())["label_sets"]
+    table = json.loads(DEMO_LABEL_SETS.read_text())["label_sets"]
     assert sum(table.values()) == 31072  # derived from the real Kaggle train table
     sets = draw_label_sets(5000, np.random.default_rng(0), min_per_class=1)
     y = np.zeros((len(sets), NUM_CLASSES))

@@ -7,6 +7,7 @@ A dataset directory (Kaggle layout, data/README.md):
     prepared/<size>/<split>/<Id>.npy                                      H x W x 4 uint8, one per sample
     dedup/duplicate_groups.csv (and pairs, leaks, hashes)                 input_prep/dedup.py
     folds.csv (+ folds_class_counts.csv, folds_dropped.csv)              input_prep/make_folds.py
+    download_failures*.csv, test_labels.csv, demo_duplicates.csv, preview.png   download, the demo
 Outputs:
     <runs>/<arch>_<size>/f<fold>/      one training run (RUN_FILES)
     <dir>/<arch>_<size>_f<fold>_{oof,test}.csv (+ .json sidecar)         prediction files
@@ -102,6 +103,28 @@ def failure_list(prepared_split: Path, split: str) -> Path:
 def test_labels_csv(data_dir: Path) -> Path:
     """The demo's labels of its test split (a real dataset has none): the blend scores the test with it."""
     return Path(data_dir) / "test_labels.csv"
+
+
+# the synthetic demo's extras (hpa.data.demo): the injected near-duplicate pairs and one image per class
+DEMO_FILES = {"duplicates": "demo_duplicates.csv", "preview": "preview.png"}
+
+
+def demo_file(data_dir: Path, what: str) -> Path:
+    return Path(data_dir) / DEMO_FILES[what]
+
+
+# what a download could not fetch (hpa.data.download), listed for the re-run that retries it
+DOWNLOAD_FAILURES = {"external": "download_failures.csv", "full_size": "download_failures_full_size.csv"}
+
+
+def download_failures(data_dir: Path, what: str) -> Path:
+    return Path(data_dir) / DOWNLOAD_FAILURES[what]
+
+
+# package data that travels with the library
+PACKAGE_DATA = Path(__file__).parent
+HPAV18_TABLE = PACKAGE_DATA / "HPAv18RBGY_wodpl.csv.gz"  # source and licence: HPAv18_SOURCE.md beside it
+DEMO_LABEL_SETS = PACKAGE_DATA / "kaggle2018_label_sets.json"  # label-set frequencies of Kaggle 2018's train.csv
 
 
 def prepared_dir(data_dir: Path, size: int, split: str) -> Path:

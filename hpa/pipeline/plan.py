@@ -3,12 +3,12 @@ model at its real crop and effective batch on the device present (micro-batches 
 would choose them), then the projected wall time of the whole recipe on the visible GPUs, with DDP
 and with parallel folds. Trains nothing; writes plan.md.
 
-What is measured: images/s of a full step (forward, backward, optimizer; on a CPU, a step of one
-micro-batch) on random input, and the peak memory. What is estimated, and said so in the plan: the sample counts (from the label tables
-and folds, with oversampling), the share of 3072 px sources (from the prepared store, when it
-exists), prediction time (forward passes, a third of a training step per image, scaled by pixels,
-times the TTA count), and DDP's scaling efficiency (0.9 up to 4 GPUs, 0.85 above: not measurable on
-one device).
+What is measured: images/s of a full step (forward, backward, optimizer; on a CPU, a step of at
+most 8 images of one micro-batch) on random input, and the peak memory. What is estimated, and said
+so in the plan: the sample counts (from the label tables and folds, with oversampling), the share of
+3072 px sources (from the prepared store, when it exists), prediction time (forward passes, a third
+of a training step per image, scaled by pixels, times the TTA count), and DDP's scaling efficiency
+(0.9 up to 4 GPUs, 0.85 above: not measurable on one device).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from hpa.training import memory
 from hpa.training.engine import build_optimizer, train_step
 from hpa.training.frozen import time_frozen
 from hpa.training.losses import build_loss
+
+CPU_TIMED_IMAGES = 8  # images per timed step on a CPU
 
 
 @dataclass
@@ -73,13 +75,13 @@ def timed_steps(cfg: TrainConfig, device: torch.device, side: int, steps: int = 
         train_step(step_model, x[:n], y[:n], loss_fn=loss_fn, optimizer=optimizer, scaler=scaler, cfg=cfg,
                    device=device, micro=micro)
 
-    step(micro)  # warm-up: kernel choice, allocator, compilation
+    # a CPU's time per image does not fall with the batch, so there a few images stand for the whole
+    # step (minutes of 80 large crops saved per member; the optimizer's share is over-counted)
+    timed = share if device.type == "cuda" else min(micro, CPU_TIMED_IMAGES)
+    step(min(micro, timed))  # warm-up: kernel choice, allocator, compilation
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    # a CPU's time per image does not fall with the batch, so there a step of one micro-batch stands
-    # for the whole step (minutes of 80 large crops saved per member; the optimizer's share is over-counted)
-    timed = share if device.type == "cuda" else micro
     t0 = time.perf_counter()
     for _ in range(steps):
         step(timed)
@@ -185,8 +187,8 @@ def make_plan(members: list, configs: list[TrainConfig | None], n_folds: int, tt
     lines = [f"# Plan: {len(members)} members x {n_folds} folds on {n_gpus or 1} x {dev}", "",
              "Measured here: a few whole optimizer steps of each member at its real crop and effective batch "
              "(random input, weights not loaded), with the micro-batch training would choose on this device"
-             + (" (on a CPU: steps of one micro-batch, whose time per image is that of a whole step)."
-                if device.type != "cuda" else "."), "",
+             + (f" (on a CPU: steps of {CPU_TIMED_IMAGES} images at most, at the time per image of a "
+                "whole step)." if device.type != "cuda" else "."), "",
              "| member | stored side | crop | share of samples | micro-batch x accumulation | peak memory | images/s |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {t.member} | {t.side} | {t.crop} | {t.share:.0%} | {t.micro} x {t.accumulation} | "

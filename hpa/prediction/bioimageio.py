@@ -81,7 +81,7 @@ def export_bioimageio(bundle_dir: str | Path, out_zip: str | Path, *, test_image
     net = EnsembleNet(bundle.ensemble).eval()
     side = bundle.ensemble.members[0].size
     if test_image is None:
-        from input_prep.make_demo import render
+        from hpa.data.demo import render
 
         test_image = render([0, 25], side, np.random.default_rng(0))
     x = torch.from_numpy(np.ascontiguousarray(test_image.transpose(2, 0, 1)))[None].float()
