@@ -68,16 +68,16 @@ def timed_steps(cfg: TrainConfig, device: torch.device, side: int, steps: int = 
     step_model = torch.compile(model) if cfg.compile else model
     optimizer = build_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
-    x, y = torch.rand(share, 4, crop, crop), (torch.rand(share, 28) > 0.9).float()
+    # a CPU's time per image does not fall with the batch, so there a few images stand for the whole
+    # step (minutes of 80 large crops saved per member; the optimizer's share is over-counted)
+    timed = share if device.type == "cuda" else min(micro, CPU_TIMED_IMAGES)
+    x, y = torch.rand(timed, 4, crop, crop), (torch.rand(timed, 28) > 0.9).float()
     model.train()
 
     def step(n: int) -> None:
         train_step(step_model, x[:n], y[:n], loss_fn=loss_fn, optimizer=optimizer, scaler=scaler, cfg=cfg,
                    device=device, micro=micro)
 
-    # a CPU's time per image does not fall with the batch, so there a few images stand for the whole
-    # step (minutes of 80 large crops saved per member; the optimizer's share is over-counted)
-    timed = share if device.type == "cuda" else min(micro, CPU_TIMED_IMAGES)
     step(min(micro, timed))  # warm-up: kernel choice, allocator, compilation
     if device.type == "cuda":
         torch.cuda.synchronize(device)
