@@ -5,6 +5,7 @@ and an out-of-memory error mid-run is one line that says what to set, with last.
 from __future__ import annotations
 
 import math
+import weakref
 
 import pytest
 import torch
@@ -107,8 +108,11 @@ def test_cpu_micro_batches_count_the_activations_autograd_keeps(monkeypatch, amp
     cfg = TrainConfig(arch="tiny_cnn", size=64, crop=48, crop_large=64, amp=amp, channels_last=False)
     model = no_bn_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    outputs = []  # the ReLU's outputs, saved for its backward: none may outlive the counting pass
+    model[1].register_forward_hook(lambda mod, inp, out: outputs.append(weakref.ref(out)))
     for crop in (16, 48):
         assert memory.saved_bytes_per_sample(model, cfg, torch.device("cpu"), crop) == (12 * crop ** 2 + 8) * width
+    assert len(outputs) == 4 and all(ref() is None for ref in outputs)
     per_sample = {64: (12 * 48 ** 2 + 8) * width, 85: (12 * 64 ** 2 + 8) * width}  # side 85 = 3072 px at 64
     budget = 40 * per_sample[85]
     monkeypatch.setattr(memory, "available_memory", lambda: budget)

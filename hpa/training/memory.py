@@ -97,7 +97,9 @@ def saved_bytes_per_sample(model: torch.nn.Module, cfg: TrainConfig, device: tor
 
         def pack(t: torch.Tensor) -> torch.Tensor:
             storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-            return t
+            # kept alive to the end of the pass, so no address is reused and counted twice; detached, or a
+            # saved output would hold its own grad_fn in a cycle that outlives the pass (GiBs leaked at 1024 px)
+            return t.detach()
 
         x = torch.rand(m, 4, side, side, device=device)
         if cfg.channels_last:
