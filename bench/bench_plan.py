@@ -54,7 +54,7 @@ def main() -> None:
                 fold = re.match(r"^\| (\S+) \| (\d[\d.]* (?:s|min|h)) \|$", line)
                 if fold:
                     rows.append(f"| {name} | {fold.group(1)} | fine-tuned, 5 folds | {fold.group(2)} per fold |")
-                frozen = re.match(r"^\| (\S+) \| ([\d.]+) \| (\d+) \| (.+?) \| (.+?) \|$", line)
+                frozen = re.match(r"^\| (\S+) \| ([\d.]+) \| (\d+) \| ([^|]+) \| ([^|]+) \|$", line)
                 if frozen:
                     rows.append(f"| {name} | {frozen.group(1)} | frozen: embed {frozen.group(4)}, "
                                 f"classifiers {frozen.group(5)} | {frozen.group(2)} images/s embedding |")

@@ -208,5 +208,7 @@ def make_plan(members: list, configs: list[TrainConfig | None], n_folds: int, tt
     lines += ["", total, "",
               f"Estimated, not measured: sample counts from the label tables and folds (oversampling included), "
               f"validation and prediction at a third of a training step per image (prediction scaled by pixels, "
-              f"TTA {tta}), DDP scaling efficiency {ddp_efficiency(n):.2f} on {n} GPUs, no data-loading stalls."]
+              f"TTA {tta}), "
+              + (f"DDP scaling efficiency {ddp_efficiency(n):.2f} on {n} GPUs, " if device.type == "cuda" else "")
+              + "no data-loading stalls."]
     return "\n".join(lines) + "\n", timings
