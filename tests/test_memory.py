@@ -120,6 +120,9 @@ def test_cpu_micro_batches_count_the_activations_autograd_keeps(monkeypatch, amp
     assert micro == {s: math.floor(budget * memory.CPU_MEMORY_SHARE / b) for s, b in per_sample.items()}
     assert micro[85] == 20 and micro[64] < 80
     assert memory.micro_batches(model, None, cfg, torch.device("cpu"), [64, 85], share=8) == {64: 8, 85: 8}
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two torchrun processes on this machine: half each
+    assert memory.micro_batches(model, None, cfg, torch.device("cpu"), [85], share=80) == {85: 10}
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and model.training
     monkeypatch.setattr(memory, "available_memory", lambda: 3 * per_sample[85])
     with pytest.raises(RunError, match=r"not even two 64 px crops \(stored side 85\) fit in the 0.0 GiB of memory"):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from collections.abc import Callable
 
 import torch
@@ -148,6 +149,7 @@ def cpu_micro_batches(model: torch.nn.Module, cfg: TrainConfig, sides: list[int]
     budget = available_memory()
     if budget is None:
         return {s: share for s in sides}
+    budget //= int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's processes on this machine share it
     out = {}
     for side in sorted(sides):
         m = math.floor(budget * CPU_MEMORY_SHARE / per_sample[side])
