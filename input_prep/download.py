@@ -35,32 +35,34 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlparse
 
 from hpa import cli
-from hpa.data.download import DEFAULT_BASE, download_external, download_full_size, download_kaggle
+from hpa.data.download import (
+    DEFAULT_BASE,
+    check_address,
+    check_template,
+    download_external,
+    download_full_size,
+    download_kaggle,
+)
 from hpa.data.layout import HPAV18_TABLE
+from hpa.errors import ConfigError
 
 
-def check_base_url(base: str) -> str:
-    if urlparse(base).scheme not in ("http", "https"):
-        raise argparse.ArgumentTypeError(f"{base!r}: only http:// and https:// addresses are allowed")
-    return base
+def argument_type(check: Callable[[str], str]) -> Callable[[str], str]:
+    """A check of the library as an argparse type: its one-line ConfigError becomes a usage error."""
+    def parse(value: str) -> str:
+        try:
+            return check(value)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return parse
 
 
-def full_size_template(value: str) -> str:
-    check_base_url(value)
-    missing = [k for k in ("{id}", "{color}") if k not in value]
-    if missing:
-        raise argparse.ArgumentTypeError(f"{value!r}: no {' or '.join(missing)} in the address; e.g. "
-                                         "'https://HOST/hpa/{split}/{id}_{color}.tif'")
-    try:
-        value.format(split="train", id="x", color="red")
-    except (KeyError, IndexError, ValueError) as e:
-        raise argparse.ArgumentTypeError(
-            f"{value!r}: only {{split}}, {{id}} and {{color}} may be filled in ({e})") from None
-    return value
+check_base_url = argument_type(check_address)
+full_size_template = argument_type(check_template)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from hpa.data import download as library
 from hpa.data.images import read_channel, read_sample
 from hpa.data.labels import COLORS
 from hpa.data.layout import HPAV18_TABLE
-from hpa.errors import SampleError
+from hpa.errors import ConfigError, SampleError
 from input_prep import download
 
 EXT_IDS = ["10580_1610_C1_1", "10580_1610_C1_2", "777_88_D2_1"]
@@ -106,13 +106,19 @@ def stored_files_all_decode(d):
         assert read_channel(p, p.stem.rsplit("_", 1)[1]).ndim == 2
 
 
-def test_url_scheme():
+def test_url_scheme(tmp_path):
     assert library.external_url("http://v18.proteinatlas.org/images", "10580_1610_C1_1", "green") == \
         "http://v18.proteinatlas.org/images/10580/1610_C1_1_green.jpg"
     with pytest.raises(argparse.ArgumentTypeError, match="only http"):
         download.check_base_url("ftp://example.org/images")
     with pytest.raises(argparse.ArgumentTypeError, match="only http"):
         download.check_base_url("file:///etc")
+    # the library refuses it too, whoever calls it (a notebook): a download never reads local files
+    with pytest.raises(ConfigError, match="only http"):
+        library.download_external(tmp_path / "t.csv", tmp_path, "file:///etc", 1, 1.0, 0, 0.0, None)
+    with pytest.raises(ConfigError, match=r"no \{color\}"):
+        library.download_full_size(tmp_path, "https://h/x/{id}.tif", 1, 1.0, 0, 0.0)
+    assert not list(tmp_path.iterdir())
 
 
 def test_faults_are_reported_then_completed_on_rerun(served, tmp_path):

@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from urllib.parse import urlparse
 
 import cv2
 import numpy as np
@@ -42,9 +43,31 @@ def external_url(base: str, sample_id: str, color: str) -> str:
     return f"{base.rstrip('/')}/{folder}/{rest}_{color}.jpg"
 
 
+def check_address(address: str) -> str:
+    """An http(s) address, a base or a template: anything else (file:// among them) is refused, so a
+    download never reads local files."""
+    if urlparse(address).scheme not in ("http", "https"):
+        raise ConfigError(f"{address!r}: only http:// and https:// addresses are allowed")
+    return address
+
+
+def check_template(template: str) -> str:
+    """A full-size address template: http(s), with {id} and {color}, and {split} the only other field."""
+    check_address(template)
+    missing = [k for k in ("{id}", "{color}") if k not in template]
+    if missing:
+        raise ConfigError(f"{template!r}: no {' or '.join(missing)} in the address; e.g. "
+                          "'https://HOST/hpa/{split}/{id}_{color}.tif'")
+    try:
+        template.format(split="train", id="x", color="red")
+    except (KeyError, IndexError, ValueError) as e:
+        raise ConfigError(f"{template!r}: only {{split}}, {{id}} and {{color}} may be filled in ({e})") from None
+    return template
+
+
 def fetch(url: str, timeout: float) -> bytes:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 (scheme checked)
+        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 (check_address by every caller)
             expected = r.headers.get("Content-Length")
             data = r.read()
     except urllib.error.HTTPError as e:
@@ -139,6 +162,7 @@ def _report_failures(failures: list[tuple], fail_csv: Path, n_jobs: int) -> None
 def download_full_size(out: Path, template: str, connections: int, timeout: float, retries: int,
                        backoff: float, limit: int | None = None) -> int:
     """The full-size TIFFs of every Id of the split tables; the number of files that failed."""
+    check_template(template)
     tables = {split: layout.split_table(out, split) for split in ("train", "test")}
     if not any(p.is_file() for p in tables.values()):
         raise LabelError(f"{out}: no train.csv or sample_submission.csv to take Ids from; run --kaggle first")
@@ -162,6 +186,7 @@ def download_full_size(out: Path, template: str, connections: int, timeout: floa
 def download_external(table: Path, out: Path, base: str, workers: int, timeout: float, retries: int,
                       backoff: float, max_side: int | None, limit: int | None = None) -> int:
     """The HPAv18 samples of `table` into external/ and external.csv; the number of files that failed."""
+    check_address(base)
     labels = read_labels(table)
     if limit:
         labels = labels.iloc[:limit]
