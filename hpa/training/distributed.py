@@ -27,6 +27,11 @@ def world() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
+def local_world() -> int:
+    """The processes torchrun started on this machine (LOCAL_WORLD_SIZE), which share its memory."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
 def is_main() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from collections.abc import Callable
 
 import torch
@@ -149,7 +148,7 @@ def cpu_micro_batches(model: torch.nn.Module, cfg: TrainConfig, sides: list[int]
     budget = available_memory()
     if budget is None:
         return {s: share for s in sides}
-    budget //= int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's processes on this machine share it
+    budget //= distributed.local_world()
     out = {}
     for side in sorted(sides):
         m = math.floor(budget * CPU_MEMORY_SHARE / per_sample[side])
