@@ -10,6 +10,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -137,12 +138,18 @@ def staged_dir(final: Path):
     shutil.rmtree(old, ignore_errors=True)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_stream(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """`write(f)` into a temporary file beside `path`, flushed to the disk, then renamed onto it: a
+    large output (a checkpoint) goes straight to the file, never a second copy in memory."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write_stream(path, lambda f: f.write(data))
 
 
 def atomic_hard_link(source: Path, path: Path) -> bool:

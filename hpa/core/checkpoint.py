@@ -3,7 +3,6 @@ and config, written atomically and read back with `weights_only=True`."""
 
 from __future__ import annotations
 
-import io
 import random
 import re
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hpa.core.atomic import atomic_write_bytes
+from hpa.core.atomic import atomic_write_stream
 from hpa.errors import CheckpointError
 
 
@@ -37,11 +36,10 @@ def set_rng_state(s: dict) -> None:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Serialised in memory first, so that a full disk fails in a plain file write (ENOSPC, one
-    line naming the file) and never half-way through the serializer; the old file stays."""
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    """Serialised straight into a temporary file beside `path`, then renamed onto it: no copy of the
+    whole state in memory (se_resnext50 with Adam's moments is 0.3 GB, senet154 1.7 GB), and a full
+    disk stops the serializer with ENOSPC, reported in one line naming the file; the old file stays."""
+    atomic_write_stream(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: Path, way_out: str = "") -> dict:
