@@ -7,7 +7,12 @@ from pathlib import Path
 
 
 def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """Read in chunks: a checkpoint can be gigabytes, and only its digest is wanted."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def ids_sha256(ids: list[str]) -> str:

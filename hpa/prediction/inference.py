@@ -216,7 +216,8 @@ def require_best(run_dir: Path) -> Path:
 
 def load_run(run_dir: Path, device: torch.device) -> LoadedRun:
     """A run's best model, built from the config saved in its checkpoint (never today's configs/)."""
-    ck = load_checkpoint(layout.run_file(run_dir, "best"), "train that fold again (train_fold.py --overwrite)")
+    ck = load_checkpoint(layout.run_file(run_dir, "best"), "train that fold again (train_fold.py --overwrite)",
+                         mmap=True)
     try:
         cfg = TrainConfig(**ck["config"])
     except Exception as e:
