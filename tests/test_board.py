@@ -58,3 +58,24 @@ def test_events_match_log_csv_and_a_resumed_run_has_no_duplicate_steps(small_dat
     assert "config" in " ".join(acc.Tags()["tensors"])  # the config as text
     plugins = acc.PluginTagToContent("hparams")
     assert "_hparams_/experiment" in plugins and "_hparams_/session_start_info" in plugins
+
+
+def test_a_session_started_in_the_same_second_sorts_after_the_earlier_ones(tmp_path):
+    """TensorBoard reads a run's event files in name order; a file of the current second whose counter
+    sorts high (".9" after ".10") must still come before the next session's file."""
+    import os
+    import socket
+    import time
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from hpa.training.board import after_earlier_sessions
+
+    # this host and process, and a counter no writer here reaches: only the second can order them
+    earlier = tmp_path / f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.99999"
+    earlier.write_bytes(b"")
+    after_earlier_sessions(tmp_path)
+    w = SummaryWriter(log_dir=str(tmp_path))
+    w.close()
+    names = sorted(p.name for p in tmp_path.glob("events.out.tfevents.*"))
+    assert names[0] == earlier.name and len(names) == 2

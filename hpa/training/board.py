@@ -11,6 +11,7 @@ dropped by TensorBoard's reader instead of appearing twice.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +36,21 @@ def _hparam_value(v):
     return v if isinstance(v, bool | int | float | str) else str(v)
 
 
+def after_earlier_sessions(run_dir: Path) -> None:
+    """Wait, if need be, until the clock is past the second of the run's newest event file.
+    TensorBoard reads a run's files in name order, and a name is `...tfevents.<second>.<host>.<pid>.<n>`:
+    a session resumed in the same second by the same process (a notebook retrying at once) could sort
+    before the one whose steps its purge drops (".10" < ".9"), and the dropped steps come back."""
+    seconds = [int(p.name.split(".")[3]) for p in Path(run_dir).glob(EVENTS_GLOB) if p.name.split(".")[3].isdigit()]
+    if seconds and max(seconds) >= int(time.time()):
+        time.sleep(max(seconds) + 1 - time.time())
+
+
 class Board:
     def __init__(self, run_dir: Path, start_epoch: int, config: dict):
         from torch.utils.tensorboard import SummaryWriter
 
+        after_earlier_sessions(run_dir)
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=start_epoch if start_epoch > 1 else None)
         if start_epoch == 1:
             from torch.utils.tensorboard.summary import hparams
