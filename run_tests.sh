@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")"
 source ./setup_env.sh
 ruff check .
-python -m pytest -q "$@"
+# one worker per core, each given whole files (their module fixtures are built once), longest first
+python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder "$@"

@@ -66,6 +66,8 @@ class Cluster:
             f"SlurmdSpoolDir={r}/spool", f"SlurmctldPidFile={r}/slurmctld.pid", f"SlurmdPidFile={r}/slurmd.pid",
             f"SlurmctldLogFile={r}/log/slurmctld.log", f"SlurmdLogFile={r}/log/slurmd.log",
             "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "SchedulerType=sched/backfill",
+            # a requeued job waits out its hold, then for the main scheduler's pass (every 60 s by default)
+            "SchedulerParameters=sched_interval=1",
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core", "ReturnToService=2", "JobRequeue=1",
             "SlurmctldPort=16817", "SlurmdPort=16818", "MpiDefault=none",
             f"NodeName={node} CPUs={cpus} RealMemory=8000 State=UNKNOWN",
