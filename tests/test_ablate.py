@@ -61,7 +61,7 @@ def test_ablation_table_arithmetic_and_reuse(tiny_demo, tmp_path):
     assert pd.read_csv(out / "results.csv").equals(res)
     # a scored cell whose OOF file is lost is trained again, and scores the same (training is deterministic)
     oof.unlink()
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    r = run_script(*cmd[1:])
     assert r.returncode == 0 and oof.is_file()
     assert pd.read_csv(out / "results.csv").equals(res)
 

@@ -142,30 +142,3 @@ def test_predict_a_biologists_own_images(pipeline, real_samples, tmp_path):
     from hpa.data.labels import CLASS_NAMES
     for names in df["predicted"]:
         assert names and all(n in CLASS_NAMES for n in names.split("; "))
-
-
-def test_run_all_on_a_real_kaggle_layout_directory(real_samples, tmp_path):
-    """run_all.sh --data-dir on real full-size images (512, 2048 and 3072 px PNGs): every stage runs."""
-    import shutil
-
-    images, rows = real_samples
-    d = tmp_path / "hpa"
-    lines = {"train": ["Id,Target"], "test": ["Id,Predicted"]}
-    for i, (sid, target, _) in enumerate(rows):
-        split = "train" if i < 6 else "test"
-        (d / split).mkdir(parents=True, exist_ok=True)
-        for c in ("red", "green", "blue", "yellow"):
-            shutil.copy(images / f"{sid}_{c}.png", d / split / f"{sid}_{c}.png")
-        lines[split].append(f"{sid},{target if split == 'train' else 0}")
-    (d / "train.csv").write_text("\n".join(lines["train"]) + "\n")
-    (d / "sample_submission.csv").write_text("\n".join(lines["test"]) + "\n")
-    recipe = tmp_path / "mine.yaml"  # a user's own recipe
-    recipe.write_text("n_folds: 2\nduplicates: group\ntta: 1\n"
-                      "members:\n  - {arch: tiny_cnn, size: 64, set: {epochs: 1}}\n")
-    r = subprocess.run(["bash", "run_all.sh", "--data-dir", str(d), "--recipe", str(recipe), "--out-dir",
-                        str(tmp_path / "work")], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    sub = pd.read_csv(tmp_path / "work" / "submission.csv")
-    assert sub["Id"].tolist() == [row[0] for row in rows[6:]]
-    assert (d / "prepared" / "64" / "train").is_dir() and (d / "folds.csv").is_file()
-    assert "TEST MACRO F1" not in r.stdout  # real data has no test labels

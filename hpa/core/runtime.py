@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 
 import torch
 
@@ -32,6 +33,21 @@ def autocast(device: torch.device, amp: str):
     if amp == "off":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def loader_processes(workers: int, dataset: object) -> dict:
+    """DataLoader arguments for `workers` worker processes, forked by a fork server rather than by
+    this process. Forking a process that runs other threads (TensorBoard's writer, tqdm's monitor,
+    gloo's) can leave the child blocked for ever on a lock one of them held: seen on a DDP rank
+    whose validation worker never left CPython's after-fork clean-up, the rank waiting for its
+    batch and the other rank in all_gather. The server is a fresh single-threaded process that
+    imports torch and the dataset's module once (per process, not per epoch); Python 3.14 makes it
+    the default on Linux for this reason."""
+    if workers <= 0:
+        return {"num_workers": 0}
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", type(getattr(dataset, "dataset", dataset)).__module__])
+    return {"num_workers": workers, "multiprocessing_context": ctx}
 
 
 # Progress bars draw only on a terminal: redirected output (a log file, a SLURM job, a worker of

@@ -130,7 +130,7 @@ def embed_images(model: torch.nn.Module, images: Images, views: Sequence[str], p
     atomically; existing parts are kept): returns the part files in order."""
     from torch.utils.data import Subset
 
-    from hpa.core.runtime import progress
+    from hpa.core.runtime import loader_processes, progress
 
     parts.mkdir(parents=True, exist_ok=True)
     n = len(images)
@@ -140,7 +140,7 @@ def embed_images(model: torch.nn.Module, images: Images, views: Sequence[str], p
     for k in todo:
         idx = list(range(k * CHUNK, min(n, (k + 1) * CHUNK)))
         chunk = []
-        for x in DataLoader(Subset(images, idx), batch_size=batch_size, num_workers=workers):
+        for x in DataLoader(Subset(images, idx), batch_size=batch_size, **loader_processes(workers, images)):
             chunk.append(embed_batch(model, x.to(device), views, amp).cpu().numpy().astype(np.float16))
             bar.update(len(x))
         atomic_save_npy(files[k], np.concatenate(chunk))

@@ -23,7 +23,7 @@ from hpa.config import TrainConfig
 from hpa.core.atomic import csv_text
 from hpa.core.checkpoint import load_checkpoint
 from hpa.core.digests import file_sha256, ids_sha256
-from hpa.core.runtime import autocast, progress
+from hpa.core.runtime import autocast, loader_processes, progress
 from hpa.data import layout
 from hpa.data.images import EXTENSIONS, channel_path, find_format, read_sample
 from hpa.data.labels import (
@@ -254,7 +254,7 @@ def predict(models: Sequence[torch.nn.Module], ids: list[str], size: int, sizes:
         ds = ImageSet(ids, size, s / size, **source)
         sides = sides if sides is not None else ds.sides()
         sampler = SideBatchSampler(sides, batch_size, shuffle=False, drop_last=False)
-        dl = DataLoader(ds, batch_sampler=sampler, num_workers=workers)
+        dl = DataLoader(ds, batch_sampler=sampler, **loader_processes(workers, ds))
         for x, errors, index in progress(dl, desc=f"{desc} @{s}", leave=False):
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             acc = torch.zeros(len(x), NUM_CLASSES, device=device)

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from hpa.config import TrainConfig
+from hpa.core.runtime import loader_processes
 from hpa.data import layout
 from hpa.data.dataset import HPADataset
 from hpa.data.labels import labels_matrix, read_folds, read_label_tables
@@ -97,11 +98,10 @@ def build_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> TrainData:
     train_sides = train_ds.sides()
     sampler = SideBatchSampler(train_sides, cfg.batch_size, world, rank, shuffle=True, seed=cfg.seed)
     val_sampler = SideBatchSampler(val_ds.sides(), cfg.batch_size, world, rank, shuffle=False, drop_last=False)
-    common = dict(num_workers=cfg.workers, persistent_workers=False, pin_memory=torch.cuda.is_available(),
-                  worker_init_fn=ignore_stop_signals)
-    train_dl = DataLoader(train_ds, batch_sampler=sampler, **common)
+    common = dict(persistent_workers=False, pin_memory=torch.cuda.is_available(), worker_init_fn=ignore_stop_signals)
+    train_dl = DataLoader(train_ds, batch_sampler=sampler, **common, **loader_processes(cfg.workers, train_ds))
     val_part = [i for b in val_sampler for i in b]  # this rank's share of the validation set, in its order
-    val_dl = DataLoader(val_ds, batch_sampler=val_sampler, **common)
+    val_dl = DataLoader(val_ds, batch_sampler=val_sampler, **common, **loader_processes(cfg.workers, val_ds))
     n_ext = int((labels["table"].to_numpy()[is_train] == 1).sum())
     note = (f"{int(is_train.sum())} training samples ({n_ext} HPAv18 external), {int(is_val.sum())} validation; "
             f"{int((fold < 0).sum())} left out by {folds_csv.name} (fold -1){layout.dropped_note(folds_csv)}")
