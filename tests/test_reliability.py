@@ -344,3 +344,27 @@ def test_sigterm_with_loader_workers_stops_at_a_step_and_resumes_bit_identical(d
     a = torch.load(tmp_path / "ref" / "tiny_cnn_64" / "f0" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "cut" / "tiny_cnn_64" / "f0" / "last.pt", weights_only=True)
     assert a["lr_steps"] == b["lr_steps"] and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+class _ParentPid(torch.utils.data.Dataset):
+    """Each item is the process id of the worker's parent."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> int:
+        return os.getppid()
+
+
+@pytest.mark.slow
+def test_loader_workers_are_forked_by_a_server_not_by_the_calling_process():
+    """A process that runs other threads must not fork its loader workers: a child can inherit a lock
+    one of those threads held and wait on it for ever (a DDP rank hung so at validation)."""
+    from torch.utils.data import DataLoader
+
+    from hpa.core.runtime import loader_processes
+
+    ds = _ParentPid()
+    parents = [int(p) for batch in DataLoader(ds, batch_size=1, **loader_processes(2, ds)) for p in batch]
+    assert len(parents) == 2 and os.getpid() not in parents
+    assert loader_processes(0, ds) == {"num_workers": 0}
