@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import realdata as real_data
+from scripts import run_script
 
 from conftest import ROOT, SHARED, shared_path
 from hpa.data.predictions import write_predictions
@@ -42,10 +43,9 @@ def test_flat_threshold_scores_match_the_published_figures(real):
 
 
 def blend(d, *extra, oof="*_oof.csv", test="*_test.csv"):
-    return subprocess.run([sys.executable, "blend.py", "--oof", str(d / oof), "--test", str(d / test),
-                           "--labels", str(d / "labels.csv"),
-                           "--sample-submission", str(shared_path("kaggle-hpa-2018", "sample_submission.csv")),
-                           *map(str, extra)], cwd=ROOT, capture_output=True, text=True)
+    """blend.py in this process (its subprocess smoke is test_pipeline.py's)."""
+    return run_script("blend.py", "--oof", d / oof, "--test", d / test, "--labels", d / "labels.csv",
+                      "--sample-submission", shared_path("kaggle-hpa-2018", "sample_submission.csv"), *extra)
 
 
 @pytest.mark.slow

@@ -1,11 +1,10 @@
-"""`run_all.sh --plan --smoke` on the real-layout dataset: the paper recipe timed and projected,
-nothing trained."""
-
-import subprocess
+"""The recipe's `--plan --smoke` (what `run_all.sh --plan` runs) on the real-layout dataset: the paper
+recipe timed and projected, nothing trained."""
 
 import pytest
 import yaml
 from real_layout import build_dataset
+from scripts import run_script
 
 from conftest import ROOT
 
@@ -13,13 +12,13 @@ pytestmark = pytest.mark.slow
 
 
 def test_plan_times_every_member_and_projects_the_recipe(real_samples, tmp_path):
-    """`run_all.sh --plan --smoke`: every member of the paper recipe timed at both stored sides on
-    this CPU, and the whole recipe projected; nothing is trained."""
+    """`--plan --smoke`: every member of the paper recipe timed at both stored sides on this CPU, and
+    the whole recipe projected; nothing is trained. In this process: run_all.sh passes the flags to
+    the module (its own subprocess smoke is test_recipe_smoke.py)."""
     d = tmp_path / "data"
     build_dataset(real_samples, d)
-    r = subprocess.run(["bash", "run_all.sh", "--data-dir", str(d), "--recipe", "paper", "--smoke", "--plan",
-                        "--out-dir", str(tmp_path / "work"), "--device", "cpu"], cwd=ROOT, capture_output=True,
-                       text=True)
+    r = run_script("-m", "hpa.pipeline.recipe", "--data-dir", d, "--recipe", "paper", "--smoke", "--plan",
+                   "--out-dir", tmp_path / "work", "--device", "cpu")
     assert r.returncode == 0, r.stderr[-3000:]
     plan = (tmp_path / "work" / "plan.md").read_text()
     recipe = yaml.safe_load((ROOT / "configs" / "recipes" / "paper.yaml").read_text())
