@@ -19,15 +19,12 @@ from hpa.prediction.metrics import best_constant_macro_f1, macro_f1
 pytestmark = pytest.mark.slow  # subprocess and end-to-end runs
 
 
-def run(*args):
-    r = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0, f"{args[0]} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r.stdout
-
-
-def run_here(*args):
-    """A script in this process, after the fixture's subprocess run of it."""
-    r = run_script(*args)
+def run(*args, here: bool = False):
+    """A script in a subprocess, or in this process (`here`) once the fixture has run it in one."""
+    if here:
+        r = run_script(*args)
+    else:
+        r = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, f"{args[0]} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return r.stdout
 
@@ -128,8 +125,8 @@ def test_submission_format_and_the_model_learned(pipeline):
 
 def test_multi_size_tta_prediction(pipeline, tmp_path):
     d, work, _ = pipeline
-    run_here("predict_tta.py", "--arch", "tiny_cnn", "--size", 64, "--folds", 0, "--sizes", 64, 80, "--tta",
-             "id,rot90", "--data-dir", d, "--runs", work / "runs", "--out-dir", tmp_path)
+    run("predict_tta.py", "--arch", "tiny_cnn", "--size", 64, "--folds", 0, "--sizes", 64, 80, "--tta", "id,rot90",
+        "--data-dir", d, "--runs", work / "runs", "--out-dir", tmp_path, here=True)
     ids, multi = read_predictions(tmp_path / "tiny_cnn_64_f0_oof.csv")
     ids1, single = read_predictions(work / "predictions" / "tiny_cnn_64_f0_oof.csv")
     assert ids == ids1 and multi.shape == single.shape
@@ -140,8 +137,8 @@ def test_predict_a_biologists_own_images(pipeline, real_samples, tmp_path):
     _, work, _ = pipeline
     images, rows = real_samples
     out = tmp_path / "mine.csv"
-    run_here("predict_tta.py", "--arch", "tiny_cnn", "--size", 64, "--folds", 0, 1, "--tta", 2, "--images", images,
-             "--runs", work / "runs", "--thresholds", work / "thresholds.json", "--out", out)
+    run("predict_tta.py", "--arch", "tiny_cnn", "--size", 64, "--folds", 0, 1, "--tta", 2, "--images", images,
+        "--runs", work / "runs", "--thresholds", work / "thresholds.json", "--out", out, here=True)
     df = pd.read_csv(out)
     assert sorted(df["Id"]) == sorted(r[0] for r in rows)  # 512, 2048 and 3072 px samples
     assert df.columns.tolist() == COLUMNS + ["predicted"]

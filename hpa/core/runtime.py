@@ -41,12 +41,12 @@ def loader_processes(workers: int, dataset: object) -> dict:
     gloo's) can leave the child blocked for ever on a lock one of them held: seen on a DDP rank
     whose validation worker never left CPython's after-fork clean-up, the rank waiting for its
     batch and the other rank in all_gather. The server is a fresh single-threaded process that
-    imports torch and the dataset's module once (per process, not per epoch); Python 3.14 makes it
-    the default on Linux for this reason."""
+    imports the dataset's module (and with it torch) once per process, not per epoch; Python 3.14
+    makes it the default on Linux for this reason."""
     if workers <= 0:
         return {"num_workers": 0}
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", type(getattr(dataset, "dataset", dataset)).__module__])
+    ctx.set_forkserver_preload([type(dataset).__module__])
     return {"num_workers": workers, "multiprocessing_context": ctx}
 
 

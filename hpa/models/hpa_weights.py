@@ -15,7 +15,6 @@ prediction rebuilds the same preprocessing from the run's saved config.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import urllib.error
@@ -163,6 +162,7 @@ def _s3_file(w: WeightSource) -> tuple[str, int, str | None, str]:
 
 def _download(url: str, dest: Path, size: int, md5: str | None, echo) -> None:
     """Into `<dest>.part`, continuing what an earlier attempt left there; checked, then renamed."""
+    from hpa.core.digests import file_digest
     from hpa.core.runtime import progress
 
     part = dest.with_name(dest.name + ".part")
@@ -187,13 +187,10 @@ def _download(url: str, dest: Path, size: int, md5: str | None, echo) -> None:
     if got != size:
         raise WeightsError(f"{url}: downloaded {got} bytes of {size}; run the same command again to continue")
     if md5:
-        h = hashlib.md5()
-        with open(part, "rb") as f:
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
-        if h.hexdigest() != md5:
+        got_md5 = file_digest(part, "md5")
+        if got_md5 != md5:
             part.unlink()
-            raise WeightsError(f"{url}: md5 {h.hexdigest()} differs from the publisher's {md5}; the download was "
+            raise WeightsError(f"{url}: md5 {got_md5} differs from the publisher's {md5}; the download was "
                                "deleted, run the same command again")
     os.replace(part, dest)
 

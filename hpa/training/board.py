@@ -41,9 +41,10 @@ def after_earlier_sessions(run_dir: Path) -> None:
     TensorBoard reads a run's files in name order, and a name is `...tfevents.<second>.<host>.<pid>.<n>`:
     a session resumed in the same second by the same process (a notebook retrying at once) could sort
     before the one whose steps its purge drops (".10" < ".9"), and the dropped steps come back."""
-    seconds = [int(p.name.split(".")[3]) for p in Path(run_dir).glob(EVENTS_GLOB) if p.name.split(".")[3].isdigit()]
-    if seconds and max(seconds) >= int(time.time()):
-        time.sleep(max(seconds) + 1 - time.time())
+    fields = [p.name.split(".")[3] for p in Path(run_dir).glob(EVENTS_GLOB)]
+    newest = max((int(f) for f in fields if f.isdigit()), default=None)
+    if newest is not None and newest >= int(time.time()):
+        time.sleep(newest + 1 - time.time())
 
 
 class Board:
