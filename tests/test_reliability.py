@@ -368,3 +368,49 @@ def test_loader_workers_are_forked_by_a_server_not_by_the_calling_process():
     parents = [int(p) for batch in DataLoader(ds, batch_size=1, **loader_processes(2, ds)) for p in batch]
     assert len(parents) == 2 and os.getpid() not in parents
     assert loader_processes(0, ds) == {"num_workers": 0}
+
+
+class _Pid(torch.utils.data.Dataset):
+    """Each item is the process id of the worker that loads it."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> int:
+        return os.getpid()
+
+
+ORPHAN = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from torch.utils.data import DataLoader
+from hpa.core.runtime import loader_processes
+from test_reliability import _Pid
+it = iter(DataLoader(_Pid(), batch_size=1, **loader_processes(1, _Pid())))
+print(int(next(it)[0]), flush=True)
+time.sleep(600)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+@pytest.mark.slow
+def test_loader_workers_end_with_a_process_killed_by_sigkill():
+    """The workers' parent is the fork server, which they keep alive: when the loader's process is
+    killed (kill -9, an OOM kill) they must end with it, not run for ever beside the server."""
+    p = subprocess.Popen([sys.executable, "-c", ORPHAN, str(ROOT / "tests")], cwd=ROOT, stdout=subprocess.PIPE,
+                         text=True)
+    worker = int(p.stdout.readline())
+    server = int(Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()[1])  # the worker's parent
+    assert not _gone(worker) and server != p.pid
+    p.kill()
+    p.wait()
+    deadline = time.time() + 20
+    while not (_gone(worker) and _gone(server)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _gone(worker) and _gone(server)

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
 
 import torch
 
@@ -35,19 +41,43 @@ def autocast(device: torch.device, amp: str):
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
-def loader_processes(workers: int, dataset: object) -> dict:
+def loader_processes(workers: int, dataset: object, init: Callable[[int], None] | None = None) -> dict:
     """DataLoader arguments for `workers` worker processes, forked by a fork server rather than by
-    this process. Forking a process that runs other threads (TensorBoard's writer, tqdm's monitor,
-    gloo's) can leave the child blocked for ever on a lock one of them held: seen on a DDP rank
-    whose validation worker never left CPython's after-fork clean-up, the rank waiting for its
-    batch and the other rank in all_gather. The server is a fresh single-threaded process that
-    imports the dataset's module (and with it torch) once per process, not per epoch; Python 3.14
-    makes it the default on Linux for this reason."""
+    this process, each running `init(worker_id)` first. Forking a process that runs other threads
+    (TensorBoard's writer, tqdm's monitor, gloo's) can leave the child blocked for ever on a lock one
+    of them held: seen on a DDP rank whose validation worker never left CPython's after-fork
+    clean-up, the rank waiting for its batch and the other rank in all_gather. The server is a
+    fresh single-threaded process that imports the dataset's module (and with it torch) once per
+    process, not per epoch; Python 3.14 makes it the default on Linux for this reason."""
     if workers <= 0:
         return {"num_workers": 0}
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload([type(dataset).__module__])
-    return {"num_workers": workers, "multiprocessing_context": ctx}
+    return {"num_workers": workers, "multiprocessing_context": ctx,
+            "worker_init_fn": functools.partial(_worker_start, os.getpid(), init)}
+
+
+def _worker_start(main_pid: int, init: Callable[[int], None] | None, worker_id: int) -> None:
+    """A worker's parent is the fork server, so torch's check that the parent lives no longer sees the
+    loader's process die: a worker ends with it (a kill -9 or an OOM kill left the workers, and the
+    server they keep alive, running for ever)."""
+    threading.Thread(target=_exit_after, args=(main_pid,), daemon=True).start()
+    if init is not None:
+        init(worker_id)
+
+
+def _exit_after(pid: int) -> None:
+    try:
+        fd = os.pidfd_open(pid)  # Linux: readable once the process has ended, whatever reuses its id
+    except (AttributeError, OSError):  # elsewhere, or the process already gone: ask every 2 s
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            time.sleep(2)
+    select.select([fd], [], [])
+    os._exit(0)
 
 
 # Progress bars draw only on a terminal: redirected output (a log file, a SLURM job, a worker of

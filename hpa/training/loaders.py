@@ -98,10 +98,12 @@ def build_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> TrainData:
     train_sides = train_ds.sides()
     sampler = SideBatchSampler(train_sides, cfg.batch_size, world, rank, shuffle=True, seed=cfg.seed)
     val_sampler = SideBatchSampler(val_ds.sides(), cfg.batch_size, world, rank, shuffle=False, drop_last=False)
-    common = dict(persistent_workers=False, pin_memory=torch.cuda.is_available(), worker_init_fn=ignore_stop_signals)
-    train_dl = DataLoader(train_ds, batch_sampler=sampler, **common, **loader_processes(cfg.workers, train_ds))
+    common = dict(persistent_workers=False, pin_memory=torch.cuda.is_available())
+    train_dl = DataLoader(train_ds, batch_sampler=sampler, **common,
+                          **loader_processes(cfg.workers, train_ds, ignore_stop_signals))
     val_part = [i for b in val_sampler for i in b]  # this rank's share of the validation set, in its order
-    val_dl = DataLoader(val_ds, batch_sampler=val_sampler, **common, **loader_processes(cfg.workers, val_ds))
+    val_dl = DataLoader(val_ds, batch_sampler=val_sampler, **common,
+                        **loader_processes(cfg.workers, val_ds, ignore_stop_signals))
     n_ext = int((labels["table"].to_numpy()[is_train] == 1).sum())
     note = (f"{int(is_train.sum())} training samples ({n_ext} HPAv18 external), {int(is_val.sum())} validation; "
             f"{int((fold < 0).sum())} left out by {folds_csv.name} (fold -1){layout.dropped_note(folds_csv)}")
