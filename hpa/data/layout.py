@@ -219,6 +219,10 @@ def weights_sidecar(weights: Path) -> Path:
 
 # ---- runs and prediction files ---------------------------------------------------------------
 
+DEFAULT_RUNS = Path("runs")  # the runs root of train_fold.py, predict_tta.py, hpa.train_fold, ... (--runs)
+DEFAULT_PREDICTIONS = Path("predictions")  # where predict_tta.py and hpa.predict write (--out-dir)
+
+
 def run_dir(runs: Path, arch: str, size: int, fold: int) -> Path:
     return Path(runs) / f"{arch}_{size}" / f"f{fold}"
 
@@ -239,6 +243,11 @@ def prediction_path(out_dir: Path, arch: str, size: int, fold: int, kind: str) -
     return Path(out_dir) / f"{arch}_{size}_f{fold}_{kind}.csv"
 
 
+def prediction_glob(out_dir: Path, kind: str) -> str:
+    """The quoted glob of every `oof` or `test` prediction file in a directory (blend.py's defaults)."""
+    return str(Path(out_dir) / f"*_{kind}.csv")
+
+
 def sidecar_path(prediction: Path) -> Path:
     return Path(prediction).with_suffix(".json")
 
@@ -255,6 +264,14 @@ def parse_prediction_name(path: Path) -> dict:
 
 
 # ---- a recipe's output directory and a folder's report -----------------------------------------
+
+DEMO_DATA = Path("data") / "demo"  # where run_all.sh generates the demo dataset when no data directory is given
+
+
+def recipe_work_dir(data_dir: Path) -> Path:
+    """A recipe's default output folder: work/<data directory's name>."""
+    return Path("work") / Path(data_dir).absolute().name
+
 
 def recipe_runs(out_dir: Path) -> Path:
     return Path(out_dir) / "runs"
@@ -296,8 +313,31 @@ def recipe_copy(out_dir: Path) -> Path:
     return Path(out_dir) / "recipe.yaml"
 
 
+DEFAULT_ABLATIONS = Path("ablations")  # ablate.py --out-dir's default
+
+
+def ablation_dir(root: Path, arch: str, size: int, name: str | None = None) -> Path:
+    """One ablation's output directory: `<root>/<name>/`, by default `<root>/<arch>_<size>/`."""
+    return Path(root) / (name or f"{arch}_{size}")
+
+
 def ablation_file(out_dir: Path, what: str) -> Path:
     return Path(out_dir) / ABLATION_FILES[what]
+
+
+def ablation_folds(out_dir: Path, mode: str) -> Path:
+    """The folds table an ablation makes for one way of handling duplicates: `folds/<mode>.csv`."""
+    return Path(out_dir) / "folds" / f"{mode}.csv"
+
+
+def ablation_runs(out_dir: Path, factor: str, variant: str, seed: int) -> Path:
+    """The runs root of one ablation cell: `runs/<factor>=<variant>/s<seed>/`."""
+    return Path(out_dir) / "runs" / f"{factor}={variant}" / f"s{seed}"
+
+
+def ablation_oof(run: Path, tta: int) -> Path:
+    """A scored cell's OOF probabilities at `tta` views, kept in its run directory."""
+    return Path(run) / f"oof_tta{tta}.csv"
 
 
 def recipe_test_images(out_dir: Path) -> Path:

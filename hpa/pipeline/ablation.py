@@ -164,7 +164,7 @@ def duplicates_folds(base: TrainConfig, out_dir: Path) -> dict[str, Path]:
     for mode in DUPLICATES:
         folds, _ = assign_folds(labels["Id"].tolist(), labels_matrix(labels), labels["table"].to_numpy(), k, 0,
                                 groups, mode)
-        out[mode] = out_dir / "folds" / f"{mode}.csv"
+        out[mode] = layout.ablation_folds(out_dir, mode)
         out[mode].parent.mkdir(parents=True, exist_ok=True)
         atomic_write_csv(out[mode], pd.DataFrame({"Id": labels["Id"], "fold": folds}))
     return out
@@ -177,9 +177,6 @@ def _init_worker(threads: int) -> None:
 
     torch.set_num_threads(threads)
     runtime.SHOW_PROGRESS = False  # workers share one terminal: their bars would interleave
-
-
-OOF_FILE = "oof_tta{}.csv"  # a scored cell's OOF probabilities per TTA count, kept in its run directory
 
 
 def _fold_oof(cfg: TrainConfig, runs: Path, tta: list[int], ids: list[str], stores: list[Path],
@@ -196,7 +193,7 @@ def _fold_oof(cfg: TrainConfig, runs: Path, tta: list[int], ids: list[str], stor
     from hpa.training.engine import train
 
     run = layout.run_dir(runs, cfg.arch, cfg.size, cfg.fold)
-    files = {t: run / OOF_FILE.format(t) for t in tta}
+    files = {t: layout.ablation_oof(run, t) for t in tta}
     saved = layout.run_file(run, "config")
     if all(f.is_file() for f in files.values()) and saved.is_file() and not changed_settings(read_yaml(saved), cfg):
         return {t: read_predictions(f) for t, f in files.items()}
@@ -283,7 +280,7 @@ def _run_ablation(base: TrainConfig, factors: list[str], seeds: int, n_folds: in
 
     def args(cell):
         factor, variant, seed, cfg, scored = cell
-        return (cfg, n_folds, out_dir / "runs" / f"{factor}={variant}" / f"s{seed}", sorted({t for t, *_ in scored}),
+        return (cfg, n_folds, layout.ablation_runs(out_dir, factor, variant, seed), sorted({t for t, *_ in scored}),
                 store_of, device)
 
     oofs = _train_cells(cells, args, jobs, echo)

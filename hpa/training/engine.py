@@ -475,7 +475,7 @@ def _epochs(s: Session, start: int, best: float, history: list, lr_steps: list, 
     return best
 
 
-def train(cfg: TrainConfig, *, runs: Path = Path("runs"), device_name: str = "auto", resume: bool = False,
+def train(cfg: TrainConfig, *, runs: Path = layout.DEFAULT_RUNS, device_name: str = "auto", resume: bool = False,
           overwrite: bool = False, echo: Callable[[str], None] = print, hint: str = REPLACE_HINT) -> Path:
     """Train (or resume) one fold into `<runs>/<arch>_<size>/f<fold>/`; returns the run directory.
     `hint` is how the caller's user replaces a run (the refusals end with it)."""
