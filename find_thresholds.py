@@ -1,49 +1,10 @@
-"""Per-class thresholds that maximise macro F1 on out-of-fold predictions.
+"""Per-class thresholds that maximise macro F1 on out-of-fold predictions: `python find_thresholds.py --help`.
 
-    python find_thresholds.py --oof "predictions/se_resnext50_768_f*_oof.csv" --labels data/hpa/train.csv \
-        --method exact --out thresholds.json
-
-The OOF files (quoted globs or paths) of the folds of one model are concatenated. Methods: see
-hpa/prediction/thresholds.py (`paper`: global grid then greedy per class; `exact`: each class's optimum
-over every cut point; `shrink` (default): exact pulled toward the global value for rare
-classes; `flat`: 0.5). Writes the JSON (thresholds, macro F1), a per-class CSV and
-a PNG beside it.
+The command line lives in hpa/cli/find_thresholds.py (its parser, one hpa.api call, what it prints).
 """
 
-from __future__ import annotations
-
-from pathlib import Path
-
-from hpa import cli
-from hpa.api import fit_thresholds
-from hpa.core.atomic import check_outputs
-from hpa.data import layout
-from hpa.prediction.blending import expand
-from hpa.prediction.thresholds import DEFAULT_METHOD, METHODS
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = cli.Parser(__doc__)
-    ap.add_argument("--oof", nargs="+", required=True, help="OOF prediction files or quoted globs")
-    ap.add_argument("--labels", type=Path, nargs="+", required=True,
-                    help="Id,Target tables of the OOF rows (train.csv, and external.csv if the runs used it)")
-    ap.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD, help="threshold method")
-    ap.add_argument("--allow-missing-oof", action="store_true",
-                    help="fit on the OOF rows present when some Ids of the folds have no OOF prediction")
-    ap.add_argument("--out", type=Path, default=Path(layout.THRESHOLDS), help="thresholds JSON (CSV and PNG beside)")
-    a = ap.parse_args(argv)
-    files = expand(a.oof)
-    check_outputs(layout.threshold_outputs(a.out), {"OOF prediction": files + [layout.sidecar_path(p) for p in files],
-                                                   "labels": a.labels})
-    fit = fit_thresholds(files, a.labels, method=a.method, allow_missing=a.allow_missing_oof)
-    fit.write(a.out)
-    result, table = fit.summary, fit.table
-    for n in fit.notes:
-        print(f"note: {n}")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"OOF macro F1: {result['macro_f1_at_0.5']:.4f} at 0.5 -> {result['macro_f1']:.4f} with {a.method} "
-          f"thresholds ({result['macro_f1_filled']:.4f} when empty rows get their best class). Wrote {a.out}")
-
+from hpa.cli import run
+from hpa.cli.find_thresholds import main
 
 if __name__ == "__main__":
-    cli.run(main)
+    run(main)

@@ -29,8 +29,9 @@ def loader_samples_per_s(workers: int, n: int = 512, side: int = 768, crop: int 
 
     from torch.utils.data import DataLoader
 
-    from hpa.data.dataset import HPADataset, crop_side
-    from hpa.data.layout import write_prepared
+    from hpa.data.arrays import write_prepared
+    from hpa.data.dataset import HPADataset
+    from hpa.data.resolution import crop_side
 
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(0)

@@ -19,10 +19,10 @@ import pandas as pd
 import torch
 from results import SHARED, write_section
 
+from hpa.data.arrays import read_prepared as load_prepared
 from hpa.data.hashing import near_duplicate_pairs, sample_hashes
 from hpa.data.images import read_sample, write_sample_png
 from hpa.data.labels import COLORS
-from hpa.data.layout import read_prepared as load_prepared
 from hpa.data.preparation import prepare_one
 
 

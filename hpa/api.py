@@ -4,15 +4,16 @@ is installed (`pip install .`): the same steps as the command-line scripts, as f
     import hpa
     hpa.prepare("data/demo", size=128)
     hpa.make_folds("data/demo", n_folds=2)
-    run = hpa.train_fold("tiny_cnn", fold=0, size=128, data_dir="data/demo", runs="runs", epochs=2)
-    files = hpa.predict("tiny_cnn", size=128, folds=[0, 1], runs="runs", out_dir="predictions", tta=2)
+    run = hpa.train_fold("tiny_cnn", fold=0, size=128, data_dir="data/demo", epochs=2)
+    files = hpa.predict("tiny_cnn", size=128, folds=[0, 1], tta=2)
     fit = hpa.fit_thresholds("predictions/tiny_cnn_128_f*_oof.csv", data_dir="data/demo")  # .thresholds
     summary = hpa.blend("predictions/*_oof.csv", "predictions/*_test.csv", data_dir="data/demo",
                         out="submission.csv")
 
 Settings of `train_fold` are TrainConfig keys (`epochs=2`, `model={"head_hidden": []}`) over the
 arch's shipped config, as `--set` on the command line. Errors are `hpa.errors.HPAError`s with a
-one-line message.
+one-line message. No call writes over one of its own inputs: each declares what it reads
+(hpa.core.atomic.reading) and every writer refuses those paths.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hpa.core.atomic import reading
+from hpa.core.checks import require_dir
+from hpa.core.values import count
 from hpa.data import layout
 from hpa.errors import ConfigError
 from hpa.prediction.thresholds import DEFAULT_METHOD
@@ -44,12 +48,6 @@ def checked(fn: Callable) -> Callable:
             raise ConfigError(f"hpa.{fn.__name__}(): {e} (its arguments: {params})") from None
         return fn(*args, **kwargs)
     return call
-
-
-def _positive(name: str, v, low: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
-        raise ConfigError(f"{name}={v!r}: expected an integer >= {low}")
-    return int(v)
 
 
 def _fold_list(folds) -> list[int]:
@@ -77,95 +75,186 @@ def _paths(files: str | Path | list) -> list[Path]:
     return expand([str(f) for f in ([files] if isinstance(files, str | Path) else files)])
 
 
+def _test_time(fn: str, settings: dict):
+    """PredictOptions from the keyword arguments left over by `fn`; an unknown one names `fn`."""
+    from hpa.prediction.inference import PredictOptions
+
+    try:
+        return PredictOptions.make(**settings)
+    except TypeError:
+        raise ConfigError(f"hpa.{fn}(): unknown argument(s) {', '.join(sorted(settings))} (test-time settings: tta, "
+                          "sizes, batch_size, amp, workers, device)") from None
+
+
 @checked
-def prepare(data_dir: str | Path, size: int, workers: int = 1, echo: Callable[[str], None] = print) -> dict:
+def prepare(data_dir: str | Path, size: int, *, large_size: int | None = None, splits: list[str] | None = None,
+            workers: int = 1, shard: tuple[int, int] = (0, 1), echo: Callable[[str], None] = print) -> dict:
     """Resize every sample of the dataset once to `size` (hpa.data.preparation); returns the failures per split."""
     from hpa.data.preparation import prepare_dataset
 
-    return prepare_dataset(layout.require_dir(Path(data_dir), "data_dir"), _positive("size", size, 8),
-                           workers=_positive("workers", workers), echo=echo)
+    return prepare_dataset(require_dir(Path(data_dir), "data_dir"), count("size", size, 8),
+                           None if large_size is None else count("large_size", large_size, 8),
+                           tuple(splits or layout.SPLIT_TABLES), count("workers", workers), shard, echo=echo)
+
+
+@checked
+def find_duplicates(data_dir: str | Path, out_dir: str | Path, *, threshold: int = 16, size: int | None = None,
+                    workers: int = 1, echo: Callable[[str], None] = print) -> pd.DataFrame:
+    """Near-duplicate pairs across train, external and test by perceptual hashes (hpa.data.dedup); writes
+    the pair, group, leak and hash tables to `out_dir`."""
+    from hpa.data.dedup import find_duplicates as find
+
+    return find(Path(data_dir), Path(out_dir), count("threshold", threshold, 0), size, count("workers", workers),
+                echo=echo)
 
 
 @checked
 def make_folds(data_dir: str | Path, n_folds: int = 5, seed: int = 0, duplicates: str | None = None,
                echo: Callable[[str], None] = print) -> Path:
     """folds.csv over train.csv (+ external.csv), with the duplicate groups of dedup/ when they exist."""
+    groups = layout.duplicate_groups_csv(Path(data_dir))
+    return split_folds(layout.label_tables(Path(data_dir)), layout.folds_csv(Path(data_dir)), n_folds=n_folds,
+                       seed=seed, groups=groups if groups.is_file() else None, duplicates=duplicates, echo=echo)
+
+
+@checked
+def split_folds(labels: str | Path | list, out: str | Path, *, n_folds: int = 5, seed: int = 0,
+                groups: str | Path | None = None, duplicates: str | None = None, drop_conflicts: bool = False,
+                echo: Callable[[str], None] = print) -> Path:
+    """An Id,fold table `out` over the union of the `labels` tables (hpa.data.folds.write_folds), with
+    its class counts and dropped samples beside it; `groups` (dedup's Id,group) keeps or drops near-duplicates."""
     from hpa.data.folds import DUPLICATES, write_folds
 
     if duplicates is not None and duplicates not in DUPLICATES:
         raise ConfigError(f"duplicates={duplicates!r}: choose from {', '.join(DUPLICATES)}")
-    _positive("n_folds", n_folds, 2)
-
-    data_dir = Path(data_dir)
-    groups = layout.duplicate_groups_csv(data_dir)
-    out = layout.folds_csv(data_dir)
-    write_folds(layout.label_tables(data_dir), n_folds, seed, out, groups if groups.is_file() else None,
-                duplicates if groups.is_file() else "ignore", echo=echo)  # None: the default (drop)
-    return out
+    if drop_conflicts and groups is None:
+        raise ConfigError("drop_conflicts (--drop-conflicts) needs groups (--groups)")
+    tables = _tables(labels)
+    with reading({"labels": tables, "duplicate groups": groups}):
+        write_folds(tables, count("n_folds", n_folds, 2), seed, Path(out), Path(groups) if groups else None,
+                    duplicates if groups else "ignore", drop_conflicts, echo=echo)
+    return Path(out)
 
 
 @checked
-def train_fold(arch: str, fold: int, size: int, data_dir: str | Path, runs: str | Path = "runs", resume: bool = True,
+def make_demo(out_dir: str | Path, *, n_train: int = 2000, n_test: int = 500, size: int = 128, seed: int = 0,
+              min_per_class: int = 3) -> Path:
+    """The synthetic demo dataset in the Kaggle layout (hpa.data.demo); returns its folder."""
+    from hpa.data.demo import make_demo as make
+
+    make(Path(out_dir), count("n_train", n_train), count("n_test", n_test), count("size", size, 32), seed,
+         count("min_per_class", min_per_class, 0))
+    return Path(out_dir)
+
+
+@checked
+def download(data_dir: str | Path, *, kaggle: bool = False, external: str | Path | None = None,
+             full_size: str | None = None, base_url: str | None = None, max_side: int | None = None,
+             limit: int | None = None, transfer=None) -> int:
+    """The Kaggle competition files, the full-size TIFFs from an address template, and the HPAv18
+    external samples of a table (hpa.data.download); `transfer`: a Transfer (connections, timeout,
+    retries, backoff). Returns the number of files that failed (listed beside the data)."""
+    from hpa.data.download import DEFAULT_BASE, Transfer, download_external, download_full_size, download_kaggle
+
+    if not (kaggle or external or full_size):
+        raise ConfigError("nothing to do: give --kaggle, --full-size ADDRESS and/or --external [CSV]")
+    transfer, data_dir, failed = transfer or Transfer(), Path(data_dir), 0
+    with reading({"external table": external}):
+        if kaggle:
+            download_kaggle(data_dir)
+        if full_size:
+            failed += download_full_size(data_dir, full_size, transfer=transfer, limit=limit)
+        if external:
+            failed += download_external(Path(external), data_dir, base_url or DEFAULT_BASE, transfer=transfer,
+                                        max_side=max_side, limit=limit)
+    return failed
+
+
+@checked
+def train(config, *, runs: str | Path = layout.DEFAULT_RUNS, device: str = "auto", resume: bool = False,
+          overwrite: bool = False, echo: Callable[[str], None] = print) -> Path:
+    """Train one fold as a TrainConfig says (train_fold.py builds it from its layers); an existing run
+    is continued with `resume`, replaced with `overwrite`, else refused. Returns the run directory."""
+    from hpa.training.engine import train as train_run
+
+    return train_run(config, runs=Path(runs), device_name=device, resume=resume, overwrite=overwrite, echo=echo)
+
+
+@checked
+def train_fold(arch: str, *, fold: int, size: int, data_dir: str | Path, runs: str | Path = layout.DEFAULT_RUNS,
                overwrite: bool = False, device: str = "auto", echo: Callable[[str], None] = print,
                **settings) -> Path:
     """Train (or resume) one fold; returns its run directory `<runs>/<arch>_<size>/f<fold>/`."""
     from hpa.config import arch_layers, build_config
-    from hpa.training.engine import train
 
     cfg = build_config(arch_layers(arch) + [("train_fold()", {**settings, "arch": arch, "fold": fold, "size": size,
                                                               "data_dir": str(data_dir)})])
-    return train(cfg, runs=Path(runs), device_name=device, resume=resume, overwrite=overwrite, echo=echo)
+    return train(cfg, runs=runs, device=device, resume=True, overwrite=overwrite, echo=echo)
 
 
 @checked
-def predict(arch: str, size: int, folds: list[int], runs: str | Path = "runs", out_dir: str | Path = "predictions",
-            tta: int | str | None = None, data_dir: str | Path | None = None, sizes: list[int] | None = None,
-            batch_size: int | None = None, amp: str | None = None, workers: int | None = None,
-            device: str | None = None) -> list[Path]:
-    """OOF and test predictions of each fold's run with `tta` dihedral transforms; returns the CSVs
-    written. The test-time settings left None take PredictOptions' defaults (all 8 views, each
-    image at its stored side, batch 32, bf16, in-process loading, a GPU when there is one)."""
-    from hpa.prediction.inference import PredictOptions, predict_folds
+def predict(arch: str, size: int, folds: list[int], *, runs: str | Path = layout.DEFAULT_RUNS,
+            out_dir: str | Path = layout.DEFAULT_PREDICTIONS, data_dir: str | Path | None = None,
+            **test_time) -> list[Path]:
+    """OOF and test predictions of each fold's run; returns the CSVs written. `test_time`: tta, sizes,
+    batch_size, amp, workers, device (hpa.prediction.inference.PredictOptions; those left out take its
+    defaults: all 8 views, each image at its stored side, batch 32, bf16, in-process loading, a GPU
+    when there is one)."""
+    from hpa.prediction.inference import predict_folds
 
-    opts = PredictOptions.make(tta=tta, sizes=sizes, batch_size=batch_size, amp=amp, workers=workers, device=device)
-    return predict_folds(Path(runs), arch, _positive("size", size, 8), _fold_list(folds), Path(out_dir), opts,
+    opts = _test_time("predict", test_time)
+    return predict_folds(Path(runs), arch, count("size", size, 8), _fold_list(folds), Path(out_dir), opts,
                          data_dir=Path(data_dir) if data_dir else None).write_all()
+
+
+@dataclass(frozen=True)
+class Runs:
+    """The runs of one arch and size that predict a folder: `<root>/<arch>_<size>/f<fold>/best.pt` of
+    each of `folds`, with per-class `thresholds` (a thresholds JSON) or 0.5."""
+    arch: str
+    size: int
+    folds: tuple[int, ...] = (0,)
+    root: Path = layout.DEFAULT_RUNS
+    thresholds: Path | None = None
 
 
 @checked
 def predict_images(images: str | Path, out: str | Path, *, bundle: str | Path | None = None,
-                   runs: str | Path = "runs", arch: str | None = None, size: int | None = None,
-                   folds: list[int] | None = None, thresholds: str | Path | None = None, ids: str | Path | None = None,
-                   strict: bool = False, report: bool = True, explain: list[int] = (), opts=None,
-                   echo: Callable[[str], None] = print):
-    """Predict every sample of a folder of own images with a bundle (a folder or a Hub id: its members,
-    TTA, blend and thresholds) or with the runs of one arch and size (`folds`, optional
-    `thresholds` JSON); writes `out` and, with `report`, report.html with class maps. `opts`: a
-    PredictOptions (its TTA and sizes are the bundle's own when a bundle is given)."""
+                   runs: Runs | None = None, ids: str | Path | None = None, strict: bool = False,
+                   report: bool | list[int] = True, **test_time):
+    """Predict every sample of a folder of own images with a `bundle` (a folder or a Hub id: its members,
+    TTA, blend and thresholds) or with `runs` (a Runs); writes `out` and, with `report`, report.html
+    with class maps of the predicted classes (a list of class numbers adds maps of those). `test_time`:
+    batch_size, workers, device, and without a bundle tta, sizes, amp (PredictOptions)."""
     from hpa.prediction.folder import predict_folder
-    from hpa.prediction.inference import PredictOptions
 
-    opts = opts or PredictOptions.make()
+    if (bundle is None) == (runs is None):
+        raise ConfigError("hpa.predict_images(): give a bundle or runs (a Runs of an arch, size and folds)")
+    held = sorted(set(test_time) & {"tta", "sizes", "amp"}) if bundle is not None else []
+    if held:
+        raise ConfigError(f"{', '.join(held)} with a bundle: the bundle carries its own TTA, sizes and precision")
+    opts = _test_time("predict_images", test_time)
     device = opts.torch_device()
-    if bundle:
-        from hpa.prediction.bundle import load_bundle
+    explain = [] if isinstance(report, bool) else [int(k) for k in report]
+    if bundle is not None:
+        from hpa.prediction.bundle import load_bundle, resolve_bundle
 
-        loaded = load_bundle(str(bundle), device)
-        ens, source = loaded.ensemble, f"bundle {loaded.path}"
-    else:
-        from hpa.prediction.ensemble import from_runs
+        root = resolve_bundle(str(bundle))
+        with reading({"bundle": root}):
+            ens = load_bundle(root, device).ensemble
+            return predict_folder(ens, Path(images), Path(out), ids_csv=Path(ids) if ids else None, strict=strict,
+                                  report=report is not False, explain=explain, opts=opts, source=f"bundle {root}")
+    from hpa.data.threshold_files import read_thresholds
+    from hpa.prediction.ensemble import from_runs
 
-        if arch is None or size is None:
-            raise ConfigError("arch and size are required without a bundle")
-        folds = _fold_list(folds if folds is not None else [0])
-        thr = layout.read_thresholds(Path(thresholds)) if thresholds else None
-        ens = from_runs(Path(runs), arch, _positive("size", size, 8), folds, device, opts.tta, opts.sizes, opts.amp,
-                        thr)
-        source = f"runs: {Path(runs).absolute()} ({arch}_{size}, folds {' '.join(map(str, folds))})"
-    return predict_folder(ens, Path(images), Path(out), ids_csv=Path(ids) if ids else None, strict=strict,
-                          report=report, explain=list(explain), batch_size=opts.batch_size, device=device,
-                          workers=opts.workers, source=source, echo=echo,
-                          inputs={"thresholds": [Path(thresholds)] if thresholds else []})
+    folds = _fold_list(runs.folds)
+    thr = read_thresholds(Path(runs.thresholds)) if runs.thresholds else None
+    ens = from_runs(Path(runs.root), runs.arch, count("size", runs.size, 8), folds, device, opts, thr)
+    with reading({"thresholds": runs.thresholds}):
+        return predict_folder(ens, Path(images), Path(out), ids_csv=Path(ids) if ids else None, strict=strict,
+                              report=report is not False, explain=explain, opts=opts,
+                              source=f"runs: {Path(runs.root).absolute()} ({runs.arch}_{runs.size}, folds "
+                                     f"{' '.join(map(str, folds))})")
 
 
 @dataclass
@@ -174,18 +263,23 @@ class ThresholdFit:
     summary: dict  # method, rows, macro F1 at 0.5 and at the thresholds (what thresholds.json holds)
     table: pd.DataFrame  # per class: support, threshold, F1 ...
     notes: list[str]  # what could not be checked
+    inputs: dict[str, list[Path]]  # the files it was fitted on, which `write` never replaces
 
     def write(self, out: str | Path) -> list[Path]:
         """thresholds.json, its per-class CSV and plot beside it, written together (hpa.data.layout)."""
-        from hpa.core.atomic import atomic_outputs, csv_text
+        from hpa.core.atomic import atomic_outputs, check_outputs, csv_text
+        from hpa.data.threshold_files import thresholds_text
         from hpa.prediction.report import plot_per_class
 
-        files = list(layout.threshold_outputs(Path(out)).values())
-        with atomic_outputs() as tmp:
-            tmp(files[0]).write_text(layout.thresholds_text(self.summary))
-            tmp(files[1]).write_text(csv_text(self.table))
-            plot_per_class(self.table, tmp(files[2]), f"OOF per-class F1, {self.summary['method']} thresholds "
-                           f"(macro {self.summary['macro_f1']:.3f})")
+        outputs = layout.threshold_outputs(Path(out))
+        files = list(outputs.values())
+        with reading(self.inputs):
+            check_outputs(outputs)
+            with atomic_outputs() as tmp:
+                tmp(files[0]).write_text(thresholds_text(self.summary))
+                tmp(files[1]).write_text(csv_text(self.table))
+                plot_per_class(self.table, tmp(files[2]), f"OOF per-class F1, {self.summary['method']} thresholds "
+                               f"(macro {self.summary['macro_f1']:.3f})")
         return files
 
 
@@ -213,25 +307,104 @@ def fit_thresholds(oof: str | Path | list, labels: str | Path | list[str | Path]
     summary = {"method": method, "n_samples": len(ids), "thresholds": [float(t) for t in thr],
                "macro_f1_at_0.5": macro_f1(y, probs >= 0.5), "macro_f1": macro_f1(y, probs >= thr),
                "macro_f1_filled": macro_f1(y, apply_thresholds(probs, thr))}
-    return ThresholdFit(thr, summary, per_class_frame(per_class_table(probs, y, thr)), notes)
+    inputs = {"OOF prediction": files + [layout.sidecar_path(p) for p in files], "labels": tables}
+    return ThresholdFit(thr, summary, per_class_frame(per_class_table(probs, y, thr)), notes, inputs)
 
 
 @checked
-def blend(oof: str | Path | list, test: str | Path | list, data_dir: str | Path, out: str | Path = layout.SUBMISSION,
-          *, method: str = "auto", weights: str = "auto", rounds: int = 20, cv_folds: int | None = None, seed: int = 0,
-          allow_missing: bool = False, test_labels: str | Path | None = None) -> dict:
-    """Blend every model's OOF and test files into a submission with its report (hpa.prediction.blending.run_blend):
-    weights and threshold method fitted, or chosen by cross-validation with `auto`."""
-    from hpa.prediction.blending import WEIGHTINGS, run_blend
-    from hpa.prediction.thresholds import METHODS
+def blend(oof: str | Path | list, test: str | Path | list, data_dir: str | Path | None = None,
+          out: str | Path = layout.SUBMISSION, *, labels: str | Path | list | None = None,
+          sample_submission: str | Path | None = None, test_labels: str | Path | None = None, **settings) -> dict:
+    """Blend every model's OOF and test files into a submission with its report (hpa.prediction.blending.run_blend).
+    The labels and test Ids are `data_dir`'s (train.csv and external.csv, sample_submission.csv) unless
+    `labels` / `sample_submission` name them. `settings`: method, weights, rounds, cv_folds, seed,
+    allow_missing (hpa.prediction.blending.BlendSettings; `auto` chooses by cross-validation)."""
+    from hpa.prediction.blending import BlendSettings, run_blend
 
-    if weights not in (*WEIGHTINGS, "auto"):
-        raise ConfigError(f"weights={weights!r}: choose from {', '.join(WEIGHTINGS)} or auto")
-    if method not in (*METHODS, "auto"):
-        raise ConfigError(f"method={method!r}: choose from {', '.join(METHODS)} or auto")
-    data_dir = Path(data_dir)
-    return run_blend(_paths(oof), _paths(test), layout.label_tables(data_dir), layout.split_table(data_dir, "test"),
-                     Path(out), test_labels=Path(test_labels) if test_labels else None, method=method, weights=weights,
-                     rounds=_positive("rounds", rounds), cv_folds=None if cv_folds is None else _positive(
-                         "cv_folds", cv_folds, 2), seed=seed, allow_missing=allow_missing,
-                     folds_csv=layout.folds_csv(data_dir))
+    if not (labels and sample_submission) and data_dir is None:
+        raise ConfigError("--data-dir (or both --labels and --sample-submission) is needed: where are the labels "
+                          "and the test Ids?")
+    try:
+        chosen = BlendSettings(**settings)
+    except TypeError:
+        raise ConfigError(f"hpa.blend(): unknown argument(s) {', '.join(sorted(settings))} (settings: method, "
+                          "weights, rounds, cv_folds, seed, allow_missing)") from None
+    data = Path(data_dir) if data_dir is not None else None
+    return run_blend(_paths(oof), _paths(test), _tables(labels) if labels else layout.label_tables(data),
+                     Path(sample_submission) if sample_submission else layout.split_table(data, "test"), Path(out),
+                     settings=chosen.checked(), test_labels=Path(test_labels) if test_labels else None,
+                     folds_csv=layout.folds_csv(data) if data else None)
+
+
+@dataclass
+class Exported:
+    bundle: Path | None = None
+    bioimageio: Path | None = None
+    hub_url: str | None = None
+
+
+@checked
+def export_bundle(source: str | Path | None, out_dir: str | Path, *, members: list[str] | None = None,
+                  folds: list[int] | None = None, licence: str = "cc-by-sa-3.0", datasets: list[str] = (),
+                  bioimageio: str | Path | None = None, push: str | None = None) -> Exported:
+    """A recipe output (`source`: its blend.json, runs and predictions) as a bundle folder `out_dir`
+    (hpa.prediction.bundle); with `bioimageio` also a BioImage Model Zoo package (.zip), with `push`
+    the bundle uploaded to that Hugging Face repository. `source` None: an existing bundle, exported or pushed."""
+    from hpa.prediction import bundle as b
+
+    if source is None and not (push or bioimageio):
+        raise ConfigError("--from is required (or --push / --bioimageio with an existing bundle)")
+    done = Exported()
+    if source is not None:
+        with reading({"recipe output": [layout.blend_summary(Path(source))]}):
+            done.bundle = b.export_bundle(source, out_dir, members=members, folds=folds, licence=licence,
+                                          datasets=datasets)
+    with reading({"bundle": Path(out_dir)}):
+        if bioimageio:
+            from hpa.prediction.bioimageio import export_bioimageio
+
+            done.bioimageio = export_bioimageio(out_dir, bioimageio)
+        if push:
+            done.hub_url = b.push_bundle(out_dir, push)
+    return done
+
+
+@checked
+def embed(encoder, *, data_dir: str | Path | None = None, images: str | Path | None = None,
+          out_dir: str | Path | None = None, splits: list[str] | None = None, batch_size: int = 32, workers: int = 0,
+          device: str = "auto") -> Path:
+    """Embed a prepared dataset (`data_dir`, its `splits`) or a folder of own `images` (into `out_dir`)
+    with a frozen `encoder` (hpa.prediction.embeddings.Encoder.named); returns the store."""
+    from hpa.core.runtime import pick_device
+    from hpa.prediction.embeddings import embed_dataset, embed_folder
+
+    if (images is None) == (data_dir is None):
+        raise ConfigError("give either --data-dir (a dataset) or --images with --out-dir (a folder)")
+    if images is not None and out_dir is None:
+        raise ConfigError("--images: needs --out-dir (the folder the embeddings go to)")
+    loader = dict(batch_size=count("batch_size", batch_size), device=pick_device(device),
+                  workers=count("workers", workers, 0))
+    if images is not None:
+        return embed_folder(Path(images), Path(out_dir), encoder, **loader)
+    return embed_dataset(Path(data_dir), encoder, splits=splits, **loader)
+
+
+@checked
+def ablate(base, factors: list[str], *, seeds: int = 3, folds: list[int] = (0, 1),
+           out_dir: str | Path = layout.DEFAULT_ABLATIONS, device: str = "auto", jobs: int = 1,
+           echo: Callable[[str], None] = print) -> pd.DataFrame:
+    """Each factor of the paper's recipe against `base` (a TrainConfig), `seeds` seeds x `folds`
+    (hpa.pipeline.ablation); writes results, summary, table and plot into `out_dir`."""
+    from hpa.pipeline.ablation import run_ablation
+
+    return run_ablation(base, factors, count("seeds", seeds), _fold_list(folds), Path(out_dir), device=device,
+                        jobs=count("jobs", jobs), echo=echo)
+
+
+@checked
+def run_recipe(request, echo: Callable[[str], None] = print):
+    """A whole recipe as `bash run_all.sh` runs it (a hpa.pipeline.recipe.RecipeRequest: the demo or
+    real data, here or on SLURM, or its plan); returns a RecipeOutcome."""
+    from hpa.pipeline.recipe import run_request
+
+    return run_request(request, echo)

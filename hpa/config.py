@@ -12,17 +12,15 @@ that set the bad key. A run saves the merged config as `config.yaml`: passing it
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import os
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hpa.core.runtime import AMP_MODES
+from hpa.core.runtime import AMP_MODES, DEFAULT_WORKERS
 from hpa.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data; ./configs links here
@@ -82,7 +80,7 @@ class TrainConfig(BaseModel):
     compile: bool = Field(False, description="torch.compile the model (the first steps compile it)")
     sync_bn: bool = Field(True, description="torchrun on GPUs: BatchNorm statistics over all GPUs")
     grad_clip: float | None = Field(None, gt=0, description="gradient norm clip (null = off)")
-    workers: int = Field(2, ge=0, description="DataLoader worker processes (does not change the result)")
+    workers: int = Field(DEFAULT_WORKERS, ge=0, description="DataLoader worker processes (does not change the result)")
     seed: int = Field(0, description="seed of weights, data order and augmentation")
     external: Literal["auto", "off"] = Field("auto", description="train on Kaggle train + HPAv18 external samples "
                                                                  "when <data_dir>/external.csv exists (auto), or not")
@@ -311,69 +309,3 @@ def changed_settings(old: dict, new: TrainConfig) -> list[str]:
     # with find_lr "use" the saved lr is the one the range test chose
     free = RESUMABLE_CHANGES | ({"lr"} if now["find_lr"] == old.get("find_lr") == "use" else set())
     return [f"{k} {old.get(k)!r} -> {now[k]!r}" for k in now if k not in free and old.get(k) != now[k]]
-
-
-def _flag(key: str) -> str:
-    return "--" + key.replace("_", "-")
-
-
-def train_cli(doc: str, argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
-    """Parse train_fold.py's command line: one flag per TrainConfig key (its default in --help is the
-    effective one for the chosen --arch and --config), `--set key=value`, and the run options.
-    Returns the validated config and the options that are not settings."""
-    from hpa.cli import Parser
-    from hpa.models import list_archs
-
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--arch")
-    pre.add_argument("--config", type=Path)
-    pre.add_argument("--set", action="append", default=[])
-    known, _ = pre.parse_known_args(argv)
-    layers = arch_layers(known.arch if known.arch in list_archs() else None)
-    if known.config:
-        layers.append((str(known.config), read_yaml(known.config)))
-    if known.set:
-        layers.append(("--set", parse_set(known.set)))
-    effective, _ = merge_layers([("defaults", {k: f.default for k, f in TrainConfig.model_fields.items()
-                                               if not f.is_required() and f.default_factory is None})] + layers)
-
-    ap = Parser(doc)
-    ap.add_argument("--config", type=Path, help="YAML file of settings applied over configs/<arch>.yaml")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="any setting, value in YAML syntax (repeatable); dotted keys reach model settings, "
-                         "e.g. --set model.head_dropout=[0.3]")
-    ap.add_argument("--print-config", action="store_true", help="print the merged config and exit")
-    ap.add_argument("--runs", type=Path, default=Path("runs"), help="runs root: the run goes to "
-                    "<runs>/<arch>_<size>/f<fold>/")
-    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    ap.add_argument("--resume", action="store_true", help="continue from the run's last.pt (a fresh run if none)")
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing run in the run directory")
-    settings = ap.add_argument_group("settings (defaults < configs/<arch>.yaml < --config < --set "
-                                     "< these flags)")
-    for key, field in TrainConfig.model_fields.items():
-        if key == "model":
-            continue
-        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "metavar": key.upper()}
-        choices = _choices(field.annotation)
-        if key == "arch":
-            choices = list_archs()
-        if choices:
-            kw.update(choices=choices, metavar=None)
-        if typing.get_origin(field.annotation) is list:
-            kw["nargs"] = "+"
-        if field.annotation is bool:  # `--accept-licence` alone means true; `--compile false` still works
-            kw.update(nargs="?", const="true")
-        default = effective.get(key, "required")
-        settings.add_argument(_flag(key), help=f"{field.description} [default: {default}]", **kw)
-    args = ap.parse_args(argv)
-    flags = [(_flag(k), {k: _flag_value(v)}) for k, v in vars(args).items() if k in TrainConfig.model_fields]
-    cfg = build_config(layers + flags)
-    return cfg, args
-
-
-def _choices(annotation) -> list[str] | None:
-    return list(typing.get_args(annotation)) if typing.get_origin(annotation) is Literal else None
-
-
-def _flag_value(v: str | list[str]) -> Any:
-    return [parse_value(x) for x in v] if isinstance(v, list) else parse_value(v)

@@ -75,11 +75,10 @@ def test_the_shared_defaults_have_one_source(capsys):
 def test_allowed_values_have_one_source():
     import typing
 
-    from hpa.config import TrainConfig
+    from hpa.config import LOSSES, TrainConfig
     from hpa.core.runtime import AMP_MODES
     from hpa.data.folds import DUPLICATES
     from hpa.pipeline.recipe import Recipe
-    from hpa.training.losses import LOSSES
 
     assert typing.get_args(TrainConfig.model_fields["loss"].annotation) == LOSSES
     assert typing.get_args(TrainConfig.model_fields["amp"].annotation) == AMP_MODES

@@ -9,10 +9,11 @@ import numpy as np
 import torch
 
 from hpa.config import load_arch_config
-from hpa.data.dataset import HPADataset, crop_side
+from hpa.data.arrays import read_prepared as load_prepared
+from hpa.data.dataset import HPADataset
 from hpa.data.images import read_sample
-from hpa.data.layout import read_prepared as load_prepared
 from hpa.data.preparation import prepare_one
+from hpa.data.resolution import crop_side
 from hpa.data.sampling import SideBatchSampler
 
 

@@ -1,8 +1,11 @@
-"""Atomic file writes: a reader never sees a half-written output, whatever stops the writer."""
+"""Every file the toolkit writes goes through here: atomically (a reader never sees a half-written
+output, whatever stops the writer), with the umask's modes, and never over one of the inputs the
+running command declared (`reading`)."""
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import io
 import os
@@ -40,8 +43,59 @@ def _disk_full(e: BaseException, path: Path) -> DiskFullError | None:
                          "free some space and run the same command again (the previous file is kept)")
 
 
+# The inputs of the command now running, as (role, path) pairs: declared by each API call (and by
+# the code that finds more of them, e.g. the pictures of a folder), checked by every writer below.
+_INPUTS: contextvars.ContextVar[tuple[tuple[str, Path], ...]] = contextvars.ContextVar("inputs", default=())
+
+
+@contextlib.contextmanager
+def reading(inputs: dict[str, object]) -> Iterator[None]:
+    """Declare the files a command reads, by role (a path, a list of paths, or None): until the block
+    ends, no output may be written over one of them, nor may a folder output replace a folder that
+    holds one. Nested declarations add to the outer ones."""
+    pairs = []
+    for role, value in inputs.items():
+        for p in ([value] if isinstance(value, str | os.PathLike) else (value or ())):
+            if p is not None:
+                pairs.append((role, Path(p)))
+    token = _INPUTS.set(_INPUTS.get() + tuple(pairs))
+    try:
+        yield
+    finally:
+        _INPUTS.reset(token)
+
+
+def _same(a: Path, b: Path) -> bool:
+    """One file under two names: links resolved, and case folded where the file system folds it."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    real, top = os.path.realpath(path), os.path.realpath(folder)
+    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+
+
+def refuse_inputs(path: Path, *, folder: bool = False) -> None:
+    """Raise when writing `path` would replace a declared input file, put a file inside a declared
+    input folder (a bundle is read whole), or (`folder`: `path` is replaced whole) remove an input."""
+    path = Path(path)
+    for role, p in _INPUTS.get():
+        if p.is_dir():
+            hit = _inside(path, p) or (folder and _inside(p, path))
+            what = f"is inside the {role} input {p}" if _inside(path, p) else f"holds the {role} input {p}"
+        else:
+            hit = (folder and _inside(p, path)) or (path.exists() and _same(p, path))
+            what = f"holds the {role} input {p}" if folder and hit and not path.is_file() else f"is an input ({role})"
+        if hit:
+            raise HPAError(f"{path}: {what} and would be overwritten; choose another output path")
+
+
 def _mkstemp(path: Path, suffix: str) -> tuple[int, str]:
     """A temporary file beside `path`; failing, one line naming `path`, never the temporary name."""
+    refuse_inputs(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         return tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
@@ -123,6 +177,7 @@ def staged_dir(final: Path):
     """A folder built beside `final` and swapped in on success (the old one removed), or removed
     on error: a bundle or a report's images are never half old, half new."""
     final = Path(final)
+    refuse_inputs(final, folder=True)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
@@ -206,18 +261,13 @@ def atomic_write_csv(path: Path, df) -> None:
     atomic_write_text(path, csv_text(df))
 
 
-def check_outputs(outputs: dict[str, Path], inputs: dict[str, list[Path]]) -> None:
-    """Before any work: no output may be one of the inputs, nor two outputs one path. The refusal
-    names the path and both of its roles."""
-    seen: dict[Path, str] = {}
-    for role, paths in inputs.items():
-        for p in paths:
-            seen.setdefault(Path(p).resolve(), f"input ({role})")
-    outs: dict[Path, str] = {}
+def check_outputs(outputs: dict[str, Path]) -> None:
+    """Before any work: no output may be a declared input (`reading`), nor two outputs one path. The
+    refusal names the path and its roles."""
+    outs: dict[str, str] = {}
     for role, p in outputs.items():
-        key = Path(p).resolve()
+        refuse_inputs(Path(p))
+        key = os.path.normcase(os.path.realpath(p))
         if key in outs:
             raise HPAError(f"{p}: would be written twice, as the {outs[key]} and as the {role}; choose another output")
-        if key in seen:
-            raise HPAError(f"{p}: is an {seen[key]} and would be overwritten as the {role}; choose another output path")
         outs[key] = role

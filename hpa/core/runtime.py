@@ -16,6 +16,9 @@ import torch
 from hpa.errors import ConfigError
 
 AMP_MODES = ("bf16", "fp16", "off")
+# One default for every worker count (--workers, a config's `workers`, the recipe): enough processes to keep a
+# GPU fed, no more than the cores.
+DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
 
 
 def pick_device(name: str = "auto") -> torch.device:

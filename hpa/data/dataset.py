@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from hpa.data.arrays import read_prepared, stored_side
 from hpa.data.labels import NUM_CLASSES
-from hpa.data.layout import prepared_path, read_prepared, stored_side
-from hpa.data.resolution import crop_side, pad_to_square, resize_to_working_side, working_side  # noqa: F401 (public)
+from hpa.data.layout import prepared_path
 
 
 class PerChannelBrightnessContrast(A.ImageOnlyTransform):

@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 
 from hpa.core.atomic import atomic_outputs, csv_text
+from hpa.core.checks import require_dir
 from hpa.core.runtime import progress
 from hpa.data import layout
+from hpa.data.arrays import read_prepared
 from hpa.data.hashing import connected_groups, near_duplicate_pairs, sample_hashes
 from hpa.data.images import read_sample
 from hpa.data.labels import read_ids, read_labels
@@ -22,7 +24,7 @@ from hpa.errors import HPAError, SampleError
 def _hash_job(job):
     src, sid, prepared = job
     try:
-        img = layout.read_prepared(Path(prepared), sid) if prepared else read_sample(Path(src), sid)
+        img = read_prepared(Path(prepared), sid) if prepared else read_sample(Path(src), sid)
     except (SampleError, FileNotFoundError) as e:
         return sid, None, str(e)
     return sid, sample_hashes(img), None
@@ -52,7 +54,7 @@ def find_duplicates(data_dir: Path, out_dir: Path, threshold: int = 16, size: in
     hash tables to `out_dir` together; returns the pairs."""
     if not 0 <= threshold <= 192:
         raise HPAError(f"--threshold {threshold}: must be within 0..192")
-    data_dir = layout.require_dir(data_dir, "--data-dir")
+    data_dir = require_dir(data_dir, "--data-dir")
     df = hash_dataset(data_dir, size, workers)
     h = df[["h_red", "h_green", "h_blue"]].to_numpy(np.uint64)
     pairs, dist = near_duplicate_pairs(h, threshold)

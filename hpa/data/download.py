@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -159,9 +160,19 @@ def _report_failures(failures: list[tuple], fail_csv: Path, n_jobs: int) -> None
         fail_csv.unlink(missing_ok=True)
 
 
-def download_full_size(out: Path, template: str, connections: int, timeout: float, retries: int,
-                       backoff: float, limit: int | None = None) -> int:
+@dataclass(frozen=True)
+class Transfer:
+    """How files are fetched: parallel connections (network-bound threads), seconds per request,
+    retries per file, and the first retry's delay in seconds (doubled each time)."""
+    connections: int = 16
+    timeout: float = 30.0
+    retries: int = 5
+    backoff: float = 1.0
+
+
+def download_full_size(out: Path, template: str, *, transfer: Transfer = Transfer(), limit: int | None = None) -> int:
     """The full-size TIFFs of every Id of the split tables; the number of files that failed."""
+    connections, timeout, retries, backoff = transfer.connections, transfer.timeout, transfer.retries, transfer.backoff
     check_template(template)
     tables = {split: layout.split_table(out, split) for split in ("train", "test")}
     if not any(p.is_file() for p in tables.values()):
@@ -183,9 +194,10 @@ def download_full_size(out: Path, template: str, connections: int, timeout: floa
     return len(failures)
 
 
-def download_external(table: Path, out: Path, base: str, workers: int, timeout: float, retries: int,
-                      backoff: float, max_side: int | None, limit: int | None = None) -> int:
+def download_external(table: Path, out: Path, base: str, *, transfer: Transfer = Transfer(),
+                      max_side: int | None = None, limit: int | None = None) -> int:
     """The HPAv18 samples of `table` into external/ and external.csv; the number of files that failed."""
+    workers, timeout, retries, backoff = transfer.connections, transfer.timeout, transfer.retries, transfer.backoff
     check_address(base)
     labels = read_labels(table)
     if limit:

@@ -1,5 +1,7 @@
-"""Where everything lives on disk: the one module that knows the layout of a dataset, of runs and of
-prediction files, and what a run or a prediction records about its inputs (provenance).
+"""Where everything lives on disk: the one module that names the files and folders of a dataset, of
+runs, of prediction files and of every other output of the toolkit. It names paths and nothing else:
+what is in the files is read and written elsewhere (prepared arrays: hpa.data.arrays, thresholds:
+hpa.data.threshold_files, provenance: hpa.data.provenance).
 
 A dataset directory (Kaggle layout, data/README.md):
     train.csv, sample_submission.csv, external.csv (HPAv18, optional)   the split tables
@@ -13,23 +15,14 @@ Outputs:
     <dir>/<arch>_<size>_f<fold>_{oof,test}.csv (+ .json sidecar)         prediction files
     thresholds.json (+ .csv, .png)                                        find_thresholds.py
 
-Provenance compares content (sha256 of the tables, of the Id lists), never locations, so a dataset
-that moves keeps its runs and predictions usable.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-
-from hpa.core.atomic import atomic_save_npy
-from hpa.core.digests import file_sha256, ids_sha256
-from hpa.data.labels import NUM_CLASSES
-from hpa.errors import ConfigError, HPAError, RunError, SampleError
 
 # split -> its table; the labelled splits train in this order (read_label_tables' `table` index)
 SPLIT_TABLES = {"train": "train.csv", "external": "external.csv", "test": "sample_submission.csv"}
@@ -139,49 +132,6 @@ def stores_of(data_dir: Path, size: int, table_index) -> list[Path]:
     """The prepared store of each labelled sample, from read_label_tables' `table` column."""
     dirs = [prepared_dir(data_dir, size, s) for s in LABELLED_SPLITS]
     return [dirs[int(t)] for t in table_index]
-
-
-def read_prepared(store: Path, sample_id: str) -> np.ndarray:
-    path = prepared_path(store, sample_id)
-    try:
-        img = np.load(path)
-    except FileNotFoundError:
-        raise SampleError(f"{path}: not prepared; run input_prep/prepare.py first") from None
-    except (ValueError, EOFError, OSError) as e:  # a cut or foreign file
-        raise SampleError(f"{path}: corrupt prepared sample ({' '.join(str(e).split())}); delete it and run "
-                          "input_prep/prepare.py again") from None
-    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 4:
-        raise SampleError(f"{path}: prepared sample of shape {img.shape} and type {img.dtype}, expected H x W x 4 "
-                          "uint8; run input_prep/prepare.py again")
-    return img
-
-
-def write_prepared(path: Path, img: np.ndarray) -> None:
-    atomic_save_npy(path, img)
-
-
-def is_prepared(path: Path) -> bool:
-    """A whole prepared array of the right kind (a cut or foreign file is not)."""
-    try:
-        arr = np.load(path, mmap_mode="r")
-        return arr.ndim == 3 and arr.shape[2] == 4 and arr.dtype == np.uint8
-    except (OSError, ValueError):
-        return False
-
-
-def stored_side(path: Path) -> int:
-    """The side of a prepared sample, from its .npy header alone."""
-    try:
-        with open(path, "rb") as f:
-            major, _ = np.lib.format.read_magic(f)
-            read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-            shape = read(f)[0]
-    except FileNotFoundError:
-        raise SampleError(f"{path}: not prepared; run input_prep/prepare.py first") from None
-    except (ValueError, OSError) as e:
-        raise SampleError(f"{path}: corrupt prepared sample ({e}); delete it and run input_prep/prepare.py again") \
-            from None
-    return int(shape[0])
 
 
 # ---- frozen-encoder embeddings ----------------------------------------------------------------
@@ -376,69 +326,3 @@ def threshold_outputs(out: Path) -> dict[str, Path]:
     """The files a threshold fit writes together: the JSON (`--out`), its per-class table and plot."""
     return {"thresholds JSON (--out)": Path(out), "per-class table": Path(out).with_suffix(".csv"),
             "per-class plot": Path(out).with_suffix(".png")}
-
-
-def thresholds_text(result: dict) -> str:
-    return json.dumps(result, indent=1)
-
-
-def read_thresholds(path: Path) -> np.ndarray:
-    """The 28 thresholds of a thresholds JSON written by find_thresholds.py (or blend.json)."""
-    try:
-        thr = np.asarray(json.loads(Path(path).read_text())["thresholds"], dtype=float)
-    except FileNotFoundError:
-        raise ConfigError(f"--thresholds {path}: file not found") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"--thresholds {path}: not a thresholds JSON from find_thresholds.py ({e})") from None
-    if thr.shape != (NUM_CLASSES,) or not np.all((thr >= 0) & (thr <= 1)):
-        raise ConfigError(f"--thresholds {path}: expected {NUM_CLASSES} thresholds in [0, 1]")
-    return thr
-
-
-# ---- provenance ------------------------------------------------------------------------------
-
-def data_provenance(tables: list[Path], folds: Path, train_ids: list[str], val_ids: list[str]) -> dict:
-    """What a run was trained on, by content: the sha256 of each label table and of the folds
-    table, and of the sorted train and validation Ids."""
-    return {"labels": {p.name: file_sha256(p) for p in tables}, "folds_sha256": file_sha256(folds),
-            "n_train": len(train_ids), "n_val": len(val_ids),
-            "train_ids_sha256": ids_sha256(sorted(train_ids)), "val_ids_sha256": ids_sha256(sorted(val_ids))}
-
-
-SAME_DATA = ("labels", "folds_sha256", "train_ids_sha256", "val_ids_sha256")
-
-
-def same_data(a: dict, b: dict) -> bool:
-    return {k: a.get(k) for k in SAME_DATA} == {k: b.get(k) for k in SAME_DATA}
-
-
-def check_provenance(run: Path, saved: dict, data_dir: Path, folds: Path) -> None:
-    """Refuse to use a run with labels or folds other than those it was trained on."""
-    if not saved:
-        raise RunError(f"{run}: its checkpoint does not record the folds and labels it was trained on; "
-                       "retrain it with this version")
-    files = [("labels", Path(data_dir) / name, sha) for name, sha in saved["labels"].items()]
-    for what, path, sha in files + [("folds", Path(folds), saved["folds_sha256"])]:
-        if not path.is_file():
-            raise RunError(f"{path.absolute()}: {what} file not found (the run {run} was trained with it)")
-        if file_sha256(path) != sha:
-            raise RunError(f"{run}: was trained with other {what} than {path.absolute()} now holds (sha256 "
-                           f"{sha[:12]}... vs {file_sha256(path)[:12]}...); retrain the run or restore the file")
-
-
-def dropped_note(folds: Path) -> str:
-    """Why make_folds left samples out, from the `<folds>_dropped.csv` it writes beside the folds."""
-    from hpa.data.labels import count_reasons
-
-    path = folds_companion(folds, "dropped")
-    if not path.is_file():
-        return ""
-    reasons = pd.read_csv(path)["reason"].tolist()
-    return f": {count_reasons(reasons)}" if reasons else ""
-
-
-def require_dir(path: Path, flag: str) -> Path:
-    """An existing directory given by `flag`, or one line naming the absolute path looked at."""
-    if not Path(path).is_dir():
-        raise HPAError(f"{flag} {path}: no such directory ({Path(path).absolute()})")
-    return Path(path)

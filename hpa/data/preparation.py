@@ -11,8 +11,10 @@ from pathlib import Path
 import pandas as pd
 
 from hpa.core.atomic import atomic_write_csv
+from hpa.core.checks import require_dir
 from hpa.core.runtime import progress
 from hpa.data import layout
+from hpa.data.arrays import is_prepared, write_prepared
 from hpa.data.images import channel_path, find_format, read_sample
 from hpa.data.labels import COLORS, read_ids
 from hpa.data.resolution import resize_to_working_side
@@ -33,13 +35,13 @@ def _source_mtime(src_dir: Path, sid: str) -> int:
 def prepare_one(job: tuple) -> tuple[str, str | None]:
     src_dir, dst_dir, sid, size, large_size = job
     dst = layout.prepared_path(dst_dir, sid)
-    if dst.is_file() and layout.is_prepared(dst) and dst.stat().st_mtime_ns >= _source_mtime(Path(src_dir), sid):
+    if dst.is_file() and is_prepared(dst) and dst.stat().st_mtime_ns >= _source_mtime(Path(src_dir), sid):
         return sid, None
     try:
         img = resize_to_working_side(read_sample(Path(src_dir), sid), size, large_size)
     except SampleError as e:
         return sid, str(e)
-    layout.write_prepared(dst, img)
+    write_prepared(dst, img)
     return sid, None
 
 
@@ -48,7 +50,7 @@ def prepare_dataset(data_dir: Path, size: int, large_size: int | None = None,
                     shard: tuple[int, int] = (0, 1), echo: Callable[[str], None] = print) -> dict[str, list]:
     """Prepare every present split at `size`; returns the failures per split ((Id, reason) lists,
     also written to prepared/<size>/failures_<split>.csv)."""
-    data_dir = layout.require_dir(data_dir, "--data-dir")
+    data_dir = require_dir(data_dir, "--data-dir")
     present = layout.present_splits(data_dir, splits)
     if not present:
         raise HPAError(f"--data-dir {data_dir}: none of the splits {list(splits)} is there (each needs its table, "

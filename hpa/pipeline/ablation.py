@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hpa.config import TrainConfig
+from hpa.config import LOSSES, TrainConfig
 from hpa.core.atomic import atomic_write_csv, atomic_write_text
 from hpa.core.locks import dir_lock
 from hpa.data import layout
@@ -28,7 +28,6 @@ from hpa.errors import ConfigError
 from hpa.prediction.blending import choose_blend, fit_blend
 from hpa.prediction.metrics import macro_f1
 from hpa.prediction.thresholds import apply_thresholds, fit_thresholds
-from hpa.training.losses import LOSSES
 
 # factor -> variant -> settings (dotted keys reach `model`); the baseline is the arch config itself
 FACTORS: dict[str, dict[str, dict]] = {
@@ -213,14 +212,15 @@ def _fold_oof(cfg: TrainConfig, runs: Path, tta: list[int], ids: list[str], stor
     return out
 
 
-def _cell_oof(cfg: TrainConfig, n_folds: int, runs: Path, tta: list[int], store_of: dict[str, Path],
+def _cell_oof(cfg: TrainConfig, folds: list[int], runs: Path, tta: list[int], store_of: dict[str, Path],
               device: str) -> dict[int, dict[int, tuple[list[str], np.ndarray]]]:
-    """Train (or reuse) one (variant, seed) on its first `n_folds` folds; OOF probabilities per
-    TTA count and fold."""
+    """Train (or reuse) one (variant, seed) on `folds`; OOF probabilities per TTA count and fold."""
     fold_of = read_folds(layout.folds_csv(cfg.data_dir, cfg.folds_csv))
     oof: dict[int, dict[int, tuple[list[str], np.ndarray]]] = {t: {} for t in tta}
-    for f in sorted({f for f in fold_of.values() if f >= 0})[:n_folds]:
+    for f in folds:
         ids = [i for i, k in fold_of.items() if k == f]
+        if not ids:
+            raise ConfigError(f"fold {f}: no sample of {layout.folds_csv(cfg.data_dir, cfg.folds_csv)} is in it")
         for t, pred in _fold_oof(cfg.model_copy(update={"fold": f}), runs, tta, ids, [store_of[i] for i in ids],
                                  device).items():
             oof[t][f] = pred
@@ -250,21 +250,27 @@ def _train_cells(cells: list, args, jobs: int, echo) -> dict:
     return oofs
 
 
-def run_ablation(base: TrainConfig, factors: list[str], seeds: int, n_folds: int, out_dir: Path,
+def run_ablation(base: TrainConfig, factors: list[str], seeds: int, folds: list[int], out_dir: Path, *,
                  device: str = "auto", jobs: int = 1, echo=print) -> pd.DataFrame:
     """Train (or reuse) every variant x seed x fold, score it, write results.csv, table.md, plot.
     `jobs` > 1 trains that many (variant, seed) cells at once in worker processes that share the
     CPU threads (on 2 cores, two 1-thread runs train 1.55x as fast as one 2-thread run; bench/RESULTS.md).
     One ablation at a time per output directory (a lock)."""
     with dir_lock(out_dir, "ablation directory"):
-        return _run_ablation(base, factors, seeds, n_folds, out_dir, device, jobs, echo)
+        return _run_ablation(base, factors, seeds, folds, out_dir, device, jobs, echo)
 
 
-def _run_ablation(base: TrainConfig, factors: list[str], seeds: int, n_folds: int, out_dir: Path, device: str,
+def _run_ablation(base: TrainConfig, factors: list[str], seeds: int, folds: list[int], out_dir: Path, device: str,
                   jobs: int, echo) -> pd.DataFrame:
-    if len({f for f in read_folds(layout.folds_csv(base.data_dir, base.folds_csv)).values() if f >= 0}) < 2 \
-            or n_folds < 2:
-        raise ConfigError(f"--n-folds {n_folds}: cross-fitted thresholds need at least 2 folds")
+    table = layout.folds_csv(base.data_dir, base.folds_csv)
+    have = sorted({f for f in read_folds(table).values() if f >= 0})
+    missing = sorted(set(folds) - set(have))
+    if missing:  # refused, never reduced to the folds there are
+        raise ConfigError(f"--folds {' '.join(map(str, folds))}: {table} has no fold {missing[0]} (its folds: "
+                          f"{' '.join(map(str, have))})")
+    if len(set(folds)) < 2:
+        raise ConfigError(f"--folds {' '.join(map(str, folds))}: cross-fitted thresholds need at least 2 folds")
+    folds = sorted(set(folds))
     labels = read_label_tables(layout.label_tables(base.data_dir, base.external))
     y_of = dict(zip(labels["Id"], labels_matrix(labels)))
     store_of = dict(zip(labels["Id"], layout.stores_of(base.data_dir, base.size, labels["table"])))
@@ -280,7 +286,7 @@ def _run_ablation(base: TrainConfig, factors: list[str], seeds: int, n_folds: in
 
     def args(cell):
         factor, variant, seed, cfg, scored = cell
-        return (cfg, n_folds, layout.ablation_runs(out_dir, factor, variant, seed), sorted({t for t, *_ in scored}),
+        return (cfg, folds, layout.ablation_runs(out_dir, factor, variant, seed), sorted({t for t, *_ in scored}),
                 store_of, device)
 
     oofs = _train_cells(cells, args, jobs, echo)

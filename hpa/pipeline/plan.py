@@ -25,6 +25,7 @@ import torch
 
 from hpa.config import TrainConfig
 from hpa.data import layout
+from hpa.data.arrays import stored_side
 from hpa.data.labels import labels_matrix, read_folds, read_ids, read_label_tables
 from hpa.data.resolution import crop_side, working_side
 from hpa.data.sampling import oversample_plan
@@ -100,7 +101,7 @@ def side_shares(data_dir: Path, size: int) -> dict[int, float]:
         d = layout.prepared_dir(data_dir, size, store)
         if d.is_dir():
             ids = read_label_tables([table])["Id"]
-            sides += [layout.stored_side(layout.prepared_path(d, i)) for i in ids
+            sides += [stored_side(layout.prepared_path(d, i)) for i in ids
                       if layout.prepared_path(d, i).is_file()]
     if not sides:
         return {size: 1.0}

@@ -10,33 +10,33 @@ directory (a lock; a second one stops with one line naming the first).
 GPUs: with N > 1 visible GPUs each fold trains under `torchrun --nproc_per_node N` (DDP), or with
 --parallel-folds one fold per GPU at a time, from one queue of every member's folds; --gpus limits N.
 
-    python -m hpa.pipeline.recipe --recipe paper --data-dir data/hpa --out-dir work/hpa [--smoke]
+    bash run_all.sh --recipe paper --data-dir data/hpa --out-dir work/hpa [--smoke]
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hpa import cli
-from hpa.cli import DEFAULT_WORKERS
 from hpa.config import CONFIG_DIR, TrainConfig, arch_layers, build_config, read_yaml
 from hpa.core.digests import file_sha256
 from hpa.core.locks import dir_lock
+from hpa.core.runtime import DEFAULT_WORKERS
 from hpa.data import layout
 from hpa.data.dedup import find_duplicates
 from hpa.data.folds import DEFAULT_DUPLICATES, DUPLICATES, write_folds
 from hpa.data.preparation import prepare_dataset
 from hpa.errors import ConfigError, HPAError
-from hpa.pipeline.slurm import STAGES
+from hpa.pipeline.slurm import SlurmOptions
 from hpa.prediction.blending import run_blend
 from hpa.prediction.embeddings import Encoder
 from hpa.prediction.inference import DIHEDRAL
@@ -152,7 +152,7 @@ def member_config(m: Member, data_dir: Path, fold: int) -> TrainConfig:
 def train_commands(m: Member, data_dir: Path, runs: Path, fold: int, device: str, gpus: int) -> list[str]:
     """The command that trains one fold in its own process(es): torchrun over `gpus` GPUs, or one
     process (a fold pinned to one GPU of --parallel-folds)."""
-    args = ["-m", "hpa.training", "--arch", m.arch, "--fold", fold, "--size", m.size, "--data-dir", data_dir,
+    args = ["-m", "hpa.cli.train_fold", "--arch", m.arch, "--fold", fold, "--size", m.size, "--data-dir", data_dir,
             "--runs", runs, "--resume", "--device", device]
     for k, v in m.set.items():
         args += ["--set", f"{k}={json.dumps(v)}"]  # JSON is YAML: null, true, 768, [0.5, 1.0]
@@ -316,12 +316,12 @@ def report_test_images(data_dir: Path, out_dir: Path, device: str, echo) -> Path
     from hpa.core.runtime import pick_device
     from hpa.prediction.ensemble import from_recipe
     from hpa.prediction.folder import predict_folder
+    from hpa.prediction.inference import PredictOptions
 
     echo("== report of the test images (ensemble probabilities and class maps)")
     dev = pick_device(device)
     r = predict_folder(from_recipe(out_dir, dev), layout.raw_dir(data_dir, "test"), layout.recipe_test_images(out_dir),
-                       ids_csv=layout.split_table(data_dir, "test"), device=dev, source=f"recipe output {out_dir}",
-                       echo=echo)
+                       ids_csv=layout.split_table(data_dir, "test"), opts=PredictOptions(device=str(dev)), echo=echo)
     echo(f"report: {r.report}")
     return r.report
 
@@ -356,11 +356,11 @@ def run_recipe(recipe: Recipe, data_dir: Path, out_dir: Path, device: str = "aut
         return sub
 
 
-def run_stage(stage: str, recipe: Recipe, data_dir: Path, out_dir: Path, device: str, smoke: bool,
-              member: str | None, fold: int | None, echo=print) -> None:
+def run_stage(req: RecipeRequest, recipe: Recipe, echo=print) -> None:
     """One stage of the recipe, as a SLURM job runs it (hpa.pipeline.slurm): data, train (one member's fold,
     from --fold or the array task), predict (one member) or blend."""
-    data_dir, out_dir = check_data_dir(data_dir), Path(out_dir).absolute()
+    stage, device, smoke, member, fold = req.stage, req.device, req.smoke, req.member, req.fold
+    data_dir, out_dir = check_data_dir(req.data_dir), Path(req.out_dir).absolute()
     members = [smoke_member(m) for m in recipe.members] if smoke else recipe.members
     folds = list(range(recipe.n_folds))
     if stage == "data":
@@ -390,13 +390,15 @@ def run_stage(stage: str, recipe: Recipe, data_dir: Path, out_dir: Path, device:
               resume=True, echo=echo, hint=REPLACE_HINT)
 
 
-def launch_slurm(recipe: Recipe, recipe_path: str, data_dir: Path, out_dir: Path, opts, device: str, smoke: bool,
-                 plan: bool, wait: bool, echo=print, overridden: bool = False) -> None:
+def launch_slurm(req: RecipeRequest, recipe: Recipe, echo=print) -> Path | None:
     """`--launcher slurm`: submit every unfinished stage as SLURM jobs (hpa.pipeline.slurm) and return, or
-    with `wait` wait for them and end with the submission; with `plan`, say what would be submitted."""
+    with `wait` wait for them and end with the submission (returned); with `plan`, say what would be
+    submitted."""
     from hpa.pipeline import slurm
 
-    data_dir, out_dir = check_data_dir(data_dir), Path(out_dir).absolute()
+    opts, device, smoke, plan, wait = req.slurm, req.device, req.smoke, req.plan, req.wait
+    recipe_path, overridden = req.recipe_path(), req.n_folds is not None
+    data_dir, out_dir = check_data_dir(req.data_dir), Path(req.out_dir).absolute()
     members = [smoke_member(m) for m in recipe.members] if smoke else recipe.members
     folds = list(range(recipe.n_folds))
     configs = [None if m.frozen else member_config(m, data_dir, 0) for m in members]
@@ -406,7 +408,7 @@ def launch_slurm(recipe: Recipe, recipe_path: str, data_dir: Path, out_dir: Path
              f"each {max(opts.gpus_per_job, 1) if opts.gpus_per_job else 'no'} GPU(s), {opts.cpus_per_job} CPUs, "
              f"time limit {opts.time or 'the partition default'}, requeued on preemption), {len(members)} prediction "
              "jobs and 1 blend job. Time per fold: run `bash run_all.sh --plan` on one GPU node (e.g. through srun).")
-        return
+        return None
     runs, preds = layout.recipe_runs(out_dir), layout.recipe_predictions(out_dir)
     sizes = sorted({m.size for m in members})
     ready = layout.folds_csv(data_dir).is_file() and all(layout.prepared_dir(data_dir, s, "train").is_dir()
@@ -443,13 +445,13 @@ def launch_slurm(recipe: Recipe, recipe_path: str, data_dir: Path, out_dir: Path
         echo("nothing new to submit: every stage is finished or queued")
     if not wait:
         echo(f"follow them with squeue; run the same command again to resubmit what failed; outputs in {out_dir}")
-        return
+        return None
     echo("waiting for the jobs ...")
     launcher.wait()
     sub = layout.recipe_submission(out_dir)
     if not sub.is_file():
         raise HPAError(f"the jobs ended without {sub}; see the logs in {launcher.dir}, then run the same command again")
-    echo(f"submission: {sub}")
+    return sub
 
 
 def plan_recipe(recipe: Recipe, data_dir: Path, out_dir: Path, device: str = "auto", smoke: bool = False,
@@ -474,63 +476,83 @@ def plan_recipe(recipe: Recipe, data_dir: Path, out_dir: Path, device: str = "au
     return path
 
 
-def main(argv: list[str] | None = None) -> None:
-    import logging
+@dataclass(frozen=True)
+class RecipeRequest:
+    """What `bash run_all.sh` asks for. Without a data directory the synthetic demo is generated once
+    (into data/demo) and the `demo` recipe runs; with one, the `paper` recipe. The outputs go to
+    work/<data directory's name> unless `out_dir` says otherwise."""
+    recipe: str | None = None  # configs/recipes/<name>.yaml or a YAML path
+    data_dir: Path | None = None
+    out_dir: Path | None = None
+    n_folds: int | None = None  # the recipe's number of folds, overridden
+    device: str = "auto"
+    smoke: bool = False
+    gpus: int | None = None
+    parallel_folds: bool = False
+    plan: bool = False
+    slurm: SlurmOptions | None = None  # None: run here
+    wait: bool = False
+    demo_size: tuple[int, int] = (2000, 500)  # the generated demo's train and test samples
+    stage: str | None = None  # one SLURM job's work (with member and fold)
+    member: str | None = None
+    fold: int | None = None
 
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")  # e.g. where the weights came from
-    ap = cli.Parser(__doc__)
-    ap.add_argument("--recipe", default="paper", help="configs/recipes/<name>.yaml or a YAML path")
-    ap.add_argument("--data-dir", type=Path, required=True, help="dataset directory (Kaggle layout)")
-    ap.add_argument("--out-dir", type=Path, required=True, help="where runs/, predictions/ and the submission go")
-    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    ap.add_argument("--smoke", action="store_true", help="every member at 1/12 size, 1 epoch of 2 batches (CPU check)")
-    ap.add_argument("--gpus", type=cli.positive_int, help="use at most this many GPUs (default: all)")
-    ap.add_argument("--parallel-folds", action="store_true", help="one fold per GPU at once instead of DDP per fold")
-    ap.add_argument("--n-folds", type=int, help="override the recipe's number of folds")
-    ap.add_argument("--plan", action="store_true", help="time every member here and project the recipe's wall "
-                    "time (plan.md); trains nothing. With --launcher slurm: the jobs it would submit")
-    ap.add_argument("--launcher", choices=("local", "slurm"), default="local",
-                    help="run here, or submit every stage to SLURM as batch jobs (hpa/pipeline/slurm.py)")
-    ap.add_argument("--wait", action="store_true", help="--launcher slurm: wait for the jobs, end with the submission")
-    ap.add_argument("--partition", help="--launcher slurm: partition")
-    ap.add_argument("--account", help="--launcher slurm: account")
-    ap.add_argument("--gpus-per-job", type=cli.non_negative_int, default=0, help="--launcher slurm: GPUs per "
-                    "training and prediction job (more than 1: DDP inside the job)")
-    ap.add_argument("--cpus-per-job", type=cli.positive_int, default=4, help="--launcher slurm: CPUs per job")
-    ap.add_argument("--time", help="--launcher slurm: a training job's time limit (e.g. 2-00:00:00); it saves and "
-                    "requeues itself 2 minutes before")
-    ap.add_argument("--mem", help="--launcher slurm: memory per job (e.g. 64G)")
-    ap.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
-                    help="--launcher slurm: one more sbatch option for every job, e.g. --sbatch=--qos=long "
-                    "(repeatable)")
-    ap.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # one SLURM job's work
-    ap.add_argument("--member", help=argparse.SUPPRESS)
-    ap.add_argument("--fold", type=cli.non_negative_int, help=argparse.SUPPRESS)
-    a = ap.parse_args(argv)
-    recipe = load_recipe(a.recipe)
-    if a.n_folds is not None:  # validated as the recipe's own value is (0 and 1 are refused, not ignored)
+    def recipe_path(self) -> str:
+        """The recipe as a job names it: a file absolute, a name as it is."""
+        r = self.recipe or "paper"
+        return str(Path(r).absolute()) if r.endswith((".yaml", ".yml")) else r
+
+
+@dataclass
+class RecipeOutcome:
+    """What a recipe call made, for the caller to show."""
+    data_dir: Path
+    out_dir: Path
+    submission: Path | None = None  # None: planned only, or SLURM jobs still running
+    plan: Path | None = None
+    demo_preview: Path | None = None
+    seconds: float = 0.0
+
+    def files(self) -> dict[str, Path]:
+        """The outputs to point a user at, by what they are, those that exist."""
+        found = {"submission": self.submission, "plan": self.plan, "demo preview": self.demo_preview,
+                 "per-class report": layout.recipe_report(self.out_dir),
+                 "test images with class maps": layout.folder_report(layout.recipe_test_images(self.out_dir)
+                                                                     / layout.IMAGE_PREDICTIONS)}
+        return {k: v for k, v in found.items() if v is not None and v.is_file()}
+
+
+def run_request(req: RecipeRequest, echo=print) -> RecipeOutcome:
+    """Run (or plan, or submit to SLURM, or one SLURM job's stage of) a recipe as `req` asks."""
+    start = time.time()
+    preview = None
+    if req.data_dir is None:
+        from hpa.data.demo import make_demo
+
+        data_dir, name = layout.DEMO_DATA, req.recipe or "demo"
+        if not layout.split_table(data_dir, "train").is_file():
+            echo(f"== generating the demo dataset in {data_dir}")
+            make_demo(data_dir, *req.demo_size, size=128, seed=0)
+        preview = layout.demo_file(data_dir, "preview")
+    else:
+        data_dir, name = Path(req.data_dir), req.recipe or "paper"
+    out_dir = Path(req.out_dir or layout.recipe_work_dir(data_dir)).absolute()
+    req = dataclasses.replace(req, recipe=name, data_dir=data_dir, out_dir=out_dir)
+    recipe = load_recipe(name)
+    if req.n_folds is not None:  # validated as the recipe's own value is (0 and 1 are refused, not ignored)
         try:
-            recipe = Recipe(**{**recipe.model_dump(), "n_folds": a.n_folds})
+            recipe = Recipe(**{**recipe.model_dump(), "n_folds": req.n_folds})
         except ValidationError as e:
-            raise ConfigError(f"--n-folds {a.n_folds}: {e.errors()[0]['msg']}") from None
-    echo = lambda line: print(line, flush=True)  # noqa: E731
-    if a.stage:
-        run_stage(a.stage, recipe, a.data_dir, a.out_dir, a.device, a.smoke, a.member, a.fold, echo)
-        return
-    if a.launcher == "slurm":
-        from hpa.pipeline.slurm import SlurmOptions
-
-        recipe_path = str(Path(a.recipe).absolute()) if a.recipe.endswith((".yaml", ".yml")) else a.recipe
-        opts = SlurmOptions(a.partition, a.account, a.gpus_per_job, a.cpus_per_job, a.time, a.mem, a.sbatch)
-        launch_slurm(recipe, recipe_path, a.data_dir, a.out_dir, opts, a.device, a.smoke, a.plan, a.wait, echo,
-                     overridden=a.n_folds is not None)
-        return
-    if a.plan:
-        print(f"plan: {plan_recipe(recipe, a.data_dir, a.out_dir, a.device, a.smoke, a.gpus, a.parallel_folds)}")
-        return
-    sub = run_recipe(recipe, a.data_dir, a.out_dir, a.device, a.smoke, a.gpus, a.parallel_folds, echo=echo)
-    print(f"submission: {sub}")
-
-
-if __name__ == "__main__":
-    cli.run(main)
+            raise ConfigError(f"--n-folds {req.n_folds}: {e.errors()[0]['msg']}") from None
+    out = RecipeOutcome(data_dir, out_dir, demo_preview=preview)
+    if req.stage:
+        run_stage(req, recipe, echo)
+    elif req.slurm is not None:
+        out.submission = launch_slurm(req, recipe, echo)
+    elif req.plan:
+        out.plan = plan_recipe(recipe, data_dir, out_dir, req.device, req.smoke, req.gpus, req.parallel_folds, echo)
+    else:
+        out.submission = run_recipe(recipe, data_dir, out_dir, req.device, req.smoke, req.gpus, req.parallel_folds,
+                                    echo=echo)
+    out.seconds = time.time() - start
+    return out

@@ -245,6 +245,6 @@ def submit_recipe(launcher: Launcher, members: list, configs: list, folds: list[
 
 def python_stage(recipe_path: str, data_dir: Path, out_dir: Path, smoke: bool, device: str) -> Callable:
     def args(stage: str) -> list[str]:
-        return [sys.executable, "-m", "hpa.pipeline.recipe", "--recipe", recipe_path, "--data-dir", data_dir,
+        return [sys.executable, "-m", "hpa.cli.run_all", "--recipe", recipe_path, "--data-dir", data_dir,
                 "--out-dir", out_dir, "--device", device, "--stage", stage, *(["--smoke"] if smoke else [])]
     return args

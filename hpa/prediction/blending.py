@@ -18,7 +18,7 @@ import pandas as pd
 from hpa.core.digests import file_sha256, ids_sha256
 from hpa.data import layout
 from hpa.data.labels import NUM_CLASSES, labels_matrix, read_folds, read_label_tables
-from hpa.data.layout import blend_outputs, parse_prediction_name  # noqa: F401 (blend_outputs: public here too)
+from hpa.data.layout import parse_prediction_name
 from hpa.data.predictions import read_predictions
 from hpa.errors import ConfigError, LabelError, PredictionError, RunError
 from hpa.prediction.metrics import macro_f1
@@ -409,63 +409,93 @@ def read_blend_inputs(oof_files: list[Path], test_files: list[Path], labels_csv:
     return BlendInputs(names, oofs, tests, oof_ids, sub_ids, labels_for(oof_ids, labels_csv), ty, notes)
 
 
+@dataclass(frozen=True)
+class BlendSettings:
+    """How a blend is fitted: the model weighting and threshold method (`auto`: chosen by K-fold
+    cross-validation inside the OOF rows, K = `cv_folds` or cv_folds_for(rows)), greedy selection
+    rounds, the seed of splits and bagging, and whether OOF rows may be missing."""
+    method: str = "auto"
+    weights: str = "auto"
+    rounds: int = 20
+    cv_folds: int | None = None
+    seed: int = 0
+    allow_missing: bool = False
+
+    def checked(self) -> BlendSettings:
+        """These settings, each value checked (one line naming the argument)."""
+        from hpa.core.values import count
+        from hpa.prediction.thresholds import METHODS
+
+        if self.weights not in (*WEIGHTINGS, "auto"):
+            raise ConfigError(f"weights={self.weights!r}: choose from {', '.join(WEIGHTINGS)} or auto")
+        if self.method not in (*METHODS, "auto"):
+            raise ConfigError(f"method={self.method!r}: choose from {', '.join(METHODS)} or auto")
+        count("rounds", self.rounds)
+        if self.cv_folds is not None:
+            count("cv_folds", self.cv_folds, 2)
+        return self
+
+
 def run_blend(oof_files: list[Path], test_files: list[Path], labels_csv: list[Path], sub_csv: Path, out: Path, *,
-              test_labels: Path | None = None, method: str = "auto", weights: str = "auto", rounds: int = 20,
-              cv_folds: int | None = None, seed: int = 0, allow_missing: bool = False,
+              settings: BlendSettings = BlendSettings(), test_labels: Path | None = None,
               folds_csv: Path | None = None) -> dict:
     """Blend the models' OOF and test files into a submission: weights and thresholds fitted on the
     OOF rows (or chosen by cross-validation with `auto`), the submission, report.md, report.png and
     blend.json written together. Returns the summary: blend.json's content."""
     import pandas as pd
 
-    from hpa.core.atomic import atomic_outputs, check_outputs, csv_text
+    method, weights, rounds, seed = settings.method, settings.weights, settings.rounds, settings.seed
+    cv_folds, allow_missing = settings.cv_folds, settings.allow_missing
+
+    from hpa.core.atomic import atomic_outputs, check_outputs, csv_text, reading
     from hpa.data.labels import format_target
     from hpa.prediction.report import blend_report_lines, per_class_frame, plot_per_class
     from hpa.prediction.thresholds import METHODS, per_class_table
 
     outputs = layout.blend_outputs(out)
-    check_outputs(outputs, {"OOF prediction": oof_files + [layout.sidecar_path(p) for p in oof_files],
-                            "test prediction": test_files + [layout.sidecar_path(p) for p in test_files],
-                            "labels": labels_csv, "sample submission": [sub_csv],
-                            "test labels": [test_labels] if test_labels else []})
-    b = read_blend_inputs(oof_files, test_files, labels_csv, sub_csv, test_labels, allow_missing, folds_csv)
-    cv_table, k = None, None
-    if "auto" in (weights, method):
-        k = cv_folds or cv_folds_for(len(b.y))
-        if k < 2:
-            raise ConfigError(f"--cv-folds {k}: auto needs at least 2")
-        (weights, method), cv_table = choose_blend(
-            b.oofs, b.y, list(WEIGHTINGS) if weights == "auto" else [weights],
-            list(METHODS) if method == "auto" else [method], k=k, rounds=rounds, seed=seed)
-    fitted = fit_blend(b.oofs, b.y, weights, method, rounds, seed)
-    thr = fitted.thresholds
-    oof, test = fitted.combine(b.oofs), fitted.combine(b.tests)
-    pred = apply_thresholds(test, thr)
-    sub = pd.DataFrame({"Id": b.sub_ids, "Predicted": [format_target(np.flatnonzero(r)) for r in pred]})
-    validate_submission(sub, b.sub_ids, out)
-    singles = {m: macro_f1(b.y, o >= fit_thresholds(o, b.y, method)) for m, o in zip(b.names, b.oofs)}
-    summary = {"models": b.names, "weighting": weights, "weights": [float(v) for v in fitted.weights],
-               "threshold_method": method, "thresholds": [float(t) for t in thr], "oof_rows": len(b.oof_ids),
-               "oof_macro_f1_at_0.5": macro_f1(b.y, oof >= 0.5), "oof_macro_f1": macro_f1(b.y, oof >= thr),
-               "oof_macro_f1_filled": macro_f1(b.y, apply_thresholds(oof, thr)),
-               "single_model_oof_macro_f1": singles, "notes": b.notes,
-               # what hpa.prediction.ensemble.from_recipe rebuilds the ensemble from, relative to blend.json
-               "test_files": {m: [os.path.relpath(Path(p).absolute(), Path(out).absolute().parent) for p in files]
-                              for m, files in group_by_model(test_files).items()}}
-    table = per_class_frame(per_class_table(oof, b.y, thr))
-    if b.test_y is not None:
-        summary["test_macro_f1"] = macro_f1(b.test_y, pred)
-        table["test_f1"] = per_class_table(test, b.test_y, thr)["f1"]
-    if cv_table is not None:
-        summary["cross_validation"] = cv_table.to_dict(orient="records")
-        best = cv_table[cv_table["chosen"]].iloc[0]
-        summary["chosen_cv"] = [float(best["cv_macro_f1"]), float(best["std_error"])]
-    lines = blend_report_lines(summary, b.names, fitted.weights, singles, cv_table, k, test_labels,
-                               outputs["report plot"].name, table)
-    with atomic_outputs() as tmp:  # the submission and its report appear together or not at all
-        tmp(outputs["submission (--out)"]).write_text(csv_text(sub))
-        plot_per_class(table, tmp(outputs["report plot"]), f"blend: OOF per-class F1 and thresholds (macro "
-                       f"{summary['oof_macro_f1']:.3f})")
-        tmp(outputs["report"]).write_text("\n".join(lines) + "\n")
-        tmp(outputs["blend summary"]).write_text(json.dumps(summary, indent=1))
-    return summary
+    with reading({"OOF prediction": oof_files + [layout.sidecar_path(p) for p in oof_files],
+                  "test prediction": test_files + [layout.sidecar_path(p) for p in test_files],
+                  "labels": labels_csv, "sample submission": sub_csv, "test labels": test_labels,
+                  "folds": folds_csv}):
+        check_outputs(outputs)
+        b = read_blend_inputs(oof_files, test_files, labels_csv, sub_csv, test_labels, allow_missing, folds_csv)
+        cv_table, k = None, None
+        if "auto" in (weights, method):
+            k = cv_folds or cv_folds_for(len(b.y))
+            if k < 2:
+                raise ConfigError(f"--cv-folds {k}: auto needs at least 2")
+            (weights, method), cv_table = choose_blend(
+                b.oofs, b.y, list(WEIGHTINGS) if weights == "auto" else [weights],
+                list(METHODS) if method == "auto" else [method], k=k, rounds=rounds, seed=seed)
+        fitted = fit_blend(b.oofs, b.y, weights, method, rounds, seed)
+        thr = fitted.thresholds
+        oof, test = fitted.combine(b.oofs), fitted.combine(b.tests)
+        pred = apply_thresholds(test, thr)
+        sub = pd.DataFrame({"Id": b.sub_ids, "Predicted": [format_target(np.flatnonzero(r)) for r in pred]})
+        validate_submission(sub, b.sub_ids, out)
+        singles = {m: macro_f1(b.y, o >= fit_thresholds(o, b.y, method)) for m, o in zip(b.names, b.oofs)}
+        summary = {"models": b.names, "weighting": weights, "weights": [float(v) for v in fitted.weights],
+                   "threshold_method": method, "thresholds": [float(t) for t in thr], "oof_rows": len(b.oof_ids),
+                   "oof_macro_f1_at_0.5": macro_f1(b.y, oof >= 0.5), "oof_macro_f1": macro_f1(b.y, oof >= thr),
+                   "oof_macro_f1_filled": macro_f1(b.y, apply_thresholds(oof, thr)),
+                   "single_model_oof_macro_f1": singles, "notes": b.notes,
+                   # what hpa.prediction.ensemble.from_recipe rebuilds the ensemble from, relative to blend.json
+                   "test_files": {m: [os.path.relpath(Path(p).absolute(), Path(out).absolute().parent) for p in files]
+                                  for m, files in group_by_model(test_files).items()}}
+        table = per_class_frame(per_class_table(oof, b.y, thr))
+        if b.test_y is not None:
+            summary["test_macro_f1"] = macro_f1(b.test_y, pred)
+            table["test_f1"] = per_class_table(test, b.test_y, thr)["f1"]
+        if cv_table is not None:
+            summary["cross_validation"] = cv_table.to_dict(orient="records")
+            best = cv_table[cv_table["chosen"]].iloc[0]
+            summary["chosen_cv"] = [float(best["cv_macro_f1"]), float(best["std_error"])]
+        lines = blend_report_lines(summary, b.names, fitted.weights, singles, cv_table, k, test_labels,
+                                   outputs["report plot"].name, table)
+        with atomic_outputs() as tmp:  # the submission and its report appear together or not at all
+            tmp(outputs["submission (--out)"]).write_text(csv_text(sub))
+            plot_per_class(table, tmp(outputs["report plot"]), f"blend: OOF per-class F1 and thresholds (macro "
+                           f"{summary['oof_macro_f1']:.3f})")
+            tmp(outputs["report"]).write_text("\n".join(lines) + "\n")
+            tmp(outputs["blend summary"]).write_text(json.dumps(summary, indent=1))
+        return summary

@@ -124,7 +124,7 @@ def _is_bundle(path: Path) -> bool:
 
 
 def write_bundle(ens: Ensemble, out: str | Path, *, training_data: dict, summary: dict, report_md: str = "",
-                 license: str = "cc-by-sa-3.0", datasets: Sequence[str] = ()) -> Path:
+                 licence: str = "cc-by-sa-3.0", datasets: Sequence[str] = ()) -> Path:
     """The ensemble (members with their fold models and TrainConfigs) as a bundle directory, built
     beside `out` and moved into place whole. `summary` is the blend's (blend.json: evidence and
     threshold method), `training_data` the labels' and folds' hashes."""
@@ -159,7 +159,7 @@ def write_bundle(ens: Ensemble, out: str | Path, *, training_data: dict, summary
                             "training": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "loss", "crop",
                                                                       "optimizer", "seed", "pretrained")}})
         config = {"format": FORMAT, "format_version": FORMAT_VERSION, "toolkit_version": toolkit_version(),
-                  "license": license, "datasets": list(datasets), "classes": list(CLASS_NAMES), "members": entries,
+                  "license": licence, "datasets": list(datasets), "classes": list(CLASS_NAMES), "members": entries,
                   "blend": {"weighting": ens.weighting, "weights": [float(w) for w in ens.weights],
                             "threshold_method": summary.get("threshold_method", ""),
                             "models": [m.name for m in ens.members]},
@@ -172,7 +172,7 @@ def write_bundle(ens: Ensemble, out: str | Path, *, training_data: dict, summary
 
 
 def export_bundle(source: str | Path, out: str | Path, *, members: Sequence[str] | None = None,
-                  folds: Sequence[int] | None = None, license: str = "cc-by-sa-3.0", datasets: Sequence[str] = (),
+                  folds: Sequence[int] | None = None, licence: str = "cc-by-sa-3.0", datasets: Sequence[str] = (),
                   echo=print) -> Path:
     """A recipe output (its blend.json, the runs and predictions behind it) as a bundle directory;
     `members` / `folds` keep only those. Refuses runs trained on different labels or folds."""
@@ -188,7 +188,7 @@ def export_bundle(source: str | Path, out: str | Path, *, members: Sequence[str]
     report = layout.recipe_report(source)
     out = write_bundle(ens, out, training_data=_same_training_data(provs, names),
                        summary=json.loads(layout.blend_summary(source).read_text()),
-                       report_md=report.read_text() if report.is_file() else "", license=license,
+                       report_md=report.read_text() if report.is_file() else "", licence=licence,
                        datasets=datasets)
     echo(f"bundle: {out} ({sum(len(m.folds) for m in ens.members)} weight files, {len(ens.members)} member(s))")
     return out
@@ -201,19 +201,24 @@ class Bundle:
     ensemble: Ensemble
     device: torch.device
 
-    def predict_folder(self, images: str | Path, out: str | Path, **options):
-        """hpa.prediction.folder.predict_folder with this bundle's ensemble (options: ids_csv, strict, report,
-        explain, batch_size, workers, device)."""
+    def predict_folder(self, images: str | Path, out: str | Path, *, ids_csv: str | Path | None = None,
+                       strict: bool = False, report: bool | Sequence[int] = True, batch_size: int = 32,
+                       workers: int = 0, device: str | torch.device = "auto", echo=print):
+        """hpa.prediction.folder.predict_folder with this bundle's ensemble; the bundle's folder is an
+        input no output may go into."""
+        from hpa.core.atomic import reading
         from hpa.core.runtime import pick_device
         from hpa.prediction.folder import predict_folder
+        from hpa.prediction.inference import PredictOptions
 
-        device = options.pop("device", None)
-        device = device if isinstance(device, torch.device) else pick_device(device or "auto")
-        if device != self.device:
-            self.ensemble = _ensemble(self.path, self.config, device)
-            self.device = device
-        return predict_folder(self.ensemble, Path(images), Path(out), device=device,
-                              source=f"bundle {self.path}", **options)
+        dev = device if isinstance(device, torch.device) else pick_device(device)
+        if dev != self.device:
+            self.ensemble = _ensemble(self.path, self.config, dev)
+            self.device = dev
+        opts = PredictOptions.make(batch_size=batch_size, workers=workers, device=str(dev))
+        with reading({"bundle": self.path}):
+            return predict_folder(self.ensemble, Path(images), Path(out), ids_csv=Path(ids_csv) if ids_csv else None,
+                                  strict=strict, report=report, opts=opts, echo=echo)
 
 
 def resolve_bundle(path_or_id: str | Path) -> Path:
@@ -259,7 +264,7 @@ def _ensemble(root: Path, config: dict, device: torch.device) -> Ensemble:
         members.append(Member(e["name"], int(e["size"]), models, tuple(e["tta"]), list(e["sizes"]), e["amp"],
                               list(e["folds"])))
     return Ensemble(members, config["blend"]["weighting"], np.asarray(config["blend"]["weights"], float),
-                    np.asarray(config["thresholds"], float))
+                    np.asarray(config["thresholds"], float), f"bundle {root}")
 
 
 def load_bundle(path_or_id: str | Path, device: str | torch.device = "cpu") -> Bundle:

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from hpa.core.atomic import atomic_outputs, atomic_save_npy, atomic_write_text, csv_text
 from hpa.core.digests import ids_sha256
 from hpa.data import layout
+from hpa.data.arrays import read_prepared
 from hpa.errors import ConfigError, RunError
 
 CHUNK = 512
@@ -44,6 +45,24 @@ class Encoder:
     views: tuple[str, ...]
     amp: str = "off"
     accept_licence: bool = False
+
+    @classmethod
+    def named(cls, pretrained: str, *, arch: str | None = None, size: int, tta: str = "8", amp: str = "off",
+              accept_licence: bool = False) -> Encoder:
+        """An encoder from user input: named HPA weights bring their arch (another --arch is refused),
+        other weights (imagenet, none, a file) need `arch`; `tta` a count 1..8 or names."""
+        from hpa.core.values import count
+        from hpa.models import hpa_weights
+        from hpa.prediction.inference import parse_tta
+
+        if hpa_weights.is_named(pretrained):
+            own = hpa_weights.source(pretrained).arch
+            if arch and arch != own:
+                raise ConfigError(f"--arch {arch}: the {pretrained} weights are a {own} encoder")
+            arch = own
+        if not arch:
+            raise ConfigError("--arch: required unless --pretrained names HPA weights")
+        return cls(arch, pretrained, count("--size", size, 8), parse_tta(str(tta)), amp, accept_licence)
 
     @property
     def key(self) -> str:
@@ -99,7 +118,7 @@ class Images(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         if self.stores is not None:
-            img = layout.read_prepared(self.stores[i], self.ids[i])
+            img = read_prepared(self.stores[i], self.ids[i])
         else:
             from hpa.data.images import read_sample
             from hpa.data.resolution import pad_to_square

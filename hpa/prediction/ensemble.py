@@ -42,6 +42,7 @@ class Ensemble:
     weighting: str  # a WEIGHTINGS name of hpa.prediction.blending: equal, logit, greedy, bagged
     weights: np.ndarray  # one per member
     thresholds: np.ndarray  # 28
+    source: str = ""  # where it came from, as a report names it
 
     def combine(self, member_probs: list[np.ndarray]) -> np.ndarray:
         from hpa.prediction.blending import Blend
@@ -50,8 +51,7 @@ class Ensemble:
 
 
 def _member_from_runs(runs: Path, arch: str, size: int, folds: Sequence[int], device: torch.device,
-                      tta: Sequence[str], sizes: Sequence[int] | None, amp: str,
-                      checkpoints: dict[int, str] | None = None) -> Member:
+                      opts: PredictOptions, checkpoints: dict[int, str] | None = None) -> Member:
     from hpa.core.digests import file_sha256
     from hpa.prediction.inference import load_run, require_best
 
@@ -66,17 +66,18 @@ def _member_from_runs(runs: Path, arch: str, size: int, folds: Sequence[int], de
         models.append(run.model)
         configs.append(run.cfg)
         provenances.append(run.provenance)
-    return Member(f"{arch}_{size}", size, models, tuple(tta), list(sizes or [size]), amp, list(folds), configs,
-                  provenances)
+    return Member(f"{arch}_{size}", size, models, tuple(opts.tta), list(opts.sizes or [size]), opts.amp, list(folds),
+                  configs, provenances)
 
 
-def from_runs(runs: Path, arch: str, size: int, folds: Sequence[int], device: torch.device, tta: Sequence[str],
-              sizes: Sequence[int] | None = None, amp: str = PredictOptions.amp,
+def from_runs(runs: Path, arch: str, size: int, folds: Sequence[int], device: torch.device, opts: PredictOptions,
               thresholds: np.ndarray | None = None) -> Ensemble:
-    """The folds of one arch as a one-member ensemble (thresholds 0.5 unless given)."""
-    m = _member_from_runs(runs, arch, size, folds, device, tta, sizes, amp)
+    """The folds of one arch as a one-member ensemble with the TTA, sizes and precision of `opts`
+    (thresholds 0.5 unless given)."""
+    m = _member_from_runs(runs, arch, size, folds, device, opts)
     thr = np.full(NUM_CLASSES, 0.5) if thresholds is None else np.asarray(thresholds, float)
-    return Ensemble([m], "equal", np.ones(1), thr)
+    return Ensemble([m], "equal", np.ones(1), thr, f"runs: {Path(runs).absolute()} ({arch}_{size}, folds "
+                    f"{' '.join(map(str, folds))})")
 
 
 def from_recipe(out_dir: Path, device: torch.device) -> Ensemble:
@@ -102,11 +103,11 @@ def from_recipe(out_dir: Path, device: torch.device) -> Ensemble:
             raise RunError(f"{blend_json}: member {name} is a head on frozen embeddings, which an image ensemble "
                            "cannot run yet; blend without it (blend.py) to predict or export images")
         arch, size = sides[files[0]]["arch"], int(sides[files[0]]["size"])
+        opts = PredictOptions(tuple(made[0]["tta"]), made[0]["sizes"] and tuple(made[0]["sizes"]), amp=made[0]["amp"])
         members.append(_member_from_runs(layout.recipe_runs(out_dir), arch, size, [p["fold"] for p in made], device,
-                                         made[0]["tta"], made[0]["sizes"], made[0]["amp"],
-                                         {p["fold"]: p["checkpoint_sha256"] for p in made}))
+                                         opts, {p["fold"]: p["checkpoint_sha256"] for p in made}))
     return Ensemble(members, summary["weighting"], np.asarray(summary["weights"], float),
-                    np.asarray(summary["thresholds"], float))
+                    np.asarray(summary["thresholds"], float), f"recipe output {out_dir}")
 
 
 def predict_ensemble(ens: Ensemble, ids: list[str], *, device: torch.device, batch_size: int, workers: int = 0,

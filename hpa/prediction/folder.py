@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from hpa.data import layout
 from hpa.data.labels import NUM_CLASSES
@@ -119,18 +118,22 @@ def check_report_assets(assets: Path) -> None:
 
 
 def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | None = None, strict: bool = False,
-                   report: bool = True, explain: Sequence[int] = (), batch_size: int = PredictOptions.batch_size,
-                   device: torch.device, workers: int = 0, source: str = "",
-                   inputs: dict[str, list[Path]] | None = None, echo: Callable[[str], None] = print) -> FolderResult:
+                   report: bool | Sequence[int] = True, opts: PredictOptions | None = None,
+                   echo: Callable[[str], None] = print) -> FolderResult:
     """Predict every sample of `images` with the ensemble; write `out` (Id, 0..27, predicted) and,
-    with `report`, report.html and its images beside it (maps of the predicted classes and of
-    `explain`). `inputs`: other files the caller read (role -> paths), which no output may replace.
-    Returns what was written and what was skipped."""
-    from hpa.core.atomic import atomic_outputs, check_outputs, csv_text, staged_dir
+    with `report`, report.html and its images beside it (maps of the predicted classes, and of the
+    classes `report` lists). `opts`: batch size, loader processes and device. Inputs the caller
+    declared (hpa.core.atomic.reading) and the pictures are never replaced. Returns what was written
+    and what was skipped."""
+    from hpa.core.atomic import atomic_outputs, check_outputs, csv_text, reading, staged_dir
     from hpa.prediction.inference import frame, predicted_names
     from hpa.prediction.thresholds import apply_thresholds
 
     images, out = Path(images), Path(out)
+    explain = [] if isinstance(report, bool) else [int(k) for k in report]
+    report = report is not False
+    opts = opts or PredictOptions()
+    device, batch_size, workers, source = opts.torch_device(), opts.batch_size, opts.workers, ens.source
     if not images.is_dir():
         raise HPAError(f"--images {images}: no such directory ({images.absolute()})")
     outputs = {"predictions (--out)": out}
@@ -139,41 +142,42 @@ def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | No
     from hpa.data.images import EXTENSIONS
 
     pictures = [p for p in images.iterdir() if p.is_file() and p.suffix[1:].lower() in EXTENSIONS]
-    check_outputs(outputs, {"image": pictures, "Id list (--ids)": [ids_csv] if ids_csv else [], **(inputs or {})})
-    if report:
-        check_report_assets(layout.report_assets(out))
-    ids, skipped = folder_ids(images, ids_csv, strict)
-    probs, failed = predict_ensemble(ens, ids, device=device, batch_size=batch_size, workers=workers,
-                                     raw_dir=images) if ids else (np.zeros((0, NUM_CLASSES)), {})
-    if failed and strict:
-        raise HPAError(f"--strict: {next(iter(failed.values()))}")
-    skipped.update(failed)
-    for name, why in skipped.items():
-        echo(f"skipped {name}: {why}")
-    ok = [k for k, i in enumerate(ids) if i not in failed]
-    if not ok:
-        raise HPAError(f"--images {images}: {len(skipped)} sample(s) could not be read, none predicted")
-    ids, probs = [ids[k] for k in ok], probs[ok]
-    pred = apply_thresholds(probs, ens.thresholds)
-    df = frame(ids, probs)
-    df["predicted"] = predicted_names(pred)
-    page = None
-    if report:
-        from hpa.prediction.html_report import page as html_page
+    with reading({"image": pictures, "Id list (--ids)": ids_csv}):
+        check_outputs(outputs)
+        if report:
+            check_report_assets(layout.report_assets(out))
+        ids, skipped = folder_ids(images, ids_csv, strict)
+        probs, failed = predict_ensemble(ens, ids, device=device, batch_size=batch_size, workers=workers,
+                                         raw_dir=images) if ids else (np.zeros((0, NUM_CLASSES)), {})
+        if failed and strict:
+            raise HPAError(f"--strict: {next(iter(failed.values()))}")
+        skipped.update(failed)
+        for name, why in skipped.items():
+            echo(f"skipped {name}: {why}")
+        ok = [k for k, i in enumerate(ids) if i not in failed]
+        if not ok:
+            raise HPAError(f"--images {images}: {len(skipped)} sample(s) could not be read, none predicted")
+        ids, probs = [ids[k] for k in ok], probs[ok]
+        pred = apply_thresholds(probs, ens.thresholds)
+        df = frame(ids, probs)
+        df["predicted"] = predicted_names(pred)
+        page = None
+        if report:
+            from hpa.prediction.html_report import page as html_page
 
-        extra = [int(k) for k in explain]
-        classes = {sid: sorted(set(np.flatnonzero(p).tolist()) | set(extra)) for sid, p in zip(ids, pred)}
-        echo(f"class activation maps for {sum(map(len, classes.values()))} (image, class) pairs ...")
-        size = max(m.size for m in ens.members)
-        maps = ensemble_maps(ens, ids, classes, min(DISPLAY_SIDE, size), batch_size=batch_size, raw_dir=images)
-        assets = layout.report_assets(out)
-        with staged_dir(assets) as tmp:
-            write_assets(tmp, images, ids, classes, maps, size)
-        data = report_data(ids, probs, pred, classes, ens.thresholds, skipped, assets.name,
-                           source or f"images: {images.absolute()}")
-        page = html_page(f"HPA predictions: {images.name}", data)
-    with atomic_outputs() as tmp:  # the predictions and their page appear together
-        tmp(out).write_text(csv_text(df))
-        if page is not None:
-            tmp(layout.folder_report(out)).write_text(page)
-    return FolderResult(out, layout.folder_report(out) if report else None, len(ids), skipped)
+            extra = [int(k) for k in explain]
+            classes = {sid: sorted(set(np.flatnonzero(p).tolist()) | set(extra)) for sid, p in zip(ids, pred)}
+            echo(f"class activation maps for {sum(map(len, classes.values()))} (image, class) pairs ...")
+            size = max(m.size for m in ens.members)
+            maps = ensemble_maps(ens, ids, classes, min(DISPLAY_SIDE, size), batch_size=batch_size, raw_dir=images)
+            assets = layout.report_assets(out)
+            with staged_dir(assets) as tmp:
+                write_assets(tmp, images, ids, classes, maps, size)
+            data = report_data(ids, probs, pred, classes, ens.thresholds, skipped, assets.name,
+                               source or f"images: {images.absolute()}")
+            page = html_page(f"HPA predictions: {images.name}", data)
+        with atomic_outputs() as tmp:  # the predictions and their page appear together
+            tmp(out).write_text(csv_text(df))
+            if page is not None:
+                tmp(layout.folder_report(out)).write_text(page)
+        return FolderResult(out, layout.folder_report(out) if report else None, len(ids), skipped)

@@ -25,6 +25,7 @@ from hpa.core.checkpoint import load_checkpoint
 from hpa.core.digests import file_sha256, ids_sha256
 from hpa.core.runtime import autocast, loader_processes, progress
 from hpa.data import layout
+from hpa.data.arrays import read_prepared, stored_side
 from hpa.data.images import EXTENSIONS, channel_path, find_format, read_sample
 from hpa.data.labels import (
     CLASS_NAMES,
@@ -37,6 +38,7 @@ from hpa.data.labels import (
     validate_id,
 )
 from hpa.data.predictions import COLUMNS
+from hpa.data.provenance import check_provenance
 from hpa.data.resolution import pad_to_square, resize_to_working_side, working_side
 from hpa.data.sampling import SideBatchSampler
 from hpa.errors import CheckpointError, ConfigError, RunError, SampleError
@@ -90,6 +92,7 @@ class PredictOptions:
              device: str | None = None, flags: bool = False) -> PredictOptions:
         """Validated options, None meaning the field's default above (the one place the defaults live);
         an error is one line naming the argument (`--tta 9` with `flags`, else `tta=9`)."""
+        from hpa.core import values
         from hpa.core.runtime import AMP_MODES
 
         def bad(name: str, value, why: str) -> ConfigError:
@@ -97,9 +100,7 @@ class PredictOptions:
             return ConfigError(f"{where}: {why}")
 
         def count(name: str, v, low: int) -> int:
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
-                raise bad(name, v, f"expected an integer >= {low}")
-            return int(v)
+            return values.count(f"--{name.replace('_', '-')}" if flags else name, v, low)
 
         d = cls()
         tta = d.tta if tta is None else tta
@@ -174,7 +175,7 @@ class ImageSet(Dataset):
 
     def sides(self) -> list[int]:
         if self.store:
-            return [layout.stored_side(layout.prepared_path(s, i)) for s, i in zip(self.store, self.ids)]
+            return [stored_side(layout.prepared_path(s, i)) for s, i in zip(self.store, self.ids)]
         return [raw_working_side(self.raw_dir, i, self.size) for i in self.ids]
 
     def __len__(self) -> int:
@@ -183,7 +184,7 @@ class ImageSet(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str, int]:
         sid = self.ids[i]
         if self.store:
-            img = layout.read_prepared(self.store[i], sid)
+            img = read_prepared(self.store[i], sid)
         else:
             try:
                 img = resize_to_working_side(pad_to_square(read_sample(self.raw_dir, sid)), self.size)
@@ -342,7 +343,7 @@ def predict_folds(runs: Path, arch: str, size: int, folds: Sequence[int], out_di
         run = load_run(run_dir, device)
         root = Path(data_dir) if data_dir is not None else Path(run.cfg.data_dir)
         folds_csv = layout.folds_csv(root, run.cfg.folds_csv if data_dir is None else None)
-        layout.check_provenance(run_dir, run.provenance, root, folds_csv)
+        check_provenance(run_dir, run.provenance, root, folds_csv)
         fold_of = read_folds(folds_csv)
         val_ids = [validate_id(i) for i, f in fold_of.items() if f == fold]
         tables = read_label_tables([root / n for n in run.provenance["labels"]])

@@ -508,20 +508,3 @@ def train(cfg: TrainConfig, *, runs: Path = layout.DEFAULT_RUNS, device_name: st
     distributed.barrier()
     distributed.shutdown()
     return run_dir
-
-
-def main(argv: list[str] | None = None, doc: str | None = None) -> None:
-    """train_fold.py's command line (also `python -m hpa.training`, which torchrun starts per GPU)."""
-    import logging
-
-    import yaml
-
-    from hpa.config import train_cli
-
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    cfg, opts = train_cli(doc or __doc__, argv)
-    if opts.print_config:
-        print(yaml.safe_dump(cfg.model_dump(), sort_keys=False), end="")
-        return
-    train(cfg, runs=opts.runs, device_name=opts.device, resume=opts.resume, overwrite=opts.overwrite,
-          echo=lambda line: print(line, flush=True))

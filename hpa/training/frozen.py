@@ -22,13 +22,14 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
+from hpa.config import LOSSES
 from hpa.core.digests import file_sha256, ids_sha256
 from hpa.data import layout
 from hpa.data.labels import NUM_CLASSES, labels_matrix, read_folds, read_label_tables
 from hpa.errors import ConfigError, RunError
 from hpa.models.heads import buffering_head
 from hpa.prediction.embeddings import Encoder, embed_dataset, read_embeddings
-from hpa.training.losses import LOSSES, build_loss
+from hpa.training.losses import build_loss
 
 KINDS = ("head", "logreg")
 

@@ -18,6 +18,7 @@ from hpa.core.runtime import loader_processes
 from hpa.data import layout
 from hpa.data.dataset import HPADataset
 from hpa.data.labels import labels_matrix, read_folds, read_label_tables
+from hpa.data.provenance import data_provenance, dropped_note
 from hpa.data.resolution import crop_side
 from hpa.data.sampling import SideBatchSampler, class_counts_table, oversample_plan
 from hpa.errors import ConfigError, RunError
@@ -106,8 +107,8 @@ def build_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> TrainData:
                         **loader_processes(cfg.workers, val_ds, ignore_stop_signals))
     n_ext = int((labels["table"].to_numpy()[is_train] == 1).sum())
     note = (f"{int(is_train.sum())} training samples ({n_ext} HPAv18 external), {int(is_val.sum())} validation; "
-            f"{int((fold < 0).sum())} left out by {folds_csv.name} (fold -1){layout.dropped_note(folds_csv)}")
-    prov = layout.data_provenance(tables, folds_csv, ids[is_train].tolist(), ids[is_val].tolist())
+            f"{int((fold < 0).sum())} left out by {folds_csv.name} (fold -1){dropped_note(folds_csv)}")
+    prov = data_provenance(tables, folds_csv, ids[is_train].tolist(), ids[is_val].tolist())
     shown = [val_ds[i][0] for i in range(min(N_IMAGES, len(val_ds)))]
     shown = [x for x in shown if x.shape == shown[0].shape]  # one stored side, to stack
     return TrainData(train_dl, val_dl, val_part, counts, sorted(set(train_sides)), prov, note, torch.stack(shown))

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpa.config import LOSSES  # noqa: F401 (the allowed names, with the config)
+from hpa.config import LOSSES
 
 
 def effective_number_weights(counts: Sequence[float], alpha: float) -> np.ndarray:

@@ -8,6 +8,7 @@ from pathlib import Path
 from hpa.config import TrainConfig, changed_settings, read_yaml
 from hpa.core.checkpoint import load_checkpoint
 from hpa.data import layout
+from hpa.data.provenance import same_data
 from hpa.errors import RunError
 from hpa.training.loaders import TrainData
 
@@ -48,6 +49,6 @@ def check_same_data(run_dir: Path, ck: dict | None, data: TrainData, hint: str =
     saved = (ck or {}).get("provenance")
     if saved is None and ck is None and layout.run_file(run_dir, "provenance").is_file():
         saved = json.loads(layout.run_file(run_dir, "provenance").read_text())
-    if saved is not None and not layout.same_data(saved, data.provenance):
+    if saved is not None and not same_data(saved, data.provenance):
         raise RunError(f"{run_dir}: --resume on other data than the run started with (labels, folds or the Ids of "
                        f"the fold changed); {hint}")

@@ -1,4 +1,0 @@
-from hpa import cli
-from hpa.training.engine import main
-
-cli.run(main)
