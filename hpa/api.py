@@ -235,7 +235,6 @@ def predict_images(images: str | Path, out: str | Path, *, bundle: str | Path | 
         raise ConfigError(f"{', '.join(held)} with a bundle: the bundle carries its own TTA, sizes and precision")
     opts = _test_time("predict_images", test_time)
     device = opts.torch_device()
-    explain = [] if isinstance(report, bool) else [int(k) for k in report]
     if bundle is not None:
         from hpa.prediction.bundle import load_bundle, resolve_bundle
 
@@ -243,7 +242,7 @@ def predict_images(images: str | Path, out: str | Path, *, bundle: str | Path | 
         with reading({"bundle": root}):
             ens = load_bundle(root, device).ensemble
             return predict_folder(ens, Path(images), Path(out), ids_csv=Path(ids) if ids else None, strict=strict,
-                                  report=report is not False, explain=explain, opts=opts, source=f"bundle {root}")
+                                  report=report, opts=opts)
     from hpa.data.threshold_files import read_thresholds
     from hpa.prediction.ensemble import from_runs
 
@@ -252,9 +251,7 @@ def predict_images(images: str | Path, out: str | Path, *, bundle: str | Path | 
     ens = from_runs(Path(runs.root), runs.arch, count("size", runs.size, 8), folds, device, opts, thr)
     with reading({"thresholds": runs.thresholds}):
         return predict_folder(ens, Path(images), Path(out), ids_csv=Path(ids) if ids else None, strict=strict,
-                              report=report is not False, explain=explain, opts=opts,
-                              source=f"runs: {Path(runs.root).absolute()} ({runs.arch}_{runs.size}, folds "
-                                     f"{' '.join(map(str, folds))})")
+                              report=report, opts=opts)
 
 
 @dataclass
@@ -321,18 +318,18 @@ def blend(oof: str | Path | list, test: str | Path | list, data_dir: str | Path 
     allow_missing (hpa.prediction.blending.BlendSettings; `auto` chooses by cross-validation)."""
     from hpa.prediction.blending import BlendSettings, run_blend
 
-    if not (labels and sample_submission) and data_dir is None:
-        raise ConfigError("--data-dir (or both --labels and --sample-submission) is needed: where are the labels "
-                          "and the test Ids?")
     try:
-        chosen = BlendSettings(**settings)
+        chosen = BlendSettings(**settings).checked()
     except TypeError:
         raise ConfigError(f"hpa.blend(): unknown argument(s) {', '.join(sorted(settings))} (settings: method, "
                           "weights, rounds, cv_folds, seed, allow_missing)") from None
+    if not (labels and sample_submission) and data_dir is None:
+        raise ConfigError("--data-dir (or both --labels and --sample-submission) is needed: where are the labels "
+                          "and the test Ids?")
     data = Path(data_dir) if data_dir is not None else None
     return run_blend(_paths(oof), _paths(test), _tables(labels) if labels else layout.label_tables(data),
                      Path(sample_submission) if sample_submission else layout.split_table(data, "test"), Path(out),
-                     settings=chosen.checked(), test_labels=Path(test_labels) if test_labels else None,
+                     settings=chosen, test_labels=Path(test_labels) if test_labels else None,
                      folds_csv=layout.folds_csv(data) if data else None)
 
 

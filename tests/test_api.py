@@ -18,6 +18,7 @@ import hpa
 from hpa.config import TrainConfig
 from hpa.core.checkpoint import load_checkpoint
 from hpa.data import layout
+from hpa.data.arrays import read_prepared
 from hpa.models import build_model
 
 
@@ -56,7 +57,7 @@ def test_predictions_are_the_mean_over_the_dihedral_transforms_of_the_best_model
     model.eval()
     test = pd.read_csv(root / "preds" / "tiny_cnn_32_f1_test.csv")
     ids = test["Id"].tolist()[:4]
-    x = torch.stack([torch.from_numpy(layout.read_prepared(layout.prepared_dir(data, 32, "test"), i))
+    x = torch.stack([torch.from_numpy(read_prepared(layout.prepared_dir(data, 32, "test"), i))
                      .permute(2, 0, 1).float() / 255 for i in ids])
     with torch.no_grad():  # TTA 2 = identity and horizontal flip, written out by hand
         want = (torch.sigmoid(model(x)) + torch.sigmoid(model(x.flip(3)))).numpy() / 2

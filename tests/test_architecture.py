@@ -45,10 +45,11 @@ def test_prediction_does_not_import_the_training_stack():
     assert r.stdout.strip() == "[]"
 
 
-# Each layer imports only the layers before it (and the shared errors, config and command-line
-# helpers, which import no layer above models); api.py sits on top of all of them.
+# Each layer imports only the layers before it (and the shared errors and config, which import no
+# layer above models); api.py and the command line (hpa/cli/) sit on top of all of them.
 LAYERS = ["core", "data", "models", "prediction", "training", "pipeline"]
-SHARED_TOP = {"errors", "config", "cli"}
+SHARED_TOP = {"errors", "config"}
+TOP = {"api", "cli"}
 
 
 def hpa_imports(path: Path) -> set[str]:
@@ -66,8 +67,11 @@ def test_each_layer_imports_only_the_layers_below_it():
     wrong = []
     for p in SOURCES:
         parts = p.relative_to(PACKAGE).parts
-        if len(parts) == 1:
-            continue  # the top: api, config, cli, errors
+        if len(parts) == 1 or parts[0] == "cli":
+            for mod in hpa_imports(p):  # the top may import any layer, and the command line the API
+                if mod.split(".")[1] == "cli" and parts[0] != "cli":
+                    wrong.append(f"{'/'.join(parts)} imports {mod} (the library never imports the command line)")
+            continue
         mine = LAYERS.index(parts[0])
         for mod in hpa_imports(p):
             first = mod.split(".")[1]
@@ -75,27 +79,32 @@ def test_each_layer_imports_only_the_layers_below_it():
                 if first == "config" and mine < LAYERS.index("prediction"):
                     wrong.append(f"{'/'.join(parts)} imports {mod} (config imports models)")
                 continue
-            if first not in LAYERS or LAYERS.index(first) > mine:
+            if first in TOP or first not in LAYERS or LAYERS.index(first) > mine:
                 wrong.append(f"{'/'.join(parts)} imports {mod}")
     assert wrong == []
 
 
-def test_the_top_modules_are_the_api_config_cli_and_errors():
+def test_the_top_modules_are_the_api_config_and_errors_and_the_cli_package():
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
-    assert top == ["__init__.py", "api.py", "cli.py", "config.py", "errors.py"]
-    assert sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()) == sorted(LAYERS)
+    assert top == ["__init__.py", "api.py", "config.py", "errors.py"]
+    assert sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()) == sorted([*LAYERS, "cli"])
 
 
-def test_the_module_paths_of_0_2_still_import(monkeypatch):
-    import hpa.data.labels
-    import hpa.prediction.thresholds
+def test_every_top_level_script_is_a_thin_launcher_of_its_cli_module():
+    """Each script of hpa.cli.SCRIPTS exists, is at most 60 lines, and runs hpa.cli.<its module>.main;
+    each command module's main is parse, hpa.api calls, print: no hpa import but the API, the CLI and
+    the names it shows (layout, labels, choices)."""
+    from hpa.cli import SCRIPTS
 
-    for old in ("hpa.labels", "hpa.thresholds"):
-        monkeypatch.delitem(sys.modules, old, raising=False)
-    import hpa.labels
-    from hpa.thresholds import fit_thresholds  # noqa: F401
-
-    assert hpa.labels is hpa.data.labels and sys.modules["hpa.thresholds"] is hpa.prediction.thresholds
+    for script, module in SCRIPTS.items():
+        path = ROOT / script
+        lines = path.read_text().splitlines()
+        assert len(lines) <= 60, script
+        if script.endswith(".sh"):
+            assert f"python -m hpa.cli.{module}" in path.read_text() and "hpa.pipeline" not in path.read_text()
+            continue
+        assert f"from hpa.cli.{module} import main" in path.read_text(), script
+        assert hpa_imports(path) <= {"hpa.cli", f"hpa.cli.{module}"}, script
 
 
 def test_no_backend_switch_and_no_test_support_in_the_library():

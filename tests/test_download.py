@@ -20,7 +20,7 @@ from hpa.data.images import read_channel, read_sample
 from hpa.data.labels import COLORS
 from hpa.data.layout import HPAV18_TABLE
 from hpa.errors import ConfigError, SampleError
-from input_prep import download
+from hpa.cli import download
 
 EXT_IDS = ["10580_1610_C1_1", "10580_1610_C1_2", "777_88_D2_1"]
 
@@ -110,14 +110,14 @@ def test_url_scheme(tmp_path):
     assert library.external_url("http://v18.proteinatlas.org/images", "10580_1610_C1_1", "green") == \
         "http://v18.proteinatlas.org/images/10580/1610_C1_1_green.jpg"
     with pytest.raises(argparse.ArgumentTypeError, match="only http"):
-        download.check_base_url("ftp://example.org/images")
+        download.argument_type(library.check_address)("ftp://example.org/images")
     with pytest.raises(argparse.ArgumentTypeError, match="only http"):
-        download.check_base_url("file:///etc")
+        download.argument_type(library.check_address)("file:///etc")
     # the library refuses it too, whoever calls it (a notebook): a download never reads local files
     with pytest.raises(ConfigError, match="only http"):
-        library.download_external(tmp_path / "t.csv", tmp_path, "file:///etc", 1, 1.0, 0, 0.0, None)
+        library.download_external(tmp_path / "t.csv", tmp_path, "file:///etc")
     with pytest.raises(ConfigError, match=r"no \{color\}"):
-        library.download_full_size(tmp_path, "https://h/x/{id}.tif", 1, 1.0, 0, 0.0)
+        library.download_full_size(tmp_path, "https://h/x/{id}.tif")
     assert not list(tmp_path.iterdir())
 
 
@@ -261,12 +261,12 @@ def test_full_size_tiffs_are_fetched_resumably_and_read_before_the_pngs(real_sam
 
 def test_full_size_address_needs_id_and_color(tmp_path):
     with pytest.raises(argparse.ArgumentTypeError, match=r"no \{color\}"):
-        download.full_size_template("https://h/x/{id}.tif")
+        download.argument_type(library.check_template)("https://h/x/{id}.tif")
     with pytest.raises(argparse.ArgumentTypeError, match="may be filled in"):
-        download.full_size_template("https://h/{id}_{color}_{stain}.tif")
+        download.argument_type(library.check_template)("https://h/{id}_{color}_{stain}.tif")
     with pytest.raises(argparse.ArgumentTypeError, match="only http"):
-        download.full_size_template("file:///{id}_{color}.tif")
+        download.argument_type(library.check_template)("file:///{id}_{color}.tif")
     from hpa.errors import LabelError
 
     with pytest.raises(LabelError, match="run --kaggle first"):
-        library.download_full_size(tmp_path, "https://h/{id}_{color}.tif", 1, 1.0, 0, 0.0)
+        library.download_full_size(tmp_path, "https://h/{id}_{color}.tif")

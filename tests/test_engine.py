@@ -9,7 +9,8 @@ import torch
 import yaml
 
 from hpa import cli
-from hpa.config import TrainConfig, changed_settings, train_cli
+from hpa.cli.train_fold import parse
+from hpa.config import TrainConfig, changed_settings
 from hpa.core.atomic import atomic_outputs, atomic_write_text
 from hpa.data.labels import validate_id
 from hpa.errors import ConfigError, HPAError, LabelError, RunError
@@ -51,7 +52,7 @@ def test_atomic_outputs_are_all_or_nothing(tmp_path):
 def test_config_layers_merge_in_order(tmp_path):
     extra = tmp_path / "extra.yaml"
     extra.write_text(yaml.safe_dump({"lr": 0.5, "batch_size": 7, "epochs": 9, "model": {"width": 4}}))
-    cfg, opts = train_cli("doc", ["--arch", "tiny_cnn", "--config", str(extra), "--set", "lr=0.25", "--set",
+    cfg, opts = parse(["--arch", "tiny_cnn", "--config", str(extra), "--set", "lr=0.25", "--set",
                                   "model.head_dropout=[0.1]", "--epochs", "3", "--lr-groups", "0.5", "1"])
     assert cfg.lr == 0.25  # --set over --config
     assert cfg.epochs == 3  # a flag over --config
@@ -60,17 +61,17 @@ def test_config_layers_merge_in_order(tmp_path):
     assert cfg.momentum == 0.9  # TrainConfig's default
     assert cfg.model == {"width": 4, "stem_stride": 2, "input_norm": True, "head_hidden": [128], "head_dropout": [0.1]}
     assert cfg.lr_groups == [0.5, 1.0] and opts.runs.name == "runs"
-    cfg2, _ = train_cli("doc", ["--arch", "tiny_cnn", "--amp", "off", "--hard-k", "8", "--crop", "null"])
+    cfg2, _ = parse(["--arch", "tiny_cnn", "--amp", "off", "--hard-k", "8", "--crop", "null"])
     assert cfg2.amp == "off" and cfg2.hard_k == 8 and isinstance(cfg2.hard_k, int) and cfg2.crop is None
 
 
 def test_a_saved_config_rebuilds_the_same_run(tmp_path):
-    cfg, _ = train_cli("doc", ["--arch", "resnet18", "--size", "96", "--crop", "64", "--set", "model.head_hidden=[64]",
+    cfg, _ = parse(["--arch", "resnet18", "--size", "96", "--crop", "64", "--set", "model.head_hidden=[64]",
                                "--set",
                                "model.head_dropout=[0.2]"])
     saved = tmp_path / "config.yaml"
     saved.write_text(yaml.safe_dump(cfg.model_dump()))
-    again, _ = train_cli("doc", ["--arch", "resnet18", "--config", str(saved)])
+    again, _ = parse(["--arch", "resnet18", "--config", str(saved)])
     assert again == cfg
 
 
@@ -78,20 +79,20 @@ def test_config_errors_name_the_layer(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("lerning_rate: 1\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: unknown setting 'lerning_rate'"):
-        train_cli("doc", ["--arch", "tiny_cnn", "--config", str(bad)])
+        parse(["--arch", "tiny_cnn", "--config", str(bad)])
     bad.write_text("batch_size: many\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: setting 'batch_size': .*integer"):
-        train_cli("doc", ["--arch", "tiny_cnn", "--config", str(bad)])
+        parse(["--arch", "tiny_cnn", "--config", str(bad)])
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
-        train_cli("doc", ["--arch", "tiny_cnn", "--config", str(bad)])
+        parse(["--arch", "tiny_cnn", "--config", str(bad)])
     with pytest.raises(ConfigError, match=r"--set: model setting 'depth' does not exist for arch 'resnet18'"):
-        train_cli("doc", ["--arch", "resnet18", "--set", "model.depth=3"])
+        parse(["--arch", "resnet18", "--set", "model.depth=3"])
     with pytest.raises(ConfigError, match=r"^crop 512 is larger than size 64: .* \(crop from defaults, size from "
                        r"--size\)$"):
-        train_cli("doc", ["--arch", "resnet18", "--size", "64"])
+        parse(["--arch", "resnet18", "--size", "64"])
     with pytest.raises(ConfigError, match=r"--lr: setting 'lr': .*greater than 0"):
-        train_cli("doc", ["--arch", "tiny_cnn", "--lr", "0"])
+        parse(["--arch", "tiny_cnn", "--lr", "0"])
 
 
 def test_changed_settings_ignore_only_what_does_not_change_the_result():

@@ -20,7 +20,7 @@ from hpa.data import layout
 from hpa.models import build_model
 from hpa.prediction.ensemble import from_runs
 from hpa.prediction.folder import predict_folder
-from hpa.prediction.inference import DIHEDRAL
+from hpa.prediction.inference import DIHEDRAL, PredictOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -35,10 +35,10 @@ def predicted(small_data, tiny_runs, tmp_path_factory):
     (images / "broken_green.png").write_bytes(b"")
     thr = np.full(28, 0.5)
     thr[3] = 0.0  # every image predicts class 3: a filter that keeps all, and maps for it everywhere
-    ens = from_runs(tiny_runs, "tiny_cnn", 32, [0, 1], torch.device("cpu"), DIHEDRAL[:2], amp="off",
+    ens = from_runs(tiny_runs, "tiny_cnn", 32, [0, 1], torch.device("cpu"), PredictOptions(DIHEDRAL[:2], amp="off"),
                     thresholds=thr)
     out = root / "out" / "preds.csv"
-    result = predict_folder(ens, images, out, explain=[11], device=torch.device("cpu"), echo=lambda _: None)
+    result = predict_folder(ens, images, out, report=[11], opts=PredictOptions(device="cpu"), echo=lambda _: None)
     return root, images, result
 
 

@@ -14,6 +14,7 @@ import torch
 
 from hpa.core.digests import file_sha256
 from hpa.data import layout
+from hpa.data.arrays import read_prepared
 from hpa.data.labels import read_folds, read_ids
 from hpa.errors import ConfigError, RunError
 from hpa.prediction import embeddings as emb
@@ -71,7 +72,7 @@ def direct_features(data, ids, split, size, views):
     rows = []
     with torch.no_grad():
         for i in ids:
-            img = layout.read_prepared(layout.prepared_dir(data, size, split), i)
+            img = read_prepared(layout.prepared_dir(data, size, split), i)
             x = torch.from_numpy(img.transpose(2, 0, 1).copy()).float()[None] / 255
             rows.append(torch.stack([model.features(dihedral(x, v))[0] for v in views]).numpy())
     return np.stack(rows)
@@ -200,7 +201,7 @@ def test_slurm_submits_one_prediction_job_per_frozen_member_and_no_training_arra
     """A frozen member has no training array: its prediction job embeds and trains every fold's head."""
     from test_round3 import fake_slurm
 
-    from hpa.pipeline import recipe as rec
+    from hpa.cli import run_all as rec
 
     calls = fake_slurm(tmp_path, monkeypatch, "debug*|2|20000|(null)", "")
     rec.main(["--recipe", "foundation", "--smoke", "--data-dir", str(data), "--out-dir", str(tmp_path / "w"),

@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, shared_path
+from hpa.data.arrays import read_prepared as load_prepared
 from hpa.data.hashing import hamming, near_duplicate_pairs, phash, sample_hashes
 from hpa.data.images import read_sample, write_sample_png
 from hpa.data.labels import COLORS
-from hpa.data.layout import read_prepared as load_prepared
 
 
 def run(*args):
@@ -138,7 +138,7 @@ def test_prepare_redoes_a_sample_whose_full_size_tiff_arrived_later(tmp_path):
 
     import tifffile
 
-    from input_prep import prepare
+    from hpa.cli import prepare
 
     rng = np.random.default_rng(0)
     (tmp_path / "train").mkdir()

@@ -41,19 +41,19 @@ def test_smoke_keeps_the_arch_and_shrinks_sizes_and_crops():
 def test_gpu_plan():
     m = Member(arch="resnet50", size=768, set={"crop": None, "lr_groups": [0.5, 1.0]})
     one = train_commands(m, "d", "r", 3, "cuda", 1)  # a fold of --parallel-folds: one process on one GPU
-    assert one[1:3] == ["-m", "hpa.training"] and "--resume" in one
+    assert one[1:3] == ["-m", "hpa.cli.train_fold"] and "--resume" in one
     assert "crop=null" in one and "lr_groups=[0.5, 1.0]" in one
     ddp = train_commands(m, "d", "r", 3, "auto", 4)
     assert ddp[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", 4]
-    assert ddp[6:8] == ["-m", "hpa.training"]
+    assert ddp[6:8] == ["-m", "hpa.cli.train_fold"]
 
 
 def test_member_config_is_what_train_fold_builds():
-    from hpa.config import train_cli
+    from hpa.cli.train_fold import parse
     from hpa.pipeline.recipe import member_config
 
     m = Member(arch="resnet50", size=1024, set={"crop": 768, "crop_large": 1024, "model": {"head_dropout": [0.3]}})
-    cli, _ = train_cli("doc", ["--arch", "resnet50", "--fold", "2", "--size", "1024", "--data-dir", "d",
+    cli, _ = parse(["--arch", "resnet50", "--fold", "2", "--size", "1024", "--data-dir", "d",
                                "--set", "crop=768", "--set", "crop_large=1024", "--set", "model.head_dropout=[0.3]"])
     assert member_config(m, "d", 2) == cli
 

@@ -11,7 +11,7 @@ import yaml
 from real_layout import build_caches, build_dataset
 
 from conftest import ROOT
-from hpa.data.layout import stored_side
+from hpa.data.arrays import stored_side
 
 pytestmark = pytest.mark.slow
 

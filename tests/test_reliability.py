@@ -264,7 +264,7 @@ class _FullFile:
 
 def test_a_full_disk_is_one_line_naming_the_file_and_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     import hpa.core.atomic
-    import hpa.data.layout
+    import hpa.data.arrays
     from hpa.core.checkpoint import load_checkpoint, save_checkpoint
 
     path = tmp_path / "last.pt"
@@ -274,11 +274,11 @@ def test_a_full_disk_is_one_line_naming_the_file_and_keeps_the_old_checkpoint(tm
         save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "config": {}, "epoch": 2})
     assert load_checkpoint(path)["epoch"] == 1  # the previous checkpoint is intact
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
-    monkeypatch.setattr(hpa.data.layout, "open", _FullFile, raising=False)
+    monkeypatch.setattr(hpa.data.arrays, "open", _FullFile, raising=False)
     import numpy as np
 
     with pytest.raises(DiskFullError, match="a.npy: no space left on device"):
-        hpa.data.layout.write_prepared(tmp_path / "a.npy", np.zeros((4, 4, 4), np.uint8))
+        hpa.data.arrays.write_prepared(tmp_path / "a.npy", np.zeros((4, 4, 4), np.uint8))
 
 
 def test_a_real_full_filesystem_is_one_line(tmp_path):

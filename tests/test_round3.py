@@ -27,7 +27,7 @@ FAST = {"epochs": 1, "batch_size": 16, "crop": 24, "crop_large": None, "workers"
 
 
 def test_the_recipe_never_writes_over_a_users_folds_table(small_data, tmp_path):
-    from hpa.pipeline.recipe import Member, Recipe, run_recipe, run_stage
+    from hpa.pipeline.recipe import Member, Recipe, RecipeRequest, run_recipe, run_stage
 
     data = tmp_path / "data"
     shutil.copytree(small_data, data)
@@ -44,7 +44,8 @@ def test_the_recipe_never_writes_over_a_users_folds_table(small_data, tmp_path):
     hpa.make_folds(data, n_folds=2, duplicates="ignore", **QUIET)
     same = (data / "folds.csv").read_bytes()
     lines = []  # the data stage alone (prepare, dedup, folds): what decides about the table
-    run_stage("data", recipe, data, tmp_path / "work", "cpu", False, None, None, echo=lines.append)
+    run_stage(RecipeRequest(data_dir=data, out_dir=tmp_path / "work", device="cpu", stage="data"), recipe,
+              echo=lines.append)
     assert (data / "folds.csv").read_bytes() == same
     assert any("already holds this recipe's folds" in ln for ln in lines)
 
@@ -196,7 +197,7 @@ def test_own_images_keep_their_proportions_sub_folders_are_listed_and_out_may_si
     from hpa.data.images import read_sample, write_sample_png
     from hpa.prediction.ensemble import from_runs
     from hpa.prediction.folder import predict_folder
-    from hpa.prediction.inference import DIHEDRAL, ImageSet
+    from hpa.prediction.inference import DIHEDRAL, ImageSet, PredictOptions
 
     runs = tmp_path / "runs"
     hpa.train_fold("tiny_cnn", fold=0, size=32, data_dir=small_data, runs=runs, **FAST, **QUIET)
@@ -216,10 +217,10 @@ def test_own_images_keep_their_proportions_sub_folders_are_listed_and_out_may_si
 
     want = cv2.resize(want, (32, 32), interpolation=cv2.INTER_AREA)
     np.testing.assert_allclose(x.permute(1, 2, 0).numpy() * 255, want, atol=0.51)
-    ens = from_runs(runs, "tiny_cnn", 32, [0], torch.device("cpu"), DIHEDRAL[:1], amp="off")
+    ens = from_runs(runs, "tiny_cnn", 32, [0], torch.device("cpu"), PredictOptions(DIHEDRAL[:1], amp="off"))
     out = images / "preds.csv"  # --out inside the image folder: a re-run is not refused
     for _ in range(2):
-        r = predict_folder(ens, images, out, device=torch.device("cpu"), report=False, **QUIET)
+        r = predict_folder(ens, images, out, opts=PredictOptions(device="cpu"), report=False, **QUIET)
     assert r.n_predicted == 1 and "more/" in r.skipped and "not searched" in r.skipped["more/"]
 
 
@@ -323,7 +324,7 @@ def test_slurm_wait_names_a_job_that_can_never_start(tmp_path, monkeypatch):
 def test_a_refused_slurm_launch_writes_nothing(small_data, tmp_path, monkeypatch):
     """--n-folds with --launcher slurm writes <out-dir>/recipe.yaml for the jobs, but only once every
     check has passed and inside the lock."""
-    from hpa.pipeline import recipe as rec
+    from hpa.cli import run_all as rec
 
     fake_slurm(tmp_path, monkeypatch, "debug*|2|20000|(null)", "")
     out = tmp_path / "w"
@@ -339,7 +340,7 @@ def test_a_refused_slurm_launch_writes_nothing(small_data, tmp_path, monkeypatch
 
 @pytest.mark.parametrize("n", ["0", "1"])
 def test_n_folds_below_two_is_refused_not_ignored(small_data, tmp_path, n):
-    from hpa.pipeline import recipe as rec
+    from hpa.cli import run_all as rec
 
     with pytest.raises(HPAError, match=f"--n-folds {n}: .*greater than or equal to 2"):
         rec.main(["--recipe", "demo", "--data-dir", str(small_data), "--out-dir", str(tmp_path / "w"), "--plan",

@@ -65,11 +65,12 @@ def one_line(e: BaseException) -> str:
     return " ".join(text.split()) or type(e).__name__
 
 
-def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
-    """Call `main(argv)`; the toolkit's errors, OS errors (a full disk, a permission) and Ctrl-C
-    end the process with one line on stderr."""
+def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
+    """Call `main(argv)` (an int it returns is the exit code: some files failed, each listed); the
+    toolkit's errors, OS errors (a full disk, a permission) and Ctrl-C end the process with one line
+    on stderr."""
     try:
-        main(argv)
+        rc = main(argv)
     except Stopped as e:
         print(f"stopped: {one_line(e)}", file=sys.stderr, flush=True)
         sys.exit(1)
@@ -78,3 +79,5 @@ def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None)
     except KeyboardInterrupt:
         _fail("interrupted")
         sys.exit(130)
+    if rc:
+        sys.exit(rc)

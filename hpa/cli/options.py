@@ -68,7 +68,8 @@ def folds(ap: argparse.ArgumentParser, what: str, default: list[int] | None = No
 
 def n_folds(ap: argparse.ArgumentParser, what: str = "number of folds the training table is split into",
             default: int | None = None) -> None:
-    ap.add_argument("--n-folds", type=positive_int, default=default, metavar="K", help=what)
+    # a plain int: the library's check (at least 2) names the flag and the reason
+    ap.add_argument("--n-folds", type=int, default=default, metavar="K", help=what)
 
 
 def device(ap: argparse.ArgumentParser) -> None:

@@ -43,12 +43,11 @@ def build_parser() -> Parser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     failures = api.prepare(a.data_dir, a.size, large_size=a.large_size, splits=a.splits, workers=max(a.workers, 1),
                            shard=a.shard)
-    if any(failures.values()):
-        raise SystemExit(1)  # listed above and in prepared/<size>/failures_<split>.csv
+    return 1 if any(failures.values()) else 0  # listed above and in prepared/<size>/failures_<split>.csv
 
 
 if __name__ == "__main__":

@@ -11,5 +11,6 @@ def count(name: str, v: object, low: int = 1) -> int:
     """`v` as an int >= `low`; anything else (a bool, a float, a string, a smaller number) is one
     line naming `name` (`--batch-size 0` or `batch_size=0`, as the caller spells it)."""
     if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
-        raise ConfigError(f"{name}: expected an integer >= {low}, got {v!r}")
+        where = f"{name} {v}" if name.startswith("--") else f"{name}={v!r}"
+        raise ConfigError(f"{where}: expected an integer >= {low}")
     return int(v)
