@@ -90,7 +90,7 @@ class TrainConfig(BaseModel):
                                                            "the Hugging Face or torch hub cache, downloaded once when "
                                                            "online), none, a .pth/.safetensors file, or named HPA "
                                                            "weights (dino4cells-hpa-fov, subcell-rybg-mae, ...: "
-                                                           "README 'HPA-pretrained encoders')")
+                                                           "docs/guide/hpa-encoders.md)")
     accept_licence: bool = Field(False, description="accept the licence of weights that need it (cell-dino-hpa: "
                                                     "non-commercial research use)")
     find_lr: Literal["off", "report", "use"] = Field("off", description="LR range test before training: "
@@ -156,7 +156,7 @@ class TrainConfig(BaseModel):
 
 
 # Settings a resumed run may change: they do not alter what is learned (micro-batches change the
-# BatchNorm statistics of a step, not the optimizer step's batch; see README "Several GPUs").
+# BatchNorm statistics of a step, not the optimizer step's batch; see docs/guide/gpus-slurm.md).
 RESUMABLE_CHANGES = frozenset({"workers", "data_dir", "micro_batch", "micro_batches", "compile", "accept_licence"})
 
 

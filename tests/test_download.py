@@ -15,12 +15,12 @@ import pytest
 from scripts import run_script
 
 from conftest import shared_path
+from hpa.cli import download
 from hpa.data import download as library
 from hpa.data.images import read_channel, read_sample
 from hpa.data.labels import COLORS
 from hpa.data.layout import HPAV18_TABLE
 from hpa.errors import ConfigError, SampleError
-from hpa.cli import download
 
 EXT_IDS = ["10580_1610_C1_1", "10580_1610_C1_2", "777_88_D2_1"]
 

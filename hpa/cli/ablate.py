@@ -1,4 +1,4 @@
-"""Which of the paper's tricks help on your data: each factor against the arch's paper config.
+r"""Which of the paper's tricks help on your data: each factor against the arch's paper config.
 
     python ablate.py --data-dir data/demo --arch resnet18 --size 128 --factors loss,hard_k,pool --seeds 3 \
         --folds 0 1 [--set epochs=8]

@@ -1,4 +1,4 @@
-"""Blend the models' predictions, fit thresholds on the blended OOF, write a Kaggle submission.
+r"""Blend the models' predictions, fit thresholds on the blended OOF, write a Kaggle submission.
 
     python blend.py --oof "work/hpa/predictions/*_oof.csv" --test "work/hpa/predictions/*_test.csv" \
         --data-dir data/hpa --out work/hpa/submission.csv

@@ -1,6 +1,6 @@
 """Find near-duplicate samples across train, external and test by perceptual hashes.
 
-    python input_prep/dedup.py --data-dir data/hpa --out data/hpa/dedup [--threshold 16] [--size 768]
+    python input_prep/dedup.py --data-dir data/hpa --out-dir data/hpa/dedup [--threshold 16] [--size 768]
 
 A pair is a near-duplicate when the 64-bit perceptual hashes (pHash, hpa/data/hashing.py) of its red,
 green and blue channels differ in at most --threshold of their 192 bits in total. (1st place of
@@ -9,7 +9,7 @@ noisier, though, and the summed distance tolerates one noisy channel. On the 8 r
 rescaled, JPEG re-encoded and brightened copies differ in 0-6 bits and different samples in 78 or
 more; on the demo, its injected copies in 0-4 and different samples in 28 or more.)
 Hashes are taken from the prepared images (prepared/<size>/) when they exist, else from the
-raw files. Writes to --out:
+raw files. Writes to --out-dir:
 - duplicate_pairs.csv   Id_a,Id_b,split_a,split_b,distance (bits, summed over channels)
 - duplicate_groups.csv  Id,group (connected components; a lone sample is its own group)
 - leaks.csv             test_Id,train_Id,distance,Target: test samples with a labelled twin

@@ -1,4 +1,4 @@
-"""Download the Kaggle competition files, the full-size originals of its images where you have an
+r"""Download the Kaggle competition files, the full-size originals of its images where you have an
 address for them, and the HPA v18 external images.
 
     python input_prep/download.py --data-dir data/hpa --kaggle

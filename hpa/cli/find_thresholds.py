@@ -1,4 +1,4 @@
-"""Per-class thresholds that maximise macro F1 on out-of-fold predictions.
+r"""Per-class thresholds that maximise macro F1 on out-of-fold predictions.
 
     python find_thresholds.py --oof "predictions/se_resnext50_768_f*_oof.csv" --labels data/hpa/train.csv \
         --method exact --out thresholds.json

@@ -1,4 +1,4 @@
-"""Multilabel stratified K folds over the training samples (Kaggle train plus HPAv18 external),
+r"""Multilabel stratified K folds over the training samples (Kaggle train plus HPAv18 external),
 with near-duplicates removed or kept inside one fold.
 
     python input_prep/make_folds.py --labels data/hpa/train.csv data/hpa/external.csv --n-folds 5 --seed 0 \
