@@ -116,3 +116,31 @@ def tiny_runs(small_data, tmp_path_factory) -> Path:
         hpa.train_fold("tiny_cnn", fold=f, size=32, data_dir=small_data, runs=runs, echo=lambda _: None,
                        **TINY_RUN_SETTINGS)
     return runs
+
+
+def assert_one_line_error(r, *fragments: str) -> str:
+    """A finished process `r` failed as bad input must: exit code 1, no traceback, exactly one
+    `error: ...` line on stderr, holding every fragment. Returns that line."""
+    assert r.returncode == 1, (r.returncode, r.stdout[-1500:], r.stderr[-1500:])
+    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout, r.stderr[-3000:]
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, r.stderr[-2000:]
+    for f in fragments:
+        assert f in errors[0], (f, errors[0])
+    return errors[0]
+
+
+def fake_slurm(tmp_path: Path, monkeypatch, sinfo: str, squeue: str) -> Path:
+    """sinfo, squeue and sbatch as scripts on PATH printing what a one-node cluster would (sbatch
+    records its calls): the SLURM client side of hpa.pipeline.slurm without a cluster."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "sinfo").write_text(f"#!/bin/sh\ncat <<'OUT'\n{sinfo}\nOUT\n")
+    # squeue's -o: id|name|state, with |reason when %r is asked for
+    (bin_dir / "squeue").write_text(f"#!/bin/sh\ncase \"$*\" in *%r*) cut='1-4' ;; *) cut='1-3' ;; esac\n"
+                                    f"[ -n '{squeue}' ] && printf '%s\\n' '{squeue}' | cut -d'|' -f$cut\nexit 0\n")
+    (bin_dir / "sbatch").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'sbatch.calls'}\necho 41\n")
+    for p in bin_dir.iterdir():
+        p.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return tmp_path / "sbatch.calls"

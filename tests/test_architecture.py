@@ -114,31 +114,113 @@ def test_no_backend_switch_and_no_test_support_in_the_library():
         assert "shared/data" not in text and "../shared" not in text, p  # the real-data loader lives in tests/
 
 
-# names that are not the toolkit's own layout: publishers' file names, and a glob of package data
-FOREIGN = {("models/pretrained.py", "model.safetensors"), ("models/pretrained.py", "pytorch_model.bin"),
-           ("data/download.py", "kaggle.json"),
-           ("pipeline/recipe.py", "*.yaml")}
-FILE_NAME = re.compile(r"^[\w.*-]+\.(pt|pth|bin|csv|yaml|json|png|md|html|safetensors|npy|zip|txt|lock)$")
+# ---- every file and folder name of the toolkit's outputs is in hpa/data/layout.py --------------
+
+# What a name of the toolkit's own is: a constant with no blank that ends in the extension of a file
+# it writes or reads (".csv", "oof_tta{}.csv", the ".safetensors" of f"weights/{m}/f{k}.safetensors"),
+# or that holds a folder it makes as a path component ("weights/", "predictions/*_oof.csv"), or that
+# is such a folder alone where a path is made of it (`out / "runs"`, `Path("runs")`, a default value,
+# an assignment). The temporary names of an atomic write (.tmp, .old, .link, .part) are no output.
+EXTENSIONS = "pt|pth|bin|csv|json|yaml|yml|png|md|html|safetensors|npy|npz|zip|txt|lock|log|sbatch|gz|jpg|tif|tiff"
+FILE_NAME = re.compile(rf"^\S*\.({EXTENSIONS})$")
+OUTPUT_DIRS = {"runs", "predictions", "prepared", "embeddings", "dedup", "weights", "report_files", "test_images",
+               "folds", "slurm", "ablations"}
+PATH_CALLS = {"Path", "PurePath", "joinpath", "with_name", "open"}
+NOT_SCANNED = {"data/layout.py": "the layout itself",
+               "models/hpa_weights.py": "the publishers' source table of the named HPA weights (their file names)"}
+# names that are not the toolkit's: (module, name) -> why the name stands where it does
+FOREIGN = {
+    ("models/pretrained.py", "model.safetensors"): "the Hugging Face Hub's file names of a timm model",
+    ("models/pretrained.py", "pytorch_model.bin"): "the Hugging Face Hub's file names of a timm model",
+    ("models/pretrained.py", ".safetensors"): "the format of a weights file the user names (--pretrained FILE)",
+    ("models/weight_layouts.py", ".safetensors"): "the format of a weights file the user names (--pretrained FILE)",
+    ("data/download.py", "kaggle.json"): "Kaggle's API token, where the kaggle package looks for it",
+    ("data/download.py", ".zip"): "Kaggle's archive of the competition, named by Kaggle",
+    ("data/download.py", ".jpg"): "the HPA image server's file names (the download's addresses)",
+    ("data/demo.py", ".png"): "the image format cv2.imencode encodes to, not a file name",
+    ("data/images.py", ".png"): "the image format cv2.imencode encodes to, not a file name",
+    ("config.py", ".yaml"): "package data the toolkit reads: configs/<arch>.yaml",
+    ("pipeline/recipe.py", ".yaml"): "package data the toolkit reads (configs/recipes/<name>.yaml), a user's recipe",
+    ("pipeline/recipe.py", ".yml"): "a user's recipe file, read",
+    ("pipeline/recipe.py", "*.yaml"): "the recipes among the package data, listed in an error message",
+}
 
 
-def string_constants(path: Path) -> list[tuple[int, str]]:
-    """(line, text) of every string constant that is not a docstring."""
-    tree = ast.parse(path.read_text())
+def _is_path_context(node: ast.Constant, parent: dict[int, ast.AST]) -> bool:
+    """Whether a path is made of `node`: an operand of `/`, an argument of Path(), with_name(), ...,
+    a parameter's or a flag's default, or the value of an assignment."""
+    up = parent.get(id(node))
+    if isinstance(up, ast.BinOp) and isinstance(up.op, ast.Div):
+        return True
+    if isinstance(up, ast.Call) and node in up.args:
+        f = up.func
+        return (f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None) in PATH_CALLS
+    if isinstance(up, ast.keyword):
+        return up.arg == "default"
+    if isinstance(up, ast.arguments):
+        return node in up.defaults or node in up.kw_defaults
+    return isinstance(up, ast.Assign | ast.AnnAssign) and up.value is node
+
+
+def output_names(source: str) -> list[tuple[int, str]]:
+    """(line, text) of every name of the toolkit's own in `source`: string constants and the constant
+    parts of f-strings, docstrings left out (see FILE_NAME and OUTPUT_DIRS)."""
+    tree = ast.parse(source)
     docs = {id(n.body[0].value) for n in ast.walk(tree)
-            if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef) and n.body
+            if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and n.body
             and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
-    return [(n.lineno, n.value) for n in ast.walk(tree)
-            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
+    parent = {id(c): n for n in ast.walk(tree) for c in ast.iter_child_nodes(n)}
+    out = []
+    for n in ast.walk(tree):  # an f-string's constant parts are Constant nodes of its JoinedStr
+        if not isinstance(n, ast.Constant) or not isinstance(n.value, str) or id(n) in docs:
+            continue
+        text = n.value
+        if not text or any(c.isspace() for c in text):
+            continue  # a sentence that mentions a file is not a name
+        parts = [c for c in text.split("/") if c]
+        if FILE_NAME.match(text) or ("/" in text and any(c in OUTPUT_DIRS for c in parts)) \
+                or (text in OUTPUT_DIRS and _is_path_context(n, parent)):
+            out.append((n.lineno, text))
+    return out
 
 
 def test_every_file_name_is_in_hpa_layout():
-    """A file the toolkit writes or reads is named in hpa/data/layout.py only: a literal such as "best.pt"
-    anywhere else in the package fails (messages that mention a file in a sentence are not names)."""
-    stray = []
+    """A file or folder the toolkit writes or reads is named in hpa/data/layout.py only: a name such
+    as "best.pt", f"{name}.log" or `out / "runs"` anywhere else in the package fails, but for the
+    foreign names of FOREIGN."""
+    stray, used = [], set()
     for p in SOURCES:
         rel = p.relative_to(PACKAGE).as_posix()
-        if rel in ("data/layout.py", "models/hpa_weights.py"):  # hpa_weights: the publishers' own file names
+        if rel in NOT_SCANNED:
             continue
-        stray += [f"{rel}:{line} {text!r}" for line, text in string_constants(p)
-                  if FILE_NAME.match(text) and (rel, text) not in FOREIGN]
+        for line, text in output_names(p.read_text()):
+            if (rel, text) in FOREIGN:
+                used.add((rel, text))
+            else:
+                stray.append(f"{rel}:{line} {text!r}")
     assert stray == []
+    assert set(FOREIGN) - used == set()  # an allowance no longer needed goes
+
+
+def test_the_name_check_sees_names_in_every_form():
+    """output_names finds a planted name in each form it takes, and passes the forms that are not names."""
+    caught = """
+import pathlib
+LOG = "train.log"
+def f(out, k, runs="runs", member="m"):
+    a = out / f"oof_tta{k}.csv"
+    b = out / "predictions"
+    c = f"weights/{member}/f{k}.safetensors"
+    d = pathlib.Path("embeddings")
+    e = out.with_name("report_files")
+"""
+    assert sorted(output_names(caught)) == [(3, "train.log"), (4, "runs"), (5, ".csv"), (6, "predictions"),
+                                            (7, ".safetensors"), (7, "weights/"), (8, "embeddings"),
+                                            (9, "report_files")]
+    passed = """
+def g(d, launcher):
+    "A docstring names best.pt."
+    x = d["weights"] if launcher == "slurm" else d.get("runs")
+    raise ValueError(f"{x}: see log.csv in the run")
+"""
+    assert output_names(passed) == []

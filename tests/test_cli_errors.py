@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scripts import run_script
 
-from conftest import ROOT
+from conftest import ROOT, assert_one_line_error, private_copy
 
 pytestmark = pytest.mark.slow  # trains and predicts
 
@@ -22,15 +22,6 @@ def run(*args, ok=False):
     if ok:
         assert r.returncode == 0, f"{args[0]} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
     return r
-
-
-def assert_one_line_error(r, *fragments):
-    assert r.returncode == 1, (r.returncode, r.stdout[-1500:], r.stderr[-1500:])
-    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout, r.stderr[-3000:]
-    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 1, r.stderr[-2000:]
-    for f in fragments:
-        assert f in errors[0], (f, errors[0])
 
 
 def digest(paths) -> dict:
@@ -43,7 +34,7 @@ def digest(paths) -> dict:
 def setup(tiny_demo, tmp_path_factory):
     """A private copy of the tiny demo with 2 folds, one trained fold pair (1 short epoch) and predictions."""
     d = tmp_path_factory.mktemp("careless") / "data"
-    shutil.copytree(tiny_demo, d, ignore=shutil.ignore_patterns("prepared", "folds*", "dedup"))
+    private_copy(tiny_demo, d)
     run("input_prep/prepare.py", "--data-dir", d, "--size", 64, ok=True)
     run("input_prep/make_folds.py", "--labels", d / "train.csv", "--n-folds", 2, "--out", d / "folds.csv", ok=True)
     runs, preds = d.parent / "runs", d.parent / "predictions"

@@ -1,9 +1,12 @@
 """Every paper config against the settings Zhang et al. 2021 state ("Training settings for
 different base models" and the sections on each backbone); quoted where a number comes from."""
 
+
+import numpy as np
 import pytest
 
 from hpa.config import load_arch_config
+from hpa.errors import ConfigError
 
 PAPER = {
     # "SGD with a default learning rate of 0.01, default weight decay of 1e-6 and default momentum of 0.9"
@@ -73,14 +76,35 @@ def test_the_shared_defaults_have_one_source(capsys):
             assert f"--{key.replace('_', '-')}" in text and f"[default: {want}]" in text, key
 
 
-def test_allowed_values_have_one_source():
+def test_the_allowed_values_are_those_their_users_accept():
+    """Each value a config or a flag may name is one its consumer builds (and the flag offers it):
+    a loss the loss factory makes, a precision autocast takes, a duplicates mode the fold writer
+    knows; a value outside the set is refused by each."""
     import typing
 
-    from hpa.config import LOSSES, TrainConfig
-    from hpa.core.runtime import AMP_MODES
+    import torch
+
+    from hpa.api import split_folds
+    from hpa.cli.train_fold import build_parser
+    from hpa.config import TrainConfig
     from hpa.data.folds import DUPLICATES
     from hpa.pipeline.recipe import Recipe
+    from hpa.prediction.inference import PredictOptions
+    from hpa.training.losses import build_loss
 
-    assert typing.get_args(TrainConfig.model_fields["loss"].annotation) == LOSSES
-    assert typing.get_args(TrainConfig.model_fields["amp"].annotation) == AMP_MODES
+    losses = typing.get_args(TrainConfig.model_fields["loss"].annotation)
+    logits, y = torch.zeros(4, 28), torch.zeros(4, 28)
+    for name in losses:
+        assert build_loss(name, np.full(28, 10.0))(logits, y).shape == (4,)
+    with pytest.raises(ValueError, match="unknown loss"):
+        build_loss("hinge", np.full(28, 10.0))
+    flags = {a.dest: a.choices for a in build_parser(["--arch", "tiny_cnn"])._actions}
+    assert tuple(flags["loss"]) == losses and tuple(flags["amp"]) == typing.get_args(
+        TrainConfig.model_fields["amp"].annotation)
+    for amp in flags["amp"]:
+        assert PredictOptions.make(amp=amp).amp == amp
+    with pytest.raises(ConfigError, match="amp='fp8'"):
+        PredictOptions.make(amp="fp8")
     assert typing.get_args(Recipe.model_fields["duplicates"].annotation) == DUPLICATES
+    with pytest.raises(ConfigError, match="duplicates='merge'"):
+        split_folds([], "never.csv", groups="g.csv", duplicates="merge")

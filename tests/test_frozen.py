@@ -199,8 +199,7 @@ def test_embed_script_smoke(data):
 def test_slurm_submits_one_prediction_job_per_frozen_member_and_no_training_array(data, tmp_path, monkeypatch,
                                                                                   capsys):
     """A frozen member has no training array: its prediction job embeds and trains every fold's head."""
-    from test_round3 import fake_slurm
-
+    from conftest import fake_slurm
     from hpa.cli import run_all as rec
 
     calls = fake_slurm(tmp_path, monkeypatch, "debug*|2|20000|(null)", "")

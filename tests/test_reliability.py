@@ -21,8 +21,9 @@ import pytest
 import torch
 from scripts import run_script
 
-from conftest import ROOT
+from conftest import ROOT, assert_one_line_error
 from hpa.core.locks import dir_lock
+from hpa.data.layout import lock_file
 from hpa.errors import DiskFullError, LockedError
 
 TRAIN = ["--arch", "tiny_cnn", "--size", 64, "--epochs", 2, "--batch-size", 8, "--workers", 0, "--amp", "off"]
@@ -31,16 +32,6 @@ KILL = [*TRAIN, "--limit-batches", 30]
 
 def run(*args, cwd=ROOT):
     return run_script(*args, cwd=cwd)
-
-
-def one_line_error(r, *fragments):
-    assert r.returncode == 1, (r.returncode, r.stdout[-1500:], r.stderr[-1500:])
-    assert "Traceback" not in r.stderr, r.stderr[-3000:]
-    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 1, r.stderr[-2000:]
-    for f in fragments:
-        assert f in errors[0], (f, errors[0])
-    return errors[0]
 
 
 def digest(d: Path) -> dict:
@@ -100,7 +91,7 @@ def test_kill_before_the_first_checkpoint_then_resume_equals_an_uninterrupted_ru
         time.sleep(0.005)
     p.send_signal(signal.SIGKILL)
     p.wait()
-    one_line_error(run("train_fold.py", *KILL, "--fold", 0, "--data-dir", data, "--runs", tmp_path / "killed",
+    assert_one_line_error(run("train_fold.py", *KILL, "--fold", 0, "--data-dir", data, "--runs", tmp_path / "killed",
                        "--resume", "--lr", 0.5), "was started with other settings", "lr 0.003 -> 0.5",
                    "holds no checkpoint", "--overwrite")
     done = run("train_fold.py", *KILL, "--fold", 0, "--data-dir", data, "--runs", tmp_path / "killed", "--resume")
@@ -114,33 +105,34 @@ def test_kill_before_the_first_checkpoint_then_resume_equals_an_uninterrupted_ru
 # ---- 2. two processes on one directory -------------------------------------------------------
 
 def test_a_directory_lock_names_its_holder_and_is_taken_over_from_a_dead_one(tmp_path):
-    with dir_lock(tmp_path, "run directory"):
+    lock = lock_file(tmp_path)
+    with dir_lock(lock, "run directory"):
         with pytest.raises(LockedError, match=f"run directory in use by process {os.getpid()} on host "
                                               f"{socket.gethostname()}"):
-            with dir_lock(tmp_path, "run directory"):
+            with dir_lock(lock, "run directory"):
                 pass
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from hpa.core.locks import dir_lock\n"
-                               f"with dir_lock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)"],
+                               f"with dir_lock({str(lock)!r}):\n    print('held', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(LockedError, match=f"process {holder.pid} on host"):
-        with dir_lock(tmp_path):
+        with dir_lock(lock):
             pass
     holder.send_signal(signal.SIGKILL)  # dies holding it: the kernel releases the flock
     holder.wait()
-    with dir_lock(tmp_path):
-        assert (tmp_path / ".lock").read_text().split()[0] == str(os.getpid())
+    with dir_lock(lock):
+        assert lock.read_text().split()[0] == str(os.getpid())
 
 
 @pytest.mark.slow
 def test_a_second_training_on_the_same_run_directory_stops_with_one_line(data, tmp_path):
-    run_dir = tmp_path / "runs" / "tiny_cnn_64" / "f0"
+    lock = lock_file(tmp_path / "runs" / "tiny_cnn_64" / "f0")
     holder = subprocess.Popen([sys.executable, "-c", "import time; from hpa.core.locks import dir_lock\n"
-                               f"with dir_lock({str(run_dir)!r}):\n    print('held', flush=True); time.sleep(60)"],
+                               f"with dir_lock({str(lock)!r}):\n    print('held', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     r = run("train_fold.py", *TRAIN, "--fold", 0, "--data-dir", data, "--runs", tmp_path / "runs", "--overwrite")
-    one_line_error(r, f"in use by process {holder.pid} on host {socket.gethostname()}")
+    assert_one_line_error(r, f"in use by process {holder.pid} on host {socket.gethostname()}")
     holder.kill()
     holder.wait()
     r = run("train_fold.py", *TRAIN, "--fold", 0, "--data-dir", data, "--runs", tmp_path / "runs", "--epochs", 1,
@@ -156,15 +148,15 @@ def test_outputs_named_like_inputs_are_refused_before_any_work(data, predicted):
     before = digest(preds), digest(data)
     oof = [preds / f"tiny_cnn_64_f{f}_oof.csv" for f in (0, 1)]
     fit = ["find_thresholds.py", "--oof", *oof, "--labels", data / "train.csv"]
-    one_line_error(run(*fit, "--out", oof[0]), str(oof[0]), "input (OOF prediction)", "thresholds JSON (--out)")
-    one_line_error(run(*fit, "--out", preds / "tiny_cnn_64_f1_oof.json"), "input (OOF prediction)")
-    one_line_error(run(*fit, "--out", predicted / "thr.csv"), "written twice", "thresholds JSON (--out)",
+    assert_one_line_error(run(*fit, "--out", oof[0]), str(oof[0]), "input (OOF prediction)", "thresholds JSON (--out)")
+    assert_one_line_error(run(*fit, "--out", preds / "tiny_cnn_64_f1_oof.json"), "input (OOF prediction)")
+    assert_one_line_error(run(*fit, "--out", predicted / "thr.csv"), "written twice", "thresholds JSON (--out)",
                    "per-class table")
     blend = ["blend.py", "--oof", str(preds / "*_oof.csv"), "--test", str(preds / "*_test.csv"), "--data-dir", data]
-    one_line_error(run(*blend, "--out", data / "sample_submission.csv"), "input (sample submission)",
+    assert_one_line_error(run(*blend, "--out", data / "sample_submission.csv"), "input (sample submission)",
                    "submission (--out)")
-    one_line_error(run(*blend, "--out", preds / "tiny_cnn_64_f0_test.csv"), "input (test prediction)")
-    one_line_error(run(*blend, "--out", predicted / "report.md"), "written twice", "report")
+    assert_one_line_error(run(*blend, "--out", preds / "tiny_cnn_64_f0_test.csv"), "input (test prediction)")
+    assert_one_line_error(run(*blend, "--out", predicted / "report.md"), "written twice", "report")
     assert (digest(preds), digest(data)) == before
 
 
@@ -182,9 +174,10 @@ def test_test_files_of_other_checkpoints_or_tta_are_never_blended(data, predicte
         shutil.copy(other / f"tiny_cnn_64_f1_test{suffix}", preds / f"tiny_cnn_64_f1_test{suffix}")
     blend = ["blend.py", "--oof", str(preds / "*_oof.csv"), "--test", str(preds / "*_test.csv"), "--data-dir", data,
              "--out", tmp_path / "sub.csv"]
-    one_line_error(run(*blend), "tiny_cnn_64_f1_test.csv", "tta", "predict the model's OOF and test files together")
+    assert_one_line_error(run(*blend), "tiny_cnn_64_f1_test.csv", "tta",
+                          "predict the model's OOF and test files together")
     (preds / "tiny_cnn_64_f1_test.json").unlink()
-    one_line_error(run(*blend), "tiny_cnn_64_f1_test.csv: has no provenance sidecar")
+    assert_one_line_error(run(*blend), "tiny_cnn_64_f1_test.csv: has no provenance sidecar")
     assert not (tmp_path / "sub.csv").exists()
 
 
@@ -204,7 +197,7 @@ def test_a_moved_dataset_still_predicts_and_blends(data, predicted, tmp_path):
     # relative paths are the caller's: one line with the absolute path looked at
     r = run(ROOT / "predict_tta.py", "--arch", "tiny_cnn", "--size", 64, "--folds", 0, "--runs", "nowhere",
             cwd=tmp_path)
-    one_line_error(r, str(tmp_path / "nowhere" / "tiny_cnn_64" / "f0" / "best.pt"))
+    assert_one_line_error(r, str(tmp_path / "nowhere" / "tiny_cnn_64" / "f0" / "best.pt"))
 
 
 # ---- 6. one bad image does not sink a folder -------------------------------------------------
@@ -232,12 +225,12 @@ def test_bad_samples_in_an_image_folder_are_listed_and_skipped(data, predicted, 
 
     assert pd.read_csv(tmp_path / "mine.csv")["Id"].tolist() == good
     (tmp_path / "mine.csv").unlink()
-    one_line_error(run(*common, "--strict"), "--strict:", "empty_red.png: empty file (0 bytes)")
+    assert_one_line_error(run(*common, "--strict"), "--strict:", "empty_red.png: empty file (0 bytes)")
     assert not (tmp_path / "mine.csv").exists()
     red = images / f"{good[0]}_red.png"
     before = red.read_bytes()
-    one_line_error(run(*common[:-1], red), f"{red}: is an input (image)", "predictions (--out)")
-    one_line_error(run(*common[:-1], ids, "--ids", ids), "input (Id list (--ids))")
+    assert_one_line_error(run(*common[:-1], red), f"{red}: is an input (image)", "predictions (--out)")
+    assert_one_line_error(run(*common[:-1], ids, "--ids", ids), "input (Id list (--ids))")
     assert red.read_bytes() == before
 
 
