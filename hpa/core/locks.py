@@ -13,15 +13,16 @@ from hpa.errors import HPAError, LockedError
 
 
 @contextlib.contextmanager
-def dir_lock(directory: Path, what: str = "directory") -> Iterator[None]:
-    """Hold `<directory>/.lock` for the block, so two processes never write one run or output
-    directory at once. The lock is an flock: the kernel drops it when its holder dies (Ctrl-C,
-    kill -9, an OOM kill, a preempted job), so a stale lock is taken over without anyone deleting
-    it. The file says who holds it, for the refusal message. Directories the lock had to create
-    are removed again if the block wrote nothing into them (a refused start leaves no trace)."""
-    directory = Path(directory)
+def dir_lock(lock: Path, what: str = "directory") -> Iterator[None]:
+    """Hold the lock file `lock` (hpa.data.layout.lock_file of a directory) for the block, so two
+    processes never write one run or output directory at once. The lock is an flock: the kernel
+    drops it when its holder dies (Ctrl-C, kill -9, an OOM kill, a preempted job), so a stale lock
+    is taken over without anyone deleting it. The file says who holds it, for the refusal message.
+    Directories the lock had to create are removed again if the block wrote nothing into them (a
+    refused start leaves no trace)."""
+    path = Path(lock)
+    directory = path.parent
     created = [p for p in (directory, *directory.parents) if not p.exists()]
-    path = directory / ".lock"
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -38,7 +39,7 @@ def dir_lock(directory: Path, what: str = "directory") -> Iterator[None]:
         os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
         yield
     finally:
-        if created and [p.name for p in directory.iterdir()] == [".lock"]:
+        if created and [p.name for p in directory.iterdir()] == [path.name]:
             path.unlink()
             for p in created:  # innermost first
                 with contextlib.suppress(OSError):

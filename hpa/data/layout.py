@@ -9,12 +9,17 @@ A dataset directory (Kaggle layout, data/README.md):
     prepared/<size>/<split>/<Id>.npy                                      H x W x 4 uint8, one per sample
     dedup/duplicate_groups.csv (and pairs, leaks, hashes)                 input_prep/dedup.py
     folds.csv (+ folds_class_counts.csv, folds_dropped.csv)              input_prep/make_folds.py
+    embeddings/<encoder>_<size>/                                          embed.py
     download_failures*.csv, test_labels.csv, demo_duplicates.csv, preview.png   download, the demo
 Outputs:
-    <runs>/<arch>_<size>/f<fold>/      one training run (RUN_FILES)
-    <dir>/<arch>_<size>_f<fold>_{oof,test}.csv (+ .json sidecar)         prediction files
+    <runs>/<arch>_<size>/f<fold>/      one training run (RUN_FILES), runs/ by default
+    <dir>/<arch>_<size>_f<fold>_{oof,test}.csv (+ .json sidecar)         prediction files, predictions/
     thresholds.json (+ .csv, .png)                                        find_thresholds.py
-
+    <out-dir>/: runs/, predictions/, submission.csv, report.md, blend.json, plan.md, slurm/   a recipe
+    ablations/<arch>_<size>/: results, summary, table, folds/, runs/     ablate.py
+    weights/<member>/f<fold>.safetensors, config.json, README.md          a bundle
+    report.html, report_files/<Id>/*.png beside a folder's predictions   predict_tta.py --images
+    .lock in every directory a run, recipe or ablation writes
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ DEDUP_FILES = {"hashes": "hashes.csv", "pairs": "duplicate_pairs.csv", "groups":
                "leaks": "leaks.csv"}
 ABLATION_FILES = {"results": "results.csv", "summary": "summary.csv", "table": "table.md", "config": "config.json",
                   "plot": "plot.png"}
-BUNDLE_FILES = {"config": "config.json", "card": "README.md"}  # + weights/<member>/f<k>.safetensors
+BUNDLE_FILES = {"config": "config.json", "card": "README.md"}  # + bundle_weights(member, fold)
 # inside a BioImage Model Zoo package (hpa.prediction.bioimageio)
 BIOIMAGEIO_FILES = {"weights": "ensemble.pt", "test_input": "test_input.npy", "test_output": "test_output.npy",
                     "cover": "cover.png", "documentation": "README.md", "thresholds": "thresholds.json"}
@@ -139,12 +144,22 @@ def stores_of(data_dir: Path, size: int, table_index) -> list[Path]:
 def embeddings_dir(data_dir: Path, encoder: str, size: int) -> Path:
     """`embeddings/<encoder>_<size>/` of a dataset: `<split>.npy` (N x views x D, float16),
     `<split>_ids.csv`, `provenance.json`, and `<split>.parts/` while a split is being embedded."""
-    return Path(data_dir) / "embeddings" / f"{encoder}_{size}"
+    return embedding_store(Path(data_dir) / "embeddings", encoder, size)
+
+
+def embedding_store(root: Path, encoder: str, size: int) -> Path:
+    """`<root>/<encoder>_<size>/`: the store of one encoder at one side (embed.py --images: under --out-dir)."""
+    return Path(root) / f"{encoder}_{size}"
 
 
 def embedding_files(store: Path, split: str) -> dict[str, Path]:
     return {"array": Path(store) / f"{split}.npy", "ids": Path(store) / f"{split}_ids.csv",
             "parts": Path(store) / f"{split}.parts"}
+
+
+def embedding_part(parts: Path, start: int) -> Path:
+    """The part file of the chunk that begins at sample `start`, in a split's `<split>.parts/`."""
+    return Path(parts) / f"{start:05d}.npy"
 
 
 def embedding_provenance(store: Path) -> Path:
@@ -182,6 +197,11 @@ def run_file(run: Path, what: str) -> Path:
     return Path(run) / RUN_FILES[what]
 
 
+def lock_file(directory: Path) -> Path:
+    """`<directory>/.lock`: the lock (hpa.core.locks.dir_lock) of a run, recipe or ablation directory."""
+    return Path(directory) / ".lock"
+
+
 def finished_run(run: Path, epochs: int) -> bool:
     """The one definition of a finished run, for training and for SLURM: last.pt exists and the log
     (written after it, each epoch) records `epochs` epochs. Cheap: no checkpoint is read."""
@@ -196,6 +216,11 @@ def prediction_path(out_dir: Path, arch: str, size: int, fold: int, kind: str) -
 def prediction_glob(out_dir: Path, kind: str) -> str:
     """The quoted glob of every `oof` or `test` prediction file in a directory (blend.py's defaults)."""
     return str(Path(out_dir) / f"*_{kind}.csv")
+
+
+def is_prediction(path: Path) -> bool:
+    """A prediction file's name (prediction_path), not its sidecar's."""
+    return PREDICTION_RE.match(Path(path).name) is not None
 
 
 def sidecar_path(prediction: Path) -> Path:
@@ -290,6 +315,25 @@ def ablation_oof(run: Path, tta: int) -> Path:
     return Path(run) / f"oof_tta{tta}.csv"
 
 
+def slurm_dir(out_dir: Path) -> Path:
+    """`<out-dir>/slurm/`: the batch scripts and logs of a recipe's SLURM jobs."""
+    return Path(out_dir) / "slurm"
+
+
+def slurm_script(jobs: Path, name: str) -> Path:
+    return Path(jobs) / f"{name}.sbatch"
+
+
+def slurm_log(jobs: Path, name: str, task: str | None = None) -> Path:
+    """A job's log, or with `task` an array task's (`%a` for sbatch, `<fold>` for the user)."""
+    return Path(jobs) / (f"{name}_{task}.log" if task else f"{name}.log")
+
+
+def bundle_weights(member: str, fold: int) -> str:
+    """A fold's weights in a bundle, relative to its root (as its config.json records them)."""
+    return f"weights/{member}/f{fold}.safetensors"
+
+
 def recipe_test_images(out_dir: Path) -> Path:
     """The recipe's own-image prediction of the test folder (probabilities, names, report.html beside)."""
     return Path(out_dir) / "test_images" / "predictions.csv"
@@ -315,6 +359,11 @@ def sample_assets(assets: Path, sample_id: str) -> dict[str, Path]:
 
 def cam_asset(assets: Path, sample_id: str, k: int) -> Path:
     return Path(assets) / sample_id / f"cam_{k}.png"
+
+
+def is_report_image(path: Path) -> bool:
+    """A file the report's image folder may hold: every one of sample_assets and cam_asset is a PNG."""
+    return Path(path).suffix == ".png"
 
 
 # ---- the thresholds file ---------------------------------------------------------------------

@@ -256,7 +256,7 @@ def run_ablation(base: TrainConfig, factors: list[str], seeds: int, folds: list[
     `jobs` > 1 trains that many (variant, seed) cells at once in worker processes that share the
     CPU threads (on 2 cores, two 1-thread runs train 1.55x as fast as one 2-thread run; bench/RESULTS.md).
     One ablation at a time per output directory (a lock)."""
-    with dir_lock(out_dir, "ablation directory"):
+    with dir_lock(layout.lock_file(out_dir), "ablation directory"):
         return _run_ablation(base, factors, seeds, folds, out_dir, device, jobs, echo)
 
 

@@ -343,7 +343,7 @@ def run_recipe(recipe: Recipe, data_dir: Path, out_dir: Path, device: str = "aut
     runs, preds = layout.recipe_runs(out_dir), layout.recipe_predictions(out_dir)
     tables = layout.label_tables(data_dir)
     sizes = sorted({m.size for m in members})
-    with dir_lock(out_dir, "recipe output directory"):
+    with dir_lock(layout.lock_file(out_dir), "recipe output directory"):
         echo(f"== recipe: {len(members)} members x {recipe.n_folds} folds, sizes {sizes}, "
              f"{'HPAv18 external included, ' if len(tables) > 1 else ''}{n_gpus} GPU(s); outputs in {out_dir}")
         prepare_data(recipe, data_dir, sizes, 1 if smoke else DEFAULT_WORKERS, echo)
@@ -428,7 +428,7 @@ def launch_slurm(req: RecipeRequest, recipe: Recipe, echo=print) -> Path | None:
         return ready and predictions_current(m, runs, preds, folds, DIHEDRAL[:tta], cfg.amp, folds_sha)
 
     slurm.check_fits(opts)
-    with dir_lock(out_dir, "recipe output directory"):
+    with dir_lock(layout.lock_file(out_dir), "recipe output directory"):
         if overridden:  # the jobs must see the same recipe: the overridden one beside the outputs, after the checks
             from hpa.config import save_yaml
 
@@ -467,7 +467,7 @@ def plan_recipe(recipe: Recipe, data_dir: Path, out_dir: Path, device: str = "au
     configs = [None if m.frozen else member_config(m, data_dir, 0) for m in members]
     # the output directory's lock first: a plan beside a live recipe is refused, and an output
     # directory that cannot be written fails before minutes of timing, not after
-    with dir_lock(out_dir, "recipe output directory"):
+    with dir_lock(layout.lock_file(out_dir), "recipe output directory"):
         text, _ = make_plan(members, configs, recipe.n_folds, 1 if smoke else recipe.tta, pick_device(device),
                             gpu_count(gpus), parallel_folds, echo, data_dir=data_dir)
         path = layout.recipe_plan(out_dir)

@@ -62,7 +62,7 @@ class Launcher:
     def __init__(self, out_dir: Path, opts: SlurmOptions, stage_args: Callable[[str], list[str]],
                  echo: Callable[[str], None] = print):
         self.out_dir, self.opts, self.stage_args, self.echo = Path(out_dir), opts, stage_args, echo
-        self.dir = self.out_dir / "slurm"
+        self.dir = layout.slurm_dir(self.out_dir)
         self.tag = hashlib.sha256(str(self.out_dir).encode()).hexdigest()[:6]  # one recipe's jobs, by name
         self.submitted: list[tuple[str, str, Path]] = []  # (job id, name, log)
 
@@ -82,7 +82,7 @@ class Launcher:
         o = self.opts
         lines = ["#!/bin/bash", f"#SBATCH --job-name={name}", f"#SBATCH --cpus-per-task={o.cpus_per_job}",
                  "#SBATCH --open-mode=append"]
-        log = self.dir / (f"{name}_%a.log" if array else f"{name}.log")
+        log = layout.slurm_log(self.dir, name, "%a" if array else None)
         lines.append(f"#SBATCH --output={log}")
         lines += [f"#SBATCH --partition={o.partition}"] if o.partition else []
         lines += [f"#SBATCH --account={o.account}"] if o.account else []
@@ -103,10 +103,10 @@ class Launcher:
         name = self.name(stage, member)
         text = self.script(name, stage, [*self.stage_args(stage), *extra], array, after or [])
         self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / f"{name}.sbatch"
+        path = layout.slurm_script(self.dir, name)
         path.write_text(text)
         jid = slurm_command(["sbatch", "--parsable", str(path)]).strip().split(";")[0]
-        log = self.dir / (f"{name}_<fold>.log" if array else f"{name}.log")
+        log = layout.slurm_log(self.dir, name, "<fold>" if array else None)
         self.submitted.append((jid, name + (f" [folds {array}]" if array else ""), log))
         return jid
 

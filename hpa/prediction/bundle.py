@@ -42,11 +42,6 @@ def toolkit_version() -> str:
         return "unknown"
 
 
-def weight_file(member: str, fold: int) -> str:
-    """A fold's weights, relative to the bundle root."""
-    return f"weights/{member}/f{fold}.safetensors"
-
-
 def _same_training_data(provenances: list[dict], names: list[str]) -> dict:
     """The one set of labels and folds every exported run was trained on, or a refusal naming the
     first run that differs."""
@@ -143,7 +138,7 @@ def write_bundle(ens: Ensemble, out: str | Path, *, training_data: dict, summary
         for m in ens.members:
             files, shas = [], {}
             for f, model, cfg in zip(m.folds, m.models, m.configs):
-                rel = weight_file(m.name, f)
+                rel = layout.bundle_weights(m.name, f)
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 state = {n: t.detach().cpu().contiguous() for n, t in model.state_dict().items()}
                 save_file(state, str(tmp / rel), metadata={"arch": cfg.arch, "size": str(cfg.size), "fold": str(f)})

@@ -153,7 +153,7 @@ def embed_images(model: torch.nn.Module, images: Images, views: Sequence[str], p
 
     parts.mkdir(parents=True, exist_ok=True)
     n = len(images)
-    files = [parts / f"{k:05d}.npy" for k in range(0, n, CHUNK)]
+    files = [layout.embedding_part(parts, k) for k in range(0, n, CHUNK)]
     todo = [k for k, f in enumerate(files) if not f.is_file()]
     bar = progress(total=n, initial=n - sum(min(CHUNK, n - k * CHUNK) for k in todo), desc=desc, unit="img")
     for k in todo:
@@ -256,7 +256,7 @@ def embed_folder(images_dir: Path, out_dir: Path, enc: Encoder, *, batch_size: i
     if not ids:
         raise ConfigError(f"--images {images_dir}: no readable <Id>_red/green/blue/yellow images")
     model, settings = build_encoder(enc, device)
-    store = Path(out_dir) / f"{enc.key}_{enc.size}"
+    store = layout.embedding_store(Path(out_dir), enc.key, enc.size)
     open_store(store, _identity(enc, model, settings))
     return embed_split(model, store, "images", ids, Images(ids, enc.size, raw_dir=Path(images_dir)), enc,
                        batch_size=batch_size, device=device, workers=workers, echo=echo)

@@ -110,7 +110,7 @@ def check_report_assets(assets: Path) -> None:
     if assets.exists() and not assets.is_dir():
         raise HPAError(f"{assets}: exists and is not a folder of report images; move it, or write the predictions "
                        "elsewhere (--out)")
-    foreign = next((p for p in assets.rglob("*") if p.is_file() and p.suffix != ".png"), None) \
+    foreign = next((p for p in assets.rglob("*") if p.is_file() and not layout.is_report_image(p)), None) \
         if assets.is_dir() else None
     if foreign:
         raise HPAError(f"{assets}: holds files that are not report images (e.g. {foreign}); move it, or write the "

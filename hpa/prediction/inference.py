@@ -313,7 +313,7 @@ class PredictionSet:
         with atomic_outputs() as tmp:
             for path, text in self.files.items():
                 tmp(path).write_text(text)
-        return [p for p in self.files if p.suffix == ".csv"]
+        return [p for p in self.files if layout.is_prediction(p)]
 
 
 def producer(run: LoadedRun, fold: int, sizes: Sequence[int], tta: Sequence[str], amp: str) -> dict:

@@ -482,7 +482,8 @@ def train(cfg: TrainConfig, *, runs: Path = layout.DEFAULT_RUNS, device_name: st
     rank, world, local_rank = distributed.init()
     run_dir = layout.run_dir(runs, cfg.arch, cfg.size, cfg.fold)
     device = pick_train_device(device_name, cfg, world, local_rank)
-    with dir_lock(run_dir, "run directory") if rank == 0 else contextlib.nullcontext(), StopRequest() as stop:
+    lock = dir_lock(layout.lock_file(run_dir), "run directory") if rank == 0 else contextlib.nullcontext()
+    with lock, StopRequest() as stop:
         if rank == 0:
             echo(f"{run_tag(cfg)} process {os.getpid()}: SIGTERM or SIGUSR1 stops the run at the next step "
                  "with last.pt saved there")
