@@ -17,7 +17,7 @@ def test_plan_times_every_member_and_projects_the_recipe(real_samples, tmp_path)
     the module (its own subprocess smoke is test_recipe_smoke.py)."""
     d = tmp_path / "data"
     build_dataset(real_samples, d)
-    r = run_script("-m", "hpa.pipeline.recipe", "--data-dir", d, "--recipe", "paper", "--smoke", "--plan",
+    r = run_script("-m", "hpa.cli.run_all", "--data-dir", d, "--recipe", "paper", "--smoke", "--plan",
                    "--out-dir", tmp_path / "work", "--device", "cpu")
     assert r.returncode == 0, r.stderr[-3000:]
     plan = (tmp_path / "work" / "plan.md").read_text()

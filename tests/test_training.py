@@ -189,8 +189,9 @@ def test_run_all_help_lists_the_options():
                 "--smoke"):
         assert opt in r.stdout
     r = subprocess.run(["bash", "run_all.sh", "--bogus"], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 1 and r.stderr.strip() == "error: run_all.sh: unknown option --bogus (see --help)"
+    assert r.returncode == 1 and r.stderr.strip() == "error: run_all.sh: unrecognized arguments: --bogus (see --help)"
     for opt in ("--recipe", "--data-dir", "--out-dir", "--gpus"):  # an option missing its value: one line
         for rest in ([], ["--smoke"]):
             r = subprocess.run(["bash", "run_all.sh", opt, *rest], cwd=ROOT, capture_output=True, text=True)
-            assert r.returncode == 1 and r.stderr.strip() == f"error: run_all.sh: {opt} needs a value (see --help)"
+            assert r.returncode == 1 and r.stderr.strip() == \
+                f"error: run_all.sh: argument {opt}: expected one argument (see --help)"

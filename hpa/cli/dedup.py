@@ -8,8 +8,8 @@ the 2018 competition required each channel's hash within a bound; a dim channel'
 noisier, though, and the summed distance tolerates one noisy channel. On the 8 real samples,
 rescaled, JPEG re-encoded and brightened copies differ in 0-6 bits and different samples in 78 or
 more; on the demo, its injected copies in 0-4 and different samples in 28 or more.)
-Hashes are taken from the prepared images (prepared/<size>/) when they exist, else from the
-raw files. Writes to --out-dir:
+With --size, hashes are taken from the prepared images (prepared/<size>/) where that store
+exists; otherwise from the raw files. Writes to --out-dir:
 - duplicate_pairs.csv   Id_a,Id_b,split_a,split_b,distance (bits, summed over channels)
 - duplicate_groups.csv  Id,group (connected components; a lone sample is its own group)
 - leaks.csv             test_Id,train_Id,distance,Target: test samples with a labelled twin

@@ -78,19 +78,20 @@ def _inside(path: Path, folder: Path) -> bool:
     return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
 
 
-def refuse_inputs(path: Path, *, folder: bool = False) -> None:
+def refuse_inputs(path: Path, *, folder: bool = False, role: str = "") -> None:
     """Raise when writing `path` would replace a declared input file, put a file inside a declared
     input folder (a bundle is read whole), or (`folder`: `path` is replaced whole) remove an input."""
     path = Path(path)
-    for role, p in _INPUTS.get():
+    for kind, p in _INPUTS.get():
         if p.is_dir():
             hit = _inside(path, p) or (folder and _inside(p, path))
-            what = f"is inside the {role} input {p}" if _inside(path, p) else f"holds the {role} input {p}"
+            what = f"is inside the {kind} input {p}" if _inside(path, p) else f"holds the {kind} input {p}"
         else:
             hit = (folder and _inside(p, path)) or (path.exists() and _same(p, path))
-            what = f"holds the {role} input {p}" if folder and hit and not path.is_file() else f"is an input ({role})"
+            what = f"holds the {kind} input {p}" if folder and hit and not path.is_file() else f"is an input ({kind})"
         if hit:
-            raise HPAError(f"{path}: {what} and would be overwritten; choose another output path")
+            as_role = f" as the {role}" if role else ""
+            raise HPAError(f"{path}: {what} and would be overwritten{as_role}; choose another output path")
 
 
 def _mkstemp(path: Path, suffix: str) -> tuple[int, str]:
@@ -266,7 +267,7 @@ def check_outputs(outputs: dict[str, Path]) -> None:
     refusal names the path and its roles."""
     outs: dict[str, str] = {}
     for role, p in outputs.items():
-        refuse_inputs(Path(p))
+        refuse_inputs(Path(p), role=role)
         key = os.path.normcase(os.path.realpath(p))
         if key in outs:
             raise HPAError(f"{p}: would be written twice, as the {outs[key]} and as the {role}; choose another output")

@@ -1,4 +1,6 @@
-"""Device and mixed-precision choices shared by training and prediction."""
+"""What training, prediction and embedding share at run time: the device and precision choices, the
+one default worker count, loader processes forked by a fork server (never by a process that runs
+other threads), and progress bars."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ Jobs (plain `sbatch`, one script each, kept in <out-dir>/slurm/ with their logs)
 - `train-<member>`: one array per member, one task per unfinished fold, after `data`;
 - `predict-<member>`: OOF and test predictions, after the member's array;
 - `blend`: the submission, after every prediction job.
-Each job runs one stage of `python -m hpa.pipeline.recipe` in-process (torchrun for several GPUs per job). A
+Each job runs one stage of `python -m hpa.cli.run_all --stage ...` in-process (torchrun for several GPUs per job). A
 training job asks SLURM for USR1 two minutes before its time limit and is requeueable: on USR1 (or
 SIGTERM, a preemption) it saves last.pt at the next step and requeues itself, and resumes from that
 step. Running the same command again submits only what is neither finished nor queued.
