@@ -269,10 +269,12 @@ def apply_weight_settings(cfg: TrainConfig, origin: dict[str, str]) -> TrainConf
     """Named HPA weights bring their own input settings (channel order, normalisation, trained side):
     they replace what configs/ set, and a user's different value is refused, never silently used."""
     from hpa.models import hpa_weights
+    from hpa.models.pretrained import Pretrained
 
-    if not hpa_weights.is_named(cfg.pretrained):
+    weights = Pretrained.parse(cfg.pretrained)
+    if weights.kind != "named":
         return cfg
-    w = hpa_weights.source(cfg.pretrained)
+    w = hpa_weights.source(weights.text)
     where = origin.get("pretrained", "config")
     if cfg.arch != w.arch:
         raise ConfigError(f"{where}: pretrained {w.name} is a {w.arch} encoder; use --arch {w.arch} (got {cfg.arch})")

@@ -132,7 +132,6 @@ NOT_SCANNED = {"data/layout.py": "the layout itself",
 FOREIGN = {
     ("models/pretrained.py", "model.safetensors"): "the Hugging Face Hub's file names of a timm model",
     ("models/pretrained.py", "pytorch_model.bin"): "the Hugging Face Hub's file names of a timm model",
-    ("models/pretrained.py", ".safetensors"): "the format of a weights file the user names (--pretrained FILE)",
     ("models/weight_layouts.py", ".safetensors"): "the format of a weights file the user names (--pretrained FILE)",
     ("data/download.py", "kaggle.json"): "Kaggle's API token, where the kaggle package looks for it",
     ("data/download.py", ".zip"): "Kaggle's archive of the competition, named by Kaggle",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,7 +20,7 @@ from torch import nn
 from hpa.data.labels import NUM_CLASSES
 from hpa.models.gapnet import GapNetPL
 from hpa.models.heads import POOLS, buffering_head, register_input_stats
-from hpa.models.pretrained import load_pretrained, resolve
+from hpa.models.pretrained import Pretrained, load_pretrained
 
 log = logging.getLogger(__name__)
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -116,7 +115,7 @@ def _timm_encoder(timm_name: str, pretrained: str | None, **kw) -> tuple[nn.Modu
     import timm
 
     enc = timm.create_model(timm_name, pretrained=False, in_chans=4, num_classes=0, global_pool="", **kw)
-    path = resolve(pretrained, timm_name)
+    path = Pretrained.parse(pretrained).file(timm_name)
     if path:
         load_pretrained(enc, path)
     else:
@@ -185,14 +184,16 @@ def _vit_arch(name: str, timm_name: str) -> None:
         enc = timm.create_model(timm_name, pretrained=False, in_chans=len(channels), num_classes=0,
                                 dynamic_img_size=True, img_size=img_size, init_values=layerscale,
                                 norm_layer=partial(nn.LayerNorm, eps=ln_eps))
-        if hpa_weights.is_named(pretrained):
-            path = hpa_weights.fetch(pretrained)
-            load_published(enc, path, hpa_weights.source(pretrained).layout)
-            log.info("%s: %s weights from %s", timm_name, pretrained, path)
-        elif pretrained == "imagenet":
-            load_pretrained(enc, resolve(pretrained, timm_name))
-        elif pretrained and pretrained.lower() != "none":
-            log.info("%s: weights from %s (%s layout)", timm_name, pretrained, load_published(enc, Path(pretrained)))
+        weights = Pretrained.parse(pretrained)
+        if weights.kind == "named":
+            path = weights.file(timm_name)
+            load_published(enc, path, hpa_weights.source(weights.text).layout)
+            log.info("%s: %s weights from %s", timm_name, weights.text, path)
+        elif weights.kind == "imagenet":
+            load_pretrained(enc, weights.file(timm_name))
+        elif weights.kind == "file":
+            used = load_published(enc, weights.file(None))
+            log.info("%s: weights from %s (%s layout)", timm_name, weights.text, used)
         stats = input_stats(timm_name, normalize) if normalize == "imagenet" else None
         return ViTNet(enc, head_hidden, head_dropout, num_classes, stats, channels=channels, normalize=normalize)
     build.timm_name = timm_name
@@ -229,7 +230,7 @@ def tiny_cnn(pretrained: str | None = None, pool: str = "acp", head_hidden=(), h
              input_norm: bool = True) -> nn.Module:
     """A 4-stage plain CNN (~0.3M parameters at width 16) for tests and the CPU demo."""
     enc = _tiny_encoder(width, stem_stride, input_norm)
-    path = resolve(pretrained, None)
+    path = Pretrained.parse(pretrained).file(None)
     if path:
         load_pretrained(enc, path)
     return HPANet(enc, width * 8, pool, head_hidden, head_dropout, num_classes)
@@ -239,7 +240,7 @@ def tiny_cnn(pretrained: str | None = None, pool: str = "acp", head_hidden=(), h
 def gapnet_pl(pretrained: str | None = None, num_classes: int = NUM_CLASSES, extra_first_stage: int = 0,
               fc: int = 256, dropout: float = 0.3) -> nn.Module:
     net = GapNetPL(4, num_classes, extra_first_stage, fc, dropout)
-    path = resolve(pretrained, None)
+    path = Pretrained.parse(pretrained).file(None)
     if path:
         load_pretrained(net, path)
     return net

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 import torch
@@ -26,30 +28,12 @@ _CLASSIFIER_PREFIXES = ("fc.", "last_linear.", "classifier.", "head.fc.", "head.
 
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: weights file not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            sd = load_file(str(path))
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise WeightsError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from e
-    for key in ("state_dict", "model"):  # training checkpoints wrap the weights
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise WeightsError(f"{path}: not a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in sd.items()}
-
-
 def load_pretrained(model: nn.Module, path: Path) -> None:
     from timm.models import adapt_input_conv
 
-    sd = read_state_dict(path)
+    from hpa.models.weight_layouts import encoder_state, read_checkpoint
+
+    sd = encoder_state(read_checkpoint(path), Path(path))
     own = model.state_dict()
     out = {}
     for k, v in sd.items():
@@ -101,7 +85,6 @@ def imagenet_weights(timm_name: str) -> Path:
             f"{constants.HF_HUB_CACHE} and could not be downloaded ({reason}); on a machine with internet run "
             f"python -c \"from huggingface_hub import hf_hub_download; hf_hub_download('{cfg.hf_hub_id}', "
             f"'model.safetensors')\" and copy the cache (or set HF_HOME), or pass --pretrained FILE or none")
-    import torch
 
     target = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name
     if not target.is_file():
@@ -118,12 +101,43 @@ def imagenet_weights(timm_name: str) -> Path:
     return target
 
 
-def resolve(pretrained: str | None, timm_name: str | None) -> Path | None:
-    """`none`/None -> no weights; `imagenet` -> the cached ImageNet file of `timm_name`; else a path."""
-    if pretrained is None or str(pretrained).lower() == "none":
-        return None
-    if pretrained == "imagenet":
-        if timm_name is None:
-            raise WeightsError("--pretrained imagenet: this arch has no ImageNet weights; use --pretrained none")
-        return imagenet_weights(timm_name)
-    return Path(pretrained)
+@dataclass(frozen=True)
+class Pretrained:
+    """The `pretrained` setting, parsed once (config, builders and embed.py all read this): `none`
+    (random initialisation), `imagenet` (the arch's timm weights from the caches), named HPA weights
+    (hpa.models.hpa_weights, fetched once) or a weights file."""
+    kind: Literal["none", "imagenet", "named", "file"]
+    text: str  # as written: the name or the path
+
+    @classmethod
+    def parse(cls, value: str | Path | Pretrained | None) -> Pretrained:
+        if isinstance(value, Pretrained):
+            return value
+        if value is None or str(value).lower() == "none":
+            return cls("none", "none")
+        if value == "imagenet":
+            return cls("imagenet", "imagenet")
+        from hpa.models import hpa_weights
+
+        return cls("named" if hpa_weights.is_named(str(value)) else "file", str(value))
+
+    def file(self, timm_name: str | None) -> Path | None:
+        """The weights file: None for `none`, the cached (or once downloaded) ImageNet file of
+        `timm_name`, the fetched named weights, or the path given."""
+        if self.kind == "none":
+            return None
+        if self.kind == "imagenet":
+            if timm_name is None:
+                raise WeightsError("--pretrained imagenet: this arch has no ImageNet weights; use --pretrained none")
+            return imagenet_weights(timm_name)
+        if self.kind == "named":
+            from hpa.models import hpa_weights
+
+            return hpa_weights.fetch(self.text)
+        return Path(self.text)
+
+    def tag(self, arch: str) -> str:
+        """A name for what these weights make of `arch` (an embedding store's key)."""
+        if self.kind == "named":
+            return self.text
+        return f"{arch}-" + {"none": "random", "imagenet": "imagenet"}.get(self.kind, Path(self.text).stem)

@@ -53,26 +53,23 @@ class Encoder:
         other weights (imagenet, none, a file) need `arch`; `tta` a count 1..8 or names."""
         from hpa.core.values import count
         from hpa.models import hpa_weights
+        from hpa.models.pretrained import Pretrained
         from hpa.prediction.inference import parse_tta
 
-        if hpa_weights.is_named(pretrained):
+        if Pretrained.parse(pretrained).kind == "named":
             own = hpa_weights.source(pretrained).arch
             if arch and arch != own:
                 raise ConfigError(f"--arch {arch}: the {pretrained} weights are a {own} encoder")
             arch = own
         if not arch:
             raise ConfigError("--arch: required unless --pretrained names HPA weights")
-        return cls(arch, pretrained, count("--size", size, 8), parse_tta(str(tta)), amp, accept_licence)
+        return cls(arch, pretrained, count("--size", size, 8), parse_tta(tta), amp, accept_licence)
 
     @property
     def key(self) -> str:
-        from hpa.models import hpa_weights
+        from hpa.models.pretrained import Pretrained
 
-        p = self.pretrained
-        if hpa_weights.is_named(p):
-            return str(p)
-        tag = "random" if not p or str(p).lower() == "none" else "imagenet" if p == "imagenet" else Path(p).stem
-        return re.sub(r"[^A-Za-z0-9._-]", "-", f"{self.arch}-{tag}")
+        return re.sub(r"[^A-Za-z0-9._-]", "-", Pretrained.parse(self.pretrained).tag(self.arch))
 
 
 def encoder_settings(enc: Encoder) -> dict:

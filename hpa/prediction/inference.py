@@ -61,16 +61,23 @@ def dihedral(x: torch.Tensor, name: str) -> torch.Tensor:
     }[name](x)
 
 
-def parse_tta(v: str) -> tuple[str, ...]:
-    """`--tta`: a count 1..8 (the first N of DIHEDRAL) or comma-separated names."""
-    if v.isdigit():
-        if not 1 <= int(v) <= len(DIHEDRAL):
-            raise ConfigError(f"--tta {v}: a count must be 1..8")
+def parse_tta(v: int | str | Sequence[str], name: str = "--tta") -> tuple[str, ...]:
+    """The dihedral views a TTA setting names, wherever it is typed (`--tta 4`, `tta=4`, a recipe's
+    `tta: 8`, `"id,hflip"`, a list of names): a count 1..8 (the first N of DIHEDRAL) or names. An
+    error names `name` as the caller spells it (a flag, or a keyword)."""
+    where = f"{name} {v}" if name.startswith("--") else f"{name}={v!r}"
+    if isinstance(v, str) and v.strip().isdigit():
+        v = int(v)
+    if isinstance(v, int | np.integer) and not isinstance(v, bool):
+        if not 1 <= v <= len(DIHEDRAL):
+            raise ConfigError(f"{where}: a count of dihedral transforms, 1..{len(DIHEDRAL)}")
         return DIHEDRAL[: int(v)]
-    names = tuple(n.strip() for n in v.split(",") if n.strip())
+    names = tuple(n.strip() for n in v.split(",") if n.strip()) if isinstance(v, str) else \
+        tuple(v) if isinstance(v, Sequence) else ()
     bad = [n for n in names if n not in DIHEDRAL]
     if bad or not names:
-        raise ConfigError(f"--tta {v}: unknown transform(s) {bad}; choose from {', '.join(DIHEDRAL)}")
+        raise ConfigError(f"{where}: a count 1..{len(DIHEDRAL)} or names from {', '.join(DIHEDRAL)}"
+                          + (f" (unknown: {', '.join(map(str, bad))})" if bad else ""))
     return names
 
 
@@ -107,16 +114,7 @@ class PredictOptions:
         batch_size = d.batch_size if batch_size is None else batch_size
         amp, workers = d.amp if amp is None else amp, d.workers if workers is None else workers
         device = d.device if device is None else device
-        if isinstance(tta, str):
-            views = parse_tta(tta)
-        elif isinstance(tta, int | np.integer) and not isinstance(tta, bool):
-            if not 1 <= tta <= len(DIHEDRAL):
-                raise bad("tta", tta, f"a count of dihedral transforms, 1..{len(DIHEDRAL)}")
-            views = DIHEDRAL[:int(tta)]
-        elif isinstance(tta, Sequence) and tta and all(t in DIHEDRAL for t in tta):
-            views = tuple(tta)
-        else:
-            raise bad("tta", tta, f"a count 1..{len(DIHEDRAL)} or names from {', '.join(DIHEDRAL)}")
+        views = parse_tta(tta, "--tta" if flags else "tta")
         if amp not in AMP_MODES:
             raise bad("amp", amp, f"choose from {', '.join(AMP_MODES)}")
         sides = tuple(count("sizes", s, 8) for s in sizes) if sizes else None
