@@ -23,7 +23,7 @@ import numpy as np
 from results import SHARED, load_real, write_section
 
 from hpa.data.labels import labels_matrix, read_labels
-from hpa.prediction.blending import WEIGHTINGS, choose_blend, fit_blend, score
+from hpa.prediction.blending import WEIGHTINGS, BlendSettings, choose_blend, fit_blend, score
 from hpa.prediction.thresholds import METHODS
 
 DEFAULT_BEFORE = ("greedy", "shrink")  # blend.py's fixed default before `auto`
@@ -54,7 +54,8 @@ def held_out(preds, y, splits: int, seed: int) -> tuple[dict, list[tuple[str, st
         fit_p, held_p = [p[a] for p in preds], [p[b] for p in preds]
         for w, m in pairs:
             scores[(w, m)].append(score(fit_blend(fit_p, y[a], w, m, seed=r), held_p, y[b]))
-        (w, m), _ = choose_blend(fit_p, y[a], list(WEIGHTINGS), list(METHODS), seed=r, progress=False)
+        (w, m), _ = choose_blend(fit_p, y[a], list(WEIGHTINGS), list(METHODS), settings=BlendSettings(seed=r),
+                                 progress=False)
         choices.append((w, m))
         scores["auto"].append(score(fit_blend(fit_p, y[a], w, m, seed=r), held_p, y[b]))
     return {k: (np.mean(v), np.std(v, ddof=1) / np.sqrt(len(v))) for k, v in scores.items()}, choices

@@ -30,11 +30,10 @@ def step_time(model, loss_fn, hard_k, x, y, amp: bool, repeats: int) -> float:
                            amp="bf16" if amp else "off", hard_k=hard_k)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    device = torch.device("cpu")
     times = []
     for i in range(repeats + 2):
         t = time.perf_counter()
-        train_step(model, x, y, loss_fn=loss_fn, optimizer=opt, scaler=scaler, cfg=cfg, device=device)
+        train_step(model, x, y, loss_fn=loss_fn, optimizer=opt, scaler=scaler, cfg=cfg)
         if i >= 2:
             times.append(time.perf_counter() - t)
     return statistics.median(times)

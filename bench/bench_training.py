@@ -46,8 +46,8 @@ def bench_one(arch: str, size: int, batch: int, steps: int, device: torch.device
     loss_fn = build_loss("eloss_focal", np.linspace(10, 12000, 28)).to(device)
     x = torch.rand(batch, 4, size, size)
     y = (torch.rand(batch, 28) < 0.2).float()
-    full = images_per_s(lambda: train_step(model, x, y, loss_fn=loss_fn, optimizer=opt, scaler=scaler, cfg=cfg,
-                                                 device=device), batch, steps, device)
+    full = images_per_s(lambda: train_step(model, x, y, loss_fn=loss_fn, optimizer=opt, scaler=scaler, cfg=cfg),
+                        batch, steps, device)
     cell = f"| {arch} | {size} | {device.type} {amp} channels_last | {full:.2f} |"
     if device.type != "cuda":
         return cell + " n/a (no GPU) | |"

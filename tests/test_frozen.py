@@ -19,12 +19,13 @@ from hpa.data.labels import read_folds, read_ids
 from hpa.errors import ConfigError, RunError
 from hpa.prediction import embeddings as emb
 from hpa.prediction.blending import check_oof_provenance
-from hpa.prediction.inference import dihedral
+from hpa.prediction.inference import PredictOptions, dihedral
 from hpa.prediction.metrics import macro_f1
 from hpa.training.frozen import FrozenSettings, fit_logreg, predict_head, run_frozen, train_head
 
 CPU = torch.device("cpu")
 QUIET = lambda _: None  # noqa: E731
+ON_CPU = PredictOptions(device="cpu")
 
 
 @pytest.fixture
@@ -119,7 +120,7 @@ def test_frozen_predictions_keep_the_contract_the_blend_checks(data, tmp_path):
     enc = emb.Encoder("vit_tiny16", "none", 32, ("id", "hflip"))
     st = FrozenSettings(epochs=3, batch_size=8, head_hidden=[16], head_dropout=[0.0])
     preds = tmp_path / "preds"
-    written = run_frozen(data, enc, "head", st, [0, 1], preds, device=CPU, echo=QUIET)
+    written = run_frozen(data, enc, "head", st, [0, 1], preds, opts=ON_CPU, echo=QUIET)
     assert sorted(p.name for p in written) == [f"vit_tiny16-random-head_32_f{f}_{k}.csv" for f in (0, 1)
                                                for k in ("oof", "test")]
     fold_of = read_folds(data / "folds.csv")
@@ -132,8 +133,8 @@ def test_frozen_predictions_keep_the_contract_the_blend_checks(data, tmp_path):
     assert side["folds_sha256"] == file_sha256(data / "folds.csv") and side["kind"] == "oof"
     oofs, tests = sorted(preds.glob("*_oof.csv")), sorted(preds.glob("*_test.csv"))
     check_oof_provenance(oofs, [data / "train.csv"], False, tests, data / "folds.csv")  # the blend's own check
-    assert run_frozen(data, enc, "head", st, [0, 1], preds, device=CPU, echo=QUIET) == []  # up to date
-    changed = run_frozen(data, enc, "head", st.model_copy(update={"epochs": 4}), [0, 1], preds, device=CPU,
+    assert run_frozen(data, enc, "head", st, [0, 1], preds, opts=ON_CPU, echo=QUIET) == []  # up to date
+    changed = run_frozen(data, enc, "head", st.model_copy(update={"epochs": 4}), [0, 1], preds, opts=ON_CPU,
                          echo=QUIET)
     assert len(changed) == 4
 

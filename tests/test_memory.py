@@ -44,7 +44,7 @@ def test_micro_batches_accumulate_to_the_step_of_one_batch(micro):
     opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     loss = train_step(model, x, y, loss_fn=lambda logits, target: loss_fn(logits, target).mean(1), optimizer=opt,
-                      scaler=scaler, cfg=CFG, device=torch.device("cpu"), micro=micro)
+                      scaler=scaler, cfg=CFG, micro=micro)
     assert loss == pytest.approx(want_loss.item(), rel=1e-6)
     for a, b in zip(ref.parameters(), model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -407,8 +407,11 @@ def write_preview(path: Path, images: dict[int, np.ndarray]) -> None:
 
 
 def make_demo(out: Path, n_train: int, n_test: int, size: int, seed: int, min_per_class: int = 3,
-              n_dup_train: int | None = None, n_dup_test: int | None = None, progress: bool = True) -> None:
+              duplicates: tuple[int, int] | None = None, progress: bool = True) -> None:
+    """The demo dataset in `out`, a pure function of the arguments; `duplicates`: how many near-duplicate
+    copies to inject into train and into test (default: a share of each split)."""
     out = Path(out)
+    n_dup_train, n_dup_test = duplicates or (None, None)
     lab_seq, id_seq, dup_seq, img_seq = np.random.SeedSequence(seed).spawn(4)
     lab_rng, id_rng, dup_rng = (np.random.default_rng(s) for s in (lab_seq, id_seq, dup_seq))
     n_dup_train = max(2, n_train // 200) if n_dup_train is None else n_dup_train

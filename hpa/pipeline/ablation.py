@@ -202,9 +202,8 @@ def _fold_oof(cfg: TrainConfig, runs: Path, tta: list[int], ids: list[str], stor
     model = load_run(run, dev).model
     out = {}
     for t in tta:
-        o = PredictOptions.make(tta=t, amp=cfg.amp)
-        p, _ = predict([model], ids, cfg.size, o.sizes, o.tta, o.batch_size, dev, o.amp, o.workers, "ablation",
-                       store=stores)
+        o = PredictOptions.make(tta=t, amp=cfg.amp, device=str(dev))
+        p, _ = predict([model], ids, cfg.size, o, "ablation", store=stores)
         atomic_write_csv(files[t], frame(ids, p))
         out[t] = read_predictions(files[t])  # as reuse will read it (CSV rounding), so reruns score the same
     for ck in ("best", "last"):

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -77,7 +78,7 @@ def timed_steps(cfg: TrainConfig, device: torch.device, side: int, steps: int = 
 
     def step(n: int) -> None:
         train_step(step_model, x[:n], y[:n], loss_fn=loss_fn, optimizer=optimizer, scaler=scaler, cfg=cfg,
-                   device=device, micro=micro)
+                   micro=micro)
 
     step(min(micro, timed))  # warm-up: kernel choice, allocator, compilation
     if device.type == "cuda":
@@ -144,10 +145,17 @@ def hours(s: float) -> str:
     return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
 
 
+class Gpus(NamedTuple):
+    """The GPUs a recipe may use here (0: none) and whether folds run one per GPU instead of DDP."""
+    count: int
+    parallel_folds: bool = False
+
+
 def make_plan(members: list, configs: list[TrainConfig | None], n_folds: int, tta: int, device: torch.device,
-              n_gpus: int, parallel_folds: bool, echo: Callable[[str], None] = print, *,
+              gpus: Gpus, echo: Callable[[str], None] = print, *,
               data_dir: Path | None = None) -> tuple[str, list[Timing]]:
     """The plan as markdown, and the timings it rests on (`configs`: None for a frozen member)."""
+    n_gpus, parallel_folds = gpus
     timings, fold_seconds, frozen_rows, jobs, embedded = [], {}, [], [], set()
     for m, cfg in zip(members, configs):
         if m.frozen:  # embedded once, then a classifier per fold (hpa.training.frozen)

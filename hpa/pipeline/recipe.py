@@ -266,8 +266,9 @@ def train_members(members: list[Member], folds: list[int], data_dir: Path, runs:
                       hint=REPLACE_HINT)
 
 
-def predict_members(members: list[Member], folds: list[int], data_dir: Path, runs: Path, preds: Path, tta: int,
+def predict_members(members: list[Member], folds: list[int], data_dir: Path, out_dir: Path, tta: int,
                     device: str, smoke: bool, echo) -> None:
+    runs, preds = layout.recipe_runs(out_dir), layout.recipe_predictions(out_dir)
     from hpa.core.runtime import pick_device
     from hpa.prediction.inference import PredictOptions, predict_folds
     from hpa.training.frozen import run_frozen
@@ -277,8 +278,9 @@ def predict_members(members: list[Member], folds: list[int], data_dir: Path, run
     for m in members:
         if m.frozen:
             echo(f"== {m.name}: {m.frozen} on frozen {m.encoder(tta).key} embeddings")
-            written = run_frozen(data_dir, m.encoder(tta), m.frozen, m.frozen_settings(), folds, preds,
-                                 device=pick_device(device), workers=0 if smoke else DEFAULT_WORKERS, echo=echo)
+            loading = PredictOptions(workers=0 if smoke else DEFAULT_WORKERS, device=str(pick_device(device)))
+            written = run_frozen(data_dir, m.encoder(tta), m.frozen, m.frozen_settings(), folds, preds, opts=loading,
+                                 echo=echo)
             if written:
                 echo(f"wrote {len(written)} prediction files to {preds}")
             continue
@@ -340,7 +342,7 @@ def run_recipe(recipe: Recipe, data_dir: Path, out_dir: Path, device: str = "aut
     data_dir, out_dir = check_data_dir(data_dir), Path(out_dir).absolute()
     members = [smoke_member(m) for m in recipe.members] if smoke else recipe.members
     n_gpus = gpu_count(gpus)
-    runs, preds = layout.recipe_runs(out_dir), layout.recipe_predictions(out_dir)
+    runs = layout.recipe_runs(out_dir)
     tables = layout.label_tables(data_dir)
     sizes = sorted({m.size for m in members})
     with dir_lock(layout.lock_file(out_dir), "recipe output directory"):
@@ -349,7 +351,7 @@ def run_recipe(recipe: Recipe, data_dir: Path, out_dir: Path, device: str = "aut
         prepare_data(recipe, data_dir, sizes, 1 if smoke else DEFAULT_WORKERS, echo)
         folds = list(range(recipe.n_folds))
         train_members(members, folds, data_dir, runs, device, n_gpus, parallel_folds, echo)
-        predict_members(members, folds, data_dir, runs, preds, 1 if smoke else recipe.tta, device, smoke, echo)
+        predict_members(members, folds, data_dir, out_dir, 1 if smoke else recipe.tta, device, smoke, echo)
         sub = blend_members(members, folds, data_dir, out_dir, echo)
         if recipe.test_report:
             report_test_images(data_dir, out_dir, device, echo)
@@ -375,8 +377,7 @@ def run_stage(req: RecipeRequest, recipe: Recipe, echo=print) -> None:
     if not chosen:
         raise ConfigError(f"--member {member}: not a member of this recipe ({', '.join(m.name for m in members)})")
     if stage == "predict":
-        predict_members(chosen, folds, data_dir, layout.recipe_runs(out_dir), layout.recipe_predictions(out_dir),
-                        1 if smoke else recipe.tta, device, smoke, echo)
+        predict_members(chosen, folds, data_dir, out_dir, 1 if smoke else recipe.tta, device, smoke, echo)
         return
     if fold is None:
         fold = int(os.environ.get("SLURM_ARRAY_TASK_ID", "-1"))
@@ -436,7 +437,7 @@ def launch_slurm(req: RecipeRequest, recipe: Recipe, echo=print) -> Path | None:
             save_yaml(Path(recipe_path), recipe.model_dump())
         launcher = slurm.Launcher(out_dir, opts, slurm.python_stage(recipe_path, data_dir, out_dir, smoke, device),
                                   echo)
-        jobs = slurm.submit_recipe(launcher, members, configs, folds, data_dir, runs, preds, ready, current)
+        jobs = slurm.submit_recipe(launcher, members, configs, folds, ready, current)
     if jobs:
         echo(f"submitted {len(jobs)} job(s) to SLURM:")
         for jid, name, log in jobs:
@@ -460,7 +461,7 @@ def plan_recipe(recipe: Recipe, data_dir: Path, out_dir: Path, device: str = "au
     trains nothing. Returns plan.md's path."""
     from hpa.core.atomic import atomic_write_text
     from hpa.core.runtime import pick_device
-    from hpa.pipeline.plan import make_plan
+    from hpa.pipeline.plan import Gpus, make_plan
 
     data_dir, out_dir = check_data_dir(data_dir), Path(out_dir).absolute()
     members = [smoke_member(m) for m in recipe.members] if smoke else recipe.members
@@ -469,7 +470,7 @@ def plan_recipe(recipe: Recipe, data_dir: Path, out_dir: Path, device: str = "au
     # directory that cannot be written fails before minutes of timing, not after
     with dir_lock(layout.lock_file(out_dir), "recipe output directory"):
         text, _ = make_plan(members, configs, recipe.n_folds, 1 if smoke else recipe.tta, pick_device(device),
-                            gpu_count(gpus), parallel_folds, echo, data_dir=data_dir)
+                            Gpus(gpu_count(gpus), parallel_folds), echo, data_dir=data_dir)
         path = layout.recipe_plan(out_dir)
         atomic_write_text(path, text)
     echo(text)

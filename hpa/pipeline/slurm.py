@@ -210,9 +210,11 @@ def finished_folds(runs: Path, member, folds: list[int], epochs: int) -> list[in
     return done
 
 
-def submit_recipe(launcher: Launcher, members: list, configs: list, folds: list[int], data_dir: Path, runs: Path,
-                  preds: Path, data_ready: bool, predictions_current: Callable) -> list[tuple[str, str, Path]]:
-    """Submit every unfinished stage, reusing the jobs of this recipe still in the queue."""
+def submit_recipe(launcher: Launcher, members: list, configs: list, folds: list[int], data_ready: bool,
+                  predictions_current: Callable) -> list[tuple[str, str, Path]]:
+    """Submit every unfinished stage of the recipe whose outputs go to the launcher's folder, reusing
+    the jobs of this recipe still in the queue."""
+    runs = layout.recipe_runs(launcher.out_dir)
     queue = launcher.queued()
 
     def existing(stage: str, member: str | None = None) -> list[str]:

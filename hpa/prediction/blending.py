@@ -317,8 +317,8 @@ def cv_folds_for(rows: int) -> int:
     return min(10 if rows < 5000 else 5, rows)  # a tiny OOF set: one held-out row per part
 
 
-def choose_blend(oofs: list[np.ndarray], y: np.ndarray, weightings: list[str], methods: list[str], k: int | None = None,
-                 repeats: int | None = None, rounds: int = 20, seed: int = 0,
+def choose_blend(oofs: list[np.ndarray], y: np.ndarray, weightings: list[str], methods: list[str], *,
+                 k: int | None = None, repeats: int | None = None, settings: BlendSettings | None = None,
                  progress: bool = True) -> tuple[tuple[str, str], pd.DataFrame]:
     """Score every (weighting, threshold method) pair by K-fold cross-validation inside the OOF
     rows: fit on K-1 parts (K from `cv_folds_for`), score the held-out part. Repeated (3 times below 5,000 rows)
@@ -330,6 +330,7 @@ def choose_blend(oofs: list[np.ndarray], y: np.ndarray, weightings: list[str], m
     the top of the table is mostly noise and the simple pair wins; on many rows a consistently
     better pair keeps its place. Returns the choice and the table (mean and standard error of the
     K x repeats held-out scores, which overlap in training rows, so the errors are a rough guide)."""
+    rounds, seed = (settings or BlendSettings()).rounds, (settings or BlendSettings()).seed
     from hpa.core.runtime import progress as progress_bar
 
     k = k or cv_folds_for(len(y))
@@ -466,7 +467,7 @@ def run_blend(oof_files: list[Path], test_files: list[Path], labels_csv: list[Pa
                 raise ConfigError(f"--cv-folds {k}: auto needs at least 2")
             (weights, method), cv_table = choose_blend(
                 b.oofs, b.y, list(WEIGHTINGS) if weights == "auto" else [weights],
-                list(METHODS) if method == "auto" else [method], k=k, rounds=rounds, seed=seed)
+                list(METHODS) if method == "auto" else [method], k=k, settings=settings)
         fitted = fit_blend(b.oofs, b.y, weights, method, rounds, seed)
         thr = fitted.thresholds
         oof, test = fitted.combine(b.oofs), fitted.combine(b.tests)
@@ -490,7 +491,7 @@ def run_blend(oof_files: list[Path], test_files: list[Path], labels_csv: list[Pa
             summary["cross_validation"] = cv_table.to_dict(orient="records")
             best = cv_table[cv_table["chosen"]].iloc[0]
             summary["chosen_cv"] = [float(best["cv_macro_f1"]), float(best["std_error"])]
-        lines = blend_report_lines(summary, b.names, fitted.weights, singles, cv_table, k, test_labels,
+        lines = blend_report_lines(summary, cv_table, k, test_labels,
                                    outputs["report plot"].name, table)
         with atomic_outputs() as tmp:  # the submission and its report appear together or not at all
             tmp(outputs["submission (--out)"]).write_text(csv_text(sub))

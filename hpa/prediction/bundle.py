@@ -197,20 +197,19 @@ class Bundle:
     device: torch.device
 
     def predict_folder(self, images: str | Path, out: str | Path, *, ids_csv: str | Path | None = None,
-                       strict: bool = False, report: bool | Sequence[int] = True, batch_size: int = 32,
-                       workers: int = 0, device: str | torch.device = "auto", echo=print):
-        """hpa.prediction.folder.predict_folder with this bundle's ensemble; the bundle's folder is an
-        input no output may go into."""
+                       strict: bool = False, report: bool | Sequence[int] = True, opts=None, echo=print):
+        """hpa.prediction.folder.predict_folder with this bundle's ensemble (`opts`: a PredictOptions
+        for the batch size, loader processes and device; the bundle's own TTA, sizes and precision
+        apply). The bundle's folder is an input no output may go into."""
         from hpa.core.atomic import reading
-        from hpa.core.runtime import pick_device
         from hpa.prediction.folder import predict_folder
         from hpa.prediction.inference import PredictOptions
 
-        dev = device if isinstance(device, torch.device) else pick_device(device)
-        if dev != self.device:
-            self.ensemble = _ensemble(self.path, self.config, dev)
-            self.device = dev
-        opts = PredictOptions.make(batch_size=batch_size, workers=workers, device=str(dev))
+        opts = opts or PredictOptions()
+        device = opts.torch_device()
+        if device != self.device:
+            self.ensemble = _ensemble(self.path, self.config, device)
+            self.device = device
         with reading({"bundle": self.path}):
             return predict_folder(self.ensemble, Path(images), Path(out), ids_csv=Path(ids_csv) if ids_csv else None,
                                   strict=strict, report=report, opts=opts, echo=echo)

@@ -140,8 +140,8 @@ def embed_batch(model: torch.nn.Module, x: torch.Tensor, views: Sequence[str], a
     return torch.stack(out, 1)
 
 
-def embed_images(model: torch.nn.Module, images: Images, views: Sequence[str], parts: Path, *, batch_size: int,
-                 device: torch.device, amp: str, workers: int, desc: str) -> list[Path]:
+def embed_images(model: torch.nn.Module, images: Images, enc: Encoder, parts: Path, *, batch_size: int,
+                 device: torch.device, workers: int, desc: str) -> list[Path]:
     """Every image through the encoder, a chunk of CHUNK samples per part file (written
     atomically; existing parts are kept): returns the part files in order."""
     from torch.utils.data import Subset
@@ -157,7 +157,7 @@ def embed_images(model: torch.nn.Module, images: Images, views: Sequence[str], p
         idx = list(range(k * CHUNK, min(n, (k + 1) * CHUNK)))
         chunk = []
         for x in DataLoader(Subset(images, idx), batch_size=batch_size, **loader_processes(workers, images)):
-            chunk.append(embed_batch(model, x.to(device), views, amp).cpu().numpy().astype(np.float16))
+            chunk.append(embed_batch(model, x.to(device), enc.views, enc.amp).cpu().numpy().astype(np.float16))
             bar.update(len(x))
         atomic_save_npy(files[k], np.concatenate(chunk))
     bar.close()
@@ -188,9 +188,11 @@ def open_store(store: Path, identity: dict) -> dict:
     return saved
 
 
-def embed_split(model: torch.nn.Module, store: Path, split: str, ids: list[str], images: Images, enc: Encoder, *,
+def embed_split(model: torch.nn.Module, store: Path, split: str, images: Images, enc: Encoder, *,
                 batch_size: int, device: torch.device, workers: int, echo) -> Path:
-    """One split into `<split>.npy` + `<split>_ids.csv` (skipped when already there for these Ids)."""
+    """One split (the Ids of `images`) into `<split>.npy` + `<split>_ids.csv` (skipped when already
+    there for these Ids)."""
+    ids = images.ids
     files = layout.embedding_files(store, split)
     prov_path = layout.embedding_provenance(store)
     prov = json.loads(prov_path.read_text())
@@ -199,8 +201,8 @@ def embed_split(model: torch.nn.Module, store: Path, split: str, ids: list[str],
         echo(f"embeddings of {split} ({len(ids)}) are up to date in {store}")
         return files["array"]
     echo(f"== embed {split}: {len(ids)} images x {len(enc.views)} views with {enc.key} at {enc.size} px")
-    parts = embed_images(model, images, enc.views, files["parts"], batch_size=batch_size, device=device,
-                         amp=enc.amp, workers=workers, desc=f"embed {split}")
+    parts = embed_images(model, images, enc, files["parts"], batch_size=batch_size, device=device, workers=workers,
+                         desc=f"embed {split}")
     first = np.load(parts[0], mmap_mode="r")
     with atomic_outputs() as tmp:
         out = np.lib.format.open_memmap(tmp(files["array"]), mode="w+", dtype=np.float16,
@@ -235,7 +237,7 @@ def embed_dataset(data_dir: Path, enc: Encoder, *, splits: Sequence[str] | None 
     for split in splits:
         prepared = layout.prepared_dir(data_dir, enc.size, split)
         ids = read_ids(layout.split_table(data_dir, split))
-        embed_split(model, store, split, ids, Images(ids, enc.size, stores=[prepared] * len(ids)), enc,
+        embed_split(model, store, split, Images(ids, enc.size, stores=[prepared] * len(ids)), enc,
                     batch_size=batch_size, device=device, workers=workers, echo=echo)
     return store
 
@@ -255,7 +257,7 @@ def embed_folder(images_dir: Path, out_dir: Path, enc: Encoder, *, batch_size: i
     model, settings = build_encoder(enc, device)
     store = layout.embedding_store(Path(out_dir), enc.key, enc.size)
     open_store(store, _identity(enc, model, settings))
-    return embed_split(model, store, "images", ids, Images(ids, enc.size, raw_dir=Path(images_dir)), enc,
+    return embed_split(model, store, "images", Images(ids, enc.size, raw_dir=Path(images_dir)), enc,
                        batch_size=batch_size, device=device, workers=workers, echo=echo)
 
 

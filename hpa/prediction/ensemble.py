@@ -118,7 +118,8 @@ def predict_ensemble(ens: Ensemble, ids: list[str], *, device: torch.device, bat
 
     per_member, failed = [], {}
     for m in ens.members:
-        p, bad = predict(m.models, ids, m.size, m.sizes, m.tta, batch_size, device, m.amp, workers, m.name, **source)
+        opts = PredictOptions(tuple(m.tta), m.sizes and tuple(m.sizes), batch_size, m.amp, workers, str(device))
+        p, bad = predict(m.models, ids, m.size, opts, m.name, **source)
         per_member.append(p)
         failed.update(bad)
     return ens.combine(per_member), failed

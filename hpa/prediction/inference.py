@@ -237,15 +237,15 @@ def model_for_prediction(arch: str, settings: dict, state: dict, device: torch.d
 
 
 @torch.no_grad()
-def predict(models: Sequence[torch.nn.Module], ids: list[str], size: int, sizes: Sequence[int] | None,
-            tta: Sequence[str], batch_size: int, device: torch.device, amp: str, workers: int, desc: str,
+def predict(models: Sequence[torch.nn.Module], ids: list[str], size: int, opts: PredictOptions, desc: str,
             **source) -> tuple[np.ndarray, dict[str, str]]:
     """Mean sigmoid probability over models x sizes x TTA transforms (N x 28), and the samples
     that could not be read, with the reason (raw images only; their rows are zeros). `size` is the
-    runs' base size; `sizes` (default: [size]) are inference sides for images stored at `size`,
+    runs' base size; `opts.sizes` (default: [size]) are inference sides for images stored at `size`,
     other stored sides being scaled alike, so a 1024 px sample of a 768 run is seen whole at 1024.
     Batches hold images of one side."""
-    sizes = list(sizes or [size])
+    sizes, tta, amp, batch_size, workers = list(opts.sizes or [size]), opts.tta, opts.amp, opts.batch_size, opts.workers
+    device = opts.torch_device()
     total = np.zeros((len(ids), NUM_CLASSES))
     failed: dict[str, str] = {}
     sides = None
@@ -335,8 +335,7 @@ def predict_folds(runs: Path, arch: str, size: int, folds: Sequence[int], out_di
     out = PredictionSet()
     device = opts.torch_device()
     sizes, tta, amp = opts.sizes, opts.tta, opts.amp
-    common = dict(size=size, sizes=sizes, tta=tta, batch_size=opts.batch_size, device=device, amp=amp,
-                  workers=opts.workers)
+    common = dict(size=size, opts=opts)
     for fold, run_dir in zip(folds, run_dirs):
         run = load_run(run_dir, device)
         root = Path(data_dir) if data_dir is not None else Path(run.cfg.data_dir)

@@ -82,11 +82,13 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
     return "\n".join(rows)
 
 
-def blend_report_lines(summary: dict, names: list[str], weights, singles: dict[str, float], cv_table, k: int | None,
-                       test_labels: Path | None, png_name: str, table: pd.DataFrame) -> list[str]:
-    """report.md of a blend: the models and weights, the blended OOF (and test) scores, the
-    cross-validated choice of weights and thresholds, the per-class table and plot."""
+def blend_report_lines(summary: dict, cv_table, k: int | None, test_labels: Path | None, png_name: str,
+                       table: pd.DataFrame) -> list[str]:
+    """report.md of a blend (`summary`: blend.json's content): the models and weights, the blended
+    OOF (and test) scores, the cross-validated choice of weights and thresholds, the per-class table
+    and plot."""
     method, n = summary["threshold_method"], summary["oof_rows"]
+    names, weights, singles = summary["models"], summary["weights"], summary["single_model_oof_macro_f1"]
     lines = ["# Blend report", "", "| model | weight | OOF macro F1 (own thresholds) |", "|---|---|---|"]
     lines += [f"| {m} | {wi:.3f} | {singles[m]:.4f} |" for m, wi in zip(names, weights)]
     lines += ["", f"Blended OOF macro F1 over {n} rows: {summary['oof_macro_f1_at_0.5']:.4f} at 0.5, "

@@ -91,12 +91,14 @@ def hard_k_of(hard_k: int | float | None, part: int, whole: int) -> int | float 
 
 def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn: torch.nn.Module,
                optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, cfg: TrainConfig,
-               device: torch.device, micro: int | None = None) -> float:
+               micro: int | None = None) -> float:
     """One optimizer step over the batch, in micro-batches of `micro` samples (default: all) whose
     gradients accumulate: each micro-batch's loss is weighted by its share of the batch, so the step
     equals one over the whole batch (exactly without BatchNorm and without the hard sampler, which
     then picks its top-k within each micro-batch). With DDP, gradients synchronise once, on the last
-    micro-batch. Returns the batch's mean per-sample loss (before hard-example selection)."""
+    micro-batch. Returns the batch's mean per-sample loss (before hard-example selection). The batch
+    goes to the model's device."""
+    device = next(model.parameters()).device
     n = len(x)
     sizes = memory.micro_splits(n, micro)
     parts = list(zip(x.split(sizes), y.split(sizes)))
@@ -148,12 +150,14 @@ def out_of_memory(cfg: TrainConfig, side: int, micro: int | None, n: int, epoch:
                        f"smaller micro_batch) and run again with --resume: last.pt of epoch {epoch - 1} is kept")
 
 
-def train_single_epoch(model, loader: DataLoader, *, loss_fn, optimizer, scheduler, scaler, cfg: TrainConfig,
-                       device: torch.device, epoch: int, lr_steps: list[float], start: dict | None = None,
+def train_single_epoch(s: Session, *, epoch: int, lr_steps: list[float], start: dict | None = None,
                        stop: StopRequest | None = None) -> tuple[float, dict | None, int]:
-    """Train one epoch, or its rest from `start` (a mid-epoch checkpoint's position: steps done,
-    loss sums, random states). Returns (mean training loss, None, samples this call trained on over
-    all processes), or on a stop request (loss so far, the position to save, samples)."""
+    """Train one epoch of the session's training data, or its rest from `start` (a mid-epoch
+    checkpoint's position: steps done, loss sums, random states). Returns (mean training loss, None,
+    samples this call trained on over all processes), or on a stop request (loss so far, the position
+    to save, samples)."""
+    model, loader, loss_fn, cfg = s.model, s.data.train, s.loss_fn, s.cfg
+    optimizer, scheduler, scaler = s.optimizer, s.scheduler, s.scaler
     model.train()
     total, n, done = (start["total"], start["n"], start["step"]) if start else (0.0, 0, 0)
     n0 = n
@@ -173,7 +177,7 @@ def train_single_epoch(model, loader: DataLoader, *, loss_fn, optimizer, schedul
             micro = micro_of(cfg, x.shape[-1])
             try:
                 loss = train_step(model, x, y, loss_fn=loss_fn, optimizer=optimizer, scaler=scaler, cfg=cfg,
-                                  device=device, micro=micro)
+                                  micro=micro)
             except FloatingPointError as e:
                 raise RunError(f"epoch {epoch}, batch {step}: {e}; stopping (the last good checkpoint is kept). "
                                "Try a lower --lr or --amp off.") from None
@@ -231,8 +235,7 @@ def find_lr(model, loader: DataLoader, loss_fn, cfg: TrainConfig, device: torch.
     def step() -> float:
         x, y = next(batches)
         try:
-            return train_step(model, x, y, loss_fn=loss_fn, optimizer=optimizer, scaler=scaler, cfg=cfg,
-                              device=device)
+            return train_step(model, x, y, loss_fn=loss_fn, optimizer=optimizer, scaler=scaler, cfg=cfg)
         except FloatingPointError:
             return math.inf
 
@@ -292,9 +295,11 @@ def with_micro_batches(cfg: TrainConfig, ck: dict | None, model: torch.nn.Module
     return cfg.model_copy(update={"micro_batches": {int(k): int(v) for k, v in chosen.items()}})
 
 
-def setup(cfg: TrainConfig, run_dir: Path, device: torch.device, rank: int, world: int,
-          echo: Callable[[str], None], ck: dict | None, resume: bool, hint: str = REPLACE_HINT) -> Session:
-    """Data, model, loss; then the run directory's first writes, once every input is valid."""
+def setup(cfg: TrainConfig, run_dir: Path, device: torch.device, rank: int, echo: Callable[[str], None],
+          ck: dict | None, resume: bool, hint: str = REPLACE_HINT) -> Session:
+    """Data, model, loss (for this process, `rank` of distributed.world()); then the run directory's
+    first writes, once every input is valid."""
+    world = distributed.world()
     seed_everything(cfg.seed)
     data = build_data(cfg, rank, world)
     if resume:
@@ -443,9 +448,7 @@ def _epochs(s: Session, start: int, best: float, history: list, lr_steps: list, 
             part = {**part, "total": 0.0, "n": 0}
         s.data.train.dataset.set_epoch(epoch)
         s.data.train.batch_sampler.set_epoch(epoch, skip=part["step"] if part else 0)
-        train_loss, stopped, seen = train_single_epoch(
-            s.model, s.data.train, loss_fn=s.loss_fn, optimizer=s.optimizer, scheduler=s.scheduler, scaler=s.scaler,
-            cfg=s.cfg, device=s.device, epoch=epoch, lr_steps=lr_steps, start=part, stop=stop)
+        train_loss, stopped, seen = train_single_epoch(s, epoch=epoch, lr_steps=lr_steps, start=part, stop=stop)
         if stopped:
             raise save_stop(s, stopped, best, history, lr_steps, stop)
         t_train = time.time() - t0
@@ -499,7 +502,7 @@ def train(cfg: TrainConfig, *, runs: Path = layout.DEFAULT_RUNS, device_name: st
             echo(f"{run_tag(cfg)} already trained for {cfg.epochs} epochs (best val macro F1 "
                  f"{ck['best_f1']:.4f}); run in {run_dir}")
             return run_dir
-        s = setup(cfg, run_dir, device, rank, world, echo, ck, resume, hint)
+        s = setup(cfg, run_dir, device, rank, echo, ck, resume, hint)
         lr = maybe_find_lr(s) if ck is None else cfg.lr
         build_state(s, lr)
         start, best, history, lr_steps, partial = restore(s, ck) if ck is not None else (1, -1.0, [], [], None)

@@ -29,6 +29,7 @@ from hpa.data.labels import NUM_CLASSES, labels_matrix, read_folds, read_label_t
 from hpa.errors import ConfigError, RunError
 from hpa.models.heads import buffering_head
 from hpa.prediction.embeddings import Encoder, embed_dataset, read_embeddings
+from hpa.prediction.inference import PredictOptions
 from hpa.training.losses import build_loss
 
 KINDS = ("head", "logreg")
@@ -189,14 +190,17 @@ def producer(enc: Encoder, store: Path, kind: str, st: FrozenSettings, fold: int
 
 
 def run_frozen(data_dir: Path, enc: Encoder, kind: str, st: FrozenSettings, folds: list[int], preds: Path, *,
-               device: torch.device, batch_size: int = 32, workers: int = 0, echo=print) -> list[Path]:
-    """Embed (once, resumably), then train `kind` on every fold; writes OOF and test files."""
+               opts: PredictOptions | None = None, echo=print) -> list[Path]:
+    """Embed (once, resumably, with the batch size, loader processes and device of `opts`), then train
+    `kind` on every fold; writes OOF and test files."""
     from hpa.data.labels import read_ids
     from hpa.prediction.inference import PredictionSet, frame
 
+    opts = opts or PredictOptions()
+    device = opts.torch_device()
     if kind not in KINDS:
         raise ConfigError(f"frozen: {kind!r}; choose from {', '.join(KINDS)}")
-    store = embed_dataset(data_dir, enc, batch_size=batch_size, device=device, workers=workers, echo=echo)
+    store = embed_dataset(data_dir, enc, batch_size=opts.batch_size, device=device, workers=opts.workers, echo=echo)
     tag = member_tag(enc, kind)
     if frozen_current(data_dir, enc, store, kind, st, folds, preds):
         echo(f"== predictions of {tag}_{enc.size} are up to date")
