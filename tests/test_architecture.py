@@ -223,3 +223,24 @@ def g(d, launcher):
     raise ValueError(f"{x}: see log.csv in the run")
 """
     assert output_names(passed) == []
+
+
+def public_functions(path: Path):
+    """(name, line, parameter count) of the module's public functions and public methods of its classes
+    (nested functions are a function's own business; `self`/`cls` do not count)."""
+    tree = ast.parse(path.read_text())
+    bodies = [(None, tree.body)] + [(n.name, n.body) for n in tree.body if isinstance(n, ast.ClassDef)]
+    for owner, body in bodies:
+        for n in body:
+            if isinstance(n, ast.FunctionDef) and not n.name.startswith("_") and not (owner or "").startswith("_"):
+                a = n.args
+                names = [x.arg for x in a.posonlyargs + a.args] + [x.arg for x in a.kwonlyargs]
+                yield f"{owner + '.' if owner else ''}{n.name}", n.lineno, len([x for x in names
+                                                                               if x not in ("self", "cls")])
+
+
+def test_no_public_function_takes_more_than_eight_parameters():
+    """Past eight, a seam takes an options object (PredictOptions, BlendSettings, RecipeRequest, Runs, ...)."""
+    wide = [f"{p.relative_to(PACKAGE).as_posix()}:{line} {name} ({k})" for p in SOURCES
+            for name, line, k in public_functions(p) if k > 8]
+    assert wide == []

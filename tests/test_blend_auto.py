@@ -12,6 +12,7 @@ from hpa.prediction.blending import (
     METHODS_ORDER,
     WEIGHTINGS,
     Blend,
+    BlendSettings,
     bagged_greedy_weights,
     best_cut_macro_f1,
     choose_blend,
@@ -147,7 +148,7 @@ def test_auto_picks_the_best_cross_validated_pair_and_avoids_flat_thresholds_on_
     oofs, y = synthetic(n=900, scale=0.4)  # probabilities never reach 0.5: flat thresholds predict nothing
     (w, m), table = choose_blend(oofs, y, ["equal", "logit", "greedy", "bagged"], ["flat", "paper", "exact",
                                                                                      "shrink"], k=3, repeats=1,
-                                 rounds=6, progress=False)
+                                 settings=BlendSettings(rounds=6), progress=False)
     assert len(table) == 16 and (table["n_scores"] == 3).all()
     chosen = table[table["chosen"]].iloc[0]
     assert (w, m) == (chosen["weights"], chosen["thresholds"]) and table["chosen"].sum() == 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -34,11 +35,21 @@ from hpa.errors import ConfigError
 
 
 # ---------------------------------------------------------------- geometry of one image
+@dataclass
 class Cell:
-    def __init__(self, cy, cx, ry, rx, angle, ny, nx, nry, nrx):
-        self.cy, self.cx, self.ry, self.rx, self.angle = cy, cx, ry, rx, angle
-        self.ny, self.nx, self.nry, self.nrx = ny, nx, nry, nrx
-        self.mask = self.nuc = self.cyto = None  # bool arrays set by Scene
+    """One drawn cell: its ellipse (centre, radii, angle) and its nucleus's (centre, radii)."""
+    cy: float
+    cx: float
+    ry: float
+    rx: float
+    angle: float
+    ny: float
+    nx: float
+    nry: float
+    nrx: float
+    mask: np.ndarray | None = None  # bool arrays set by Scene
+    nuc: np.ndarray | None = None
+    cyto: np.ndarray | None = None
 
 
 def _ellipse_dist(yy, xx, cy, cx, ry, rx, angle):

@@ -140,7 +140,7 @@ def embed_batch(model: torch.nn.Module, x: torch.Tensor, views: Sequence[str], a
     return torch.stack(out, 1)
 
 
-def embed_images(model: torch.nn.Module, images: Images, enc: Encoder, parts: Path, *, batch_size: int,
+def _embed_images(model: torch.nn.Module, images: Images, enc: Encoder, parts: Path, *, batch_size: int,
                  device: torch.device, workers: int, desc: str) -> list[Path]:
     """Every image through the encoder, a chunk of CHUNK samples per part file (written
     atomically; existing parts are kept): returns the part files in order."""
@@ -188,7 +188,7 @@ def open_store(store: Path, identity: dict) -> dict:
     return saved
 
 
-def embed_split(model: torch.nn.Module, store: Path, split: str, images: Images, enc: Encoder, *,
+def _embed_split(model: torch.nn.Module, store: Path, split: str, images: Images, enc: Encoder, *,
                 batch_size: int, device: torch.device, workers: int, echo) -> Path:
     """One split (the Ids of `images`) into `<split>.npy` + `<split>_ids.csv` (skipped when already
     there for these Ids)."""
@@ -201,7 +201,7 @@ def embed_split(model: torch.nn.Module, store: Path, split: str, images: Images,
         echo(f"embeddings of {split} ({len(ids)}) are up to date in {store}")
         return files["array"]
     echo(f"== embed {split}: {len(ids)} images x {len(enc.views)} views with {enc.key} at {enc.size} px")
-    parts = embed_images(model, images, enc, files["parts"], batch_size=batch_size, device=device, workers=workers,
+    parts = _embed_images(model, images, enc, files["parts"], batch_size=batch_size, device=device, workers=workers,
                          desc=f"embed {split}")
     first = np.load(parts[0], mmap_mode="r")
     with atomic_outputs() as tmp:
@@ -237,7 +237,7 @@ def embed_dataset(data_dir: Path, enc: Encoder, *, splits: Sequence[str] | None 
     for split in splits:
         prepared = layout.prepared_dir(data_dir, enc.size, split)
         ids = read_ids(layout.split_table(data_dir, split))
-        embed_split(model, store, split, Images(ids, enc.size, stores=[prepared] * len(ids)), enc,
+        _embed_split(model, store, split, Images(ids, enc.size, stores=[prepared] * len(ids)), enc,
                     batch_size=batch_size, device=device, workers=workers, echo=echo)
     return store
 
@@ -257,7 +257,7 @@ def embed_folder(images_dir: Path, out_dir: Path, enc: Encoder, *, batch_size: i
     model, settings = build_encoder(enc, device)
     store = layout.embedding_store(Path(out_dir), enc.key, enc.size)
     open_store(store, _identity(enc, model, settings))
-    return embed_split(model, store, "images", Images(ids, enc.size, raw_dir=Path(images_dir)), enc,
+    return _embed_split(model, store, "images", Images(ids, enc.size, raw_dir=Path(images_dir)), enc,
                        batch_size=batch_size, device=device, workers=workers, echo=echo)
 
 
