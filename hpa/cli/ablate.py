@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     a = build_parser().parse_args(argv)
     base = build_config(arch_layers(a.arch) + [("--set", parse_set(a.set)), ("flags", {
         "arch": a.arch, "size": a.size, "data_dir": str(a.data_dir)})])
-    out = a.out_dir / (a.name or f"{a.arch}_{a.size}")
+    out = layout.ablation_dir(a.out_dir, a.arch, a.size, a.name)
     factors = [f.strip() for f in a.factors.split(",") if f.strip()]
     summary = api.ablate(base, factors, seeds=a.seeds, folds=a.folds, out_dir=out, device=a.device, jobs=a.jobs,
                          echo=lambda s: print(s, flush=True))

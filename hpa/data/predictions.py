@@ -18,13 +18,20 @@ COLUMNS = ["Id"] + [str(k) for k in range(NUM_CLASSES)]
 
 
 
-def write_predictions(path: Path, ids: list[str], probs: np.ndarray) -> None:
-    probs = np.asarray(probs, dtype=np.float64)
+def predictions_frame(path: Path, ids: list[str], probs: np.ndarray) -> pd.DataFrame:
+    """The contract's table for `path`: Id, then one column per class, one row per Id (the values
+    as given, so a file's text does not depend on who wrote it)."""
+    probs = np.asarray(probs)
     if probs.shape != (len(ids), NUM_CLASSES):
         raise PredictionError(f"{path}: probabilities of shape {probs.shape} for {len(ids)} Ids")
     df = pd.DataFrame(probs, columns=COLUMNS[1:])
     df.insert(0, "Id", list(ids))
-    atomic_write_csv(path, df)
+    return df
+
+
+def write_predictions(path: Path, ids: list[str], probs: np.ndarray) -> None:
+    """One prediction file, atomically (a stage's several files: hpa.prediction.inference.PredictionSet)."""
+    atomic_write_csv(path, predictions_frame(path, ids, probs))
 
 
 def read_predictions(path: Path) -> tuple[list[str], np.ndarray]:

@@ -185,10 +185,9 @@ def _fold_oof(cfg: TrainConfig, runs: Path, tta: list[int], ids: list[str], stor
     predicted, the checkpoints are deleted: reuse needs only the OOF files, and an ablation of 100+
     runs would otherwise keep two checkpoints each."""
     from hpa.config import changed_settings, read_yaml
-    from hpa.core.atomic import atomic_write_csv
     from hpa.core.runtime import pick_device
-    from hpa.data.predictions import read_predictions
-    from hpa.prediction.inference import PredictOptions, frame, load_run, predict
+    from hpa.data.predictions import read_predictions, write_predictions
+    from hpa.prediction.inference import PredictOptions, load_run, predict
     from hpa.training.engine import train
 
     run = layout.run_dir(runs, cfg.arch, cfg.size, cfg.fold)
@@ -204,7 +203,7 @@ def _fold_oof(cfg: TrainConfig, runs: Path, tta: list[int], ids: list[str], stor
     for t in tta:
         o = PredictOptions.make(tta=t, amp=cfg.amp, device=str(dev))
         p, _ = predict([model], ids, cfg.size, o, "ablation", store=stores)
-        atomic_write_csv(files[t], frame(ids, p))
+        write_predictions(files[t], ids, p)
         out[t] = read_predictions(files[t])  # as reuse will read it (CSV rounding), so reruns score the same
     for ck in ("best", "last"):
         layout.run_file(run, ck).unlink(missing_ok=True)

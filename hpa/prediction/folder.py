@@ -126,7 +126,8 @@ def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | No
     declared (hpa.core.atomic.reading) and the pictures are never replaced. Returns what was written
     and what was skipped."""
     from hpa.core.atomic import atomic_outputs, check_outputs, csv_text, reading, staged_dir
-    from hpa.prediction.inference import frame, predicted_names
+    from hpa.data.predictions import predictions_frame
+    from hpa.prediction.inference import predicted_names
     from hpa.prediction.thresholds import apply_thresholds
 
     images, out = Path(images), Path(out)
@@ -159,7 +160,7 @@ def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | No
             raise HPAError(f"--images {images}: {len(skipped)} sample(s) could not be read, none predicted")
         ids, probs = [ids[k] for k in ok], probs[ok]
         pred = apply_thresholds(probs, ens.thresholds)
-        df = frame(ids, probs)
+        df = predictions_frame(out, ids, probs)
         df["predicted"] = predicted_names(pred)
         page = None
         if report:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -37,7 +36,7 @@ from hpa.data.labels import (
     read_label_tables,
     validate_id,
 )
-from hpa.data.predictions import COLUMNS
+from hpa.data.predictions import predictions_frame
 from hpa.data.provenance import check_provenance
 from hpa.data.resolution import pad_to_square, resize_to_working_side, working_side
 from hpa.data.sampling import SideBatchSampler
@@ -289,19 +288,14 @@ def find_image_ids(directory: Path) -> tuple[list[str], dict[str, str]]:
     return sorted(ids), skipped
 
 
-def frame(ids: list[str], probs: np.ndarray) -> pd.DataFrame:
-    df = pd.DataFrame(probs, columns=COLUMNS[1:])
-    df.insert(0, "Id", list(ids))
-    return df
-
-
 @dataclass
 class PredictionSet:
-    """Files of one prediction stage, written together by `write_all`."""
+    """Prediction files of one stage (hpa.data.predictions' contract) with their sidecars, written
+    together by `write_all`."""
     files: dict[Path, str] = field(default_factory=dict)  # path -> text
 
-    def add(self, path: Path, df: pd.DataFrame, sidecar: dict | None = None) -> None:
-        self.files[Path(path)] = csv_text(df)
+    def add(self, path: Path, ids: list[str], probs: np.ndarray, sidecar: dict | None = None) -> None:
+        self.files[Path(path)] = csv_text(predictions_frame(path, ids, probs))
         if sidecar is not None:
             self.files[layout.sidecar_path(path)] = json.dumps(sidecar, indent=1)
 
@@ -353,14 +347,14 @@ def predict_folds(runs: Path, arch: str, size: int, folds: Sequence[int], out_di
         if not np.isfinite(probs).all():
             raise RunError(f"{run_dir}: the model predicts NaN or infinite probabilities (the run diverged); retrain "
                            "it with a lower --lr or --grad-clip")
-        out.add(layout.prediction_path(out_dir, arch, size, fold, "oof"), frame(val_ids, probs),
+        out.add(layout.prediction_path(out_dir, arch, size, fold, "oof"), val_ids, probs,
                 {**sidecar, "kind": "oof"})
         test_csv = layout.split_table(root, "test")
         if test_csv.is_file():
             test_ids = read_ids(test_csv)
             probs, _ = predict([run.model], test_ids, desc=f"f{fold} test",
                                store=layout.prepared_dir(root, run.cfg.size, "test"), **common)
-            out.add(layout.prediction_path(out_dir, arch, size, fold, "test"), frame(test_ids, probs),
+            out.add(layout.prediction_path(out_dir, arch, size, fold, "test"), test_ids, probs,
                     {**sidecar, "kind": "test", "test_ids_sha256": ids_sha256(test_ids)})
     return out
 

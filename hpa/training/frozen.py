@@ -194,7 +194,7 @@ def run_frozen(data_dir: Path, enc: Encoder, kind: str, st: FrozenSettings, fold
     """Embed (once, resumably, with the batch size, loader processes and device of `opts`), then train
     `kind` on every fold; writes OOF and test files."""
     from hpa.data.labels import read_ids
-    from hpa.prediction.inference import PredictionSet, frame
+    from hpa.prediction.inference import PredictionSet
 
     opts = opts or PredictOptions()
     device = opts.torch_device()
@@ -231,8 +231,8 @@ def run_frozen(data_dir: Path, enc: Encoder, kind: str, st: FrozenSettings, fold
             raise RunError(f"{tag} fold {f}: non-finite predictions; lower lr")
         side = {**common, "producer": producer(enc, store, kind, st, f)}
         val_ids = [i for i, v in zip(lab.ids, val) if v]
-        out.add(layout.prediction_path(preds, tag, enc.size, f, "oof"), frame(val_ids, p_val), {**side, "kind": "oof"})
-        out.add(layout.prediction_path(preds, tag, enc.size, f, "test"), frame(test_ids, p_test),
+        out.add(layout.prediction_path(preds, tag, enc.size, f, "oof"), val_ids, p_val, {**side, "kind": "oof"})
+        out.add(layout.prediction_path(preds, tag, enc.size, f, "test"), test_ids, p_test,
                 {**side, "kind": "test", "test_ids_sha256": ids_sha256(test_ids)})
         echo(f"{tag} fold {f}: {kind} trained on {int(train.sum())} samples in {time.perf_counter() - t0:.1f} s")
     return out.write_all()
