@@ -94,6 +94,8 @@ def test_truncated_and_garbage_files_named(real_samples, tmp_path):
     p.write_bytes(b"this is not an image" * 10 + b"IEND....")
     with pytest.raises(SampleError, match=f"{sid}_green.png: cannot decode"):
         read_sample(tmp_path, sid)
+    for c in ("green", "blue", "yellow"):  # sample x is whole but for its red TIFF
+        tifffile.imwrite(tmp_path / f"x_{c}.tif", np.full((256, 256), 7, np.uint8))
     t = tmp_path / "x_red.tif"
     t.write_bytes(b"II*\x00garbage")
     with pytest.raises(SampleError, match="x_red.tif: cannot read image"):
@@ -131,3 +133,34 @@ def test_atomic_path_leaves_nothing_on_error(tmp_path):
             raise RuntimeError("crash")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+def test_stain_files_match_as_the_file_system_shows_them(tmp_path):
+    """Stain suffixes and extensions in any case, each stain in its own format; a full-size TIFF beside
+    a PNG is read; two other files for one stain are refused by name (hpa.data.images.stain_files)."""
+    from hpa.data.images import stain_files
+    from hpa.prediction.inference import check_raw_sample, find_image_ids
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (40, 40, 4), dtype=np.uint8)
+    write_sample_png(tmp_path / "ref", "s1", img)
+    d = tmp_path / "mixed"
+    d.mkdir()
+    for k, (name, ext) in enumerate([("Red", "PNG"), ("green", "png"), ("BLUE", "Png"), ("Yellow", "TIFF")]):
+        if ext == "TIFF":
+            tifffile.imwrite(d / f"s1_{name}.{ext}", img[:, :, k])
+        else:
+            assert cv2.imwrite(str(d / f"s1_{name}.{ext.lower()}"), img[:, :, k])
+            (d / f"s1_{name}.{ext.lower()}").rename(d / f"s1_{name}.{ext}")
+    np.testing.assert_array_equal(read_sample(d, "s1"), read_sample(tmp_path / "ref", "s1"))
+    assert find_image_ids(d) == (["s1"], {}) and check_raw_sample(d, "s1") is None
+
+    # a TIFF original beside the Kaggle PNG of the same stain is the one read
+    big = (img[:, :, 0].astype(np.uint16) * 257)
+    tifffile.imwrite(d / "s1_red.tif", big)
+    assert stain_files(d, "s1")["red"].name == "s1_red.tif"
+    # two PNGs (or a PNG and a JPEG) for one stain: refused, both named
+    assert cv2.imwrite(str(d / "s1_green.jpg"), img[:, :, 1])
+    with pytest.raises(SampleError, match=r"s1_green.jpg and s1_green.png: two files for the green stain"):
+        read_sample(d, "s1")
+    assert "two files for the green stain" in check_raw_sample(d, "s1")

@@ -3,7 +3,10 @@
 A sample is returned as an H x W x 4 uint8 array in RGBY order (red = microtubules,
 green = protein, blue = nucleus, yellow = ER).
 
-Formats, looked up in this order for `<dir>/<Id>_<color>.<ext>`:
+Files are matched as a user's file system shows them: `<dir>/<Id>_<color>.<ext>` with the stain
+suffix and the extension in any case (`_Red.PNG`), each stain in any of the formats below. A
+full-size TIFF beside a PNG of the same stain is the original fetched on purpose, and is read; any
+other two files for one stain are refused by name. Formats:
 - `png`  Kaggle 512 px or full-size grayscale PNG, 8- or 16-bit.
 - `tif` / `tiff`  full-size grayscale TIFF, 8- or 16-bit.
 - `jpg` / `jpeg`  HPAv18 external images: each channel is stored as an RGB JPEG whose
@@ -16,7 +19,10 @@ between samples)."""
 
 from __future__ import annotations
 
+import functools
 import io
+import os
+import re
 from pathlib import Path
 
 import cv2
@@ -35,15 +41,51 @@ def channel_path(directory: Path, sample_id: str, color: str, ext: str) -> Path:
     return Path(directory) / f"{sample_id}_{color}.{ext}"
 
 
-def find_format(directory: Path, sample_id: str) -> str:
-    """The extension (as spelt on disk, lower or upper case: `png`, `PNG`...) under which `sample_id`'s red
-    channel exists in `directory`."""
-    for ext in EXTENSIONS:
-        for spelt in (ext, ext.upper()):
-            if channel_path(directory, sample_id, "red", spelt).is_file():
-                return spelt
-    raise SampleError(f"{channel_path(directory, sample_id, 'red', 'png')}: channel file not found "
-                      f"(also tried extensions {', '.join(e for e in EXTENSIONS if e != 'png')}, in either case)")
+STAIN_FILE = re.compile(rf"^(?P<id>.+)_(?P<color>{'|'.join(COLORS)})\.(?P<ext>{'|'.join(EXTENSIONS)})$", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=16)
+def _listing(directory: str, mtime_ns: int) -> dict[tuple[str, str], tuple[str, ...]]:
+    out: dict[tuple[str, str], list[str]] = {}
+    with os.scandir(directory) as entries:
+        for e in entries:
+            m = STAIN_FILE.match(e.name)
+            if m:
+                out.setdefault((m["id"], m["color"].lower()), []).append(e.name)
+    return {k: tuple(sorted(v)) for k, v in out.items()}
+
+
+def stain_index(directory: Path, fresh: bool = False) -> dict[tuple[str, str], tuple[str, ...]]:
+    """(Id, stain) -> the names of its files in `directory`, read once per state of the folder (a
+    folder of 100,000 samples is listed once, not once per sample); `fresh` lists it again."""
+    try:
+        mtime = os.stat(directory).st_mtime_ns
+    except OSError:
+        raise SampleError(f"{directory}: no such image folder") from None
+    if fresh:
+        _listing.cache_clear()
+    return _listing(str(directory), mtime)
+
+
+def stain_files(directory: Path, sample_id: str) -> dict[str, Path]:
+    """The file of each stain of `sample_id` in `directory` (R, G, B, Y order), matched in any case of
+    the stain suffix and the extension; a missing stain, or two files for one stain, is one line."""
+    index = stain_index(directory)
+    if any((sample_id, c) not in index for c in COLORS):  # the folder may have changed within its timestamp's tick
+        index = stain_index(directory, fresh=True)
+    files = {}
+    for color in COLORS:
+        names = index.get((sample_id, color), ())
+        if not names:
+            raise SampleError(f"{channel_path(directory, sample_id, color, 'png')}: channel file not found (any case "
+                              f"of _{color} and of the extensions {', '.join(EXTENSIONS)})")
+        tiffs = [n for n in names if n.rsplit(".", 1)[1].lower() in ("tif", "tiff")]
+        chosen = tiffs or list(names)
+        if len(chosen) > 1:
+            raise SampleError(f"{Path(directory) / chosen[0]} and {chosen[1]}: two files for the {color} stain of "
+                              f"{sample_id}; keep one")
+        files[color] = Path(directory) / chosen[0]
+    return files
 
 
 def to_uint8(img: np.ndarray, path: Path) -> np.ndarray:
@@ -141,16 +183,14 @@ def decode_jpeg_channel(data: bytes, name: str, color: str) -> np.ndarray:
     return _single_channel(decode_channel(data, name, color, jpg=True), name)
 
 
-def read_sample(directory: Path, sample_id: str, ext: str | None = None) -> np.ndarray:
+def read_sample(directory: Path, sample_id: str) -> np.ndarray:
     """Read the 4 channel files of one sample as H x W x 4 uint8 (RGBY)."""
-    ext = ext or find_format(directory, sample_id)
+    files = stain_files(directory, sample_id)
     planes = []
-    for color in COLORS:
-        p = channel_path(directory, sample_id, color, ext)
+    for color, p in files.items():
         planes.append(read_channel(p, color))
         if planes[-1].shape != planes[0].shape:
-            first = channel_path(directory, sample_id, COLORS[0], ext)
-            raise SampleError(f"{p}: size {planes[-1].shape} differs from {first} {planes[0].shape}")
+            raise SampleError(f"{p}: size {planes[-1].shape} differs from {files['red']} {planes[0].shape}")
     return np.stack(planes, axis=-1)
 
 

@@ -15,8 +15,8 @@ from hpa.core.checks import require_dir
 from hpa.core.runtime import progress
 from hpa.data import layout
 from hpa.data.arrays import is_prepared, write_prepared
-from hpa.data.images import channel_path, find_format, read_sample
-from hpa.data.labels import COLORS, read_ids
+from hpa.data.images import read_sample, stain_files
+from hpa.data.labels import read_ids
 from hpa.data.resolution import resize_to_working_side
 from hpa.errors import HPAError, SampleError
 
@@ -26,8 +26,7 @@ def _source_mtime(src_dir: Path, sid: str) -> int:
     that reading reports the error). A full-size TIFF fetched after the 512 px PNG was prepared is
     newer than the prepared array, and the sample is prepared again from it."""
     try:
-        ext = find_format(src_dir, sid)
-        return max(channel_path(src_dir, sid, c, ext).stat().st_mtime_ns for c in COLORS)
+        return max(p.stat().st_mtime_ns for p in stain_files(src_dir, sid).values())
     except (SampleError, OSError):
         return 0
 

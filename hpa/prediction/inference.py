@@ -8,7 +8,6 @@ was trained on; blending uses it to refuse predictions made against other folds 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +24,9 @@ from hpa.core.digests import file_sha256, ids_sha256
 from hpa.core.runtime import autocast, loader_processes, progress
 from hpa.data import layout
 from hpa.data.arrays import read_prepared, stored_side
-from hpa.data.images import EXTENSIONS, channel_path, find_format, read_sample
+from hpa.data.images import STAIN_FILE, read_sample, stain_files, stain_index
 from hpa.data.labels import (
     CLASS_NAMES,
-    COLORS,
     NUM_CLASSES,
     LabelError,
     read_folds,
@@ -129,7 +127,7 @@ def raw_working_side(directory: Path, sample_id: str, size: int) -> int:
     """The working side a raw sample will have, from its red channel's header."""
     from PIL import Image
 
-    with Image.open(channel_path(directory, sample_id, "red", find_format(directory, sample_id))) as im:
+    with Image.open(stain_files(directory, sample_id)["red"]) as im:
         return working_side(max(im.size), size)
 
 
@@ -139,12 +137,11 @@ def check_raw_sample(directory: Path, sample_id: str) -> str | None:
     from PIL import Image
 
     try:
-        ext = find_format(directory, sample_id)
+        files = stain_files(directory, sample_id)
     except SampleError as e:
         return str(e)
     sizes = {}
-    for color in COLORS:
-        path = channel_path(directory, sample_id, color, ext)
+    for color, path in files.items():
         if not path.is_file():
             return f"{path}: channel file not found"
         if path.stat().st_size == 0:
@@ -155,7 +152,7 @@ def check_raw_sample(directory: Path, sample_id: str) -> str | None:
         except Exception as e:  # any decoder error: the file is not an image PIL can read
             return f"{path}: unreadable image ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
     if len(set(sizes.values())) > 1:
-        return f"{channel_path(directory, sample_id, 'red', ext)}: channels differ in size ({sizes})"
+        return f"{files['red']}: channels differ in size ({sizes})"
     return None
 
 
@@ -265,26 +262,23 @@ def predict(models: Sequence[torch.nn.Module], ids: list[str], size: int, opts: 
     return total / (len(sizes) * len(models) * len(tta)), failed
 
 
-_RED = re.compile(r"^(?P<id>.+)_red\.(?P<ext>[A-Za-z]+)$")
-
-
 def find_image_ids(directory: Path) -> tuple[list[str], dict[str, str]]:
-    """Sample Ids of every `<Id>_red.<ext>` in `directory` (any case of a known extension), and what
-    was skipped: files whose name is not a safe Id, sub-folders holding images (listed, not searched)."""
+    """Sample Ids of every sample with a red stain file in `directory` (stain suffix and extension
+    in any case, hpa.data.images.stain_files), and what was skipped: names that are not a safe Id,
+    sub-folders holding images (listed, not searched)."""
     if not Path(directory).is_dir():
         raise ConfigError(f"--images {directory}: no such directory")
     ids, skipped = set(), {}
     for p in sorted(Path(directory).iterdir()):
-        if p.is_dir() and not p.name.startswith(".") and any(_RED.match(q.name) for q in p.iterdir()):
+        if p.is_dir() and not p.name.startswith(".") and any(STAIN_FILE.match(q.name) for q in p.iterdir()):
             skipped[f"{p.name}/"] = f"{p}: a sub-folder of images, not searched; predict it with --images {p}"
-            continue
-        m = _RED.match(p.name)
-        if not m or m["ext"] not in EXTENSIONS + tuple(e.upper() for e in EXTENSIONS):  # as hpa.data.images.find_format
+    for sid, color in stain_index(Path(directory), fresh=True):
+        if color != "red":
             continue
         try:
-            ids.add(validate_id(m["id"]))
+            ids.add(validate_id(sid))
         except LabelError as e:
-            skipped[p.name] = str(e)
+            skipped[stain_index(Path(directory))[(sid, color)][0]] = str(e)
     return sorted(ids), skipped
 
 
