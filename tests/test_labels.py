@@ -106,3 +106,25 @@ def test_train_and_external_tables_are_read_as_one(tmp_path):
     (tmp_path / "external.csv").write_text("Id,Target\nb,3\n")
     with pytest.raises(LabelError, match=r"external.csv: Id 'b' is also in .*train.csv"):
         read_label_tables([tmp_path / "train.csv", tmp_path / "external.csv"])
+
+
+def test_every_table_reader_refuses_a_header_without_rows_and_a_folds_table_lists_an_id_once(tmp_path):
+    """The class "a table trusted as read", closed in its readers: each of them on a header alone,
+    and a folds table naming one Id in two folds."""
+    from hpa.data.labels import read_folds, read_ids, read_labels
+    from hpa.data.predictions import COLUMNS, read_predictions
+    from hpa.errors import PredictionError
+
+    for reader, header in ((read_labels, "Id,Target"), (read_ids, "Id"), (read_folds, "Id,fold")):
+        p = tmp_path / f"{reader.__name__}.csv"
+        p.write_text(header + "\n")
+        with pytest.raises(LabelError, match=f"{p.name}: has a header and no rows"):
+            reader(p)
+    p = tmp_path / "m_64_f0_oof.csv"
+    p.write_text(",".join(COLUMNS) + "\n")
+    with pytest.raises(PredictionError, match="has a header and no rows"):
+        read_predictions(p)
+    folds = tmp_path / "folds.csv"
+    folds.write_text("Id,fold\na,0\nb,1\na,1\n")
+    with pytest.raises(LabelError, match=r"folds.csv, row 4: duplicate Id 'a' \(first at row 2\)"):
+        read_folds(folds)

@@ -101,6 +101,8 @@ def read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise LabelError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+    if df.empty:  # every table the toolkit reads is one of samples: none is never what was meant
+        raise LabelError(f"{path}: has a header and no rows")
     return df
 
 
@@ -155,11 +157,14 @@ def read_folds(path: Path) -> dict[str, int]:
     if not Path(path).is_file():
         raise LabelError(f"{path}: folds table not found; run input_prep/make_folds.py first")
     df = read_table(path, ("Id", "fold"))
-    out = {}
+    out, row_of = {}, {}
     for i, (sid, f) in enumerate(zip(df["Id"], df["fold"])):
         if not f.lstrip("-").isdigit():
             raise LabelError(f"{path}, row {i + 2}: fold {f!r} is not an integer")
-        out[validate_id(sid, f"{path}, row {i + 2}: ")] = int(f)
+        sid = validate_id(sid, f"{path}, row {i + 2}: ")
+        if sid in out:  # in two folds it would train and validate at once; "last row wins" is never meant
+            raise LabelError(f"{path}, row {i + 2}: duplicate Id {sid!r} (first at row {row_of[sid]})")
+        out[sid], row_of[sid] = int(f), i + 2
     # the folds are 0..K-1, and -1 (left out): a stray 7 or -3 would train in every fold and never validate
     used = sorted(set(out.values()) - {-1})
     if any(f < -1 for f in used) or used != list(range(len(used))):

@@ -46,6 +46,8 @@ def read_predictions(path: Path) -> tuple[list[str], np.ndarray]:
     if list(df.columns) != COLUMNS:
         raise PredictionError(f"{path}: expected {len(COLUMNS)} columns Id,0..{NUM_CLASSES - 1}; "
                               f"found {len(df.columns)}: {list(df.columns)[:6]}...")
+    if df.empty:
+        raise PredictionError(f"{path}: has a header and no rows")
     ids = []
     for i, raw in enumerate(df["Id"].tolist()):
         try:
