@@ -193,3 +193,20 @@ def test_own_image_output_never_replaces_the_thresholds_it_read(small_data, tmp_
         predict_tta.main(["--arch", "tiny_cnn", "--size", "32", "--runs", str(runs), "--images",
                           str(small_data / "test"), "--thresholds", str(thr), "--out", str(thr), "--device", "cpu"])
     assert thr.read_bytes() == before
+
+
+def test_a_checkpoint_is_checked_against_the_run_it_is_asked_for(tiny_runs, small_data, tmp_path):
+    """A file is not trusted for the folder it sits in: another fold's best.pt copied into a run
+    directory is refused by every caller of load_run (OOF/test prediction and a folder's ensemble)."""
+    from hpa.data import layout
+
+    runs = Path(shutil.copytree(tiny_runs, tmp_path / "runs"))
+    f0, f1 = (layout.run_file(layout.run_dir(runs, "tiny_cnn", 32, f), "best") for f in (0, 1))
+    shutil.copyfile(f1, f0)
+    want = r"is a checkpoint of tiny_cnn_32 fold 1, not of tiny_cnn_32 fold 0"
+    with pytest.raises(HPAError, match=want):
+        hpa.predict("tiny_cnn", 32, [0], runs=runs, out_dir=tmp_path / "p", tta=1, amp="off", device="cpu")
+    with pytest.raises(HPAError, match=want):
+        hpa.predict_images(small_data / "test", tmp_path / "x.csv", runs=hpa.Runs("tiny_cnn", 32, (0,), runs),
+                           tta=1, device="cpu")
+    assert not (tmp_path / "p").exists() and not (tmp_path / "x.csv").exists()

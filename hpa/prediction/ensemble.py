@@ -62,7 +62,7 @@ def _member_from_runs(runs: Path, arch: str, size: int, folds: Sequence[int], de
         if checkpoints and file_sha256(best) != checkpoints[f]:
             raise RunError(f"{best}: is not the checkpoint the blend's predictions were made with (retrained "
                            "since); predict and blend again (run_all.sh does both)")
-        run = load_run(run_dir, device)
+        run = load_run(run_dir, device, (arch, size, f))
         models.append(run.model)
         configs.append(run.cfg)
         provenances.append(run.provenance)

@@ -209,8 +209,10 @@ def require_best(run_dir: Path) -> Path:
     return best
 
 
-def load_run(run_dir: Path, device: torch.device) -> LoadedRun:
-    """A run's best model, built from the config saved in its checkpoint (never today's configs/)."""
+def load_run(run_dir: Path, device: torch.device, want: tuple[str, int, int] | None = None) -> LoadedRun:
+    """A run's best model, built from the config saved in its checkpoint (never today's configs/).
+    `want`: the (arch, size, fold) the caller asked for, which the checkpoint must be of: a file is
+    not trusted for the folder it sits in."""
     ck = load_checkpoint(layout.run_file(run_dir, "best"), "train that fold again (train_fold.py --overwrite)",
                          mmap=True)
     try:
@@ -218,6 +220,10 @@ def load_run(run_dir: Path, device: torch.device) -> LoadedRun:
     except Exception as e:
         raise CheckpointError(f"{layout.run_file(run_dir, 'best')}: its saved config is not valid today "
                               f"({' '.join(str(e).split())[:200]})") from None
+    if want is not None and (cfg.arch, cfg.size, cfg.fold) != tuple(want):
+        raise CheckpointError(f"{layout.run_file(run_dir, 'best')}: is a checkpoint of {cfg.arch}_{cfg.size} fold "
+                              f"{cfg.fold}, not of {want[0]}_{want[1]} fold {want[2]} (copied from another run?); put "
+                              "the right file there or train that fold (train_fold.py)")
     model = model_for_prediction(cfg.arch, cfg.model, ck["model"], device, cfg.channels_last)
     return LoadedRun(run_dir, model, cfg, ck.get("provenance") or {}, int(ck["epoch"]))
 
@@ -325,7 +331,7 @@ def predict_folds(runs: Path, arch: str, size: int, folds: Sequence[int], out_di
     sizes, tta, amp = opts.sizes, opts.tta, opts.amp
     common = dict(size=size, opts=opts)
     for fold, run_dir in zip(folds, run_dirs):
-        run = load_run(run_dir, device)
+        run = load_run(run_dir, device, (arch, size, fold))
         root = Path(data_dir) if data_dir is not None else Path(run.cfg.data_dir)
         folds_csv = layout.folds_csv(root, run.cfg.folds_csv if data_dir is None else None)
         check_provenance(run_dir, run.provenance, root, folds_csv)
