@@ -20,11 +20,15 @@ import numpy as np
 from hpa.errors import DiskFullError, HPAError
 
 
-def _file_mode() -> int:
-    """The mode `open()` would give a new file under the current umask (mkstemp's is 0600)."""
+def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
+
+
+def _file_mode() -> int:
+    """The mode `open()` would give a new file under the current umask (mkstemp's is 0600)."""
+    return 0o666 & ~_umask()
 
 
 def _disk_full(e: BaseException, path: Path) -> DiskFullError | None:
@@ -183,6 +187,7 @@ def staged_dir(final: Path):
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide a bundle or a report from a colleague
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

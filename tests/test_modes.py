@@ -1,0 +1,45 @@
+"""Every write keeps the user's modes: files and folders the toolkit creates follow the umask, as
+any other tool's would, whichever writer made them (a shared disk's colleague can read a bundle,
+a report, a store and a run)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hpa.core.atomic import (
+    atomic_outputs,
+    atomic_save_npy,
+    atomic_write_stream,
+    atomic_write_text,
+    staged_dir,
+)
+
+
+def mode(p: Path) -> int:
+    return stat.S_IMODE(os.stat(p).st_mode)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
+def test_every_writer_follows_the_umask(tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        atomic_write_text(tmp_path / "new" / "a.txt", "x")  # the folder it had to create too
+        atomic_save_npy(tmp_path / "b.npy", np.zeros(3))
+        atomic_write_stream(tmp_path / "c.bin", lambda f: f.write(b"x"))
+        with atomic_outputs() as tmp:
+            tmp(tmp_path / "d.csv").write_text("x")
+        with staged_dir(tmp_path / "bundle") as d:
+            (d / "weights").mkdir()
+            (d / "weights" / "w.bin").write_bytes(b"x")
+    finally:
+        os.umask(old)
+    files, folders = 0o666 & ~mask, 0o777 & ~mask
+    for f in ("new/a.txt", "b.npy", "c.bin", "d.csv", "bundle/weights/w.bin"):
+        assert mode(tmp_path / f) == files, f
+    for d in ("new", "bundle", "bundle/weights"):
+        assert mode(tmp_path / d) == folders, d
