@@ -246,6 +246,7 @@ def _did_you_mean(key: str, known: set[str]) -> str:
 def build_config(layers: list[tuple[str, dict]]) -> TrainConfig:
     """Merge the layers and validate; an error names the setting and the layer that set it."""
     merged, origin = merge_layers(layers)
+    merged = weights_defaults(merged, origin)
     try:
         cfg = TrainConfig(**merged)
     except ValidationError as e:
@@ -263,6 +264,26 @@ def build_config(layers: list[tuple[str, dict]]) -> TrainConfig:
         raise ConfigError(f"{source}: setting {key!r}: {err['msg']}{got}") from None
     check_model_settings(cfg.arch, cfg.model, origin)
     return apply_weight_settings(cfg, origin)
+
+
+def weights_defaults(merged: dict, origin: dict[str, str]) -> dict:
+    """Named HPA weights were trained at their own side: a crop nobody set defaults to it (at most
+    the stored size), and the crop of larger stored images scales with it, instead of the paper's
+    512 of 768 px, which a 224 px encoder cannot take."""
+    from hpa.models import hpa_weights
+    from hpa.models.pretrained import Pretrained
+
+    weights = Pretrained.parse(merged.get("pretrained", TrainConfig.model_fields["pretrained"].default))
+    if weights.kind != "named":
+        return merged
+    native = hpa_weights.source(weights.text).img_size
+    size = merged.get("size", TrainConfig.model_fields["size"].default)
+    out = dict(merged)
+    if "crop" not in origin and isinstance(size, int):
+        out["crop"] = min(native, size)
+    if "crop_large" not in origin:
+        out["crop_large"] = None
+    return out
 
 
 def apply_weight_settings(cfg: TrainConfig, origin: dict[str, str]) -> TrainConfig:

@@ -108,3 +108,23 @@ def test_the_allowed_values_are_those_their_users_accept():
     assert typing.get_args(Recipe.model_fields["duplicates"].annotation) == DUPLICATES
     with pytest.raises(ConfigError, match="duplicates='merge'"):
         split_folds([], "never.csv", groups="g.csv", duplicates="merge")
+
+
+def test_named_weights_set_the_crop_nobody_set_to_their_native_side():
+    """`train_fold.py --arch vit_base16 --pretrained dino4cells-hpa-fov --size 224` (the manual's
+    command) stopped on "crop 512 is larger than size 224": a default crop is now the weights' own side
+    (224 for DINO4Cells, 448 for SubCell) at most the stored size; a crop the user sets is kept, and
+    refused when it does not fit."""
+    from hpa.cli.train_fold import parse
+
+    cfg, _ = parse(["--arch", "vit_base16", "--pretrained", "dino4cells-hpa-fov", "--size", "224", "--data-dir", "d"])
+    assert (cfg.crop, cfg.crop_large, cfg.model["img_size"]) == (224, None, 224)
+    cfg, _ = parse(["--arch", "vit_base16", "--pretrained", "subcell-rybg-mae", "--size", "640", "--data-dir", "d"])
+    assert cfg.crop == 448
+    cfg, _ = parse(["--arch", "vit_base16", "--pretrained", "dino4cells-hpa-fov", "--size", "448", "--crop", "320",
+                    "--data-dir", "d"])
+    assert cfg.crop == 320
+    with pytest.raises(ConfigError, match="crop 512 is larger than size 224"):
+        parse(["--arch", "vit_base16", "--pretrained", "dino4cells-hpa-fov", "--size", "224", "--crop", "512",
+               "--data-dir", "d"])
+    assert parse(["--arch", "se_resnext50", "--data-dir", "d"])[0].crop == 512  # the paper's, without named weights
