@@ -283,3 +283,22 @@ def test_the_packaged_network_is_the_ensemble_by_hand():
         ens.weighting = "logit"
         z = 0.75 * torch.logit(first, eps=1e-7) + 0.25 * torch.logit(second, eps=1e-7)
         torch.testing.assert_close(EnsembleNet(ens)(x), torch.sigmoid(z))
+
+
+def test_a_subset_export_refuses_folds_or_members_it_does_not_have():
+    """A request is refused, never reduced: --folds 0 5 on a member of folds 0 and 1 was exported as
+    fold 0 alone."""
+    from torch import nn
+
+    from hpa.errors import ConfigError
+    from hpa.prediction.bundle import subset
+    from hpa.prediction.ensemble import Ensemble, Member
+
+    m = Member("tiny_cnn_32", 32, [nn.Identity(), nn.Identity()], ("id",), [32], "off", [0, 1], [None, None],
+               [{}, {}])
+    ens = Ensemble([m], "equal", np.ones(1), np.full(28, 0.5))
+    assert subset(ens, None, [1], Path("w")).members[0].folds == [1]
+    with pytest.raises(ConfigError, match=r"--folds 0 5: tiny_cnn_32 has folds \[0, 1\]"):
+        subset(ens, None, [0, 5], Path("w"))
+    with pytest.raises(ConfigError, match="--members resnet: not members"):
+        subset(ens, ["resnet"], None, Path("w"))

@@ -102,7 +102,7 @@ def subset(ens: Ensemble, members: Sequence[str] | None, folds: Sequence[int] | 
     for k in chosen:
         m = ens.members[k]
         keep = [i for i, f in enumerate(m.folds) if folds is None or f in folds]
-        if not keep:
+        if folds is not None and set(folds) - set(m.folds):  # refused, never reduced to the folds there are
             raise ConfigError(f"--folds {' '.join(map(str, folds))}: {m.name} has folds {m.folds}")
         kept.append(Member(m.name, m.size, [m.models[i] for i in keep], m.tta, m.sizes, m.amp,
                            [m.folds[i] for i in keep], [m.configs[i] for i in keep],
