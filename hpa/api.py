@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+import numbers
+import types
+import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,17 +38,49 @@ from hpa.errors import ConfigError
 from hpa.prediction.thresholds import DEFAULT_METHOD
 
 
+def accepts(value: object, hint: object) -> bool:
+    """Whether `value` is of the annotated type `hint` (unions, None, Literal, sequences and callables
+    included; a list annotation takes any sequence but a string; what cannot be checked passes)."""
+    origin = typing.get_origin(hint)
+    if hint in (typing.Any, inspect.Parameter.empty):
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(accepts(value, h) for h in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is None or hint is type(None):
+        return value is None
+    hint = origin or hint
+    if hint in (list, tuple, Sequence):
+        return isinstance(value, Sequence) and not isinstance(value, str)
+    if hint is Callable:
+        return callable(value)
+    if hint in (int, float):
+        return isinstance(value, numbers.Integral if hint is int else numbers.Real) and not isinstance(value, bool)
+    return not isinstance(hint, type) or isinstance(value, hint)
+
+
 def checked(fn: Callable) -> Callable:
-    """A misspelt or missing argument is an HPAError naming the function, as a bad value is."""
+    """A misspelt or missing argument, or one of another type than its annotation, is an HPAError
+    naming the function and the argument, as a bad value is."""
     sig = inspect.signature(fn)
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
         try:
-            sig.bind(*args, **kwargs)
+            bound = sig.bind(*args, **kwargs)
         except TypeError as e:
             params = ", ".join(p for p in sig.parameters if p not in ("settings", "options"))
             raise ConfigError(f"hpa.{fn.__name__}(): {e} (its arguments: {params})") from None
+        hints = typing.get_type_hints(fn)
+        for name, value in bound.arguments.items():
+            kind = sig.parameters[name].kind
+            if kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL) and name in hints \
+                    and not accepts(value, hints[name]):
+                hint = hints[name]
+                want = hint.__name__ if isinstance(hint, type) else str(hint).replace("pathlib.", "").replace(
+                    "typing.", "").replace("hpa.api.", "hpa.")
+                raise ConfigError(f"hpa.{fn.__name__}(): {name}={value!r}: expected {want}")
         return fn(*args, **kwargs)
     return call
 

@@ -32,7 +32,7 @@ def test_api_settings_are_checked_where_they_enter(small_data, tmp_path):
         (lambda: hpa.predict("tiny_cnn", 32, [0], tta=9), "tta=9"),
         (lambda: hpa.predict("tiny_cnn", 32, [0], tta=0), "tta=0"),
         (lambda: hpa.predict("tiny_cnn", 32, [0], amp="fp8"), "amp='fp8'"),
-        (lambda: hpa.predict("tiny_cnn", 32, 0), "folds=0: a list of fold numbers"),
+        (lambda: hpa.predict("tiny_cnn", 32, 0), r"folds=0: expected list\[int\]"),
         (lambda: hpa.predict("tiny_cnn", 32, []), "non-empty list"),
         (lambda: hpa.predict("tiny_cnn", 32, [0], sizes=[0]), "sizes=0"),
         (lambda: hpa.predict("tiny_cnn", 32, [0], batch_size=0), "batch_size=0"),
@@ -210,3 +210,26 @@ def test_a_checkpoint_is_checked_against_the_run_it_is_asked_for(tiny_runs, smal
         hpa.predict_images(small_data / "test", tmp_path / "x.csv", runs=hpa.Runs("tiny_cnn", 32, (0,), runs),
                            tta=1, device="cpu")
     assert not (tmp_path / "p").exists() and not (tmp_path / "x.csv").exists()
+
+
+def test_api_arguments_of_the_wrong_type_are_one_line_naming_them(tmp_path):
+    """Every hpa.* entry point checks its arguments against their annotations where they enter
+    (hpa.api.checked), and a bundle and a class map are checked where they are used."""
+    cases = [
+        (lambda: hpa.predict_images(tmp_path, tmp_path / "x.csv", runs="runs"), r"runs='runs': expected hpa.Runs"),
+        (lambda: hpa.export_bundle(42, tmp_path / "b"), r"source=42: expected str \| Path \| None"),
+        (lambda: hpa.train_fold("tiny_cnn", fold="0", size=32, data_dir=tmp_path), r"fold='0': expected int"),
+        (lambda: hpa.blend(5, "x", tmp_path), r"oof=5: expected str \| Path \| list"),
+        (lambda: hpa.load_bundle(42), r"load_bundle\(42\): a bundle folder or a Hugging Face repository id"),
+        (lambda: hpa.make_folds(tmp_path, n_folds=2.5), r"n_folds=2.5: expected int"),
+    ]
+    for call, message in cases:
+        with pytest.raises(HPAError, match=message):
+            call()
+
+
+def test_a_class_map_request_outside_the_classes_is_refused(tiny_runs, small_data, tmp_path):
+    with pytest.raises(HPAError, match="--explain 99: not a class number 0..27"):
+        hpa.predict_images(small_data / "test", tmp_path / "x.csv", runs=hpa.Runs("tiny_cnn", 32, (0,), tiny_runs),
+                           report=[3, 99], tta=1, device="cpu")
+    assert not (tmp_path / "x.csv").exists()

@@ -263,6 +263,8 @@ def _ensemble(root: Path, config: dict, device: torch.device) -> Ensemble:
 
 def load_bundle(path_or_id: str | Path, device: str | torch.device = "cpu") -> Bundle:
     """A bundle from a directory or a Hub id, every weight file checked against config.json."""
+    if not isinstance(path_or_id, str | Path):
+        raise BundleError(f"load_bundle({path_or_id!r}): a bundle folder or a Hugging Face repository id (owner/name)")
     from hpa.core.runtime import pick_device
 
     root = resolve_bundle(path_or_id)

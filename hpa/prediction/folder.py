@@ -131,7 +131,10 @@ def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | No
     from hpa.prediction.thresholds import apply_thresholds
 
     images, out = Path(images), Path(out)
-    explain = [] if isinstance(report, bool) else [int(k) for k in report]
+    explain = [] if isinstance(report, bool) else list(report)
+    bad = [k for k in explain if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < NUM_CLASSES]
+    if bad:
+        raise HPAError(f"--explain {bad[0]}: not a class number 0..{NUM_CLASSES - 1}")
     report = report is not False
     opts = opts or PredictOptions()
     device, batch_size, workers, source = opts.torch_device(), opts.batch_size, opts.workers, ens.source
