@@ -89,3 +89,16 @@ def test_a_vit_and_convnext_train_a_fold(small_data, tmp_path):
                              echo=lambda _: None, **({"model": {"normalize": "none"}} if arch == "convnext_tiny"
                                                      else {}))
         assert (run / "best.pt").is_file()
+
+
+def test_a_vit_takes_any_side_not_only_multiples_of_its_patch():
+    """A 3072 px field resized for a 64 px run is 85 px: ViTs pad the last partial patch (timm's
+    dynamic_img_pad) instead of stopping on an AssertionError, in training, embedding and prediction."""
+    from hpa.models import build_model
+
+    model = build_model("vit_tiny16", pretrained="none").eval()
+    with torch.no_grad():
+        assert model(torch.rand(2, 4, 85, 100)).shape == (2, 28)
+        _, grid = model.tokens_to_grid(model.encoder.forward_features(model.prepare(torch.rand(1, 4, 85, 100))),
+                                       (85, 100))
+    assert grid.shape[-2:] == (6, 7)  # the token grid a class map weighs: ceil(85 / 16) x ceil(100 / 16)

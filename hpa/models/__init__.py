@@ -180,9 +180,9 @@ def _vit_arch(name: str, timm_name: str) -> None:
         from hpa.models.weight_layouts import load_published
 
         check_channels(channels)
-        # any input side: timm resamples the position embeddings from the stored grid
+        # any input side: timm resamples the position embeddings from the stored grid and pads a last partial patch
         enc = timm.create_model(timm_name, pretrained=False, in_chans=len(channels), num_classes=0,
-                                dynamic_img_size=True, img_size=img_size, init_values=layerscale,
+                                dynamic_img_size=True, dynamic_img_pad=True, img_size=img_size, init_values=layerscale,
                                 norm_layer=partial(nn.LayerNorm, eps=ln_eps))
         weights = Pretrained.parse(pretrained)
         if weights.kind == "named":
