@@ -13,6 +13,8 @@ import pytest
 from scripts import run_script
 
 from conftest import ROOT, assert_one_line_error, private_copy
+from hpa import cli
+from hpa.errors import HPAError, LabelError
 
 pytestmark = pytest.mark.slow  # trains and predicts
 
@@ -238,3 +240,26 @@ def test_written_files_follow_the_umask(setup, tmp_path):
     for p in [*preds.iterdir(), *(d.parent / "runs" / "tiny_cnn_64" / "f0").iterdir(), d / "folds.csv"]:
         assert p.stat().st_mode & 0o044, p  # group and others can read what a default umask allows
     np.testing.assert_equal(sorted(p.name for p in tmp_path.glob(".*.tmp*")), [])
+
+
+def test_cli_wrapper_one_line_and_exit_1(capsys):
+    def boom(_):
+        raise HPAError("data/x.csv, row 3: bad")
+
+    with pytest.raises(SystemExit) as e:
+        cli.run(boom)
+    assert e.value.code == 1 and capsys.readouterr().err == "error: data/x.csv, row 3: bad\n"
+    worker = LabelError("Caught LabelError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+                        "last):\n  File \"x.py\", line 1\nhpa.labels.LabelError: f.csv, row 2: invalid sample Id\n")
+    assert cli.one_line(worker) == "f.csv, row 2: invalid sample Id"
+    missing = FileNotFoundError(2, "No such file or directory", "a.csv")
+    assert cli.one_line(missing) == "a.csv: no such file or directory"
+
+    def signalled(_):
+        from hpa.errors import Stopped
+
+        raise Stopped("[x f0] stopped by SIGTERM at epoch 2, step 5: last.pt saved there")
+
+    with pytest.raises(SystemExit) as e:  # a requested stop is not an error, but still ends non-zero
+        cli.run(signalled)
+    assert e.value.code == 1 and capsys.readouterr().err.startswith("stopped: [x f0] stopped by SIGTERM")

@@ -2,10 +2,14 @@
 different base models" and the sections on each backbone); quoted where a number comes from."""
 
 
+
 import numpy as np
 import pytest
+import torch
+import yaml
 
-from hpa.config import load_arch_config
+from hpa.cli.train_fold import parse
+from hpa.config import TrainConfig, changed_settings, load_arch_config
 from hpa.errors import ConfigError
 
 PAPER = {
@@ -82,8 +86,6 @@ def test_the_allowed_values_are_those_their_users_accept():
     knows; a value outside the set is refused by each."""
     import typing
 
-    import torch
-
     from hpa.api import split_folds
     from hpa.cli.train_fold import build_parser
     from hpa.config import TrainConfig
@@ -128,3 +130,58 @@ def test_named_weights_set_the_crop_nobody_set_to_their_native_side():
         parse(["--arch", "vit_base16", "--pretrained", "dino4cells-hpa-fov", "--size", "224", "--crop", "512",
                "--data-dir", "d"])
     assert parse(["--arch", "se_resnext50", "--data-dir", "d"])[0].crop == 512  # the paper's, without named weights
+
+
+def test_config_layers_merge_in_order(tmp_path):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(yaml.safe_dump({"lr": 0.5, "batch_size": 7, "epochs": 9, "model": {"width": 4}}))
+    cfg, opts = parse(["--arch", "tiny_cnn", "--config", str(extra), "--set", "lr=0.25", "--set",
+                                  "model.head_dropout=[0.1]", "--epochs", "3", "--lr-groups", "0.5", "1"])
+    assert cfg.lr == 0.25  # --set over --config
+    assert cfg.epochs == 3  # a flag over --config
+    assert cfg.batch_size == 7  # --config over configs/tiny_cnn.yaml (32)
+    assert cfg.optimizer == "adamw"  # configs/tiny_cnn.yaml over the default (sgd)
+    assert cfg.momentum == 0.9  # TrainConfig's default
+    assert cfg.model == {"width": 4, "stem_stride": 2, "input_norm": True, "head_hidden": [128], "head_dropout": [0.1]}
+    assert cfg.lr_groups == [0.5, 1.0] and opts.runs.name == "runs"
+    cfg2, _ = parse(["--arch", "tiny_cnn", "--amp", "off", "--hard-k", "8", "--crop", "null"])
+    assert cfg2.amp == "off" and cfg2.hard_k == 8 and isinstance(cfg2.hard_k, int) and cfg2.crop is None
+
+
+def test_a_saved_config_rebuilds_the_same_run(tmp_path):
+    cfg, _ = parse(["--arch", "resnet18", "--size", "96", "--crop", "64", "--set", "model.head_hidden=[64]",
+                               "--set",
+                               "model.head_dropout=[0.2]"])
+    saved = tmp_path / "config.yaml"
+    saved.write_text(yaml.safe_dump(cfg.model_dump()))
+    again, _ = parse(["--arch", "resnet18", "--config", str(saved)])
+    assert again == cfg
+
+
+def test_config_errors_name_the_layer(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lerning_rate: 1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown setting 'lerning_rate'"):
+        parse(["--arch", "tiny_cnn", "--config", str(bad)])
+    bad.write_text("batch_size: many\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: setting 'batch_size': .*integer"):
+        parse(["--arch", "tiny_cnn", "--config", str(bad)])
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        parse(["--arch", "tiny_cnn", "--config", str(bad)])
+    with pytest.raises(ConfigError, match=r"--set: model setting 'depth' does not exist for arch 'resnet18'"):
+        parse(["--arch", "resnet18", "--set", "model.depth=3"])
+    with pytest.raises(ConfigError, match=r"^crop 512 is larger than size 64: .* \(crop from defaults, size from "
+                       r"--size\)$"):
+        parse(["--arch", "resnet18", "--size", "64"])
+    with pytest.raises(ConfigError, match=r"--lr: setting 'lr': .*greater than 0"):
+        parse(["--arch", "tiny_cnn", "--lr", "0"])
+
+
+def test_changed_settings_ignore_only_what_does_not_change_the_result():
+    cfg = TrainConfig(arch="tiny_cnn", data_dir="d")
+    old = cfg.model_dump()
+    assert changed_settings(old, cfg.model_copy(update={"workers": 7, "data_dir": "/moved/d"})) == []
+    assert changed_settings(old, cfg.model_copy(update={"lr": 1.0})) == ["lr 0.01 -> 1.0"]
+    with_finder = cfg.model_copy(update={"find_lr": "use"})
+    assert changed_settings({**with_finder.model_dump(), "lr": 0.003}, with_finder) == []

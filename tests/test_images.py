@@ -9,6 +9,7 @@ from hpa.core.atomic import atomic_path
 from hpa.data.images import read_sample, to_uint8, write_sample_png
 from hpa.data.labels import COLORS
 from hpa.errors import SampleError
+from hpa.prediction.inference import find_image_ids
 
 
 def test_reads_all_real_samples_in_rgby_order(real_samples):
@@ -164,3 +165,13 @@ def test_stain_files_match_as_the_file_system_shows_them(tmp_path):
     with pytest.raises(SampleError, match=r"s1_green.jpg and s1_green.png: two files for the green stain"):
         read_sample(d, "s1")
     assert "two files for the green stain" in check_raw_sample(d, "s1")
+
+
+def test_own_image_ids_in_any_case(tmp_path):
+    """Stain suffix and extension in any case (`.Png` and `_Red` were skipped); other extensions and
+    other stains alone are not samples; an unsafe Id is listed."""
+    for name in ("a_red.png", "B_red.PNG", "c_red.TIF", "d_red.jpeg", "g_red.Png", "h_Red.png", "e_green.png",
+                 "bad id_red.png", "f_red.txt"):
+        (tmp_path / name).write_bytes(b"")
+    ids, skipped = find_image_ids(tmp_path)
+    assert ids == ["B", "a", "c", "d", "g", "h"] and list(skipped) == ["bad id_red.png"]

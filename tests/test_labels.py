@@ -1,3 +1,4 @@
+
 from pathlib import Path
 
 import numpy as np
@@ -128,3 +129,10 @@ def test_every_table_reader_refuses_a_header_without_rows_and_a_folds_table_list
     folds.write_text("Id,fold\na,0\nb,1\na,1\n")
     with pytest.raises(LabelError, match=r"folds.csv, row 4: duplicate Id 'a' \(first at row 2\)"):
         read_folds(folds)
+
+
+def test_validate_id_holds_exactly():
+    assert validate_id("10580_1610_C1_1") == "10580_1610_C1_1"
+    for bad in ("abc\n", "abc\r", "a b", "../x", "a/b", "", "_lead", "a..b", "ab\n\n"):
+        with pytest.raises(LabelError):
+            validate_id(bad)

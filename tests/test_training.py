@@ -14,9 +14,10 @@ import yaml
 from scripts import run_script
 
 from conftest import ROOT, private_copy
-from hpa.config import load_arch_config
+from hpa.config import TrainConfig, load_arch_config
 from hpa.core.checkpoint import load_checkpoint
 from hpa.errors import RunError
+from hpa.training.rundir import guard_run_dir
 
 pytestmark = pytest.mark.slow  # subprocess and end-to-end runs
 
@@ -195,3 +196,15 @@ def test_run_all_help_lists_the_options():
             r = subprocess.run(["bash", "run_all.sh", opt, *rest], cwd=ROOT, capture_output=True, text=True)
             assert r.returncode == 1 and r.stderr.strip() == \
                 f"error: run_all.sh: argument {opt}: expected one argument (see --help)"
+
+
+def test_guard_refuses_to_replace_a_run(tmp_path):
+    cfg = TrainConfig(arch="tiny_cnn", data_dir="d", epochs=2)
+    assert guard_run_dir(tmp_path, cfg, resume=False, overwrite=False) is None  # empty: start
+    torch.save({"model": {}, "config": cfg.model_dump(), "epoch": 1}, tmp_path / "last.pt")
+    with pytest.raises(RunError, match=r"partly trained run \(epoch 1 of 2\); --resume continues it"):
+        guard_run_dir(tmp_path, cfg, resume=False, overwrite=False)
+    assert guard_run_dir(tmp_path, cfg, resume=False, overwrite=True) is None
+    assert guard_run_dir(tmp_path, cfg, resume=True, overwrite=False)["epoch"] == 1
+    with pytest.raises(RunError, match=r"--resume with changed settings \(batch_size 32 -> 4\)"):
+        guard_run_dir(tmp_path, cfg.model_copy(update={"batch_size": 4}), resume=True, overwrite=False)

@@ -1,4 +1,4 @@
-"""Every write keeps the user's modes: files and folders the toolkit creates follow the umask, as
+"""Atomic writes: all or nothing, and with the user's modes: files and folders the toolkit creates follow the umask, as
 any other tool's would, whichever writer made them (a shared disk's colleague can read a bundle,
 a report, a store and a run)."""
 
@@ -43,3 +43,27 @@ def test_every_writer_follows_the_umask(tmp_path, mask):
         assert mode(tmp_path / f) == files, f
     for d in ("new", "bundle", "bundle/weights"):
         assert mode(tmp_path / d) == folders, d
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_follow_the_umask(tmp_path, mask, mode):
+    old = os.umask(mask)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        with atomic_outputs() as tmp:
+            tmp(tmp_path / "b.txt").write_text("y")
+    finally:
+        os.umask(old)
+    for name in ("a.txt", "b.txt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode
+
+
+def test_atomic_outputs_are_all_or_nothing(tmp_path):
+    (tmp_path / "a.csv").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_outputs() as tmp:
+            tmp(tmp_path / "a.csv").write_text("new")
+            tmp(tmp_path / "b.csv").write_text("new")
+            raise RuntimeError("the third output failed")
+    assert (tmp_path / "a.csv").read_text() == "old" and not (tmp_path / "b.csv").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["a.csv"]  # no temp files left
