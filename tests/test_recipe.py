@@ -119,3 +119,18 @@ def test_parallel_folds_queue_jobs_across_members_one_per_gpu(tmp_path, monkeypa
     for gpu in ("5", "7"):
         spans = sorted((a, b) for g, a, b in runs.values() if g == gpu)
         assert all(prev[1] <= nxt[0] for prev, nxt in zip(spans, spans[1:]))  # one job at a time per GPU
+
+
+def test_the_recipe_points_the_user_at_every_output_it_made(tmp_path):
+    """run_all.sh's last lines come from RecipeOutcome.files: each output that exists, by what it is."""
+    from hpa.data import layout
+    from hpa.pipeline.recipe import RecipeOutcome
+
+    out = tmp_path / "work"
+    made = {"submission": layout.recipe_submission(out), "per-class report": layout.recipe_report(out),
+            "test images with class maps": layout.folder_report(layout.recipe_test_images(out))}
+    for p in made.values():
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("x")
+    outcome = RecipeOutcome(tmp_path / "data", out, submission=made["submission"], plan=out / "plan.md")
+    assert outcome.files() == made  # the plan was not written: not listed

@@ -518,8 +518,7 @@ class RecipeOutcome:
         """The outputs to point a user at, by what they are, those that exist."""
         found = {"submission": self.submission, "plan": self.plan, "demo preview": self.demo_preview,
                  "per-class report": layout.recipe_report(self.out_dir),
-                 "test images with class maps": layout.folder_report(layout.recipe_test_images(self.out_dir)
-                                                                     / layout.IMAGE_PREDICTIONS)}
+                 "test images with class maps": layout.folder_report(layout.recipe_test_images(self.out_dir))}
         return {k: v for k, v in found.items() if v is not None and v.is_file()}
 
 
