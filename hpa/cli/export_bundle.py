@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     a = build_parser().parse_args(argv)
     done = api.export_bundle(a.source, a.out_dir, members=a.members, folds=a.folds, licence=a.licence,
                              datasets=a.datasets, bioimageio=a.bioimageio, push=a.push)
-    made = {"bundle": done.bundle, "bioimage.io package": done.bioimageio, "on the Hub": done.hub_url}
+    made = {"bioimage.io package": done.bioimageio, "on the Hub": done.hub_url}  # the bundle: said as it is written
     for what, value in made.items():
         if value:
             print(f"{what}: {value}")
