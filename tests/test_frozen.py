@@ -5,6 +5,7 @@ contract the blend checks, and the foundation recipe end to end under --smoke.""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -211,3 +212,46 @@ def test_slurm_submits_one_prediction_job_per_frozen_member_and_no_training_arra
     assert [n.split("-", 2)[2] for n in names if "-train-" in n] == ["train-se_resnext50_64"]
     assert sorted(n.split("-", 3)[3] for n in names if "-predict-" in n) == [
         "se_resnext50_64", "vit_tiny16-random-head_32", "vit_tiny16-random-head_48", "vit_tiny16-random-logreg_32"]
+
+
+def test_an_embedding_store_never_mixes_image_lists_or_keeps_stale_pixels(small_data, tmp_path, monkeypatch):
+    """A run killed after its first chunk and re-run on another folder into the same --out-dir embedded
+    only the rest, keeping the first folder's chunk under the new Ids; a sample re-written with other
+    pixels was 'up to date'. Both are made again now, and say so."""
+    monkeypatch.setattr(emb, "CHUNK", 4)
+    ids = read_ids(small_data / "sample_submission.csv")[:8]
+    folders = {}
+    for name, chosen in (("a", ids[:6]), ("b", ids[2:8])):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        for sid in chosen:
+            for f in (small_data / "test").glob(f"{sid}_*"):
+                shutil.copy(f, folders[name] / f.name)
+    enc = emb.Encoder("vit_tiny16", "none", 32, ("id",))
+    real, calls = emb.embed_batch, []
+
+    def killed_after_one_chunk(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(emb, "embed_batch", killed_after_one_chunk)
+    with pytest.raises(RuntimeError, match="killed"):
+        emb.embed_folder(folders["a"], tmp_path / "out", enc, batch_size=4, device=CPU, echo=QUIET)
+    monkeypatch.setattr(emb, "embed_batch", real)
+    lines = []
+    store = emb.embed_folder(folders["b"], tmp_path / "out", enc, batch_size=4, device=CPU, echo=lines.append)
+    clean = emb.embed_folder(folders["b"], tmp_path / "clean", enc, batch_size=4, device=CPU, echo=QUIET)
+    np.testing.assert_array_equal(np.load(store), np.load(clean))  # nothing of folder a in it
+
+    sid = ids[5]  # new pixels for one sample of b: the store is stale and made again, with a note
+    red = folders["b"] / f"{sid}_red.png"
+    import cv2
+
+    cv2.imwrite(str(red), 255 - cv2.imread(str(red), cv2.IMREAD_GRAYSCALE))
+    os.utime(red, ns=(red.stat().st_atime_ns, red.stat().st_mtime_ns + 10**9))
+    lines.clear()
+    again = emb.embed_folder(folders["b"], tmp_path / "out", enc, batch_size=4, device=CPU, echo=lines.append)
+    assert any("made from other images" in line for line in lines)
+    assert not np.array_equal(np.load(again), np.load(clean))

@@ -157,6 +157,11 @@ def embedding_files(store: Path, split: str) -> dict[str, Path]:
             "parts": Path(store) / f"{split}.parts"}
 
 
+def embedding_parts_owner(parts: Path) -> Path:
+    """The list of images (Ids and sources) a split's part files were made from."""
+    return Path(parts) / "images.json"
+
+
 def embedding_part(parts: Path, start: int) -> Path:
     """The part file of the chunk that begins at sample `start`, in a split's `<split>.parts/`."""
     return Path(parts) / f"{start:05d}.npy"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 from collections.abc import Sequence
@@ -113,6 +114,21 @@ class Images(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
+    def sources_sha256(self) -> str:
+        """What the images are read from, by name, size and modification time of every file: a sample
+        prepared again with other pixels, or another folder's images under the same Ids, differ."""
+        from hpa.data.images import stain_files
+
+        if self.stores is not None:
+            paths = [layout.prepared_path(s, i) for s, i in zip(self.stores, self.ids)]
+        else:
+            paths = [p for i in self.ids for p in stain_files(self.raw_dir, i).values()]
+        stats = []
+        for p in paths:
+            st = os.stat(p)
+            stats.append(f"{os.path.abspath(p)}\t{st.st_size}\t{st.st_mtime_ns}")
+        return ids_sha256(stats)
+
     def __getitem__(self, i: int) -> torch.Tensor:
         if self.stores is not None:
             img = read_prepared(self.stores[i], self.ids[i])
@@ -196,10 +212,19 @@ def _embed_split(model: torch.nn.Module, store: Path, split: str, images: Images
     files = layout.embedding_files(store, split)
     prov_path = layout.embedding_provenance(store)
     prov = json.loads(prov_path.read_text())
-    want = {"n": len(ids), "ids_sha256": ids_sha256(ids)}
-    if prov["splits"].get(split) == want and files["array"].is_file():
+    want = {"n": len(ids), "ids_sha256": ids_sha256(ids), "sources_sha256": images.sources_sha256()}
+    had = prov["splits"].get(split)
+    if had == want and files["array"].is_file():
         echo(f"embeddings of {split} ({len(ids)}) are up to date in {store}")
         return files["array"]
+    if had is not None:
+        echo(f"note: the embeddings of {split} in {store} were made from other images ({had['n']} samples) or "
+             "other versions of them; they are made again")
+    owner = layout.embedding_parts_owner(files["parts"])
+    if files["parts"].is_dir() and (not owner.is_file() or owner.read_text() != json.dumps(want)):
+        shutil.rmtree(files["parts"])  # chunks of an interrupted run over other images: never mixed in
+    files["parts"].mkdir(parents=True, exist_ok=True)
+    atomic_write_text(owner, json.dumps(want))
     echo(f"== embed {split}: {len(ids)} images x {len(enc.views)} views with {enc.key} at {enc.size} px")
     parts = _embed_images(model, images, enc, files["parts"], batch_size=batch_size, device=device, workers=workers,
                          desc=f"embed {split}")
