@@ -98,7 +98,8 @@ def test_embedding_resumes_after_an_interrupt_and_matches_the_encoder(data, monk
         emb.embed_dataset(data, enc, batch_size=8, device=CPU, echo=QUIET)
     store = layout.embeddings_dir(data, enc.key, 32)
     files = layout.embedding_files(store, "train")
-    assert sorted(p.name for p in files["parts"].iterdir()) == ["00000.npy", "images.json"] and not files["array"].exists()
+    assert sorted(p.name for p in files["parts"].iterdir()) == ["00000.npy", "images.json"]  # a chunk and its owner
+    assert not files["array"].exists()
     calls.clear()
     emb.embed_dataset(data, enc, batch_size=8, device=CPU, echo=QUIET)
     n_train, n_test = len(read_ids(data / "train.csv")), len(read_ids(data / "sample_submission.csv"))
