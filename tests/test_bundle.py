@@ -6,6 +6,7 @@ bioimageio.core to the bundle's outputs."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -302,3 +303,51 @@ def test_a_subset_export_refuses_folds_or_members_it_does_not_have():
         subset(ens, None, [0, 5], Path("w"))
     with pytest.raises(ConfigError, match="--members resnet: not members"):
         subset(ens, ["resnet"], None, Path("w"))
+
+
+def test_a_hand_edited_bundle_is_one_line_naming_the_key_at_fault(recipe_out, tmp_path):
+    """A bundle is checked whole against what export_bundle writes before a weight is read: a member
+    removed with its blend weight left (it multiplied every probability by 0.2), a threshold too few or
+    too many, a renamed class, a missing sha256, another arch's file in a member's place."""
+    import json
+
+    _, work = recipe_out
+    good = export_bundle(work, tmp_path / "good", **QUIET)
+    config = json.loads((good / "config.json").read_text())
+    first = config["members"][0]["name"]
+
+    def edited(name: str, change) -> Path:
+        b = Path(shutil.copytree(good, tmp_path / name))
+        c = json.loads(json.dumps(config))
+        change(c)
+        (b / "config.json").write_text(json.dumps(c))
+        return b
+
+    def drop_member(c):
+        c["members"].pop()
+
+    def rename_class(c):
+        c["classes"][3] = "Nucleus"
+
+    cases = {
+        "blend.weights: expected one weight >= 0 per member (1)": drop_member,
+        "thresholds: expected 28 numbers in [0, 1], got 27": lambda c: c["thresholds"].pop(),
+        "thresholds: expected 28 numbers in [0, 1], got 29": lambda c: c["thresholds"].append(0.5),
+        "classes: expected the 28 Kaggle 2018 classes in their order, got 28 (first differing: 'Nucleus')":
+            rename_class,
+        f"{first}.sha256: no sha256 for": lambda c: c["members"][0]["sha256"].clear(),
+        f"{first}.arch: 'resnet9000' is not an arch": lambda c: c["members"][0].update(arch="resnet9000"),
+    }
+    for k, (message, change) in enumerate(cases.items()):
+        with pytest.raises(BundleError, match=re.escape(message)):
+            load_bundle(edited(f"b{k}", change))
+    # another arch's weights (and their sha256) in a member's place
+    swapped = Path(shutil.copytree(good, tmp_path / "swapped"))
+    k = next(i for i, m in enumerate(config["members"]) if m["arch"] == "tiny_cnn")
+    tiny, gap = config["members"][k], config["members"][1 - k]
+    shutil.copyfile(swapped / gap["files"][0], swapped / tiny["files"][0])
+    c = json.loads(json.dumps(config))
+    c["members"][k]["sha256"][tiny["files"][0]] = gap["sha256"][gap["files"][0]]
+    (swapped / "config.json").write_text(json.dumps(c))
+    with pytest.raises(BundleError, match="holds a gapnet_pl model, but member tiny_cnn_32 is a tiny_cnn"):
+        load_bundle(swapped)

@@ -237,6 +237,13 @@ def resolve_bundle(path_or_id: str | Path) -> Path:
                           "`huggingface-cli login`)") from None
 
 
+def _metadata(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return f.metadata() or {}
+
+
 def _ensemble(root: Path, config: dict, device: torch.device) -> Ensemble:
     from safetensors.torch import load_file
 
@@ -253,6 +260,9 @@ def _ensemble(root: Path, config: dict, device: torch.device) -> Ensemble:
             if file_sha256(path) != e["sha256"][rel]:
                 raise BundleError(f"{path}: sha256 differs from config.json's (altered or cut); download the bundle "
                                   "again")
+            meta = _metadata(path)
+            if meta.get("arch", e["arch"]) != e["arch"]:
+                raise BundleError(f"{path}: holds a {meta['arch']} model, but member {e['name']} is a {e['arch']}")
             models.append(model_for_prediction(e["arch"], e["model"], load_file(str(path)), device,
                                                e["channels_last"]))
         members.append(Member(e["name"], int(e["size"]), models, tuple(e["tta"]), list(e["sizes"]), e["amp"],
@@ -280,8 +290,54 @@ def load_bundle(path_or_id: str | Path, device: str | torch.device = "cpu") -> B
     if config.get("format_version", 0) > FORMAT_VERSION:
         raise BundleError(f"{cfg_path}: bundle format {config['format_version']} is newer than this toolkit's "
                           f"({FORMAT_VERSION}); upgrade hpa-toolkit")
+    check_config(config, cfg_path)
     dev = device if isinstance(device, torch.device) else pick_device(device)
     return Bundle(root, config, _ensemble(root, config, dev), dev)
+
+
+def check_config(config: dict, where: Path) -> None:
+    """A bundle's config.json as export_bundle writes it, checked whole before any weight is read (a
+    hand-edited one is one line naming the key at fault): the class list, a threshold per class in
+    [0, 1], a blend weight per member, and per member its arch, TTA views, precision, and a file and
+    a sha256 per fold."""
+    from hpa.core.runtime import AMP_MODES
+    from hpa.data.labels import CLASS_NAMES
+    from hpa.models import list_archs
+    from hpa.prediction.inference import DIHEDRAL
+
+    def bad(key: str, why: str) -> BundleError:
+        return BundleError(f"{where}: {key}: {why}")
+
+    if config.get("classes") != list(CLASS_NAMES):
+        raise bad("classes", f"expected the {len(CLASS_NAMES)} Kaggle 2018 classes in their order, "
+                  f"got {len(config.get('classes') or [])} (first differing: "
+                  f"{next((c for c, k in zip(config.get('classes') or [], CLASS_NAMES) if c != k), '-')!r})")
+    thr = config.get("thresholds")
+    if not isinstance(thr, list) or len(thr) != len(CLASS_NAMES) or \
+            not all(isinstance(t, int | float) and 0 <= t <= 1 for t in thr):
+        raise bad("thresholds", f"expected {len(CLASS_NAMES)} numbers in [0, 1], got "
+                  f"{len(thr) if isinstance(thr, list) else type(thr).__name__}")
+    members, blend = config.get("members"), config.get("blend") or {}
+    if not isinstance(members, list) or not members:
+        raise bad("members", "expected a non-empty list")
+    weights = blend.get("weights")
+    if not isinstance(weights, list) or len(weights) != len(members) or \
+            not all(isinstance(w, int | float) and w >= 0 for w in weights) or sum(weights) <= 0:
+        raise bad("blend.weights", f"expected one weight >= 0 per member ({len(members)}), got {weights!r}")
+    for k, e in enumerate(members):
+        name = e.get("name", f"members[{k}]")
+        if e.get("arch") not in list_archs():
+            raise bad(f"{name}.arch", f"{e.get('arch')!r} is not an arch of this toolkit")
+        if not e.get("tta") or any(t not in DIHEDRAL for t in e["tta"]):
+            raise bad(f"{name}.tta", f"expected names from {', '.join(DIHEDRAL)}, got {e.get('tta')!r}")
+        if e.get("amp") not in AMP_MODES:
+            raise bad(f"{name}.amp", f"expected one of {', '.join(AMP_MODES)}, got {e.get('amp')!r}")
+        files, shas = e.get("files") or [], e.get("sha256") or {}
+        if len(files) != len(e.get("folds") or []) or not files:
+            raise bad(f"{name}.files", f"expected one weight file per fold ({e.get('folds')!r}), got {files!r}")
+        missing = [f for f in files if f not in shas]
+        if missing:
+            raise bad(f"{name}.sha256", f"no sha256 for {missing[0]}")
 
 
 def push_bundle(path: str | Path, repo_id: str, *, private: bool = False, echo=print) -> str:
