@@ -115,7 +115,8 @@ class TrainConfig(BaseModel):
         if not isinstance(v, dict) or not v:
             raise ValueError(f"must be a map of stored side to micro-batch, e.g. {{768: 16, 1024: 8}}, got {v!r}")
         for side, m in v.items():
-            bad = [x for x in (side, m) if isinstance(x, bool) or not isinstance(x, int | str) or not str(x).isdigit()]
+            bad = [x for x in (side, m) if isinstance(x, bool) or not isinstance(x, int | str)
+                   or not (str(x).isascii() and str(x).isdigit())]
             if bad or int(side) < 8 or int(m) < 2:
                 raise ValueError(f"{side}: {m}: a stored side >= 8 and a micro-batch >= 2 are needed, e.g. "
                                  "{768: 16, 1024: 8}")

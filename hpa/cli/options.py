@@ -16,7 +16,7 @@ from hpa.errors import ConfigError
 def _type(check, low: int):
     def parse(v: str) -> int:
         try:
-            return count("", int(v) if v.lstrip("-").isdigit() else v, low)
+            return count("", int(v) if v.isascii() and v.lstrip("-").isdigit() else v, low)
         except ConfigError:
             raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {v!r}") from None
     parse.__name__ = check
@@ -30,7 +30,7 @@ non_negative_int = _type("non_negative_int", 0)
 def class_index(v: str) -> int:
     from hpa.data.labels import NUM_CLASSES
 
-    k = int(v) if v.lstrip("-").isdigit() else -1
+    k = int(v) if v.isascii() and v.lstrip("-").isdigit() else -1
     if not 0 <= k < NUM_CLASSES:
         raise argparse.ArgumentTypeError(f"{v!r} is not a class number 0..{NUM_CLASSES - 1}")
     return k

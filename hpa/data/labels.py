@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hpa.core.checks import require_file
 from hpa.errors import LabelError
 
 # Index order of the Kaggle HPA 2018 competition (the Target integers).
@@ -65,7 +66,7 @@ def parse_target(target: object, where: str = "") -> list[int]:
         raise LabelError(f"{where}empty or missing Target {target!r}")
     out = set()
     for tok in target.split():
-        if not tok.isdigit():
+        if not (tok.isascii() and tok.isdigit()):  # '²' and '١' are digits to str.isdigit, not to int()
             raise LabelError(f"{where}malformed Target {target!r}: {tok!r} is not a class index")
         k = int(tok)
         if k >= NUM_CLASSES:
@@ -91,9 +92,7 @@ def from_multihot(v: np.ndarray) -> list[int]:
 
 
 def read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    path = Path(path)
-    if not path.is_file():
-        raise LabelError(f"{path}: file not found")
+    path = require_file(path, "table", LabelError)
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except Exception as e:  # pandas raises several types for broken CSVs
@@ -159,7 +158,7 @@ def read_folds(path: Path) -> dict[str, int]:
     df = read_table(path, ("Id", "fold"))
     out, row_of = {}, {}
     for i, (sid, f) in enumerate(zip(df["Id"], df["fold"])):
-        if not f.lstrip("-").isdigit():
+        if not (f.isascii() and f.lstrip("-").isdigit()):
             raise LabelError(f"{path}, row {i + 2}: fold {f!r} is not an integer")
         sid = validate_id(sid, f"{path}, row {i + 2}: ")
         if sid in out:  # in two folds it would train and validate at once; "last row wins" is never meant

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from hpa.core.atomic import atomic_write_csv
+from hpa.core.checks import require_file
 from hpa.data.labels import NUM_CLASSES, validate_id
 from hpa.errors import LabelError, PredictionError
 
@@ -37,8 +38,7 @@ def write_predictions(path: Path, ids: list[str], probs: np.ndarray) -> None:
 def read_predictions(path: Path) -> tuple[list[str], np.ndarray]:
     """Read and validate a prediction file. Returns (Ids, N x 28 float array)."""
     path = Path(path)
-    if not path.is_file():
-        raise PredictionError(f"{path}: file not found")
+    require_file(path, "prediction file", PredictionError)
     try:
         df = pd.read_csv(path, dtype={"Id": str}, keep_default_na=False, na_values=[""])
     except Exception as e:

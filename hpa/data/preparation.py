@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from hpa.core.atomic import atomic_write_csv
-from hpa.core.checks import require_dir
+from hpa.core.checks import require_dir, require_file
 from hpa.core.runtime import progress
 from hpa.data import layout
 from hpa.data.arrays import is_prepared, write_prepared
@@ -50,6 +50,9 @@ def prepare_dataset(data_dir: Path, size: int, large_size: int | None = None,
     """Prepare every present split at `size`; returns the failures per split ((Id, reason) lists,
     also written to prepared/<size>/failures_<split>.csv)."""
     data_dir = require_dir(data_dir, "--data-dir")
+    for split in splits:  # a table that is there but is not a file is named, not passed over
+        if layout.split_table(data_dir, split).exists():
+            require_file(layout.split_table(data_dir, split), "table")
     present = layout.present_splits(data_dir, splits)
     if not present:
         raise HPAError(f"--data-dir {data_dir}: none of the splits {list(splits)} is there (each needs its table, "

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hpa.core.checks import require_file
 from hpa.core.digests import file_sha256, ids_sha256
 from hpa.data import layout
 from hpa.data.labels import NUM_CLASSES, labels_matrix, read_folds, read_label_tables
@@ -122,8 +123,7 @@ def check_oof_provenance(oof_paths: list[Path], label_files: list[Path], allow_m
     an example of a missing Id. Returns notes for the report (files without a sidecar cannot be
     checked; missing coverage when `allow_missing`)."""
     for f in label_files:
-        if not Path(f).is_file():
-            raise LabelError(f"{Path(f).absolute()}: file not found")
+        require_file(Path(f).absolute(), "table", LabelError)
     sides = read_sidecars(oof_paths)
     notes = []
     unchecked = [p for p in oof_paths if p not in sides]

@@ -62,8 +62,9 @@ def parse_tta(v: int | str | Sequence[str], name: str = "--tta") -> tuple[str, .
     """The dihedral views a TTA setting names, wherever it is typed (`--tta 4`, `tta=4`, a recipe's
     `tta: 8`, `"id,hflip"`, a list of names): a count 1..8 (the first N of DIHEDRAL) or names. An
     error names `name` as the caller spells it (a flag, or a keyword)."""
-    where = f"{name} {v}" if name.startswith("--") else f"{name}={v!r}"
-    if isinstance(v, str) and v.strip().isdigit():
+    shown = v if isinstance(v, str) and v.isprintable() and v.strip() == v and v else repr(v)
+    where = f"{name} {shown}" if name.startswith("--") else f"{name}={v!r}"
+    if isinstance(v, str) and v.strip().isascii() and v.strip().isdigit():
         v = int(v)
     if isinstance(v, int | np.integer) and not isinstance(v, bool):
         if not 1 <= v <= len(DIHEDRAL):
@@ -74,7 +75,7 @@ def parse_tta(v: int | str | Sequence[str], name: str = "--tta") -> tuple[str, .
     bad = [n for n in names if n not in DIHEDRAL]
     if bad or not names:
         raise ConfigError(f"{where}: a count 1..{len(DIHEDRAL)} or names from {', '.join(DIHEDRAL)}"
-                          + (f" (unknown: {', '.join(map(str, bad))})" if bad else ""))
+                          + (f" (unknown: {', '.join(map(repr, bad))})" if bad else ""))
     return names
 
 
