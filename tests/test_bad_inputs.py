@@ -190,7 +190,7 @@ def test_every_bad_value_is_one_line(tmp_path, monkeypatch, script, argv):
 
 # Property-based: the free-text parsers return a value or raise the toolkit's one-line error, never
 # anything else, whatever the text.
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.text(max_size=12))
 def test_target_and_tta_parsers_never_crash(text):
     from hpa.data.labels import parse_target
@@ -205,7 +205,7 @@ def test_target_and_tta_parsers_never_crash(text):
             assert out and len(out) == len(set(out))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.text(max_size=40))
 def test_any_id_is_a_safe_file_name_or_refused(text):
     from hpa.data.labels import validate_id
@@ -217,7 +217,7 @@ def test_any_id_is_a_safe_file_name_or_refused(text):
     assert sid == text and "/" not in sid and "\\" not in sid and sid not in (".", "..") and "\0" not in sid
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.one_of(st.text(max_size=6), st.integers(-3, 12), st.lists(st.sampled_from(["id", "hflip", "x"]))))
 def test_predict_options_take_any_tta_or_refuse_it_in_one_line(tta):
     from hpa.prediction.inference import DIHEDRAL, PredictOptions
@@ -228,6 +228,15 @@ def test_predict_options_take_any_tta_or_refuse_it_in_one_line(tta):
         assert "\n" not in str(e)
     else:
         assert views and set(views) <= set(DIHEDRAL)
+
+
+def test_parse_tta_takes_what_int_takes():
+    """Found by Hypothesis: '0\x1f' is a digit after str.strip but not to int()."""
+    from hpa.prediction.inference import parse_tta
+
+    with pytest.raises(HPAError, match="a count of dihedral transforms"):
+        parse_tta("0\x1f")
+    assert parse_tta(" 2\x1f") == ("id", "hflip")
 
 
 def test_a_table_of_unicode_digits_is_refused_not_a_traceback(tmp_path):

@@ -65,7 +65,7 @@ def parse_tta(v: int | str | Sequence[str], name: str = "--tta") -> tuple[str, .
     shown = v if isinstance(v, str) and v.isprintable() and v.strip() == v and v else repr(v)
     where = f"{name} {shown}" if name.startswith("--") else f"{name}={v!r}"
     if isinstance(v, str) and v.strip().isascii() and v.strip().isdigit():
-        v = int(v)
+        v = int(v.strip())  # str.strip takes more than int() does (a unit separator '\x1f')
     if isinstance(v, int | np.integer) and not isinstance(v, bool):
         if not 1 <= v <= len(DIHEDRAL):
             raise ConfigError(f"{where}: a count of dihedral transforms, 1..{len(DIHEDRAL)}")
