@@ -85,10 +85,20 @@ def amp(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--amp", choices=AMP_MODES, help="mixed precision of the forward passes (fp16 needs CUDA) [bf16]")
 
 
+def _views(v: str) -> tuple[str, ...]:
+    from hpa.prediction.inference import parse_tta
+
+    try:
+        return parse_tta(v, "--tta")
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix(f"--tta {v}: ")) from None
+
+
 def tta(ap: argparse.ArgumentParser, default: str | None = None) -> None:
-    ap.add_argument("--tta", default=default, metavar="N|NAMES", help="dihedral views averaged: a count 1..8 (id, "
-                    "hflip, vflip, rot180, rot90, rot270, transpose, antitranspose, in this order) or names, e.g. "
-                    "id,hflip (default: all 8)" if default is None else "dihedral views: a count 1..8 or names")
+    ap.add_argument("--tta", type=_views, default=default, metavar="N|NAMES",
+                    help="dihedral views averaged: a count 1..8 (id, hflip, vflip, rot180, rot90, rot270, transpose, "
+                         "antitranspose, in this order) or names, e.g. id,hflip (default: all 8)" if default is None
+                    else "dihedral views: a count 1..8 or names")
 
 
 def batch_size(ap: argparse.ArgumentParser, default: int = 32) -> None:

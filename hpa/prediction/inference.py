@@ -94,27 +94,20 @@ class PredictOptions:
     @classmethod
     def make(cls, *, tta: int | str | Sequence[str] | None = None, sizes: Sequence[int] | None = None,
              batch_size: int | None = None, amp: str | None = None, workers: int | None = None,
-             device: str | None = None, flags: bool = False) -> PredictOptions:
+             device: str | None = None) -> PredictOptions:
         """Validated options, None meaning the field's default above (the one place the defaults live);
-        an error is one line naming the argument (`--tta 9` with `flags`, else `tta=9`)."""
-        from hpa.core import values
+        an error is one line naming the argument (`tta=9`; the command line checks its flags itself)."""
         from hpa.core.runtime import AMP_MODES
-
-        def bad(name: str, value, why: str) -> ConfigError:
-            where = f"--{name.replace('_', '-')} {value}" if flags else f"{name}={value!r}"
-            return ConfigError(f"{where}: {why}")
-
-        def count(name: str, v, low: int) -> int:
-            return values.count(f"--{name.replace('_', '-')}" if flags else name, v, low)
+        from hpa.core.values import count
 
         d = cls()
         tta = d.tta if tta is None else tta
         batch_size = d.batch_size if batch_size is None else batch_size
         amp, workers = d.amp if amp is None else amp, d.workers if workers is None else workers
         device = d.device if device is None else device
-        views = parse_tta(tta, "--tta" if flags else "tta")
+        views = parse_tta(tta, "tta")
         if amp not in AMP_MODES:
-            raise bad("amp", amp, f"choose from {', '.join(AMP_MODES)}")
+            raise ConfigError(f"amp={amp!r}: choose from {', '.join(AMP_MODES)}")
         sides = tuple(count("sizes", s, 8) for s in sizes) if sizes else None
         return cls(views, sides, count("batch_size", batch_size, 1), amp, count("workers", workers, 0), str(device))
 
