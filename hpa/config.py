@@ -171,11 +171,13 @@ def deep_merge(base: dict, over: dict) -> dict:
 def read_yaml(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: {'a folder, not a config file' if path.is_dir() else 'config file not found'}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML ({' '.join(str(e).split())})") from e
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a YAML config is text)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of setting: value")
     return data

@@ -122,6 +122,34 @@ SCRIPT_INPUTS = [
 ]
 
 
+# files that are not tables: a config (YAML) and a thresholds file (JSON)
+BAD_DOCUMENTS: dict[str, Callable[[Path], None]] = {
+    "missing": lambda p: None,
+    "empty file": lambda p: p.write_bytes(b""),
+    "binary garbage": lambda p: p.write_bytes(bytes(range(256)) * 4),
+    "a folder": lambda p: p.mkdir(),
+    "a list, not a mapping": lambda p: p.write_text("[1, 2, 3]\n"),
+    "unbalanced": lambda p: p.write_text("{lr: [0.1\n"),
+}
+DOCUMENT_INPUTS = [
+    ("train_fold", "cfg.yaml", lambda d, f: ["--arch", "tiny_cnn", "--config", f, "--data-dir", d, "--runs",
+                                             d / "runs"]),
+    ("predict_tta", "thr.json", lambda d, f: ["--arch", "tiny_cnn", "--size", "32", "--images", d, "--thresholds", f,
+                                             "--runs", d / "runs", "--out", d / "out" / "p.csv"]),
+]
+
+
+@pytest.mark.parametrize("bad", list(BAD_DOCUMENTS))
+@pytest.mark.parametrize("script, name, argv", DOCUMENT_INPUTS, ids=[f"{s}:{n}" for s, n, _ in DOCUMENT_INPUTS])
+def test_every_script_refuses_every_bad_document(tmp_path, script, name, argv, bad):
+    import importlib
+
+    d = tmp_path / "in"
+    d.mkdir()
+    BAD_DOCUMENTS[bad](d / name)
+    assert_refused(importlib.import_module(f"hpa.cli.{script}").main, argv(d, d / name), d, f"{script} {name}: {bad}")
+
+
 @pytest.mark.parametrize("bad", list(BAD_TABLES))
 @pytest.mark.parametrize("script, good, argv, name", SCRIPT_INPUTS,
                          ids=[f"{s}:{n}" for s, _, _, n in SCRIPT_INPUTS])
