@@ -271,13 +271,10 @@ def predict_images(images: str | Path, out: str | Path, *, bundle: str | Path | 
     opts = _test_time("predict_images", test_time)
     device = opts.torch_device()
     if bundle is not None:
-        from hpa.prediction.bundle import load_bundle, resolve_bundle
+        from hpa.prediction.bundle import load_bundle
 
-        root = resolve_bundle(str(bundle))
-        with reading({"bundle": root}):
-            ens = load_bundle(root, device).ensemble
-            return predict_folder(ens, Path(images), Path(out), ids_csv=Path(ids) if ids else None, strict=strict,
-                                  report=report, opts=opts)
+        return load_bundle(str(bundle), device).predict_folder(images, out, ids_csv=ids, strict=strict,
+                                                               report=report, opts=opts)
     from hpa.data.threshold_files import read_thresholds
     from hpa.prediction.ensemble import from_runs
 

@@ -272,13 +272,13 @@ def find_image_ids(directory: Path) -> tuple[list[str], dict[str, str]]:
     for p in sorted(Path(directory).iterdir()):
         if p.is_dir() and not p.name.startswith(".") and any(STAIN_FILE.match(q.name) for q in p.iterdir()):
             skipped[f"{p.name}/"] = f"{p}: a sub-folder of images, not searched; predict it with --images {p}"
-    for sid, color in stain_index(Path(directory), fresh=True):
+    for (sid, color), names in stain_index(Path(directory), fresh=True).items():
         if color != "red":
             continue
         try:
             ids.add(validate_id(sid))
         except LabelError as e:
-            skipped[stain_index(Path(directory))[(sid, color)][0]] = str(e)
+            skipped[names[0]] = str(e)
     return sorted(ids), skipped
 
 
