@@ -277,7 +277,7 @@ def weights_defaults(merged: dict, origin: dict[str, str]) -> dict:
     from hpa.models.pretrained import Pretrained
 
     weights = Pretrained.parse(merged.get("pretrained", TrainConfig.model_fields["pretrained"].default))
-    if weights.kind != "named":
+    if weights.kind != "named" or not hpa_weights.source(weights.text).fixed_side:
         return merged
     native = hpa_weights.source(weights.text).img_size
     size = merged.get("size", TrainConfig.model_fields["size"].default)

@@ -16,6 +16,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 from realdata import SHARED  # noqa: E402
+from weights_server import server  # noqa: E402, F401  (the publishers' download server, a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 # The one place offline mode is set: tests never reach the network, and every subprocess inherits it.

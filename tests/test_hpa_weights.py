@@ -1,6 +1,7 @@
 """Named HPA weights: checkpoints built here in each publisher's key layout, served from a server on
 127.0.0.1 as Zenodo (record API with md5) and S3 (ETag) serve them, mapped strictly onto timm's ViT,
-and checked against an independent forward pass of the published layout.
+and checked against an independent forward pass of the published layout. The server is
+tests/weights_server.py (the `server` fixture).
 
 Key names and shapes follow the publishers' model code (read with the search tool):
 - facebookresearch/dino `vision_transformer.py` and `main_dino.py`: a training checkpoint with
@@ -18,9 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import http.server
 import json
-import threading
 from pathlib import Path
 
 import pytest
@@ -115,65 +114,6 @@ def reference_forward(sd: dict, x: torch.Tensor, eps: float, layerscale: bool) -
             + sd[b + "mlp.fc2.bias"]
         t = t + (m * sd[b + "ls2.gamma"] if layerscale else m)
     return F.layer_norm(t, (WIDTH,), sd["norm.weight"], sd["norm.bias"], eps)
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    files: dict[str, bytes]
-    api: dict[str, dict]
-    requests: list[tuple[str, str, str | None]]
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *a):
-        pass
-
-    def _send(self, head_only: bool) -> None:
-        srv: _Server = self.server
-        srv.requests.append((self.command, self.path, self.headers.get("Range")))
-        if self.path in srv.api:
-            body = json.dumps(srv.api[self.path]).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        data = srv.files.get(self.path)
-        if data is None:
-            self.send_error(404)
-            return
-        start = 0
-        if rng := self.headers.get("Range"):
-            start = int(rng.removeprefix("bytes=").split("-")[0])
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(data) - start))
-        self.send_header("ETag", f'"{hashlib.md5(data).hexdigest()}"')
-        self.end_headers()
-        if not head_only:
-            self.wfile.write(data[start:])
-
-    def do_GET(self):
-        self._send(False)
-
-    def do_HEAD(self):
-        self._send(True)
-
-
-@pytest.fixture
-def server(tmp_path, monkeypatch):
-    srv = _Server(("127.0.0.1", 0), _Handler)
-    srv.files, srv.api, srv.requests = {}, {}, []
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{srv.server_address[1]}"
-    monkeypatch.setenv("HPA_ZENODO_URL", base)
-    monkeypatch.setenv("HPA_SUBCELL_URL", base)
-    monkeypatch.setenv("HPA_WEIGHTS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    yield srv, base
-    srv.shutdown()
-    srv.server_close()
 
 
 def tiny(name: str, monkeypatch) -> hpa_weights.WeightSource:

@@ -182,6 +182,11 @@ def weights_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpa-toolkit" / "weights"
 
 
+def published_bundle(name: str) -> Path:
+    """The bundle a published model is converted into, beside its weights file in the cache."""
+    return weights_cache() / name / "bundle"
+
+
 def weights_sidecar(weights: Path) -> Path:
     """`<file>.json` beside a downloaded weights file: its address, size, checksum and licence."""
     return Path(weights).with_name(Path(weights).name + ".json")

@@ -26,6 +26,15 @@ def resize_to_working_side(img: np.ndarray, size: int, large_size: int | None = 
     return cv2.resize(img, (side, side), interpolation=interp)
 
 
+def resize_through(img: np.ndarray, sides: tuple[int, ...]) -> np.ndarray:
+    """Bilinear resizing to each side in turn: how a published model's own loader prepared its
+    input (bestfitting's predict_d121.py: 1536, then 1024), reproduced so its numbers are too."""
+    for side in sides:
+        if img.shape[:2] != (side, side):
+            img = cv2.resize(img, (side, side), interpolation=cv2.INTER_LINEAR)
+    return img
+
+
 def pad_to_square(img: np.ndarray) -> np.ndarray:
     """A non-square image centred on a black square of its longer side: the models were trained on
     square fields of view, and black is the background of a fluorescence image, so the cells keep

@@ -115,21 +115,31 @@ def _timm_encoder(timm_name: str, pretrained: str | None, **kw) -> tuple[nn.Modu
     import timm
 
     enc = timm.create_model(timm_name, pretrained=False, in_chans=4, num_classes=0, global_pool="", **kw)
-    path = Pretrained.parse(pretrained).file(timm_name)
-    if path:
-        load_pretrained(enc, path)
-    else:
+    weights = Pretrained.parse(pretrained)
+    if weights.kind in ("imagenet", "file"):
+        load_pretrained(enc, weights.file(timm_name))
+    elif weights.kind == "none":
         log.info("%s: no pretrained weights, random initialisation", timm_name)
-    return enc, enc.num_features
+    return enc, enc.num_features  # named HPA weights hold a whole network: the builder loads them
+
+
+# Per-stain mean and std (R, G, B, Y of 8-bit stains scaled to [0, 1]) that published HPA networks
+# apply to their own input: the 2018 winner's, from CellProfiling/densenet predict/models.py
+# (`DensenetClass.forward`).
+STAIN_STATS = {"bestfitting2018": ([0.074598, 0.050630, 0.050891, 0.076287],
+                                   [0.122813, 0.085745, 0.129882, 0.119411])}
+VARIANTS = ("plain", "bestfitting2018")
 
 
 def input_stats(timm_name: str, normalize: str) -> tuple[list[float], list[float]] | None:
-    """Per-channel mean and std the encoder's pretrained weights expect, for R, G, B, Y. Yellow takes
-    red's statistics because its first-layer kernel starts as (a scaled copy of) red's."""
+    """Per-channel mean and std the encoder's pretrained weights expect, for R, G, B, Y. ImageNet's
+    yellow takes red's statistics because its first-layer kernel starts as (a scaled copy of) red's."""
     if normalize == "none":
         return None
+    if normalize in STAIN_STATS:
+        return STAIN_STATS[normalize]
     if normalize != "imagenet":
-        raise ValueError(f"normalize: 'imagenet' or 'none', got {normalize!r}")
+        raise ValueError(f"normalize: 'imagenet', {', '.join(map(repr, STAIN_STATS))} or 'none', got {normalize!r}")
     import timm
 
     cfg = timm.models.get_pretrained_cfg(timm_name)
@@ -137,13 +147,49 @@ def input_stats(timm_name: str, normalize: str) -> tuple[list[float], list[float
     return mean + mean[:1], std + std[:1]
 
 
+def _bestfitting_variant(net: HPANet, num_features: int, head_hidden, head_dropout, num_classes: int) -> None:
+    """The 2018 winner's DenseNet (CellProfiling/densenet `class_densenet121_large_dropout`): a 2x2
+    max-pool after the stem halves every later feature map, so his 1024 px inputs cost what 512 px
+    would, and the pooled features pass BatchNorm -> Dropout(0.5) before the head's first Linear."""
+    from collections import OrderedDict
+
+    feats = getattr(net.encoder, "features", None)
+    if not isinstance(feats, nn.Sequential) or "pool0" not in feats._modules:
+        raise ValueError("variant 'bestfitting2018' needs a DenseNet encoder (its stem ends in features.pool0)")
+    mods = []
+    for name, m in feats.named_children():
+        mods.append((name, m))
+        if name == "pool0":
+            mods.append(("pool0_extra", nn.MaxPool2d(2, stride=2)))  # no tensors: the state dict keeps its names
+    net.encoder.features = nn.Sequential(OrderedDict(mods))
+    net.head = buffering_head(num_features * net.pool.feat_mult, list(head_hidden), list(head_dropout), num_classes,
+                              input_dropout=0.5)
+
+
 def _timm_arch(name: str, timm_name: str, min_input: int = 0) -> None:
     @register_model(name)
     def build(pretrained: str | None = None, pool: str = "acp", head_hidden=(), head_dropout=(),
-              num_classes: int = NUM_CLASSES, normalize: str = "none") -> nn.Module:
+              num_classes: int = NUM_CLASSES, normalize: str = "none", variant: str = "plain",
+              pretrained_head: bool = False) -> nn.Module:
+        """`variant`: the network as the toolkit builds it (`plain`) or as a published model is
+        built (`bestfitting2018`, DenseNets). `pretrained_head`: named weights that hold a whole
+        network load its head too (else the head starts untrained)."""
+        if variant not in VARIANTS:
+            raise ValueError(f"variant: one of {', '.join(VARIANTS)}, got {variant!r}")
         enc, nf = _timm_encoder(timm_name, pretrained)
-        return HPANet(enc, nf, pool, head_hidden, head_dropout, num_classes, min_input,
-                      input_stats(timm_name, normalize))
+        net = HPANet(enc, nf, pool, head_hidden, head_dropout, num_classes, min_input,
+                     input_stats(timm_name, normalize))
+        if variant == "bestfitting2018":
+            _bestfitting_variant(net, nf, head_hidden, head_dropout, num_classes)
+        weights = Pretrained.parse(pretrained)
+        if weights.kind == "named":
+            from hpa.models import hpa_weights
+            from hpa.models.weight_layouts import load_published_cnn
+
+            load_published_cnn(net, weights.file(None), hpa_weights.source(weights.text).layout, head=pretrained_head)
+        elif pretrained_head:
+            raise ValueError("pretrained_head: only named weights that hold a whole network have a head to load")
+        return net
     build.timm_name = timm_name
 
 

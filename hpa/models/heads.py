@@ -41,13 +41,16 @@ def register_input_stats(module: nn.Module, stats: tuple[list[float], list[float
 POOLS = {"acp": AdaptiveConcatPool2d, "avg": GlobalAvgPool2d, "max": GlobalMaxPool2d}
 
 
-def buffering_head(in_features: int, hidden: list[int], dropout: list[float], num_classes: int) -> nn.Sequential:
+def buffering_head(in_features: int, hidden: list[int], dropout: list[float], num_classes: int,
+                   input_dropout: float | None = None) -> nn.Sequential:
     """FC layers of decreasing width between the pooled features and the classifier, so the
     features are not squeezed into 28 units at once (Zhang et al. 2021). Each hidden layer is
-    Linear -> ReLU -> BatchNorm -> Dropout(p); an empty `hidden` gives a single Linear."""
+    Linear -> ReLU -> BatchNorm -> Dropout(p); an empty `hidden` gives a single Linear.
+    `input_dropout` p: the pooled features first go through BatchNorm -> Dropout(p), as in the head
+    of the 2018 winner's DenseNet (CellProfiling/densenet `DensenetClass`)."""
     if len(hidden) != len(dropout):
         raise ValueError(f"head: {len(hidden)} hidden sizes but {len(dropout)} dropout rates")
-    layers: list[nn.Module] = []
+    layers: list[nn.Module] = [] if input_dropout is None else [nn.BatchNorm1d(in_features), nn.Dropout(input_dropout)]
     width = in_features
     for h, p in zip(hidden, dropout):
         layers += [nn.Linear(width, h), nn.ReLU(inplace=True), nn.BatchNorm1d(h), nn.Dropout(p)]

@@ -4,7 +4,8 @@ where each weight set is published, what it expects of its input, how it is fetc
 Each file is downloaded once, resumably (an interrupted download continues from its `.part` file
 with an HTTP Range request), into one cache (`hpa.data.layout.weights_cache()`), and verified before it
 is renamed into place: its size and the publisher's checksum (Zenodo's md5 from the record API; an
-S3 object's ETag, which is the md5 of a file uploaded in one part). A sidecar `<file>.json`
+S3 object's ETag, which is the md5 of a file uploaded in one part; a GitHub release asset's sha256
+`digest` from the release API). A sidecar `<file>.json`
 records the address, the checks and the licence. Offline without the file, one line names the
 address and the path to put it at.
 
@@ -37,6 +38,10 @@ def subcell_url() -> str:
     return os.environ.get("HPA_SUBCELL_URL", "https://czi-subcell-public.s3.amazonaws.com")
 
 
+def github_api_url() -> str:
+    return os.environ.get("HPA_GITHUB_API_URL", "https://api.github.com")
+
+
 @dataclass(frozen=True)
 class WeightSource:
     name: str
@@ -53,12 +58,30 @@ class WeightSource:
     filename: str | None = None
     layerscale: float | None = None  # DINOv2 blocks carry LayerScale (ls1/ls2)
     needs_acceptance: bool = False
+    github_release: str | None = None  # owner/repo@tag whose release asset `filename` is
+    settings: dict | None = None  # a whole CNN's `model` settings (the ViT ones are made from the fields above)
 
     def model_settings(self) -> dict:
         """The `model` settings a run with these weights gets (hpa.config applies them)."""
+        if self.settings is not None:
+            return dict(self.settings)
         out = {"normalize": self.normalize, "channels": self.channels, "img_size": self.img_size,
                "ln_eps": self.ln_eps}
         return out | ({"layerscale": self.layerscale} if self.layerscale else {})
+
+    @property
+    def fixed_side(self) -> bool:
+        """A ViT's weights fix the crop it trains at; a CNN's do not."""
+        return self.settings is None
+
+    def where(self) -> str:
+        """The address a user downloads the file from by hand."""
+        if self.s3_key:
+            return f"{subcell_url()}/{self.s3_key}"
+        if self.github_release:
+            repo, tag = self.github_release.split("@")
+            return f"https://github.com/{repo}/releases/download/{tag}/{self.filename}"
+        return f"{zenodo_url()}/records/{self.zenodo_record}" + (f" ({self.filename})" if self.filename else "")
 
 
 _SUBCELL_CHANNELS = {"rybg": "all_channels", "rbg": "MT-DNA-Protein", "ybg": "ER-DNA-Protein", "bg": "DNA-Protein"}
@@ -84,6 +107,17 @@ def _sources() -> dict[str, WeightSource]:
                                       source="https://github.com/facebookresearch/dinov2/blob/main/docs/"
                                              "README_CELL_DINO.md"),
     }
+    # Ouyang et al. 2019 (Nature Methods 16:1254, the 2018 Kaggle competition); the network is
+    # CellProfiling/densenet predict/models.py `class_densenet121_large_dropout`, run by its predict_d121.py
+    out["bestfitting-2018"] = WeightSource(
+        "bestfitting-2018", arch="densenet121", layout="bestfitting", channels="rgby", normalize="bestfitting2018",
+        img_size=1024, ln_eps=0.0, github_release="CellProfiling/densenet@v0.1.0",
+        filename="external_crop512_focal_slov_hardlog_class_densenet121_dropout_i768_aug2_5folds_fold0_final.pth",
+        settings={"normalize": "bestfitting2018", "variant": "bestfitting2018", "pool": "acp", "head_hidden": [1024],
+                  "head_dropout": [0.5]},
+        licence="not stated by CellProfiling/densenet (the winners' code, CellProfiling/HPA-competition-solutions, is "
+                "MIT); cite Ouyang et al., Nature Methods 16:1254 (2019)",
+        source="https://github.com/CellProfiling/densenet")
     # Gupta et al. 2024 (bioRxiv 10.1101/2024.12.06.627299); the address map is models_urls.yaml of
     # CellProfiling/SubCellPortable (MIT)
     for ch, prefix in _SUBCELL_CHANNELS.items():
@@ -126,7 +160,7 @@ def _get(url: str, headers: dict | None = None, timeout: float = 60):
     return urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout)
 
 
-def _zenodo_file(w: WeightSource) -> tuple[str, int, str | None, str]:
+def _zenodo_file(w: WeightSource) -> tuple[str, int, tuple[str, str] | None, str]:
     """(address, size, md5, licence) of the weights file of a Zenodo record, from the record API."""
     api = f"{zenodo_url()}/api/records/{w.zenodo_record}"
     with _get(api) as r:
@@ -146,10 +180,28 @@ def _zenodo_file(w: WeightSource) -> tuple[str, int, str | None, str]:
     links = f.get("links") or {}
     url = links.get("self") or links.get("content") or f"{api}/files/{f['key']}/content"
     lic = (record.get("metadata") or {}).get("license") or {}
-    return url, int(f["size"]), md5, (lic.get("id") if isinstance(lic, dict) else str(lic)) or "not stated"
+    return url, int(f["size"]), md5 and ("md5", md5), (lic.get("id") if isinstance(lic, dict) else str(lic)) or \
+        "not stated"
 
 
-def _s3_file(w: WeightSource) -> tuple[str, int, str | None, str]:
+def _github_file(w: WeightSource) -> tuple[str, int, tuple[str, str] | None, str]:
+    """(address, size, checksum, licence) of a release asset, from GitHub's release API, which
+    gives each asset's sha256 as `digest` (assets uploaded before mid-2025 may have none)."""
+    repo, tag = w.github_release.split("@")
+    with _get(f"{github_api_url()}/repos/{repo}/releases/tags/{tag}") as r:
+        release = json.load(r)
+    assets = release.get("assets") or []
+    pick = [a for a in assets if a.get("name") == w.filename]
+    if len(pick) != 1:
+        names = ", ".join(str(a.get("name")) for a in assets)
+        raise WeightsError(f"{w.name}: release {tag} of {repo} holds {names or 'no files'}; expected {w.filename}")
+    a = pick[0]
+    digest = str(a.get("digest") or "")
+    checksum = ("sha256", digest.removeprefix("sha256:")) if digest.startswith("sha256:") else None
+    return a["browser_download_url"], int(a["size"]), checksum, w.licence
+
+
+def _s3_file(w: WeightSource) -> tuple[str, int, tuple[str, str] | None, str]:
     """(address, size, md5 when the ETag is one, licence) from a HEAD request."""
     url = f"{subcell_url()}/{w.s3_key}"
     req = urllib.request.Request(url, method="HEAD")
@@ -157,10 +209,10 @@ def _s3_file(w: WeightSource) -> tuple[str, int, str | None, str]:
         size = int(r.headers["Content-Length"])
         etag = (r.headers.get("ETag") or "").strip('"')
     md5 = etag if len(etag) == 32 and "-" not in etag else None  # a multipart upload's ETag is no md5
-    return url, size, md5, w.licence
+    return url, size, md5 and ("md5", md5), w.licence
 
 
-def _download(url: str, dest: Path, size: int, md5: str | None, echo) -> None:
+def _download(url: str, dest: Path, size: int, checksum: tuple[str, str] | None, echo) -> None:
     """Into `<dest>.part`, continuing what an earlier attempt left there; checked, then renamed."""
     from hpa.core.digests import file_digest
     from hpa.core.runtime import progress
@@ -186,11 +238,12 @@ def _download(url: str, dest: Path, size: int, md5: str | None, echo) -> None:
     got = part.stat().st_size
     if got != size:
         raise WeightsError(f"{url}: downloaded {got} bytes of {size}; run the same command again to continue")
-    if md5:
-        got_md5 = file_digest(part, "md5")
-        if got_md5 != md5:
+    if checksum:
+        algo, want = checksum
+        got_digest = file_digest(part, algo)
+        if got_digest != want:
             part.unlink()
-            raise WeightsError(f"{url}: md5 {got_md5} differs from the publisher's {md5}; the download was "
+            raise WeightsError(f"{url}: {algo} {got_digest} differs from the publisher's {want}; the download was "
                                "deleted, run the same command again")
     os.replace(part, dest)
 
@@ -201,28 +254,29 @@ def fetch(name: str, echo=print) -> Path:
     dest = cached_path(w)
     if dest.is_file():
         return dest
-    if w.s3_key is None and w.zenodo_record is None:
-        raise WeightsError(f"--pretrained {name}: the weights are not public; get them as {w.source} says "
+    if w.s3_key is None and w.zenodo_record is None and w.github_release is None:
+        raise WeightsError(f"{name}: the weights are not public; get them as {w.source} says "
                            f"({w.licence}) and put the file at {dest}, or pass --pretrained FILE")
-    where = f"{subcell_url()}/{w.s3_key}" if w.s3_key else f"{zenodo_url()}/records/{w.zenodo_record}"
+    where = w.where()
     if offline():
-        raise WeightsError(f"--pretrained {name}: not in the cache and HF_HUB_OFFLINE is set; on a machine with "
-                           f"internet download {where}{' (' + w.filename + ')' if w.filename else ''} and put it at "
-                           f"{dest}, or pass --pretrained FILE")
+        raise WeightsError(f"{name}: not in the cache and HF_HUB_OFFLINE is set; on a machine with internet download "
+                           f"{where} and put it at {dest}")
     try:
-        url, size, md5, licence = _zenodo_file(w) if w.zenodo_record else _s3_file(w)
+        url, size, checksum, licence = (_zenodo_file(w) if w.zenodo_record else
+                                        _github_file(w) if w.github_release else _s3_file(w))
         echo(f"downloading {name} ({size / 2**20:.0f} MiB, licence: {licence}) from {url} into {dest}")
-        _download(url, dest, size, md5, echo)
+        _download(url, dest, size, checksum, echo)
     except WeightsError:
         raise
     except (urllib.error.URLError, OSError, ValueError, KeyError) as e:
-        raise WeightsError(f"--pretrained {name}: downloading {where} failed ({type(e).__name__}: "
+        raise WeightsError(f"{name}: downloading {where} failed ({type(e).__name__}: "
                            f"{' '.join(str(e).split())[:120]}); run again to continue, or download it by hand to "
                            f"{dest}") from None
     from hpa.core.atomic import atomic_write_text
     from hpa.core.digests import file_sha256
 
     atomic_write_text(layout.weights_sidecar(dest), json.dumps(
-        {"name": name, "url": url, "size": size, "md5": md5, "verified": "size and md5" if md5 else "size",
+        {"name": name, "url": url, "size": size, "checksum": checksum and ":".join(checksum),
+         "verified": f"size and {checksum[0]}" if checksum else "size",
          "sha256": file_sha256(dest), "licence": licence, "source": w.source}, indent=1))
     return dest

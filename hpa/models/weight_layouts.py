@@ -14,6 +14,14 @@ one line naming the first key at fault.
 - `dinov2`: facebookresearch/dinov2 (Cell-DINO), as `dino` plus LayerScale (`ls1.gamma`) and, with
   `block_chunks`, blocks stored as `blocks.<chunk>.<i>.*`.
 
+One CNN layout maps onto the toolkit's whole network (encoder and head, `load_published_cnn`):
+- `bestfitting`: CellProfiling/densenet `predict/models.py` (`DensenetClass`, the 2018 winner's
+  DenseNet121). Its training code saves `{save_dir, state_dict, best_epoch, epoch, best_score}`;
+  the state dict holds the torchvision DenseNet as `backbone.features.*` and, because the same
+  modules are registered again as stages, every encoder tensor a second time under `conv1.*`,
+  `encoder2.*` ... `encoder5.*`; those copies must equal the originals. The head is `bn1`, `fc1`,
+  `bn2`, `logit`; torchvision's ImageNet `backbone.classifier` is in the file and unused.
+
 Checkpoints are read with `torch.load(weights_only=True)`. A training checkpoint's non-tensor
 entries (DINO saves its argparse options) are read as inert placeholders, never constructed.
 """
@@ -28,6 +36,7 @@ import torch
 from hpa.errors import WeightsError
 
 LAYOUTS = ("dino", "hf_vit", "dinov2")
+CNN_LAYOUTS = ("bestfitting",)
 # parts of a published checkpoint the toolkit does not use: (layout, key prefix, what it is)
 UNUSED = {
     "dino": (("head.", "DINO projection head"),),
@@ -36,7 +45,14 @@ UNUSED = {
     "hf_vit": (("pool_model.", "SubCell gated-attention pooler"), ("classifier", "SubCell classifier"),
                ("decoder.", "MAE decoder"), ("encoder.embeddings.mask_token", "mask token"),
                ("encoder.pooler.", "Hugging Face ViT pooler")),
+    "bestfitting": (("backbone.classifier.", "torchvision's ImageNet classifier, which the network never calls"),),
 }
+# bestfitting's stages, registered over the backbone's modules: stage module -> torchvision features module
+_BESTFITTING_STAGES = {"conv1.0": "conv0", "conv1.1": "norm0", "encoder2.0": "denseblock1", "encoder3.0": "transition1",
+                       "encoder3.1": "denseblock2", "encoder4.0": "transition2", "encoder4.1": "denseblock3",
+                       "encoder5.0": "transition3", "encoder5.1": "denseblock4", "encoder5.2": "norm5"}
+# his head -> the toolkit's buffering head with an input BatchNorm (hpa.models.heads.buffering_head)
+_BESTFITTING_HEAD = {"bn1": "head.0", "fc1": "head.2", "bn2": "head.4", "logit": "head.6"}
 
 
 class _Opaque:
@@ -167,3 +183,65 @@ def load_published(encoder: torch.nn.Module, path: Path, layout: str | None = No
                            f"{missing[0]!r}")
     encoder.load_state_dict(mapped)
     return layout
+
+
+def _bestfitting(sd: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """bestfitting's state dict under the toolkit's names (`encoder.features.*`, `head.*`): each
+    stage copy checked equal to its backbone original, the ImageNet classifier left out, any other
+    key refused."""
+    out: dict[str, torch.Tensor] = {}
+    copies: dict[str, tuple[str, torch.Tensor]] = {}
+    for k, v in sd.items():
+        if _unused("bestfitting", k):
+            continue
+        if k.startswith("backbone.features."):
+            out["encoder.features." + k.removeprefix("backbone.features.")] = v
+            continue
+        stage = ".".join(k.split(".")[:2])
+        if stage in _BESTFITTING_STAGES:
+            copies["encoder.features." + _BESTFITTING_STAGES[stage] + k[len(stage):]] = (k, v)
+        elif k.split(".")[0] in _BESTFITTING_HEAD:
+            out[_BESTFITTING_HEAD[k.split(".")[0]] + k[len(k.split(".")[0]):]] = v
+        else:
+            raise WeightsError(f"{path}: key {k!r} has no place in the 2018 winner's DenseNet (CellProfiling/densenet "
+                               "layout expected)")
+    for target, (k, v) in copies.items():
+        original = "backbone.features." + target.removeprefix("encoder.features.")
+        if target not in out:
+            raise WeightsError(f"{path}: {k!r} is a stage copy of {original!r}, which the file lacks")
+        if v.shape != out[target].shape or not torch.equal(v, out[target]):
+            raise WeightsError(f"{path}: {k!r} differs from {original!r}, of which it must be a copy; the file is "
+                               "inconsistent")
+    uncopied = sorted(t for t in out if t.startswith("encoder.features.") and t not in copies)
+    if uncopied:
+        raise WeightsError(f"{path}: {'backbone.features.' + uncopied[0].removeprefix('encoder.features.')!r} has no "
+                           "stage copy (conv1/encoder2-5), as the publisher's network registers every tensor twice; "
+                           "not the CellProfiling/densenet layout")
+    return out
+
+
+def load_published_cnn(net: torch.nn.Module, path: Path, layout: str, *, head: bool) -> None:
+    """Fill a toolkit network (HPANet) from a published whole-network checkpoint, strictly: the
+    encoder always, the head too with `head`. Every tensor of the file is used or named unused,
+    every tensor of the network is filled (a BatchNorm's batch counter may be absent), every shape
+    is equal; anything else is one line naming the first key at fault."""
+    if layout not in CNN_LAYOUTS:
+        raise WeightsError(f"{path}: unknown CNN weights layout {layout!r}; known: {', '.join(CNN_LAYOUTS)}")
+    data = read_checkpoint(path)
+    sd = data.get("state_dict", data)
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise WeightsError(f"{path}: no state dict of tensors in the file")
+    mapped = _bestfitting({k.removeprefix("module."): v for k, v in sd.items()}, Path(path))
+    own = net.state_dict()
+    for k, v in mapped.items():
+        if k not in own:
+            raise WeightsError(f"{path}: {k!r} (from the {layout} layout) does not exist in the network; is it built "
+                               "as the publisher's (model.variant)?")
+        if v.shape != own[k].shape:
+            raise WeightsError(f"{path}: {k!r} has shape {tuple(v.shape)}, the network expects {tuple(own[k].shape)}")
+    wanted = [k for k in own if k.startswith("encoder.") or (head and k.startswith("head."))]
+    missing = [k for k in wanted if k not in mapped and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise WeightsError(f"{path}: {len(missing)} network tensor(s) missing from the {layout} file, first "
+                           f"{missing[0]!r}")
+    net.load_state_dict({k: v for k, v in mapped.items() if k in wanted}, strict=False)

@@ -123,10 +123,7 @@ def write_bundle(ens: Ensemble, out: str | Path, *, training_data: dict, summary
     """The ensemble (members with their fold models and TrainConfigs) as a bundle directory, built
     beside `out` and moved into place whole. `summary` is the blend's (blend.json: evidence and
     threshold method), `training_data` the labels' and folds' hashes."""
-    from safetensors.torch import save_file
-
     from hpa.core.atomic import staged_dir
-    from hpa.core.digests import file_sha256
     from hpa.data.labels import CLASS_NAMES
 
     out = Path(out)
@@ -136,15 +133,8 @@ def write_bundle(ens: Ensemble, out: str | Path, *, training_data: dict, summary
     entries = []
     with staged_dir(out) as tmp:
         for m in ens.members:
-            files, shas = [], {}
-            for f, model, cfg in zip(m.folds, m.models, m.configs):
-                rel = layout.bundle_weights(m.name, f)
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                state = {n: t.detach().cpu().contiguous() for n, t in model.state_dict().items()}
-                save_file(state, str(tmp / rel), metadata={"arch": cfg.arch, "size": str(cfg.size), "fold": str(f)})
-                files.append(rel)
-                shas[rel] = file_sha256(tmp / rel)
             cfg = m.configs[0]
+            files, shas = save_weights(tmp, m.name, m.folds, m.models, cfg.arch, cfg.size)
             entries.append({"name": m.name, "arch": cfg.arch, "size": m.size, "sizes": m.sizes, "tta": list(m.tta),
                             "amp": m.amp, "model": cfg.model, "channels": ["red", "green", "blue", "yellow"],
                             "input": "each stain 8-bit, scaled to [0, 1]; the model's own normalisation inside "
@@ -164,6 +154,25 @@ def write_bundle(ens: Ensemble, out: str | Path, *, training_data: dict, summary
         (tmp / CONFIG).write_text(json.dumps(config, indent=1))
         (tmp / CARD).write_text(_card(config, summary, report_md))
     return out
+
+
+def save_weights(root: Path, member: str, folds: Sequence[int], models: Sequence[torch.nn.Module], arch: str,
+                 size: int) -> tuple[list[str], dict[str, str]]:
+    """A member's fold models as safetensors under `root` (the arch, size and fold in each file's
+    metadata): their paths relative to `root`, and each one's sha256."""
+    from safetensors.torch import save_file
+
+    from hpa.core.digests import file_sha256
+
+    files, shas = [], {}
+    for f, model in zip(folds, models):
+        rel = layout.bundle_weights(member, f)
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        state = {n: t.detach().cpu().contiguous() for n, t in model.state_dict().items()}
+        save_file(state, str(root / rel), metadata={"arch": arch, "size": str(size), "fold": str(f)})
+        files.append(rel)
+        shas[rel] = file_sha256(root / rel)
+    return files, shas
 
 
 def export_bundle(source: str | Path, out: str | Path, *, members: Sequence[str] | None = None,
@@ -216,13 +225,19 @@ class Bundle:
 
 
 def resolve_bundle(path_or_id: str | Path) -> Path:
-    """A local bundle directory, or a Hub repository id fetched into huggingface_hub's cache (read
-    from the cache alone when offline, HF_HUB_OFFLINE=1)."""
+    """A local bundle directory, a published model by name (hpa.prediction.published: converted once
+    into the weights cache), or a Hub repository id fetched into huggingface_hub's cache (read from
+    the cache alone when offline, HF_HUB_OFFLINE=1). A folder of that name wins over a published name."""
+    from hpa.prediction import published
+
     p = Path(path_or_id)
     if p.is_dir():
         return p
+    if published.is_published(path_or_id):
+        return published.published_bundle(str(path_or_id))
     if not HUB_ID.match(str(path_or_id)):
-        raise BundleError(f"--bundle {path_or_id}: no such directory, and not a Hugging Face repository id "
+        raise BundleError(f"--bundle {path_or_id}: no such directory, not a published model "
+                          f"({', '.join(sorted(published.PUBLISHED))}) and not a Hugging Face repository id "
                           "(owner/name)")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
@@ -266,7 +281,7 @@ def _ensemble(root: Path, config: dict, device: torch.device) -> Ensemble:
             models.append(model_for_prediction(e["arch"], e["model"], load_file(str(path)), device,
                                                e["channels_last"]))
         members.append(Member(e["name"], int(e["size"]), models, tuple(e["tta"]), list(e["sizes"]), e["amp"],
-                              list(e["folds"])))
+                              list(e["folds"]), resize=tuple(e.get("resize") or ())))
     return Ensemble(members, config["blend"]["weighting"], np.asarray(config["blend"]["weights"], float),
                     np.asarray(config["thresholds"], float), f"bundle {root}")
 
@@ -330,6 +345,11 @@ def check_config(config: dict, where: Path) -> None:
             raise bad(f"{name}.arch", f"{e.get('arch')!r} is not an arch of this toolkit")
         if not e.get("tta") or any(t not in DIHEDRAL for t in e["tta"]):
             raise bad(f"{name}.tta", f"expected names from {', '.join(DIHEDRAL)}, got {e.get('tta')!r}")
+        resize = e.get("resize", [])
+        if not isinstance(resize, list) or not all(isinstance(v, int) and v > 0 for v in resize) or \
+                (resize and resize[-1] != e.get("size")):
+            raise bad(f"{name}.resize", f"expected positive sides ending at the member's size {e.get('size')!r}, "
+                      f"got {resize!r}")
         if e.get("amp") not in AMP_MODES:
             raise bad(f"{name}.amp", f"expected one of {', '.join(AMP_MODES)}, got {e.get('amp')!r}")
         files, shas = e.get("files") or [], e.get("sha256") or {}

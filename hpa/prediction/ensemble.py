@@ -34,6 +34,7 @@ class Member:
     folds: list[int] = field(default_factory=list)
     configs: list = field(default_factory=list)  # each fold's TrainConfig
     provenances: list[dict] = field(default_factory=list)  # each fold's training data (its checkpoint's)
+    resize: tuple[int, ...] = ()  # a published model's own resizing of raw images (else the working-side rule)
 
 
 @dataclass
@@ -119,7 +120,7 @@ def predict_ensemble(ens: Ensemble, ids: list[str], *, device: torch.device, bat
     per_member, failed = [], {}
     for m in ens.members:
         opts = PredictOptions(tuple(m.tta), m.sizes and tuple(m.sizes), batch_size, m.amp, workers, str(device))
-        p, bad = predict(m.models, ids, m.size, opts, m.name, **source)
+        p, bad = predict(m.models, ids, m.size, opts, m.name, resize=m.resize, **source)
         per_member.append(p)
         failed.update(bad)
     return ens.combine(per_member), failed
@@ -141,7 +142,7 @@ def ensemble_maps(ens: Ensemble, ids: list[str], classes: dict[str, list[int]], 
     w = w / w.sum() if w.sum() > 0 else np.full(len(w), 1 / len(w))
     out = {i: np.zeros((len(classes[i]), side, side), np.float32) for i in ids}
     for m, wm in zip(ens.members, w):
-        ds = ImageSet(ids, m.size, raw_dir=raw_dir)
+        ds = ImageSet(ids, m.size, raw_dir=raw_dir, resize=m.resize)
         # batches of one side, as prediction forms them (a 3072 px source is seen larger)
         for batch in SideBatchSampler(ds.sides(), batch_size, shuffle=False, drop_last=False):
             x = torch.stack([ds[i][0] for i in batch])

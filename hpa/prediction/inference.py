@@ -36,7 +36,7 @@ from hpa.data.labels import (
 )
 from hpa.data.predictions import predictions_frame
 from hpa.data.provenance import check_provenance
-from hpa.data.resolution import pad_to_square, resize_to_working_side, working_side
+from hpa.data.resolution import pad_to_square, resize_through, resize_to_working_side, working_side
 from hpa.data.sampling import SideBatchSampler
 from hpa.errors import CheckpointError, ConfigError, RunError, SampleError
 from hpa.models import build_model
@@ -152,18 +152,21 @@ def check_raw_sample(directory: Path, sample_id: str) -> str | None:
 
 class ImageSet(Dataset):
     """Whole images at their stored side (prepared storage) or their working side (raw files,
-    resized once by the prepare rule), times `scale` for multi-size TTA. Raw samples are checked
+    resized once by the prepare rule, or through the sides `resize` a published model's own loader
+    used), times `scale` for multi-size TTA. Raw samples are checked
     (check_raw_sample) before they get here; one whose pixels still fail to decode comes back as
     zeros of its header's side with the reason, so one bad file does not stop the others."""
 
     def __init__(self, ids: list[str], size: int, scale: float = 1.0, store: Path | list[Path] | None = None,
-                 raw_dir: Path | None = None):
-        self.ids, self.size, self.scale, self.raw_dir = ids, size, scale, raw_dir
+                 raw_dir: Path | None = None, resize: tuple[int, ...] = ()):
+        self.ids, self.size, self.scale, self.raw_dir, self.resize = ids, size, scale, raw_dir, tuple(resize)
         self.store = [Path(store)] * len(ids) if isinstance(store, str | Path) else store  # one per sample
 
     def sides(self) -> list[int]:
         if self.store:
             return [stored_side(layout.prepared_path(s, i)) for s, i in zip(self.store, self.ids)]
+        if self.resize:
+            return [self.resize[-1]] * len(self.ids)
         return [raw_working_side(self.raw_dir, i, self.size) for i in self.ids]
 
     def __len__(self) -> int:
@@ -175,9 +178,11 @@ class ImageSet(Dataset):
             img = read_prepared(self.store[i], sid)
         else:
             try:
-                img = resize_to_working_side(pad_to_square(read_sample(self.raw_dir, sid)), self.size)
+                img = pad_to_square(read_sample(self.raw_dir, sid))
+                img = resize_through(img, self.resize) if self.resize else resize_to_working_side(img, self.size)
             except SampleError as e:
-                side = max(8, round(raw_working_side(self.raw_dir, sid, self.size) * self.scale))
+                side = max(8, round((self.resize[-1] if self.resize else
+                                     raw_working_side(self.raw_dir, sid, self.size)) * self.scale))
                 return torch.zeros(4, side, side), str(e), i
         if self.scale != 1.0:
             side = max(8, round(img.shape[0] * self.scale))
