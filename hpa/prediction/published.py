@@ -36,7 +36,7 @@ class PublishedModel:
     resize: tuple[int, ...]  # the sides the publisher's loader resizes through (bilinear), last = size
     paper: str
     summary: str  # one line for the model card
-    tta: tuple[str, ...] = ("none",)
+    tta: tuple[str, ...] = ("id",)
     amp: str = "off"
     threshold: float = 0.5
 

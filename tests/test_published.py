@@ -1,0 +1,264 @@
+"""Published trained models by name (hpa.prediction.published): the 2018 winner's DenseNet121.
+
+The checkpoint is built here in its publisher's layout from the publisher's module structure:
+CellProfiling/densenet `predict/models.py`, `DensenetClass(large=True)` (what `predict_d121.py` runs
+as `class_densenet121_large_dropout`) wraps a torchvision DenseNet121 as `backbone`, widens its
+first convolution to 4 inputs, and registers the backbone's feature modules a second time as the
+stages `conv1`, `encoder2` ... `encoder5`, so its state dict holds every encoder tensor twice; its
+training code saves `{save_dir, state_dict, best_epoch, epoch, best_score}`. `PublisherNet` below
+rebuilds that structure (written for this test) and is the independent reference forward pass:
+the publisher's normalisation, extra max-pool, ReLU after norm5, [avg, max] pooling, BatchNorm -
+Linear - ReLU - BatchNorm - Linear head. Its input is prepared as the publisher's `dataset.py`
+does: each stain read as 8-bit grey, resized to 1536 and then 1024 (bilinear), divided by 255.
+The file is served from 127.0.0.1 as a GitHub release asset (tests/weights_server.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torchvision
+from scripts import run_script
+from torch import nn
+from torch.nn import functional as F
+
+from conftest import assert_one_line_error
+from hpa.errors import WeightsError
+from hpa.models import build_model, hpa_weights
+from hpa.models.weight_layouts import load_published_cnn
+
+NAME = "bestfitting-2018"
+W = hpa_weights.SOURCES[NAME]
+MEAN = [0.074598, 0.050630, 0.050891, 0.076287]  # the publisher's, CellProfiling/densenet predict/models.py
+STD = [0.122813, 0.085745, 0.129882, 0.119411]
+COLORS = ("red", "green", "blue", "yellow")
+
+
+class PublisherNet(nn.Module):
+    """The publisher's DenseNet121 (large variant), in its module structure and key names."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = torchvision.models.densenet121()
+        w = self.backbone.features.conv0.weight
+        self.backbone.features.conv0 = nn.Conv2d(4, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.backbone.features.conv0.weight = nn.Parameter(torch.cat((w, w[:, :1]), 1))
+        f = self.backbone.features
+        self.conv1 = nn.Sequential(f.conv0, f.norm0, f.relu0, f.pool0)
+        self.encoder2 = nn.Sequential(f.denseblock1)
+        self.encoder3 = nn.Sequential(f.transition1, f.denseblock2)
+        self.encoder4 = nn.Sequential(f.transition2, f.denseblock3)
+        self.encoder5 = nn.Sequential(f.transition3, f.denseblock4, f.norm5)
+        self.maxpool = nn.MaxPool2d(2, stride=2)
+        self.bn1, self.fc1 = nn.BatchNorm1d(2048), nn.Linear(2048, 1024)
+        self.bn2, self.relu = nn.BatchNorm1d(1024), nn.ReLU(inplace=True)
+        self.logit = nn.Linear(1024, 28)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # eval mode: dropout is the identity
+        x = (x - torch.tensor(MEAN).view(1, 4, 1, 1)) / torch.tensor(STD).view(1, 4, 1, 1)
+        x = self.maxpool(self.conv1(x))
+        e5 = F.relu(self.encoder5(self.encoder4(self.encoder3(self.encoder2(x)))))
+        x = torch.cat((e5.mean((2, 3)), e5.amax((2, 3))), 1)
+        x = self.bn2(self.relu(self.fc1(self.bn1(x))))
+        return self.logit(x)
+
+
+def publisher_model(seed: int = 0, green_only: bool = False) -> PublisherNet:
+    """Random weights, with BatchNorm statistics and affine terms away from their defaults (so a
+    buffer mapped wrongly changes the output)."""
+    torch.manual_seed(seed)
+    net = PublisherNet()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+            m.num_batches_tracked.fill_(1000)
+    with torch.no_grad():
+        net.logit.weight.mul_(4)  # spread the probabilities out of the middle
+        if green_only:  # the stem reads the protein stain alone
+            net.backbone.features.conv0.weight[:, [0, 2, 3]] = 0
+    return net.eval()
+
+
+def save_publisher_checkpoint(net: PublisherNet, path: Path) -> bytes:
+    torch.save({"save_dir": "/data/models/fold0", "state_dict": net.state_dict(), "best_epoch": 27, "epoch": 30,
+                "best_score": np.float64(0.61)}, path)  # a numpy score is unpickled as an inert placeholder
+    return path.read_bytes()
+
+
+def serve_release(srv, base: str, data: bytes, digest: str | None = None) -> None:
+    """GitHub's release API for CellProfiling/densenet v0.1.0 and its asset."""
+    repo, tag = W.github_release.split("@")
+    url = f"{base}/{repo}/releases/download/{tag}/{W.filename}"
+    srv.files[url.removeprefix(base)] = data
+    srv.api[f"/repos/{repo}/releases/tags/{tag}"] = {"tag_name": tag, "assets": [
+        {"name": "README.txt", "size": 5, "browser_download_url": f"{base}/x"},
+        {"name": W.filename, "size": len(data), "browser_download_url": url,
+         "digest": digest or f"sha256:{hashlib.sha256(data).hexdigest()}"}]}
+
+
+def write_images(folder: Path, n: int, seed: int, side: int = 96) -> list[str]:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = [f"s{seed}_{k}" for k in range(n)]
+    for sid in ids:
+        for c in COLORS:
+            cv2.imwrite(str(folder / f"{sid}_{c}.png"), rng.integers(0, 256, (side, side), np.uint8))
+    return ids
+
+
+def publisher_input(folder: Path, sid: str) -> torch.Tensor:
+    """The publisher's loader: each stain as 8-bit grey, 1536 then 1024 px bilinear, / 255."""
+    planes = [cv2.imread(str(folder / f"{sid}_{c}.png"), cv2.IMREAD_GRAYSCALE) for c in COLORS]
+    img = np.stack(planes, -1)
+    for side in (1536, 1024):
+        img = cv2.resize(img, (side, side), interpolation=cv2.INTER_LINEAR)
+    return torch.from_numpy(img.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+
+
+def read_probs(path: Path) -> dict[str, np.ndarray]:
+    with open(path) as f:
+        return {r["Id"]: np.array([float(r[str(k)]) for k in range(28)]) for r in csv.DictReader(f)}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> tuple[PublisherNet, bytes]:
+    net = publisher_model()
+    return net, save_publisher_checkpoint(net, tmp_path_factory.mktemp("ck") / "model.pth")
+
+
+def test_bundle_by_name_equals_the_publishers_forward_pass(server, checkpoint, tmp_path):
+    """predict_tta.py --bundle bestfitting-2018: downloaded from the release (sha256 checked),
+    converted once, and its probabilities equal the publisher's network on the publisher's input
+    (fp32, one view); the decision rule calls what predict_d121.py's `prob_to_result` calls."""
+    srv, base = server
+    net, data = checkpoint
+    serve_release(srv, base, data)
+    images = tmp_path / "images"
+    ids = write_images(images, 2, seed=1)
+    out = tmp_path / "preds.csv"
+    r = run_script("predict_tta.py", "--bundle", NAME, "--images", images, "--out", out, "--no-report")
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = read_probs(out)
+    with torch.no_grad():
+        for sid in ids:
+            ref = torch.sigmoid(net(publisher_input(images, sid)))[0].numpy()
+            assert np.abs(got[sid] - ref).max() < 1e-5, (sid, np.abs(got[sid] - ref).max())
+    # the publisher's rule: the top class always, and every class above 0.5
+    rows = {r["Id"]: r["predicted"] for r in csv.DictReader(open(out))}
+    from hpa.data.labels import CLASS_NAMES
+
+    for sid in ids:
+        p = got[sid].copy()
+        p[p.argmax()] = 1
+        assert rows[sid] == "; ".join(CLASS_NAMES[k] for k in np.flatnonzero(p > 0.5))
+    # downloaded once, into the cache, and the bundle records the file it came from
+    cached = hpa_weights.cached_path(W)
+    assert cached.read_bytes() == data
+    assert sum(1 for m, p, _ in srv.requests if m == "GET" and p.endswith(W.filename)) == 1
+    config = json.loads((cached.parent / "bundle" / "config.json").read_text())
+    assert config["source"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert config["members"][0]["tta"] == ["id"] and config["members"][0]["resize"] == [1536, 1024]
+    card = (cached.parent / "bundle" / "README.md").read_text()
+    assert "Nature Methods" in card and "CellProfiling/densenet" in card
+
+
+def test_a_stem_that_reads_only_green_responds_only_to_green(tmp_path):
+    """The stain order of the map: weights whose first convolution reads the publisher's channel 1
+    (green) alone give equal probabilities when red, blue and yellow change, and others when green does."""
+    path = tmp_path / "green.pth"
+    save_publisher_checkpoint(publisher_model(seed=2, green_only=True), path)
+    net = build_model(W.arch, **W.model_settings()).eval()
+    load_published_cnn(net, path, W.layout, head=True)
+    x = torch.rand(1, 4, 256, 256)
+    others = x.clone()
+    others[:, [0, 2, 3]] = torch.rand(1, 3, 256, 256)
+    green = x.clone()
+    green[:, 1] = torch.rand(256, 256)
+    with torch.no_grad():
+        a, b, c = (torch.sigmoid(net(v)) for v in (x, others, green))
+    assert torch.allclose(a, b, atol=1e-6)
+    assert (a - c).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda sd: sd.pop("encoder2.0.denselayer1.norm1.weight"), "'backbone.features.denseblock1.denselayer1.norm1"
+                                                               ".weight' has no stage copy"),
+    (lambda sd: sd["encoder5.2.running_var"].add_(1), "'encoder5.2.running_var' differs from "
+                                                       "'backbone.features.norm5.running_var'"),
+    (lambda sd: sd.__setitem__("arc_margin_product.weight", torch.zeros(28, 512)), "'arc_margin_product.weight' has "
+                                                                                    "no place"),
+    (lambda sd: sd.__setitem__("logit.weight", torch.zeros(27, 1024)), "'head.6.weight' has shape (27, 1024)"),
+    (lambda sd: [sd.pop(k) for k in [k for k in sd if k.startswith("bn2.")]], "missing from the bestfitting file, "
+                                                                              "first 'head.4.weight'"),
+])
+def test_the_layout_map_is_strict(checkpoint, tmp_path, edit, says):
+    net, _ = checkpoint
+    sd = {k: v.clone() for k, v in net.state_dict().items()}
+    edit(sd)
+    path = tmp_path / "edited.pth"
+    torch.save({"state_dict": sd, "epoch": 1}, path)
+    model = build_model(W.arch, **W.model_settings())
+    with pytest.raises(WeightsError) as e:
+        load_published_cnn(model, path, W.layout, head=True)
+    assert says in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_imagenet_classifier_is_named_unused_and_module_prefixes_are_read(checkpoint, tmp_path):
+    """torchvision's 1000-way `backbone.classifier` is in the publisher's file and unused; a
+    DataParallel `module.` prefix (how predict_d121.py wraps it) is read."""
+    net, _ = checkpoint
+    sd = net.state_dict()
+    assert "backbone.classifier.weight" in sd
+    path = tmp_path / "dp.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}}, path)
+    model = build_model(W.arch, **W.model_settings()).eval()
+    load_published_cnn(model, path, W.layout, head=True)
+    x = torch.rand(1, 4, 128, 128)
+    with torch.no_grad():
+        assert torch.allclose(torch.sigmoid(model(x)), torch.sigmoid(net(x)), atol=1e-5)
+
+
+def test_a_wrong_digest_is_refused_and_nothing_is_kept(server, checkpoint, tmp_path):
+    srv, base = server
+    serve_release(srv, base, checkpoint[1], digest="sha256:" + "0" * 64)
+    r = run_script("predict_tta.py", "--bundle", NAME, "--images", tmp_path, "--out", tmp_path / "p.csv")
+    assert_one_line_error(r, "sha256", "differs from the publisher's")
+    assert not hpa_weights.cached_path(W).exists()
+
+
+def test_offline_without_the_file_says_where_to_get_it_and_where_to_put_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HPA_WEIGHTS_CACHE", str(tmp_path / "cache"))
+    r = run_script("predict_tta.py", "--bundle", NAME, "--images", tmp_path, "--out", tmp_path / "p.csv")
+    line = assert_one_line_error(r, "https://github.com/CellProfiling/densenet/releases/download/v0.1.0/",
+                                 str(tmp_path / "cache" / NAME / W.filename))
+    assert "HF_HUB_OFFLINE" in line
+
+
+def test_a_file_put_where_the_offline_message_says_is_used(checkpoint, tmp_path, monkeypatch):
+    """A checkpoint saved by the publisher's code, put by hand at the cached path, offline: the
+    bundle is made from it (no sidecar needed) and predicts as the publisher's network does."""
+    monkeypatch.setenv("HPA_WEIGHTS_CACHE", str(tmp_path / "cache"))
+    net, data = checkpoint
+    dest = hpa_weights.cached_path(W)
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(data)
+    import hpa
+
+    images = tmp_path / "images"
+    (sid,) = write_images(images, 1, seed=3, side=64)
+    bundle = hpa.load_bundle(NAME)
+    res = bundle.predict_folder(images, tmp_path / "p.csv", report=False)
+    got = read_probs(res.predictions)[sid]
+    with torch.no_grad():
+        ref = torch.sigmoid(net(publisher_input(images, sid)))[0].numpy()
+    assert np.abs(got - ref).max() < 1e-5
