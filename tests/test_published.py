@@ -262,3 +262,43 @@ def test_a_file_put_where_the_offline_message_says_is_used(checkpoint, tmp_path,
     with torch.no_grad():
         ref = torch.sigmoid(net(publisher_input(images, sid)))[0].numpy()
     assert np.abs(got - ref).max() < 1e-5
+
+
+def test_the_real_samples_go_through_with_a_report(real_samples, tmp_path, monkeypatch):
+    """The 8 real HPA samples (512, 2048 and 3072 px) through the published bundle: one row each,
+    probabilities equal to the publisher's network on the publisher's input, and report.html with
+    a class map of every predicted class. The entry's sides are halved here (768 then 512) to keep
+    the suite fast on 2 cores; the full-side equality is the first test's."""
+    import dataclasses
+
+    from hpa.prediction import published
+
+    monkeypatch.setenv("HPA_WEIGHTS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(published.PUBLISHED, NAME, dataclasses.replace(published.PUBLISHED[NAME], size=512,
+                                                                       resize=(768, 512)))
+    net = publisher_model(seed=4)
+    with torch.no_grad():
+        net.logit.bias.fill_(-3.0)  # a class or two per image: the maps stay few
+    data = save_publisher_checkpoint(net, tmp_path / "model.pth")
+    dest = hpa_weights.cached_path(W)
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(data)
+    images, rows = real_samples
+    out = tmp_path / "out" / "preds.csv"
+    r = run_script("predict_tta.py", "--bundle", NAME, "--images", images, "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = read_probs(out)
+    assert sorted(got) == sorted(sid for sid, _, _ in rows)
+    sid = rows[-1][0]  # the 3072 px field, resized through the entry's sides as the publisher's loader does
+    planes = [cv2.imread(str(next(images.glob(f"{sid}_{c}.*"))), cv2.IMREAD_GRAYSCALE) for c in COLORS]
+    img = np.stack(planes, -1)
+    for side in (768, 512):
+        img = cv2.resize(img, (side, side), interpolation=cv2.INTER_LINEAR)
+    with torch.no_grad():
+        ref = torch.sigmoid(net(torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None]))[0].numpy()
+    assert np.abs(got[sid] - ref).max() < 1e-5
+    page = (out.parent / "report.html").read_text()
+    assert NAME in page and sid in page
+    maps = list((out.parent / "report_files").rglob("*cam*.png"))
+    predicted = sum(len(r["predicted"].split("; ")) for r in csv.DictReader(open(out)))
+    assert len(maps) == predicted
