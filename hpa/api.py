@@ -256,25 +256,33 @@ class Runs:
 @checked
 def predict_images(images: str | Path, out: str | Path, *, bundle: str | Path | None = None,
                    runs: Runs | None = None, ids: str | Path | None = None, strict: bool = False,
-                   report: bool | list[int] = True, **test_time):
-    """Predict every sample of a folder of own images with a `bundle` (a folder or a Hub id: its members,
-    TTA, blend and thresholds) or with `runs` (a Runs); writes `out` and, with `report`, report.html
-    with class maps of the predicted classes (a list of class numbers adds maps of those). `test_time`:
-    batch_size, workers, device, and without a bundle tta, sizes, amp (PredictOptions)."""
+                   report: bool | list[int] = True, thresholds: str | Path | None = None, **test_time):
+    """Predict every sample of a folder of own images with a `bundle` (a folder, a published model's
+    name or a Hub id: its members, TTA, blend and thresholds) or with `runs` (a Runs); writes `out`
+    and, with `report`, report.html with class maps of the predicted classes (a list of class numbers
+    adds maps of those). `thresholds`: a find_thresholds.py JSON that replaces the bundle's (runs
+    carry theirs in the Runs). `test_time`: batch_size, workers, device, tta (with a bundle: replaces
+    its members' views), and without a bundle sizes and amp (PredictOptions)."""
     from hpa.prediction.folder import predict_folder
 
     if (bundle is None) == (runs is None):
         raise ConfigError("hpa.predict_images(): give a bundle or runs (a Runs of an arch, size and folds)")
-    held = sorted(set(test_time) & {"tta", "sizes", "amp"}) if bundle is not None else []
+    if runs is not None and thresholds is not None:
+        raise ConfigError("hpa.predict_images(): thresholds= goes with a bundle; runs carry theirs (Runs.thresholds)")
+    held = sorted(set(test_time) & {"sizes", "amp"}) if bundle is not None else []
     if held:
-        raise ConfigError(f"{', '.join(held)} with a bundle: the bundle carries its own TTA, sizes and precision")
+        raise ConfigError(f"{', '.join(held)} with a bundle: the bundle carries its own sizes and precision")
     opts = _test_time("predict_images", test_time)
     device = opts.torch_device()
     if bundle is not None:
+        from hpa.data.threshold_files import read_thresholds
         from hpa.prediction.bundle import load_bundle
 
-        return load_bundle(str(bundle), device).predict_folder(images, out, ids_csv=ids, strict=strict,
-                                                               report=report, opts=opts)
+        b = load_bundle(str(bundle), device)
+        b = b.with_test_time(tta=opts.tta if test_time.get("tta") is not None else None,
+                             thresholds=read_thresholds(Path(thresholds)) if thresholds else None)
+        with reading({"thresholds": thresholds}):
+            return b.predict_folder(images, out, ids_csv=ids, strict=strict, report=report, opts=opts)
     from hpa.data.threshold_files import read_thresholds
     from hpa.prediction.ensemble import from_runs
 
@@ -337,6 +345,44 @@ def fit_thresholds(oof: str | Path | list, labels: str | Path | list[str | Path]
                "macro_f1_at_0.5": macro_f1(y, probs >= 0.5), "macro_f1": macro_f1(y, probs >= thr),
                "macro_f1_filled": macro_f1(y, apply_thresholds(probs, thr))}
     inputs = {"OOF prediction": files + [layout.sidecar_path(p) for p in files], "labels": tables}
+    return ThresholdFit(thr, summary, per_class_frame(per_class_table(probs, y, thr)), notes, inputs)
+
+
+@checked
+def fit_bundle_thresholds(bundle: str | Path, images: str | Path, labels: str | Path | list[str | Path], *,
+                          method: str = DEFAULT_METHOD, **test_time) -> ThresholdFit:
+    """Thresholds for a bundle (a published model's, or your own) fitted on your own labelled images:
+    the samples `labels` lists (Id,Target) are predicted from `images` by the bundle, as
+    predict_images would, and per-class thresholds fitted on them (`method` as fit_thresholds).
+    `test_time`: tta, batch_size, workers, device. Pass the written JSON to predict_images
+    (thresholds=) or predict_tta.py --thresholds."""
+    import tempfile
+
+    from hpa.data.predictions import read_predictions
+    from hpa.prediction.blending import labels_for
+    from hpa.prediction.metrics import macro_f1
+    from hpa.prediction.report import per_class_frame
+    from hpa.prediction.thresholds import METHODS, apply_thresholds, per_class_table
+    from hpa.prediction.thresholds import fit_thresholds as fit
+
+    if method not in METHODS:
+        raise ConfigError(f"method={method!r}: choose from {', '.join(METHODS)}")
+    tables = _tables(labels)
+    if len(tables) != 1:
+        raise ConfigError("--labels: one Id,Target table of the labelled images")
+    with tempfile.TemporaryDirectory() as tmp:
+        r = predict_images(images, Path(tmp) / layout.IMAGE_PREDICTIONS, bundle=bundle, ids=tables[0], strict=True,
+                           report=False, **test_time)
+        ids, probs = read_predictions(r.predictions)
+    y = labels_for(ids, tables)
+    thr = fit(probs, y, method)
+    summary = {"method": method, "n_samples": len(ids), "thresholds": [float(t) for t in thr],
+               "macro_f1_at_0.5": macro_f1(y, probs >= 0.5), "macro_f1": macro_f1(y, probs >= thr),
+               "macro_f1_filled": macro_f1(y, apply_thresholds(probs, thr)), "bundle": str(bundle),
+               "images": str(Path(images).absolute())}
+    notes = [f"fitted on {len(ids)} images: a class with few positives among them keeps a threshold fitted on few "
+             "examples"] if len(ids) < 200 else []
+    inputs = {"labels": tables, "image": [p for p in Path(images).iterdir() if p.is_file()]}
     return ThresholdFit(thr, summary, per_class_frame(per_class_table(probs, y, thr)), notes, inputs)
 
 

@@ -13,8 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from scripts import run_script
 
 from hpa.data import layout
+from hpa.data.images import read_sample
+from hpa.data.resolution import resize_to_working_side
 from hpa.errors import BundleError, HPAError
 from hpa.pipeline.recipe import Member, Recipe, run_recipe
 from hpa.prediction.bundle import export_bundle, load_bundle
@@ -92,6 +96,38 @@ def test_bundle_predicts_the_test_folder_to_the_blends_probabilities(recipe_out,
     blend = json.loads((work / "blend.json").read_text())
     want = blend_by_hand(work, blend["models"], blend["weights"], blend["weighting"], ids)
     np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_the_users_views_and_thresholds_replace_the_bundles(recipe_out, tmp_path):
+    """--tta and --thresholds with a bundle: each member is averaged over the user's views (one view,
+    `id`, gives each member's plain forward pass) and the user's thresholds decide the classes."""
+    from hpa.data.labels import CLASS_NAMES
+
+    data, work = recipe_out
+    bundle_dir = export_bundle(work, tmp_path / "b", **QUIET)
+    thr = np.full(28, 0.02)
+    thr[5] = 0.0  # class 5 is called for every image, and every class above 0.02
+    (tmp_path / "thr.json").write_text(json.dumps({"thresholds": thr.tolist()}))
+    out = tmp_path / "p" / "preds.csv"
+    r = run_script("predict_tta.py", "--bundle", bundle_dir, "--images", data / "test", "--out", out, "--tta", "1",
+                   "--thresholds", tmp_path / "thr.json", "--no-report", "--device", "cpu")
+    assert r.returncode == 0, r.stderr[-1500:]
+    df = pd.read_csv(out).set_index("Id")
+    b = load_bundle(bundle_dir)
+    one_view = b.with_test_time(tta=["id"])
+    assert [m.tta for m in one_view.ensemble.members] == [("id",), ("id",)]
+    side = b.ensemble.members[0].size  # both members see 32 px
+    x = torch.stack([torch.from_numpy(resize_to_working_side(read_sample(data / "test", i), side).transpose(2, 0, 1)
+                                      .copy()) for i in df.index[:3]]).float() / 255
+    members = []
+    for m in b.ensemble.members:  # each at its own precision, as the bundle runs it
+        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=m.amp == "bf16"):
+            members.append(torch.stack([torch.sigmoid(mod(x).float()) for mod in m.models]).mean(0))
+    want = b.ensemble.combine([p.numpy() for p in members])
+    np.testing.assert_allclose(df.iloc[:3, :28].to_numpy(), want, atol=1e-5)
+    for _, row in df.iterrows():
+        called = [CLASS_NAMES[k] for k in range(28) if row[str(k)] >= thr[k]]
+        assert row["predicted"] == "; ".join(called)
 
 
 def test_hub_id_loads_offline_from_the_huggingface_cache(recipe_out, tmp_path, monkeypatch):
@@ -246,9 +282,9 @@ def test_bundle_flags_are_checked_at_the_command_line(recipe_out, tmp_path):
     spec.loader.exec_module(predict_tta)
     with pytest.raises(HPAError, match="--bundle: only with --images"):
         predict_tta.main(["--bundle", "x"])
-    with pytest.raises(HPAError, match="--arch, --tta with --bundle"):
-        predict_tta.main(["--bundle", "x", "--images", str(tmp_path), "--arch", "tiny_cnn", "--tta", "2"])
-    with pytest.raises(BundleError, match="no such directory, and not a Hugging Face repository id"):
+    with pytest.raises(HPAError, match="--arch, --amp with --bundle"):
+        predict_tta.main(["--bundle", "x", "--images", str(tmp_path), "--arch", "tiny_cnn", "--amp", "off"])
+    with pytest.raises(BundleError, match="no such directory, not a published model"):
         predict_tta.main(["--bundle", str(tmp_path / "a" / "b" / "c"), "--images", str(tmp_path)])
     with pytest.raises(HPAError, match="--arch and --size are required"):
         predict_tta.main(["--images", str(tmp_path)])
@@ -351,3 +387,32 @@ def test_a_hand_edited_bundle_is_one_line_naming_the_key_at_fault(recipe_out, tm
     (swapped / "config.json").write_text(json.dumps(c))
     with pytest.raises(BundleError, match="holds a gapnet_pl model, but member tiny_cnn_32 is a tiny_cnn"):
         load_bundle(swapped)
+
+
+def test_thresholds_fitted_on_the_users_labelled_images(recipe_out, tmp_path):
+    """find_thresholds.py --bundle B --images DIR --labels L: the listed images predicted by the bundle,
+    thresholds fitted on them (the exact method's optimum on those probabilities and labels), written
+    with their table; then predict_tta.py --thresholds uses them."""
+    from hpa.data.labels import labels_matrix, read_label_tables
+    from hpa.prediction.thresholds import exact_threshold
+
+    data, work = recipe_out
+    bundle_dir = export_bundle(work, tmp_path / "b", **QUIET)
+    labels = tmp_path / "mine.csv"
+    pd.read_csv(data / "train.csv").head(30).to_csv(labels, index=False)
+    out = tmp_path / "fit" / "thr.json"
+    r = run_script("find_thresholds.py", "--bundle", bundle_dir, "--images", data / "train", "--labels", labels,
+                   "--method", "exact", "--out", out)
+    assert r.returncode == 0, r.stderr[-1500:]
+    thr = json.loads(out.read_text())["thresholds"]
+    preds = tmp_path / "p.csv"
+    r = run_script("predict_tta.py", "--bundle", bundle_dir, "--images", data / "train", "--ids", labels, "--out",
+                   preds, "--no-report", "--thresholds", out)
+    assert r.returncode == 0, r.stderr[-1500:]
+    df = pd.read_csv(preds).set_index("Id")
+    lab = read_label_tables([labels]).set_index("Id").loc[df.index].reset_index()
+    y = labels_matrix(lab)
+    for k in range(28):
+        assert thr[k] == pytest.approx(exact_threshold(df[str(k)].to_numpy(), y[:, k])[0])
+    r = run_script("find_thresholds.py", "--bundle", bundle_dir, "--labels", labels, "--out", tmp_path / "x.json")
+    assert "--bundle and --images go together" in r.stderr

@@ -302,3 +302,33 @@ def test_the_real_samples_go_through_with_a_report(real_samples, tmp_path, monke
     maps = list((out.parent / "report_files").rglob("*cam*.png"))
     predicted = sum(len(r["predicted"].split("; ")) for r in csv.DictReader(open(out)))
     assert len(maps) == predicted
+
+
+def test_the_winners_network_under_the_papers_recipe(checkpoint, tmp_path, monkeypatch):
+    """--pretrained bestfitting-2018 for the densenet121 arch: the config takes the network's settings
+    from the weights' entry (over configs/densenet121.yaml's ImageNet ones), the encoder is the
+    publisher's and the head starts untrained unless model.pretrained_head asks for his; a recipe
+    member names it in its `set`; another arch is refused."""
+    from hpa.config import build_config, load_arch_config, parse_set
+    from hpa.errors import ConfigError
+    from hpa.pipeline.recipe import Member, member_config
+
+    monkeypatch.setenv("HPA_WEIGHTS_CACHE", str(tmp_path / "cache"))
+    net, data = checkpoint
+    dest = hpa_weights.cached_path(W)
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(data)
+    cfg = load_arch_config("densenet121", pretrained=NAME)
+    assert cfg.model["variant"] == "bestfitting2018" and cfg.model["normalize"] == "bestfitting2018"
+    assert cfg.crop == load_arch_config("densenet121").crop  # a CNN's weights do not fix its training crop
+    theirs = net.state_dict()
+    for head in (False, True):
+        model = build_model("densenet121", pretrained=NAME, **(cfg.model | {"pretrained_head": head}))
+        ours = model.state_dict()
+        assert torch.equal(ours["encoder.features.denseblock4.denselayer16.conv2.weight"],
+                           theirs["backbone.features.denseblock4.denselayer16.conv2.weight"])
+        assert torch.equal(ours["head.6.weight"], theirs["logit.weight"]) is head
+    member = Member(arch="densenet121", size=768, set={"pretrained": NAME})
+    assert member_config(member, tmp_path, 0).model["variant"] == "bestfitting2018"
+    with pytest.raises(ConfigError, match="bestfitting-2018 is a densenet121 encoder"):
+        build_config([("--set", {"arch": "resnet50", **parse_set([f"pretrained={NAME}"])})])

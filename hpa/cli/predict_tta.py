@@ -30,7 +30,7 @@ from hpa.errors import ConfigError
 from hpa.models import list_archs
 
 IMAGE_ONLY = ("bundle", "ids", "thresholds", "out", "strict", "no_report", "explain")  # flags of --images alone
-BUNDLE_HOLDS = ("arch", "size", "folds", "tta", "sizes", "thresholds", "amp")  # what a bundle carries itself
+BUNDLE_HOLDS = ("arch", "size", "folds", "sizes", "amp")  # a bundle carries these; --tta, --thresholds replace its own
 RUNS_ONLY = ("data_dir",)  # OOF and test prediction of runs, not a folder
 
 
@@ -38,8 +38,9 @@ def build_parser() -> Parser:
     ap = Parser(__doc__, "predict_tta.py")
     ap.add_argument("--arch", choices=list_archs(), help="the runs' arch")
     ap.add_argument("--size", type=options.positive_int, help="the training size (names the run)")
-    ap.add_argument("--bundle", help="with --images: predict with a bundle (export_bundle.py): a folder or a "
-                    "Hugging Face repository id; its members, TTA, blend and thresholds are used")
+    ap.add_argument("--bundle", help="with --images: predict with a bundle: a folder (export_bundle.py), a published "
+                    "model (bestfitting-2018) or a Hugging Face repository id; its members, TTA, blend and "
+                    "thresholds are used unless --tta / --thresholds replace them")
     options.folds(ap, "folds whose runs predict [0]")
     ap.add_argument("--sizes", type=options.positive_int, nargs="+", metavar="SIDE",
                     help="inference sides for images stored at --size, larger stored images scaled alike "
@@ -73,7 +74,7 @@ def check_flags(a) -> None:
         raise ConfigError(f"{', '.join(given(RUNS_ONLY))} with --images: the folder is the data")
     if a.bundle and (given(BUNDLE_HOLDS) or a.runs != layout.DEFAULT_RUNS):
         raise ConfigError(f"{', '.join(given(BUNDLE_HOLDS) or ['--runs'])} with --bundle: the bundle carries its own "
-                          "members, folds, TTA, precision and thresholds")
+                          "members, folds, sides and precision")
     if not a.bundle and (a.arch is None or a.size is None):
         raise ConfigError("--arch and --size are required (or --bundle with --images)")
 
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     runs = None if a.bundle else api.Runs(a.arch, a.size, tuple(a.folds or [0]), a.runs, a.thresholds)
     r = api.predict_images(a.images, a.out or Path(layout.IMAGE_PREDICTIONS), bundle=a.bundle, runs=runs, ids=a.ids,
-                           strict=a.strict, report=False if a.no_report else a.explain, **views, **loader)
+                           strict=a.strict, report=False if a.no_report else a.explain,
+                           thresholds=a.thresholds if a.bundle else None, **views, **loader)
     print(f"wrote {r.n_predicted} predictions to {r.predictions}" + (f" and the report {r.report}" if r.report else "")
           + (f"; skipped {len(r.skipped)} (listed above)" if r.skipped else ""))
 

@@ -1,4 +1,6 @@
-"""The prediction-file contract: a CSV with `Id` then 28 probability columns `0`..`27`.
+"""The prediction-file contract: a CSV with `Id` then 28 probability columns `0`..`27`; a folder's
+predictions (predict_tta.py --images) add a last `predicted` column of class names for people to
+read, which readers skip.
 
 File names carry the model: `<arch>_<size>_f<fold>_{oof,test}.csv` (hpa.data.layout).
 """
@@ -16,6 +18,7 @@ from hpa.data.labels import NUM_CLASSES, validate_id
 from hpa.errors import LabelError, PredictionError
 
 COLUMNS = ["Id"] + [str(k) for k in range(NUM_CLASSES)]
+NAMES_COLUMN = "predicted"  # the class names a folder's predictions add for reading
 
 
 
@@ -43,6 +46,8 @@ def read_predictions(path: Path) -> tuple[list[str], np.ndarray]:
         df = pd.read_csv(path, dtype={"Id": str}, keep_default_na=False, na_values=[""])
     except Exception as e:
         raise PredictionError(f"{path}: cannot parse CSV ({e})") from e
+    if list(df.columns) == COLUMNS + [NAMES_COLUMN]:
+        df = df[COLUMNS]
     if list(df.columns) != COLUMNS:
         raise PredictionError(f"{path}: expected {len(COLUMNS)} columns Id,0..{NUM_CLASSES - 1}; "
                               f"found {len(df.columns)}: {list(df.columns)[:6]}...")

@@ -205,6 +205,20 @@ class Bundle:
     ensemble: Ensemble
     device: torch.device
 
+    def with_test_time(self, *, tta: Sequence[str] | None = None, thresholds: np.ndarray | None = None) -> Bundle:
+        """This bundle with the user's choices in place of its own: `tta` views for every member (a
+        published model runs one view by default, as its publisher did), `thresholds` fitted on the
+        user's own labelled images."""
+        import dataclasses
+
+        members = [dataclasses.replace(m, tta=tuple(tta)) for m in self.ensemble.members] if tta else \
+            self.ensemble.members
+        thr = self.ensemble.thresholds if thresholds is None else np.asarray(thresholds, float)
+        if len(thr) != len(self.ensemble.thresholds):
+            raise BundleError(f"thresholds: {len(thr)} values for the bundle's {len(self.ensemble.thresholds)} classes")
+        ens = dataclasses.replace(self.ensemble, members=members, thresholds=thr)
+        return dataclasses.replace(self, ensemble=ens)
+
     def predict_folder(self, images: str | Path, out: str | Path, *, ids_csv: str | Path | None = None,
                        strict: bool = False, report: bool | Sequence[int] = True, opts=None, echo=print):
         """hpa.prediction.folder.predict_folder with this bundle's ensemble (`opts`: a PredictOptions

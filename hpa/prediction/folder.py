@@ -126,7 +126,7 @@ def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | No
     declared (hpa.core.atomic.reading) and the pictures are never replaced. Returns what was written
     and what was skipped."""
     from hpa.core.atomic import atomic_outputs, check_outputs, csv_text, reading, staged_dir
-    from hpa.data.predictions import predictions_frame
+    from hpa.data.predictions import NAMES_COLUMN, predictions_frame
     from hpa.prediction.inference import predicted_names
     from hpa.prediction.thresholds import apply_thresholds
 
@@ -164,7 +164,7 @@ def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | No
         ids, probs = [ids[k] for k in ok], probs[ok]
         pred = apply_thresholds(probs, ens.thresholds)
         df = predictions_frame(out, ids, probs)
-        df["predicted"] = predicted_names(pred)
+        df[NAMES_COLUMN] = predicted_names(pred)
         page = None
         if report:
             from hpa.prediction.html_report import page as html_page
