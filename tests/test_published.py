@@ -228,6 +228,24 @@ def test_the_imagenet_classifier_is_named_unused_and_module_prefixes_are_read(ch
         assert torch.allclose(torch.sigmoid(model(x)), torch.sigmoid(net(x)), atol=1e-5)
 
 
+def test_the_torchvision_0_2_naming_of_his_requirements_is_read(checkpoint, tmp_path):
+    """predict/requirements.txt of CellProfiling/densenet pins torchvision 0.2.1, whose dense layers
+    name their parts `norm.1`, `relu.1`, `conv.1`, `norm.2`, `conv.2`; a file in that naming maps
+    to the same network."""
+    import re
+
+    net, _ = checkpoint
+    old = {re.sub(r"(denselayer\d+\.(?:norm|conv))([12])\.", r"\1.\2.", k): v for k, v in net.state_dict().items()}
+    assert "backbone.features.denseblock1.denselayer1.norm.1.weight" in old
+    path = tmp_path / "old.pth"
+    torch.save({"state_dict": old}, path)
+    model = build_model(W.arch, **W.model_settings()).eval()
+    load_published_cnn(model, path, W.layout, head=True)
+    x = torch.rand(1, 4, 128, 128)
+    with torch.no_grad():
+        assert torch.allclose(torch.sigmoid(model(x)), torch.sigmoid(net(x)), atol=1e-5)
+
+
 def test_a_wrong_digest_is_refused_and_nothing_is_kept(server, checkpoint, tmp_path):
     srv, base = server
     serve_release(srv, base, checkpoint[1], digest="sha256:" + "0" * 64)

@@ -20,7 +20,10 @@ One CNN layout maps onto the toolkit's whole network (encoder and head, `load_pu
   the state dict holds the torchvision DenseNet as `backbone.features.*` and, because the same
   modules are registered again as stages, every encoder tensor a second time under `conv1.*`,
   `encoder2.*` ... `encoder5.*`; those copies must equal the originals. The head is `bn1`, `fc1`,
-  `bn2`, `logit`; torchvision's ImageNet `backbone.classifier` is in the file and unused.
+  `bn2`, `logit`; torchvision's ImageNet `backbone.classifier` is in the file and unused. His
+  requirements pin torchvision 0.2.1, whose dense layers name their parts `norm.1`, `conv.2`, ...
+  (torchvision 0.3 renamed them `norm1`, `conv2`, and remaps old files with the same pattern as
+  `_OLD_DENSELAYER` below); both namings are read.
 
 Checkpoints are read with `torch.load(weights_only=True)`. A training checkpoint's non-tensor
 entries (DINO saves its argparse options) are read as inert placeholders, never constructed.
@@ -185,12 +188,17 @@ def load_published(encoder: torch.nn.Module, path: Path, layout: str | None = No
     return layout
 
 
+_OLD_DENSELAYER = re.compile(r"(.*denselayer\d+\.(?:norm|relu|conv))\.([12])\.(weight|bias|running_mean|running_var|"
+                             r"num_batches_tracked)$")
+
+
 def _bestfitting(sd: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
     """bestfitting's state dict under the toolkit's names (`encoder.features.*`, `head.*`): each
     stage copy checked equal to its backbone original, the ImageNet classifier left out, any other
     key refused."""
     out: dict[str, torch.Tensor] = {}
     copies: dict[str, tuple[str, torch.Tensor]] = {}
+    sd = {_OLD_DENSELAYER.sub(r"\1\2.\3", k): v for k, v in sd.items()}
     for k, v in sd.items():
         if _unused("bestfitting", k):
             continue
