@@ -29,7 +29,7 @@ from hpa.data import layout
 from hpa.errors import ConfigError
 from hpa.models import list_archs
 
-IMAGE_ONLY = ("bundle", "ids", "thresholds", "out", "strict", "no_report", "explain")  # flags of --images alone
+IMAGE_ONLY = ("bundle", "ids", "thresholds", "out", "strict", "no_report", "explain", "classes")  # --images alone
 BUNDLE_HOLDS = ("arch", "size", "folds", "sizes", "amp")  # a bundle carries these; --tta, --thresholds replace its own
 RUNS_ONLY = ("data_dir",)  # OOF and test prediction of runs, not a folder
 
@@ -57,6 +57,9 @@ def build_parser() -> Parser:
     ap.add_argument("--ids", type=Path, help="with --images: a CSV whose Id column lists the samples")
     ap.add_argument("--thresholds", type=Path, help="with --images: thresholds JSON from find_thresholds.py")
     options.out(ap, f"with --images: the predictions CSV [{layout.IMAGE_PREDICTIONS}]")
+    ap.add_argument("--classes", choices=["kaggle2018"], help="with --images: write the probabilities as the Kaggle 28 "
+                    "columns (a published model of another class set mapped where the classes agree; the others "
+                    "left empty) [the model's own classes]")
     ap.add_argument("--strict", action="store_true", help="with --images: fail if any sample cannot be read")
     ap.add_argument("--no-report", action="store_true", help="with --images: no report.html and no class maps")
     ap.add_argument("--explain", type=options.class_index, nargs="+", default=[], metavar="K",
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = None if a.bundle else api.Runs(a.arch, a.size, tuple(a.folds or [0]), a.runs, a.thresholds)
     r = api.predict_images(a.images, a.out or Path(layout.IMAGE_PREDICTIONS), bundle=a.bundle, runs=runs, ids=a.ids,
                            strict=a.strict, report=False if a.no_report else a.explain,
-                           thresholds=a.thresholds if a.bundle else None, **views, **loader)
+                           thresholds=a.thresholds if a.bundle else None, classes=a.classes, **views, **loader)
     print(f"wrote {r.n_predicted} predictions to {r.predictions}" + (f" and the report {r.report}" if r.report else "")
           + (f"; skipped {len(r.skipped)} (listed above)" if r.skipped else ""))
 

@@ -22,13 +22,14 @@ NAMES_COLUMN = "predicted"  # the class names a folder's predictions add for rea
 
 
 
-def predictions_frame(path: Path, ids: list[str], probs: np.ndarray) -> pd.DataFrame:
-    """The contract's table for `path`: Id, then one column per class, one row per Id (the values
-    as given, so a file's text does not depend on who wrote it)."""
+def predictions_frame(path: Path, ids: list[str], probs: np.ndarray, n_classes: int = NUM_CLASSES) -> pd.DataFrame:
+    """The contract's table for `path`: Id, then one column per class of the model's class set
+    (`0`..`n_classes - 1`; the Kaggle 28 unless a published model's set is wider), one row per Id
+    (the values as given, so a file's text does not depend on who wrote it)."""
     probs = np.asarray(probs)
-    if probs.shape != (len(ids), NUM_CLASSES):
+    if probs.shape != (len(ids), n_classes):
         raise PredictionError(f"{path}: probabilities of shape {probs.shape} for {len(ids)} Ids")
-    df = pd.DataFrame(probs, columns=COLUMNS[1:])
+    df = pd.DataFrame(probs, columns=[str(k) for k in range(n_classes)])
     df.insert(0, "Id", list(ids))
     return df
 

@@ -71,7 +71,6 @@ def export_bioimageio(bundle_dir: str | Path, out_zip: str | Path, *, test_image
     from bioimageio.spec import save_bioimageio_package
     from PIL import Image
 
-    from hpa.data.labels import CLASS_NAMES
     from hpa.prediction.explain import composite
 
     bundle = load_bundle(bundle_dir, "cpu")
@@ -137,7 +136,7 @@ def export_bioimageio(bundle_dir: str | Path, out_zip: str | Path, *, test_image
                 id=v.TensorId("probabilities"),
                 description="probability of each localisation class",
                 axes=[v.BatchAxis(), v.ChannelAxis(channel_names=[v.Identifier(f"class{k:02d}")
-                                                                  for k in range(len(CLASS_NAMES))])],
+                                                                  for k in range(len(bundle.ensemble.classes))])],
                 test_tensor=v.FileDescr(source=files["test_output"]),
                 data=v.IntervalOrRatioDataDescr(type="float32"))],
             weights=v.WeightsDescr(torchscript=v.TorchscriptWeightsDescr(

@@ -297,7 +297,7 @@ def _ensemble(root: Path, config: dict, device: torch.device) -> Ensemble:
         members.append(Member(e["name"], int(e["size"]), models, tuple(e["tta"]), list(e["sizes"]), e["amp"],
                               list(e["folds"]), resize=tuple(e.get("resize") or ())))
     return Ensemble(members, config["blend"]["weighting"], np.asarray(config["blend"]["weights"], float),
-                    np.asarray(config["thresholds"], float), f"bundle {root}")
+                    np.asarray(config["thresholds"], float), f"bundle {root}", tuple(config["classes"]))
 
 
 def load_bundle(path_or_id: str | Path, device: str | torch.device = "cpu") -> Bundle:
@@ -330,6 +330,7 @@ def check_config(config: dict, where: Path) -> None:
     [0, 1], a blend weight per member, and per member its arch, TTA views, precision, and a file and
     a sha256 per fold."""
     from hpa.core.runtime import AMP_MODES
+    from hpa.data.class_sets import SETS
     from hpa.data.labels import CLASS_NAMES
     from hpa.models import list_archs
     from hpa.prediction.inference import DIHEDRAL
@@ -337,14 +338,19 @@ def check_config(config: dict, where: Path) -> None:
     def bad(key: str, why: str) -> BundleError:
         return BundleError(f"{where}: {key}: {why}")
 
-    if config.get("classes") != list(CLASS_NAMES):
-        raise bad("classes", f"expected the {len(CLASS_NAMES)} Kaggle 2018 classes in their order, "
-                  f"got {len(config.get('classes') or [])} (first differing: "
-                  f"{next((c for c, k in zip(config.get('classes') or [], CLASS_NAMES) if c != k), '-')!r})")
+    classes = config.get("classes")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise bad("classes", f"expected a list of class names, got {type(classes).__name__}")
+    if len(classes) == len(CLASS_NAMES) and classes != list(CLASS_NAMES):
+        raise bad("classes", f"expected the {len(CLASS_NAMES)} Kaggle 2018 classes in their order (first differing: "
+                  f"{next(c for c, k in zip(classes, CLASS_NAMES) if c != k)!r})")
+    if tuple(classes) not in SETS.values():
+        raise bad("classes", f"{len(classes)} names that are none of the known class sets "
+                  f"({', '.join(f'{k} ({len(v)})' for k, v in SETS.items())})")
     thr = config.get("thresholds")
-    if not isinstance(thr, list) or len(thr) != len(CLASS_NAMES) or \
+    if not isinstance(thr, list) or len(thr) != len(classes) or \
             not all(isinstance(t, int | float) and 0 <= t <= 1 for t in thr):
-        raise bad("thresholds", f"expected {len(CLASS_NAMES)} numbers in [0, 1], got "
+        raise bad("thresholds", f"expected {len(classes)} numbers in [0, 1], got "
                   f"{len(thr) if isinstance(thr, list) else type(thr).__name__}")
     members, blend = config.get("members"), config.get("blend") or {}
     if not isinstance(members, list) or not members:

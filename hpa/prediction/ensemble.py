@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from hpa.data import layout
-from hpa.data.labels import NUM_CLASSES
+from hpa.data.labels import CLASS_NAMES, NUM_CLASSES
 from hpa.errors import RunError
 from hpa.prediction.inference import PredictOptions
 
@@ -42,8 +42,9 @@ class Ensemble:
     members: list[Member]
     weighting: str  # a WEIGHTINGS name of hpa.prediction.blending: equal, logit, greedy, bagged
     weights: np.ndarray  # one per member
-    thresholds: np.ndarray  # 28
+    thresholds: np.ndarray  # one per class
     source: str = ""  # where it came from, as a report names it
+    classes: tuple[str, ...] = CLASS_NAMES  # the class set the members predict, in their order
 
     def combine(self, member_probs: list[np.ndarray]) -> np.ndarray:
         from hpa.prediction.blending import Blend

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from hpa.data import layout
-from hpa.data.labels import NUM_CLASSES
 from hpa.errors import HPAError
 from hpa.prediction.ensemble import Ensemble, ensemble_maps, predict_ensemble
 from hpa.prediction.inference import PredictOptions
@@ -84,9 +83,8 @@ def write_assets(assets: Path, images: Path, ids: list[str], classes: dict[str, 
 
 
 def report_data(ids: list[str], probs: np.ndarray, predicted: np.ndarray, classes: dict[str, list[int]],
-                thresholds: np.ndarray, skipped: dict[str, str], assets_name: str, source: str) -> dict:
-    from hpa.data.labels import CLASS_NAMES
-
+                ens: Ensemble, skipped: dict[str, str], assets_name: str, images: Path) -> dict:
+    """The page's data: classes named in the model's own words, its thresholds, a row per image."""
     def rel(p: Path) -> str:
         return f"{assets_name}/{p.parent.name}/{p.name}"
 
@@ -99,8 +97,9 @@ def report_data(ids: list[str], probs: np.ndarray, predicted: np.ndarray, classe
                                                                                          "yellow")},
                      "maps": [{"k": int(k), "src": rel(layout.cam_asset(Path(assets_name), sid, k))}
                               for k in classes[sid]]})
-    return {"classes": list(CLASS_NAMES), "thresholds": [float(t) for t in thresholds], "rows": rows,
-            "skipped": [{"id": k, "reason": v} for k, v in skipped.items()], "source": source,
+    return {"classes": list(ens.classes), "thresholds": [float(t) for t in ens.thresholds], "rows": rows,
+            "skipped": [{"id": k, "reason": v} for k, v in skipped.items()],
+            "source": ens.source or f"images: {Path(images).absolute()}",
             "stain_names": {"green": "protein (green)", "red": "microtubules (red)", "blue": "nucleus (blue)",
                             "yellow": "ER (yellow)"}}
 
@@ -120,24 +119,28 @@ def check_report_assets(assets: Path) -> None:
 def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | None = None, strict: bool = False,
                    report: bool | Sequence[int] = True, opts: PredictOptions | None = None,
                    echo: Callable[[str], None] = print) -> FolderResult:
-    """Predict every sample of `images` with the ensemble; write `out` (Id, 0..27, predicted) and,
+    """Predict every sample of `images` with the ensemble; write `out` (Id, a column per class of the
+    model's set, or of the Kaggle 28 with `opts.classes`, then the predicted names) and,
     with `report`, report.html and its images beside it (maps of the predicted classes, and of the
     classes `report` lists). `opts`: batch size, loader processes and device. Inputs the caller
     declared (hpa.core.atomic.reading) and the pictures are never replaced. Returns what was written
     and what was skipped."""
     from hpa.core.atomic import atomic_outputs, check_outputs, csv_text, reading, staged_dir
+    from hpa.data.class_sets import class_set, to_kaggle2018
+    from hpa.data.labels import CLASS_NAMES
     from hpa.data.predictions import NAMES_COLUMN, predictions_frame
     from hpa.prediction.inference import predicted_names
     from hpa.prediction.thresholds import apply_thresholds
 
     images, out = Path(images), Path(out)
     explain = [] if isinstance(report, bool) else list(report)
-    bad = [k for k in explain if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < NUM_CLASSES]
+    n = len(ens.classes)
+    bad = [k for k in explain if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < n]
     if bad:
-        raise HPAError(f"--explain {bad[0]}: not a class number 0..{NUM_CLASSES - 1}")
+        raise HPAError(f"--explain {bad[0]}: not a class number 0..{n - 1} of the model's classes")
     report = report is not False
     opts = opts or PredictOptions()
-    device, batch_size, workers, source = opts.torch_device(), opts.batch_size, opts.workers, ens.source
+    device, batch_size, workers = opts.torch_device(), opts.batch_size, opts.workers
     if not images.is_dir():
         raise HPAError(f"--images {images}: no such directory ({images.absolute()})")
     outputs = {"predictions (--out)": out}
@@ -152,7 +155,7 @@ def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | No
             check_report_assets(layout.report_assets(out))
         ids, skipped = folder_ids(images, ids_csv, strict)
         probs, failed = predict_ensemble(ens, ids, device=device, batch_size=batch_size, workers=workers,
-                                         raw_dir=images) if ids else (np.zeros((0, NUM_CLASSES)), {})
+                                         raw_dir=images) if ids else (np.zeros((0, n)), {})
         if failed and strict:
             raise HPAError(f"--strict: {next(iter(failed.values()))}")
         skipped.update(failed)
@@ -162,9 +165,15 @@ def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | No
         if not ok:
             raise HPAError(f"--images {images}: {len(skipped)} sample(s) could not be read, none predicted")
         ids, probs = [ids[k] for k in ok], probs[ok]
-        pred = apply_thresholds(probs, ens.thresholds)
-        df = predictions_frame(out, ids, probs)
-        df[NAMES_COLUMN] = predicted_names(pred)
+        pred = apply_thresholds(probs, ens.thresholds)  # decided in the model's own classes
+        written = probs
+        own = class_set(ens.classes, "the ensemble")
+        if opts.classes and opts.classes != own:
+            written, empty = to_kaggle2018(probs, own)
+            echo(f"--classes {opts.classes}: {own} mapped onto the Kaggle 28; no counterpart, left empty: "
+                 + ", ".join(f"{k} {CLASS_NAMES[k]}" for k in empty))
+        df = predictions_frame(out, ids, written, written.shape[1])
+        df[NAMES_COLUMN] = predicted_names(pred, ens.classes)
         page = None
         if report:
             from hpa.prediction.html_report import page as html_page
@@ -177,8 +186,7 @@ def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | No
             assets = layout.report_assets(out)
             with staged_dir(assets) as tmp:
                 write_assets(tmp, images, ids, classes, maps, size)
-            data = report_data(ids, probs, pred, classes, ens.thresholds, skipped, assets.name,
-                               source or f"images: {images.absolute()}")
+            data = report_data(ids, probs, pred, classes, ens, skipped, assets.name, images)
             page = html_page(f"HPA predictions: {images.name}", data)
         with atomic_outputs() as tmp:  # the predictions and their page appear together
             tmp(out).write_text(csv_text(df))

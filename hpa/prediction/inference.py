@@ -83,22 +83,26 @@ def parse_tta(v: int | str | Sequence[str], name: str = "--tta") -> tuple[str, .
 class PredictOptions:
     """The test-time settings of a prediction, one validated object for predict_tta.py, hpa.predict,
     the recipe and the ablation: the dihedral views, the inference sides (None: each image at its
-    stored side), images per forward pass, precision, loader processes and the device."""
+    stored side), images per forward pass, precision, loader processes and the device; and for a
+    folder, the class set its probabilities are written in (None: the model's own; `kaggle2018`
+    maps another set's classes onto the Kaggle 28, hpa.data.class_sets)."""
     tta: tuple[str, ...] = DIHEDRAL
     sizes: tuple[int, ...] | None = None
     batch_size: int = 32
     amp: str = "bf16"
     workers: int = 0
     device: str = "auto"
+    classes: str | None = None
 
     @classmethod
     def make(cls, *, tta: int | str | Sequence[str] | None = None, sizes: Sequence[int] | None = None,
              batch_size: int | None = None, amp: str | None = None, workers: int | None = None,
-             device: str | None = None) -> PredictOptions:
+             device: str | None = None, classes: str | None = None) -> PredictOptions:
         """Validated options, None meaning the field's default above (the one place the defaults live);
         an error is one line naming the argument (`tta=9`; the command line checks its flags itself)."""
         from hpa.core.runtime import AMP_MODES
         from hpa.core.values import count
+        from hpa.data.class_sets import KAGGLE2018
 
         d = cls()
         tta = d.tta if tta is None else tta
@@ -109,7 +113,10 @@ class PredictOptions:
         if amp not in AMP_MODES:
             raise ConfigError(f"amp={amp!r}: choose from {', '.join(AMP_MODES)}")
         sides = tuple(count("sizes", s, 8) for s in sizes) if sizes else None
-        return cls(views, sides, count("batch_size", batch_size, 1), amp, count("workers", workers, 0), str(device))
+        if classes not in (None, KAGGLE2018):
+            raise ConfigError(f"classes={classes!r}: the one class set other sets map onto is {KAGGLE2018!r}")
+        return cls(views, sides, count("batch_size", batch_size, 1), amp, count("workers", workers, 0), str(device),
+                   classes)
 
     def torch_device(self) -> torch.device:
         from hpa.core.runtime import pick_device
@@ -240,14 +247,14 @@ def model_for_prediction(arch: str, settings: dict, state: dict, device: torch.d
 @torch.no_grad()
 def predict(models: Sequence[torch.nn.Module], ids: list[str], size: int, opts: PredictOptions, desc: str,
             **source) -> tuple[np.ndarray, dict[str, str]]:
-    """Mean sigmoid probability over models x sizes x TTA transforms (N x 28), and the samples
+    """Mean sigmoid probability over models x sizes x TTA transforms (N x the models' classes), and the samples
     that could not be read, with the reason (raw images only; their rows are zeros). `size` is the
     runs' base size; `opts.sizes` (default: [size]) are inference sides for images stored at `size`,
     other stored sides being scaled alike, so a 1024 px sample of a 768 run is seen whole at 1024.
     Batches hold images of one side."""
     sizes, tta, amp, batch_size, workers = list(opts.sizes or [size]), opts.tta, opts.amp, opts.batch_size, opts.workers
     device = opts.torch_device()
-    total = np.zeros((len(ids), NUM_CLASSES))
+    total = None  # N x the width of the models' output (28, or a published model's class set)
     failed: dict[str, str] = {}
     sides = None
     for s in sizes:
@@ -257,13 +264,16 @@ def predict(models: Sequence[torch.nn.Module], ids: list[str], size: int, opts: 
         dl = DataLoader(ds, batch_sampler=sampler, **loader_processes(workers, ds))
         for x, errors, index in progress(dl, desc=f"{desc} @{s}", leave=False):
             x = x.to(device).contiguous(memory_format=torch.channels_last)
-            acc = torch.zeros(len(x), NUM_CLASSES, device=device)
+            acc = 0
             for model in models:
                 for name in tta:
                     with autocast(device, amp):
-                        acc += torch.sigmoid(model(dihedral(x, name)).float())
+                        acc = acc + torch.sigmoid(model(dihedral(x, name)).float())
+            total = np.zeros((len(ids), acc.shape[1])) if total is None else total
             total[index.numpy()] += acc.cpu().numpy()
             failed.update({ids[int(k)]: e for k, e in zip(index, errors) if e})
+    if total is None:  # no images
+        total = np.zeros((len(ids), NUM_CLASSES))
     return total / (len(sizes) * len(models) * len(tta)), failed
 
 
@@ -358,5 +368,5 @@ def predict_folds(runs: Path, arch: str, size: int, folds: Sequence[int], out_di
     return out
 
 
-def predicted_names(pred: np.ndarray) -> list[str]:
-    return ["; ".join(CLASS_NAMES[k] for k in np.flatnonzero(p)) for p in pred]
+def predicted_names(pred: np.ndarray, names: Sequence[str] = CLASS_NAMES) -> list[str]:
+    return ["; ".join(names[k] for k in np.flatnonzero(p)) for p in pred]
