@@ -143,7 +143,7 @@ def run_d121(images: Path, ids: list[str], ckpt: Path, work: Path) -> tuple[floa
     subprocess.run([sys.executable, "-c", D121_ARM, str(resized), str(out)], cwd=repo / "predict", check=True,
                    capture_output=True)
     seconds = prep + float((out / "seconds.txt").read_text())
-    probs = np.load(next(out.glob("probs_*.npy")))
+    probs = np.load(next((repo / "results").glob("probs_*.npy")))  # its Config.out_dir: --out_dir is not applied
     order = sorted({p.name.rsplit("_", 1)[0] for p in resized.glob("*.png")})  # their np.sort(np.unique(...))
     return seconds, dict(zip(order, probs))
 

@@ -350,3 +350,147 @@ def test_the_winners_network_under_the_papers_recipe(checkpoint, tmp_path, monke
     assert member_config(member, tmp_path, 0).model["variant"] == "bestfitting2018"
     with pytest.raises(ConfigError, match="bestfitting-2018 is a densenet121 encoder"):
         build_config([("--set", {"arch": "resnet50", **parse_set([f"pretrained={NAME}"])})])
+
+
+# ---- SubCell's classifiers -------------------------------------------------------------------------------
+# The publisher's layout (CellProfiling/SubCellPortable vit_model.py `ViTPoolClassifier.load_model_dict`):
+# the encoder file holds the Hugging Face ViT under `encoder.` and the gated-attention pooler under
+# `pool_model.` with each Linear behind a dropout (`attention_v.1`, `attention_u.1`; SubCellPortable
+# renames 1. -> 0.); each classifier file is one MLP saved with dropouts between its layers, so its
+# Linear layers sit at 0, 3 and 6 (SubCellPortable renames 3. -> 2., 6. -> 4.). tests/publishers.py
+# builds the tiny ViT of the same layout.
+
+SUBCELL = "subcell-rybg-mae"
+SEEDS = 3
+
+
+def subcell_files(srv, seed: int = 0) -> tuple[dict, dict, list[dict]]:
+    """(ViT tensors, encoder file dict, classifier file dicts) in SubCell's layout, tiny width."""
+    from publishers import WIDTH, hf_checkpoint, vit_tensors
+
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g) * 0.05  # noqa: E731
+    sd = vit_tensors(4, 448, seed=seed)
+    enc = {k: v for k, v in hf_checkpoint(sd).items() if not k.startswith("pool_model.")}
+    enc |= {"pool_model.attention_v.1.weight": r(512, WIDTH), "pool_model.attention_v.1.bias": r(512),
+            "pool_model.attention_u.1.weight": r(512, WIDTH), "pool_model.attention_u.1.bias": r(512),
+            "pool_model.attention.weight": r(2, 512) * 20, "pool_model.attention.bias": r(2)}
+    heads = [{"0.weight": r(512, 2 * WIDTH) * 4, "0.bias": r(512), "3.weight": r(256, 512) * 4, "3.bias": r(256),
+              "6.weight": r(31, 256) * 8, "6.bias": r(31)} for _ in range(SEEDS)]
+    return sd, enc, heads
+
+
+def subcell_reference(sd: dict, enc: dict, heads: list[dict], x: torch.Tensor) -> torch.Tensor:
+    """SubCell's forward from its published tensors: rybg order, min-max over the sample, the ViT,
+    gated attention over all tokens, each MLP's sigmoid, averaged."""
+    from publishers import reference_forward
+
+    x = x[:, [0, 3, 2, 1]]
+    x = (x - x.amin((1, 2, 3), keepdim=True)) / (x.amax((1, 2, 3), keepdim=True) - x.amin((1, 2, 3), keepdim=True)
+                                                 + 1e-6)
+    t = reference_forward(sd, x, 1e-12, False)
+    v = torch.tanh(t @ enc["pool_model.attention_v.1.weight"].T + enc["pool_model.attention_v.1.bias"])
+    u = F.gelu(t @ enc["pool_model.attention_u.1.weight"].T + enc["pool_model.attention_u.1.bias"])
+    a = torch.softmax((v * u @ enc["pool_model.attention.weight"].T + enc["pool_model.attention.bias"])
+                      .transpose(1, 2), -1)
+    pooled = torch.bmm(a, t).flatten(1)
+    probs = []
+    for h in heads:
+        z = F.relu(pooled @ h["0.weight"].T + h["0.bias"])
+        z = F.relu(z @ h["3.weight"].T + h["3.bias"])
+        probs.append(torch.sigmoid(z @ h["6.weight"].T + h["6.bias"]))
+    return torch.stack(probs).mean(0)
+
+
+def serve_subcell(srv, enc: dict, heads: list[dict], tmp_path: Path) -> None:
+    from hpa.models import hpa_weights
+
+    for k, data in enumerate([enc] + heads):
+        name = SUBCELL if k == 0 else f"{SUBCELL}-mlp{k - 1}"
+        path = tmp_path / f"f{k}.pth"
+        torch.save(data, path)
+        srv.files["/" + hpa_weights.SOURCES[name].s3_key] = path.read_bytes()
+
+
+@pytest.fixture
+def tiny_subcell(monkeypatch):
+    """The rybg MAE entry with a tiny ViT of the same layout and 3 heads instead of 10."""
+    import dataclasses
+
+    from hpa.prediction import published
+
+    entry = published.PUBLISHED[SUBCELL]
+    monkeypatch.setitem(published.PUBLISHED, SUBCELL, dataclasses.replace(
+        entry, files=entry.files[:1 + SEEDS], encoder="vit_tiny_patch16_224"))
+
+
+def test_subcell_bundle_equals_the_publishers_forward_pass(server, tiny_subcell, tmp_path):
+    """--bundle subcell-rybg-mae: the encoder and its heads fetched from the bucket (md5 ETags),
+    mapped strictly, and the 31 probabilities equal SubCell's forward on the same 448 px input;
+    the CSV has 31 columns named by SubCell's classes in the report, and --classes kaggle2018
+    writes the Kaggle 28 with the classes SubCell lacks left empty."""
+    from hpa.data.class_sets import SUBCELL31
+    from hpa.data.images import read_sample
+
+    srv, _ = server
+    sd, enc, heads = subcell_files(srv)
+    serve_subcell(srv, enc, heads, tmp_path)
+    images = tmp_path / "images"
+    ids = write_images(images, 2, seed=5, side=448)
+    out = tmp_path / "p" / "preds.csv"
+    r = run_script("predict_tta.py", "--bundle", SUBCELL, "--images", images, "--out", out, "--no-report")
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(out) as f:
+        rows = {row["Id"]: row for row in csv.DictReader(f)}
+    x = torch.stack([torch.from_numpy(read_sample(images, i).transpose(2, 0, 1).copy()) for i in ids]).float() / 255
+    with torch.no_grad():
+        ref = subcell_reference(sd, enc, heads, x).numpy()
+    got = np.array([[float(rows[i][str(k)]) for k in range(31)] for i in ids])
+    assert np.abs(got - ref).max() < 1e-5, np.abs(got - ref).max()
+    assert all(n in SUBCELL31 for i in ids for n in rows[i]["predicted"].split("; "))
+    mapped = tmp_path / "p" / "kaggle.csv"
+    r = run_script("predict_tta.py", "--bundle", SUBCELL, "--images", images, "--out", mapped, "--no-report",
+                   "--classes", "kaggle2018")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "left empty: 15 Microtubule ends, 18 Microtubule organizing center, 27 Rods & rings" in r.stdout
+    with open(mapped) as f:
+        kaggle = {row["Id"]: row for row in csv.DictReader(f)}
+    assert float(kaggle[ids[0]]["0"]) == pytest.approx(ref[0][SUBCELL31.index("Nucleoplasm")], abs=1e-5)
+    assert kaggle[ids[0]]["15"] == "" and kaggle[ids[0]]["27"] == ""
+
+
+def test_the_class_map_pairs_only_classes_of_the_same_name():
+    """Each pair of the table names the same compartment (case aside), each Kaggle class takes at
+    most one class of the other set, and every class of the same name is paired."""
+    from hpa.data.class_sets import SUBCELL31, TO_KAGGLE2018
+    from hpa.data.labels import CLASS_NAMES
+
+    pairs = TO_KAGGLE2018["subcell31"]
+    assert all(SUBCELL31[k].lower() == CLASS_NAMES[v].lower() for k, v in pairs.items())
+    assert len(set(pairs.values())) == len(pairs)
+    same = {i for i, n in enumerate(SUBCELL31) if n.lower() in {c.lower() for c in CLASS_NAMES}}
+    assert set(pairs) == same
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda enc, heads: enc.pop("pool_model.attention_u.1.bias"), "missing from SubCell's files, first "
+                                                                   "'attn_pool.attention_u.bias'"),
+    (lambda enc, heads: enc.__setitem__("pool_model.out_proj.weight", torch.zeros(4, 4)),
+     "'pool_model.out_proj.weight' is no part"),
+    (lambda enc, heads: heads[1].__setitem__("9.weight", torch.zeros(1)), "'9.weight' is no part of SubCell's MLP"),
+    (lambda enc, heads: heads[2].__setitem__("6.weight", torch.zeros(28, 256)), "'head.mlps.2.4.weight' has shape "
+                                                                                "(28, 256)"),
+])
+def test_the_subcell_map_is_strict(tmp_path, edit, says):
+    from hpa.models.weight_layouts import load_subcell
+
+    _, enc, heads = subcell_files(None, seed=1)
+    edit(enc, heads)
+    paths = []
+    for k, data in enumerate([enc] + heads):
+        paths.append(tmp_path / f"f{k}.pth")
+        torch.save(data, paths[-1])
+    net = build_model("subcell_vit", seeds=SEEDS, encoder="vit_tiny_patch16_224")
+    with pytest.raises(WeightsError) as e:
+        load_subcell(net, paths[0], paths[1:])
+    assert says in str(e.value) and "\n" not in str(e.value)

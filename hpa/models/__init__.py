@@ -250,6 +250,29 @@ for _name, _timm in {"vit_tiny16": "vit_tiny_patch16_224",  # 5.7M parameters: t
     _vit_arch(_name, _timm)
 
 
+@register_model("subcell_vit")
+def subcell_vit(pretrained: str | None = None, num_classes: int = 31, channels: str = "rybg", normalize: str = "minmax",
+                img_size: int = 448, ln_eps: float = 1e-12, seeds: int = 10,
+                encoder: str = "vit_base_patch16_224") -> nn.Module:
+    """SubCell's whole classifier (hpa.models.subcell): a published model's network, filled from
+    its publisher's files when its bundle is made (hpa.prediction.published); `pretrained` takes none.
+    `encoder`: the timm ViT (SubCell's is ViT-B/16; the tests use a tiny one of the same layout)."""
+    from functools import partial
+
+    import timm
+
+    from hpa.models.subcell import SubCellNet
+    from hpa.models.vit import check_channels
+
+    if Pretrained.parse(pretrained).kind != "none":
+        raise ValueError("subcell_vit: its weights come with its published bundle (--bundle subcell-<ch>-<variant>)")
+    check_channels(channels)
+    enc = timm.create_model(encoder, pretrained=False, in_chans=len(channels), num_classes=0,
+                            dynamic_img_size=True, dynamic_img_pad=True, img_size=img_size,
+                            norm_layer=partial(nn.LayerNorm, eps=ln_eps))
+    return SubCellNet(enc, num_classes, seeds, channels, normalize)
+
+
 def _tiny_encoder(width: int = 16, stem_stride: int = 2, input_norm: bool = True) -> nn.Sequential:
     # BatchNorm on the input standardises each stain: HPA channels are dim and of unequal brightness.
     layers: list[nn.Module] = [nn.BatchNorm2d(4)] if input_norm else []

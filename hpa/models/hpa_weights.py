@@ -60,6 +60,7 @@ class WeightSource:
     needs_acceptance: bool = False
     github_release: str | None = None  # owner/repo@tag whose release asset `filename` is
     settings: dict | None = None  # a whole CNN's `model` settings (the ViT ones are made from the fields above)
+    pretrainable: bool = True  # False: a part of a published model (a classifier head), no --pretrained
 
     def model_settings(self) -> dict:
         """The `model` settings a run with these weights gets (hpa.config applies them)."""
@@ -84,8 +85,10 @@ class WeightSource:
         return f"{zenodo_url()}/records/{self.zenodo_record}" + (f" ({self.filename})" if self.filename else "")
 
 
-_SUBCELL_CHANNELS = {"rybg": "all_channels", "rbg": "MT-DNA-Protein", "ybg": "ER-DNA-Protein", "bg": "DNA-Protein"}
+SUBCELL_CHANNELS = {"rybg": "all_channels", "rbg": "MT-DNA-Protein", "ybg": "ER-DNA-Protein", "bg": "DNA-Protein"}
 _SUBCELL_VARIANTS = {"mae": "MAE-CellS-ProtS-Pool", "vit": "ViT-ProtS-Pool"}
+_SUBCELL_HEADS = {"mae": "MAE", "vit": "ViT"}
+SUBCELL_SEEDS = 10  # MLP classifiers per encoder in SubCell's bucket, seeds 0..9
 
 
 def _sources() -> dict[str, WeightSource]:
@@ -120,7 +123,7 @@ def _sources() -> dict[str, WeightSource]:
         source="https://github.com/CellProfiling/densenet")
     # Gupta et al. 2024 (bioRxiv 10.1101/2024.12.06.627299); the address map is models_urls.yaml of
     # CellProfiling/SubCellPortable (MIT)
-    for ch, prefix in _SUBCELL_CHANNELS.items():
+    for ch, prefix in SUBCELL_CHANNELS.items():
         for variant, stem in _SUBCELL_VARIANTS.items():
             name = f"subcell-{ch}-{variant}"
             file = f"{prefix}_{stem}.pth"
@@ -128,6 +131,15 @@ def _sources() -> dict[str, WeightSource]:
                                      img_size=448, ln_eps=1e-12, s3_key=f"models/{file}", filename=file,
                                      licence="MIT (CellProfiling/SubCellPortable)",
                                      source="https://github.com/CellProfiling/SubCellPortable")
+            folder = f"{prefix}_{_SUBCELL_HEADS[variant]}_MLP_classifier"  # beside the encoders in the bucket
+            for k in range(SUBCELL_SEEDS):
+                head = f"{name}-mlp{k}"
+                out[head] = WeightSource(head, arch="subcell_vit", layout="subcell_mlp", channels=ch,
+                                         normalize="minmax", img_size=448, ln_eps=1e-12,
+                                         s3_key=f"models/{folder}/{folder}_seed_{k}.pth",
+                                         filename=f"{folder}_seed_{k}.pth", pretrainable=False,
+                                         licence="MIT (CellProfiling/SubCellPortable)",
+                                         source="https://github.com/CellProfiling/SubCellPortable")
     return out
 
 
@@ -135,12 +147,14 @@ SOURCES = _sources()
 
 
 def is_named(pretrained: str | None) -> bool:
-    return pretrained in SOURCES
+    """Weights `--pretrained` takes by name (a published model's classifier heads are not)."""
+    return pretrained in SOURCES and SOURCES[pretrained].pretrainable
 
 
 def source(name: str) -> WeightSource:
     if name not in SOURCES:
-        raise ConfigError(f"--pretrained {name}: unknown weights; named HPA weights: {', '.join(sorted(SOURCES))}")
+        named = ", ".join(sorted(k for k, w in SOURCES.items() if w.pretrainable))
+        raise ConfigError(f"--pretrained {name}: unknown weights; named HPA weights: {named}")
     return SOURCES[name]
 
 

@@ -45,7 +45,8 @@ UNUSED = {
     "dino": (("head.", "DINO projection head"),),
     "dinov2": (("mask_token", "masked-token embedding of pretraining"), ("dino_head.", "DINO head"),
                ("ibot_head.", "iBOT head")),
-    "hf_vit": (("pool_model.", "SubCell gated-attention pooler"), ("classifier", "SubCell classifier"),
+    "hf_vit": (("pool_model.", "SubCell gated-attention pooler (read by load_subcell)"),
+               ("classifier", "SubCell classifier"),
                ("decoder.", "MAE decoder"), ("encoder.embeddings.mask_token", "mask token"),
                ("encoder.pooler.", "Hugging Face ViT pooler")),
     "bestfitting": (("backbone.classifier.", "torchvision's ImageNet classifier, which the network never calls"),),
@@ -253,3 +254,52 @@ def load_published_cnn(net: torch.nn.Module, path: Path, layout: str, *, head: b
         raise WeightsError(f"{path}: {len(missing)} network tensor(s) missing from the {layout} file, first "
                            f"{missing[0]!r}")
     net.load_state_dict({k: v for k, v in mapped.items() if k in wanted}, strict=False)
+
+
+_POOL = re.compile(r"pool_model\.(attention_[vu])\.[01]\.(weight|bias)|pool_model\.(attention)\.(weight|bias)")
+_MLP = {"0": "0", "2": "2", "3": "2", "4": "4", "6": "4"}  # SubCellPortable maps its files' 3 -> 2 and 6 -> 4
+
+
+def load_subcell(net: torch.nn.Module, encoder: Path, heads: list[Path]) -> None:
+    """Fill a SubCellNet (hpa.models.subcell) from SubCell's published files, strictly: the encoder
+    file's ViT (Hugging Face layout) and its gated-attention pooler (`pool_model.attention_v.<i>`,
+    whose Linear sits at index 1 behind a dropout in the published files and at 0 in
+    SubCellPortable's own module), and one MLP per classifier file (`0`, `3`, `6`: Linear, ReLU,
+    dropout, ..., as trained; `0`, `2`, `4` as SubCellPortable rebuilds them)."""
+    sd = encoder_state(read_checkpoint(encoder), Path(encoder))
+    own = net.state_dict()
+    mapped = {f"encoder.{k}": v for k, v in to_timm(sd, "hf_vit", Path(encoder)).items()}
+    for k, v in sd.items():
+        if not k.startswith("pool_model."):
+            continue
+        m = _POOL.fullmatch(k)
+        if not m:
+            raise WeightsError(f"{encoder}: {k!r} is no part of SubCell's gated-attention pooler (no output projection "
+                               "is expected)")
+        part, kind = (m[1], m[2]) if m[1] else (m[3], m[4])
+        mapped[f"attn_pool.{part}.{kind}"] = v
+    if len(heads) != len(net.head.mlps):
+        raise WeightsError(f"{encoder}: {len(heads)} classifier files for a network of {len(net.head.mlps)} seeds")
+    for i, path in enumerate(heads):
+        data = read_checkpoint(path)
+        data = data.get("state_dict", data) if isinstance(data.get("state_dict"), dict) else data
+        targets = set()
+        for k, v in data.items():
+            idx, _, kind = k.removeprefix("module.").partition(".")
+            target = f"head.mlps.{i}.{_MLP.get(idx)}.{kind}"
+            if idx not in _MLP or kind not in ("weight", "bias") or target in targets or not torch.is_tensor(v):
+                raise WeightsError(f"{path}: key {k!r} is no part of SubCell's MLP classifier (Linear layers at 0, 3, "
+                                   "6)")
+            targets.add(target)
+            mapped[target] = v
+    for k, v in mapped.items():
+        if k not in own:
+            raise WeightsError(f"{encoder}: {k!r} does not exist in the SubCell network; is it the right channel set?")
+        if v.shape != own[k].shape:
+            raise WeightsError(f"{encoder}: {k!r} has shape {tuple(v.shape)}, the network expects "
+                               f"{tuple(own[k].shape)}")
+    missing = [k for k in own if k not in mapped]
+    if missing:
+        raise WeightsError(f"{encoder}: {len(missing)} network tensor(s) missing from SubCell's files, first "
+                           f"{missing[0]!r}")
+    net.load_state_dict(mapped)
