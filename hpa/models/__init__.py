@@ -24,17 +24,22 @@ from hpa.models.pretrained import Pretrained, load_pretrained
 
 log = logging.getLogger(__name__)
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_PUBLISHED_ONLY: set[str] = set()  # networks of published models: bundles hold them, nobody trains them here
 
 
-def register_model(name: str) -> Callable:
+def register_model(name: str, *, trainable: bool = True) -> Callable:
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         _REGISTRY[name] = fn
+        if not trainable:
+            _PUBLISHED_ONLY.add(name)
         return fn
     return deco
 
 
-def list_archs() -> list[str]:
-    return sorted(_REGISTRY)
+def list_archs(*, published: bool = False) -> list[str]:
+    """The archs `--arch` takes (each with its configs/<arch>.yaml); with `published`, also the
+    networks only published models use (what a bundle may hold)."""
+    return sorted(a for a in _REGISTRY if published or a not in _PUBLISHED_ONLY)
 
 
 def builder(arch: str) -> Callable[..., nn.Module]:
@@ -250,7 +255,7 @@ for _name, _timm in {"vit_tiny16": "vit_tiny_patch16_224",  # 5.7M parameters: t
     _vit_arch(_name, _timm)
 
 
-@register_model("subcell_vit")
+@register_model("subcell_vit", trainable=False)
 def subcell_vit(pretrained: str | None = None, num_classes: int = 31, channels: str = "rybg", normalize: str = "minmax",
                 img_size: int = 448, ln_eps: float = 1e-12, seeds: int = 10,
                 encoder: str = "vit_base_patch16_224") -> nn.Module:

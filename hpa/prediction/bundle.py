@@ -361,7 +361,7 @@ def check_config(config: dict, where: Path) -> None:
         raise bad("blend.weights", f"expected one weight >= 0 per member ({len(members)}), got {weights!r}")
     for k, e in enumerate(members):
         name = e.get("name", f"members[{k}]")
-        if e.get("arch") not in list_archs():
+        if e.get("arch") not in list_archs(published=True):
             raise bad(f"{name}.arch", f"{e.get('arch')!r} is not an arch of this toolkit")
         if not e.get("tta") or any(t not in DIHEDRAL for t in e["tta"]):
             raise bad(f"{name}.tta", f"expected names from {', '.join(DIHEDRAL)}, got {e.get('tta')!r}")
