@@ -115,3 +115,16 @@ def test_commands_use_the_flag_vocabulary():
                     or re.search(r"ablate\.py\b.*--n-folds", ln)):
                 stale.append(f"{md.relative_to(ROOT)}: {ln.strip()}")
     assert stale == []
+
+
+def test_the_class_set_page_shows_the_table_the_code_uses():
+    """docs/reference/class-sets.md pairs each Kaggle 2018 class with the SubCell class the code maps
+    onto it (hpa.data.class_sets.TO_KAGGLE2018), or says it is left empty."""
+    from hpa.data.class_sets import SUBCELL31, TO_KAGGLE2018
+    from hpa.data.labels import CLASS_NAMES
+
+    page = (ROOT / "docs" / "reference" / "class-sets.md").read_text()
+    inverse = {v: k for k, v in TO_KAGGLE2018["subcell31"].items()}
+    for k, name in enumerate(CLASS_NAMES):
+        theirs = f"{inverse[k]} {SUBCELL31[inverse[k]]}" if k in inverse else "(none: left empty)"
+        assert f"| {k} {name} | {theirs} |" in page, name
