@@ -416,3 +416,24 @@ def test_thresholds_fitted_on_the_users_labelled_images(recipe_out, tmp_path):
         assert thr[k] == pytest.approx(exact_threshold(df[str(k)].to_numpy(), y[:, k])[0])
     r = run_script("find_thresholds.py", "--bundle", bundle_dir, "--labels", labels, "--out", tmp_path / "x.json")
     assert "--bundle and --images go together" in r.stderr
+
+
+def test_a_bundles_predictions_blend_beside_the_users_own_members(recipe_out, tmp_path):
+    """A bundle (a published model's is the same) predicts the labelled and the test images into
+    files named as a member's; blend.py takes them beside the recipe's own members (without a
+    provenance sidecar, which its report notes)."""
+    data, work = recipe_out
+    bundle_dir = export_bundle(work, tmp_path / "b", **QUIET)
+    preds = tmp_path / "predictions"
+    shutil.copytree(work / "predictions", preds)
+    for split, kind in (("train", "oof"), ("test", "test")):
+        r = run_script("predict_tta.py", "--bundle", bundle_dir, "--images", data / split, "--no-report",
+                       "--out", preds / f"published_32_f0_{kind}.csv", "--device", "cpu")
+        assert r.returncode == 0, r.stderr[-1500:]
+    out = tmp_path / "submission.csv"
+    r = run_script("blend.py", "--oof", str(preds / "*_oof.csv"), "--test", str(preds / "*_test.csv"),
+                   "--data-dir", data, "--out", out, "--weights", "equal", "--method", "flat")
+    assert r.returncode == 0, r.stderr[-1500:]
+    summary = json.loads((tmp_path / "blend.json").read_text())
+    assert "published_32" in summary["models"] and len(summary["models"]) == 3
+    assert "no provenance sidecar" in (tmp_path / "report.md").read_text()
