@@ -344,6 +344,14 @@ _FEW_CELLS = {16: 1, 17: 1}
 
 def render(classes: list[int], size: int, rng: np.random.Generator) -> np.ndarray:
     """One H x W x 4 uint8 RGBY image showing the given classes."""
+    return render_cells(classes, size, rng)[0]
+
+
+def render_cells(classes: list[int], size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray,
+                                                                                      dict[int, set[int]]]:
+    """The image `render` draws (the same random draws), its cells' label mask (0 background) and
+    the classes drawn in each cell: the truth a segmentation and per-cell predictions are measured
+    against."""
     sc = Scene(size, rng)
     for cell in sc.cells:
         cell.nucleoli = _nucleoli_mask(sc, cell)
@@ -366,7 +374,8 @@ def render(classes: list[int], size: int, rng: np.random.Generator) -> np.ndarra
         ch = cv2.GaussianBlur(ch.astype(np.float32), (0, 0), sigma)
         ch = ch * rng.uniform(0.7, 1.1) + rng.normal(0, 0.03, ch.shape).astype(np.float32)
         chans.append(np.clip(ch * 200, 0, 255).astype(np.uint8))
-    return np.stack(chans, -1)
+    per_cell = {k + 1: {c for c in classes if k < _FEW_CELLS.get(c, len(sc.cells))} for k in range(len(sc.cells))}
+    return np.stack(chans, -1), sc.label, per_cell
 
 
 # ---------------------------------------------------------------- labels and the dataset
