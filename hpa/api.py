@@ -274,6 +274,10 @@ def predict_images(images: str | Path, out: str | Path, *, bundle: str | Path | 
         raise ConfigError(f"{', '.join(held)} with a bundle: the bundle carries its own sizes and precision")
     opts = _test_time("predict_images", test_time)
     device = opts.torch_device()
+    if ids is not None:  # a bad Id list is one line before any model is loaded (a bundle's can take minutes)
+        from hpa.data.labels import read_ids
+
+        read_ids(Path(ids))
     if bundle is not None:
         from hpa.data.threshold_files import read_thresholds
         from hpa.prediction.bundle import load_bundle
@@ -429,8 +433,16 @@ def export_bundle(source: str | Path | None, out_dir: str | Path, *, members: li
 
     if source is None and not (push or bioimageio):
         raise ConfigError("--from is required (or --push / --bioimageio with an existing bundle)")
+    if Path(out_dir).is_file():  # before a model is loaded: a file is never replaced by a bundle
+        raise ConfigError(f"--out-dir {out_dir}: a file, not a folder; give the bundle's folder")
     done = Exported()
     if source is not None:
+        from hpa.prediction.blending import read_blend_summary
+
+        if not Path(source).is_dir():
+            raise ConfigError(f"--from {source}: {'a file' if Path(source).exists() else 'no such folder'}, not a "
+                              "recipe output folder (the --out-dir of run_all.sh, holding blend.json)")
+        read_blend_summary(layout.blend_summary(Path(source)))  # a missing or broken one: one line, before any model
         with reading({"recipe output": [layout.blend_summary(Path(source))]}):
             done.bundle = b.export_bundle(source, out_dir, members=members, folds=folds, licence=licence,
                                           datasets=datasets)

@@ -21,7 +21,7 @@ def test_ablation_table_arithmetic_and_reuse(tiny_demo, tmp_path):
     assert run_script("input_prep/make_folds.py", "--labels", d / "train.csv", "--n-folds", "2", "--out",
                       folds).returncode == 0
     cmd = [sys.executable, "ablate.py", "--data-dir", str(d), "--arch", "tiny_cnn", "--size", "64", "--factors",
-           "oversample_max,thresholds", "--seeds", "2", "--folds", "0", "1", "--set", "epochs=2", "--set",
+           "oversample_max,thresholds", "--seeds", "2", "--folds", "0", "1", "--set", "epochs=1", "--set",
            "limit_batches=3", "--set", "batch_size=16", "--set", "amp=off", "--set", f"folds_csv={folds}",
            "--out-dir", str(tmp_path), "--name", "t", "--device", "cpu"]
     r = run_script(*cmd[1:])

@@ -437,3 +437,68 @@ def test_a_bundles_predictions_blend_beside_the_users_own_members(recipe_out, tm
     summary = json.loads((tmp_path / "blend.json").read_text())
     assert "published_32" in summary["models"] and len(summary["models"]) == 3
     assert "no provenance sidecar" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.slow  # bioimageio.core's test_model, as the other package test
+def test_bioimageio_package_of_a_vit_takes_any_batch_and_pads_as_the_bundle(tmp_path):
+    """A ViT member's package worked at batch 1 only (its trace kept the batch it saw: test_model
+    failed at batch 2 after an export that reported success), and stretched a non-square image that
+    the bundle pads. Now: test_model passes (it runs batches of 1 and 2), a batch is its images one by
+    one, and a 32 x 64 image gives what the bundle's own prediction of it gives."""
+    pytest.importorskip("bioimageio.core")
+    import zipfile
+
+    import torch
+    from bioimageio.core import test_model
+
+    from hpa.config import load_arch_config
+    from hpa.data.images import write_sample_png
+    from hpa.models import build_model
+    from hpa.prediction.bioimageio import export_bioimageio
+    from hpa.prediction.bundle import write_bundle
+    from hpa.prediction.ensemble import Ensemble
+    from hpa.prediction.ensemble import Member as EnsembleMember
+
+    torch.manual_seed(0)
+    members = []
+    for arch in ("vit_tiny16", "tiny_cnn"):
+        cfg = load_arch_config(arch, size=32, fold=0, pretrained="none")
+        members.append(EnsembleMember(f"{arch}_32", 32, [build_model(arch, **cfg.model).eval()], ("id",),
+                                      [32], "off", [0], [cfg], [{}]))
+    ens = Ensemble(members, "equal", np.full(2, 0.5), np.full(28, 0.5))
+    out = write_bundle(ens, tmp_path / "b", training_data={"labels": {}, "folds_sha256": ""},
+                       summary={"oof_macro_f1": 0.1, "oof_macro_f1_at_0.5": 0.1, "oof_rows": 4})
+    rng = np.random.default_rng(0)
+    pkg = export_bioimageio(out, tmp_path / "vit.zip", test_image=rng.integers(0, 255, (32, 32, 4), dtype=np.uint8))
+    summary = test_model(pkg)
+    assert summary.status == "passed", summary.format()
+    with zipfile.ZipFile(pkg) as z:
+        name = next(n for n in z.namelist() if n.endswith(".pt"))
+        (tmp_path / "net.pt").write_bytes(z.read(name))
+    net = torch.jit.load(str(tmp_path / "net.pt")).eval()
+    # 32 rows, 64 columns: padded to 64 x 64, then halved to the members' 32 px; made of 2 x 2 blocks, so
+    # that halving is exact both ways (cv2's area resize of uint8 in the bundle, torch's in the package)
+    img = rng.integers(0, 255, (16, 32, 4), dtype=np.uint8).repeat(2, 0).repeat(2, 1)
+    x = torch.from_numpy(img.transpose(2, 0, 1).copy())[None].float() / 255
+    with torch.no_grad():
+        one = net(x)
+        two = net(torch.cat([x, x.flip(3)]))
+    torch.testing.assert_close(two[:1], one)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    write_sample_png(folder, "wide", img)
+    r = load_bundle(out).predict_folder(folder, tmp_path / "p.csv", report=False, **QUIET)
+    want = pd.read_csv(r.predictions).iloc[:, 1:29].to_numpy(float)
+    np.testing.assert_allclose(one.numpy(), want, atol=1e-5)
+
+
+def test_export_refuses_a_blended_file_whose_record_is_missing(recipe_out, tmp_path):
+    """A prediction sidecar the blend's files need, deleted: one line naming it, never a fold dropped."""
+    _, work = recipe_out
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    blend = json.loads((copy / "blend.json").read_text())
+    first = copy / blend["test_files"][blend["models"][0]][0]
+    layout.sidecar_path(first).unlink()
+    with pytest.raises(HPAError, match="the record of a file the blend read .* is missing"):
+        export_bundle(copy, tmp_path / "b", **QUIET)

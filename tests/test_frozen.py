@@ -256,3 +256,49 @@ def test_an_embedding_store_never_mixes_image_lists_or_keeps_stale_pixels(small_
     again = emb.embed_folder(folders["b"], tmp_path / "out", enc, batch_size=4, device=CPU, echo=lines.append)
     assert any("made from other images" in line for line in lines)
     assert not np.array_equal(np.load(again), np.load(clean))
+
+
+def test_a_store_of_another_toolkit_version_is_embedded_again_and_a_broken_one_is_one_line(small_data, tmp_path,
+                                                                                            monkeypatch):
+    """A store is a cache of what an encoder makes of the images: written by another toolkit version
+    (or store format), whose reading or resizing may differ, its splits are embedded again with a note,
+    and a chunk an interrupted run of that version left is not reused; other encoder settings are one
+    line naming both; a provenance.json cut short or replaced is one line naming it."""
+    monkeypatch.setattr(emb, "CHUNK", 4)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for sid in read_ids(small_data / "sample_submission.csv")[:6]:
+        for f in (small_data / "test").glob(f"{sid}_*"):
+            shutil.copy(f, folder / f.name)
+    enc = emb.Encoder("tiny_cnn", "none", 32, ("id",))
+    first = emb.embed_folder(folder, tmp_path / "out", enc, batch_size=4, device=CPU, echo=QUIET)
+    want = np.load(first)
+    store = first.parent
+    prov_path = layout.embedding_provenance(store)
+    for key, value in (("toolkit", "0.0.1"), ("format", 0)):
+        prov = json.loads(prov_path.read_text())
+        prov[key] = value
+        prov_path.write_text(json.dumps(prov))
+        # what an interrupted run of that version left: a chunk of zeros, claimed for today's images
+        parts = layout.embedding_files(store, "images")["parts"]
+        parts.mkdir()
+        np.save(layout.embedding_part(parts, 0), np.zeros_like(want[:4]))
+        owner = json.loads(json.dumps(prov["splits"]["images"]))
+        layout.embedding_parts_owner(parts).write_text(json.dumps({**owner, "toolkit": prov["toolkit"],
+                                                                   "format": prov["format"]}))
+        lines = []
+        again = emb.embed_folder(folder, tmp_path / "out", enc, batch_size=4, device=CPU, echo=lines.append)
+        assert any(f"was embedded by {key} {value!r}" in ln and "embedded again" in ln for ln in lines), lines
+        np.testing.assert_array_equal(np.load(again), want)  # no chunk of the other version kept
+        assert json.loads(prov_path.read_text())[key] == emb._identity(enc, *emb.build_encoder(enc, CPU))[key]
+    lines.clear()
+    emb.embed_folder(folder, tmp_path / "out", enc, batch_size=4, device=CPU, echo=lines.append)
+    assert any("up to date" in ln for ln in lines)  # the same version's store is used as it is
+    with pytest.raises(RunError, match=r"other views \(\['id'\] vs \['id', 'hflip'\]\)"):
+        emb.embed_folder(folder, tmp_path / "out", emb.Encoder("tiny_cnn", "none", 32, ("id", "hflip")),
+                         batch_size=4, device=CPU, echo=QUIET)
+    for broken in ("{", "[1]", "/"):
+        prov_path.unlink() if prov_path.is_file() else prov_path.rmdir()
+        prov_path.mkdir() if broken == "/" else prov_path.write_text(broken)
+        with pytest.raises(RunError, match=f"{prov_path}: (unreadable|not an embedding store)"):
+            emb.embed_folder(folder, tmp_path / "out", enc, batch_size=4, device=CPU, echo=QUIET)

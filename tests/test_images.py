@@ -175,3 +175,29 @@ def test_own_image_ids_in_any_case(tmp_path):
         (tmp_path / name).write_bytes(b"")
     ids, skipped = find_image_ids(tmp_path)
     assert ids == ["B", "a", "c", "d", "g", "h"] and list(skipped) == ["bad id_red.png"]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (8, 8), (31, 31), (31, 512), (512, 8)])
+def test_images_below_the_minimum_side_are_refused_by_name(tmp_path, shape):
+    """1 px and 8 px images were predicted: a side below MIN_SIDE (either side, in every reader: the
+    pixels' and the headers' check before a folder is predicted) is one line naming the red file."""
+    from hpa.data.images import MIN_SIDE
+    from hpa.prediction.inference import check_raw_sample
+
+    for c in COLORS:
+        cv2.imwrite(str(tmp_path / f"s_{c}.png"), np.full(shape, 100, np.uint8))
+    h, w = shape
+    says = f"s_red.png: {w} x {h} px is smaller than the minimum side of {MIN_SIDE} px"
+    with pytest.raises(SampleError, match=says):
+        read_sample(tmp_path, "s")
+    assert says in check_raw_sample(tmp_path, "s")
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (32, 48), (64, 64), (128, 128)])
+def test_images_at_the_minimum_side_and_the_demos_sides_are_read(tmp_path, shape):
+    from hpa.prediction.inference import check_raw_sample
+
+    for c in COLORS:
+        cv2.imwrite(str(tmp_path / f"s_{c}.png"), np.full(shape, 100, np.uint8))
+    assert read_sample(tmp_path, "s").shape == (*shape, 4)
+    assert check_raw_sample(tmp_path, "s") is None

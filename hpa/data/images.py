@@ -15,7 +15,10 @@ other two files for one stain are refused by name. Formats:
 
 16-bit images are scaled linearly to 8 bits with round(v * 255 / 65535), i.e. the full
 16-bit range maps onto 0..255 (no per-image stretching, so intensities stay comparable
-between samples)."""
+between samples).
+
+Both sides of an image must be at least MIN_SIDE pixels: smaller ones are refused by name, never
+predicted (see MIN_SIDE for why 32)."""
 
 from __future__ import annotations
 
@@ -32,6 +35,12 @@ import tifffile
 from hpa.core.atomic import atomic_write_bytes
 from hpa.data.labels import COLORS
 from hpa.errors import SampleError
+
+# The smallest side an image may have. The CNN backbones reduce their input by 32 before pooling
+# (five stride-2 stages), so below 32 px their last feature map has less than one cell and a 16 px
+# ViT patch grid less than 2 x 2: what comes out describes the padding and the interpolation, not the
+# cells. It is also the demo generator's smallest side. A Kaggle image is 512 px, the demo's 64-128.
+MIN_SIDE = 32
 
 # Full-size TIFFs first: a sample stored both ways had its originals fetched on purpose.
 EXTENSIONS: tuple[str, ...] = ("tif", "tiff", "png", "jpg", "jpeg")
@@ -183,6 +192,14 @@ def decode_jpeg_channel(data: bytes, name: str, color: str) -> np.ndarray:
     return _single_channel(decode_channel(data, name, color, jpg=True), name)
 
 
+def check_side(path: Path | str, height: int, width: int) -> None:
+    """One line naming the file when an image is too small to mean anything (MIN_SIDE); the
+    readers of pixels and of headers (hpa.prediction.inference.check_raw_sample) both ask here."""
+    if min(height, width) < MIN_SIDE:
+        raise SampleError(f"{path}: {width} x {height} px is smaller than the minimum side of {MIN_SIDE} px "
+                          "(too few pixels to show a cell's compartments)")
+
+
 def read_sample(directory: Path, sample_id: str) -> np.ndarray:
     """Read the 4 channel files of one sample as H x W x 4 uint8 (RGBY)."""
     files = stain_files(directory, sample_id)
@@ -191,6 +208,7 @@ def read_sample(directory: Path, sample_id: str) -> np.ndarray:
         planes.append(read_channel(p, color))
         if planes[-1].shape != planes[0].shape:
             raise SampleError(f"{p}: size {planes[-1].shape} differs from {files['red']} {planes[0].shape}")
+    check_side(files["red"], *planes[0].shape)
     return np.stack(planes, axis=-1)
 
 

@@ -64,7 +64,7 @@ class ViTNet(nn.Module):
         n = self.encoder.num_prefix_tokens
         h, w = self.encoder.patch_embed.dynamic_feat_size(hw)
         patches = tokens[:, n:]
-        return tokens[:, 0], patches.transpose(1, 2).reshape(len(tokens), patches.shape[-1], h, w)
+        return tokens[:, 0], patches.transpose(1, 2).reshape(tokens.shape[0], patches.shape[-1], h, w)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """The toolkit's r g b y input in [0, 1] as the encoder's weights expect it."""

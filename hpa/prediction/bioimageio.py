@@ -4,9 +4,13 @@ member's folds, its dihedral TTA views, the blend), input `bcyx` with the 4 stai
 output the 28 blended probabilities. The package is written with `bioimageio.spec`, which
 validates it, with a test input (a real or demo image) and the output the network gives for it.
 
-Inside the network each member resizes the image to its own base size (area averaging when
-shrinking, bilinear when enlarging), as the toolkit's prepare step does for a source of the usual
-2048 px (or smaller); the 3072 px rule and multi-size TTA passes stay with the bundle.
+Inside the network a non-square image is first centred on a black square of its longer side, as the
+bundle pads own images (hpa.data.resolution.pad_to_square), never stretched; then each member resizes
+it to its own base size (area averaging when shrinking, bilinear when enlarging), as the toolkit's
+prepare step does for a source of the usual 2048 px (or smaller); the 3072 px rule and multi-size TTA
+passes stay with the bundle. Each fold's network is traced on one image and run image by image: a
+trace keeps the batch size it saw wherever a network reads it as a number (the ViTs' token grid does),
+so a network traced on a batch of one failed on a batch of two.
 """
 
 from __future__ import annotations
@@ -36,12 +40,44 @@ def to_side(x: torch.Tensor, size: int) -> torch.Tensor:
     return x
 
 
-class EnsembleNet(nn.Module):
-    """(B, 4, H, W) in [0, 1] -> (B, 28): the bundle's ensemble in one traceable module."""
+@torch.jit.script
+def pad_square(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) centred on a zero (black) square of its longer side; scripted, so that a traced
+    network pads inputs of any shape (hpa.data.resolution.pad_to_square on a batch)."""
+    h, w = x.shape[-2], x.shape[-1]
+    if h == w:
+        return x
+    side = max(h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    return nn.functional.pad(x, [left, side - w - left, top, side - h - top])
 
-    def __init__(self, ensemble):
+
+class PerImage(nn.Module):
+    """A network traced on one image, run on each image of a batch in turn (scripted: the loop
+    follows the batch it is given)."""
+
+    def __init__(self, traced: nn.Module):
         super().__init__()
-        self.members = nn.ModuleList(nn.ModuleList(m.models) for m in ensemble.members)
+        self.net = traced
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.net(x[i:i + 1]) for i in range(x.shape[0])])
+
+
+def per_image(model: nn.Module, side: int) -> nn.Module:
+    """`model` traced on one `side` x `side` image, as a scripted module that takes any batch."""
+    traced = torch.jit.trace(model.eval(), torch.rand(1, 4, side, side), check_trace=False)
+    return torch.jit.script(PerImage(traced))
+
+
+class EnsembleNet(nn.Module):
+    """(B, 4, H, W) in [0, 1] -> (B, classes): the bundle's ensemble in one traceable module. `wrap(model,
+    side)` replaces each fold's network (per_image, for the package)."""
+
+    def __init__(self, ensemble, wrap=None):
+        super().__init__()
+        self.members = nn.ModuleList(nn.ModuleList(wrap(f, m.size) if wrap else f for f in m.models)
+                                     for m in ensemble.members)
         self.sizes = [m.size for m in ensemble.members]
         self.tta = [list(m.tta) for m in ensemble.members]
         self.weights = [float(w) for w in ensemble.weights]
@@ -51,12 +87,10 @@ class EnsembleNet(nn.Module):
         from hpa.prediction.inference import dihedral
 
         out = []
+        x = pad_square(x)
         for models, size, tta in zip(self.members, self.sizes, self.tta):
             xm = to_side(x, size)
-            acc = torch.zeros(x.shape[0], 28, dtype=x.dtype, device=x.device)
-            for model in models:
-                for name in tta:
-                    acc = acc + torch.sigmoid(model(dihedral(xm, name)))
+            acc = sum(torch.sigmoid(model(dihedral(xm, name))) for model in models for name in tta)
             out.append(acc / (len(models) * len(tta)))
         if self.logit_space:
             z = sum(w * torch.logit(p, eps=1e-7) for w, p in zip(self.weights, out))
@@ -77,7 +111,7 @@ def export_bioimageio(bundle_dir: str | Path, out_zip: str | Path, *, test_image
     for m in bundle.ensemble.members:
         for model in m.models:
             model.to(memory_format=torch.contiguous_format)
-    net = EnsembleNet(bundle.ensemble).eval()
+    net = EnsembleNet(bundle.ensemble, per_image).eval()
     side = bundle.ensemble.members[0].size
     if test_image is None:
         from hpa.data.demo import render
@@ -99,7 +133,8 @@ def export_bioimageio(bundle_dir: str | Path, out_zip: str | Path, *, test_image
         (files["documentation"]).write_text(
             "# HPA protein-localisation ensemble\n\nInput: one 4-channel image per sample, channels red "
             "(microtubules), green (protein), blue (nucleus), yellow (ER), 8-bit values (0-255). Output: the "
-            "probability of each of the 28 localisation classes of the 2018 HPA Kaggle competition, averaged over "
+            f"probability of each of the {len(cfg['classes'])} localisation classes of the model "
+            f"({', '.join(cfg['classes'][:3])}, ...; all in thresholds.json, in order), averaged over "
             f"the ensemble's members ({', '.join(m['name'] for m in cfg['members'])}), their folds and dihedral "
             "test-time views, and blended as in hpa-toolkit's bundle. Per-class decision thresholds are in "
             "thresholds.json.\n\nExported by hpa-toolkit "
@@ -110,8 +145,8 @@ def export_bioimageio(bundle_dir: str | Path, out_zip: str | Path, *, test_image
         space = v.ParameterizedSize(min=32, step=16)
         descr = v.ModelDescr(
             name="HPA protein localisation ensemble",
-            description="Multi-label protein localisation (28 classes) in Human Protein Atlas 4-stain confocal "
-                        "images: an ensemble trained with hpa-toolkit (Zhang et al. 2021's method).",
+            description=f"Multi-label protein localisation ({len(cfg['classes'])} classes) in Human Protein Atlas "
+                        "4-stain confocal images: an hpa-toolkit bundle (an ensemble of its own or a published model).",
             authors=[v.Author(name="hpa-toolkit")],
             cite=[v.CiteEntry(text="Zhang et al., Multi-labelled proteins recognition for high-throughput microscopy "
                                    "images using deep convolutional neural networks. BMC Bioinformatics 22 (2021)",

@@ -114,6 +114,36 @@ def read_sidecars(paths: list[Path]) -> dict[Path, dict]:
     return out
 
 
+def read_blend_summary(path: Path) -> dict:
+    """A blend's blend.json (run_blend writes it), checked whole: what a recipe's ensemble is rebuilt
+    from (hpa.prediction.ensemble.from_recipe, export_bundle) must be there and of its type, or one line
+    names the key; a file cut short or not JSON is one line naming it."""
+    path = require_file(path, "blend summary (blend.json)", RunError)
+    try:
+        summary = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RunError(f"{path}: not a blend summary: cut short or not JSON ({' '.join(str(e).split())[:120]}); "
+                       "blend again (blend.py, or run the recipe to the end)") from None
+    if not isinstance(summary, dict):
+        raise RunError(f"{path}: not a blend summary (a JSON {type(summary).__name__}, not a mapping)")
+    if "test_files" not in summary:
+        raise RunError(f"{path}: written by an older version (it does not list the files it blended); blend again "
+                       "with this version")
+    models = summary.get("models")
+    expect = {"models": isinstance(models, list) and models and all(isinstance(m, str) for m in models),
+              "weighting": isinstance(summary.get("weighting"), str),
+              "weights": isinstance(summary.get("weights"), list) and len(summary["weights"]) == len(models or [])
+              and all(isinstance(w, int | float) and not isinstance(w, bool) for w in summary["weights"]),
+              "thresholds": isinstance(summary.get("thresholds"), list) and len(summary["thresholds"]) == NUM_CLASSES
+              and all(isinstance(t, int | float) and not isinstance(t, bool) for t in summary["thresholds"]),
+              "test_files": isinstance(summary["test_files"], dict) and all(
+                  isinstance(summary["test_files"].get(m), list) and summary["test_files"][m] for m in models or [])}
+    wrong = [k for k, ok in expect.items() if not ok]
+    if wrong:
+        raise RunError(f"{path}: {wrong[0]}: not as blend.py writes it ({summary.get(wrong[0])!r:.120}); blend again")
+    return summary
+
+
 def check_oof_provenance(oof_paths: list[Path], label_files: list[Path], allow_missing: bool,
                          test_paths: list[Path] | None = None, folds_csv: Path | None = None) -> list[str]:
     """Refuse OOF files made against other labels or other folds than each other, OOF files that do

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from hpa.data import layout
-from hpa.errors import BundleError, ConfigError, RunError
+from hpa.errors import BundleError, CheckpointError, ConfigError, RunError
 from hpa.prediction.ensemble import Ensemble, Member
 
 FORMAT = "hpa-toolkit-bundle"
@@ -293,7 +293,7 @@ def _ensemble(root: Path, config: dict, device: torch.device) -> Ensemble:
             if meta.get("arch", e["arch"]) != e["arch"]:
                 raise BundleError(f"{path}: holds a {meta['arch']} model, but member {e['name']} is a {e['arch']}")
             models.append(model_for_prediction(e["arch"], e["model"], load_file(str(path)), device,
-                                               e["channels_last"]))
+                                               e["channels_last"], source=path))
         members.append(Member(e["name"], int(e["size"]), models, tuple(e["tta"]), list(e["sizes"]), e["amp"],
                               list(e["folds"]), resize=tuple(e.get("resize") or ())))
     return Ensemble(members, config["blend"]["weighting"], np.asarray(config["blend"]["weights"], float),
@@ -314,14 +314,29 @@ def load_bundle(path_or_id: str | Path, device: str | torch.device = "cpu") -> B
         raise BundleError(f"{cfg_path}: not found; {root} is not an hpa-toolkit bundle") from None
     except ValueError as e:
         raise BundleError(f"{cfg_path}: not JSON ({e})") from None
-    if config.get("format") != FORMAT:
-        raise BundleError(f"{cfg_path}: not an hpa-toolkit bundle (format {config.get('format')!r})")
-    if config.get("format_version", 0) > FORMAT_VERSION:
-        raise BundleError(f"{cfg_path}: bundle format {config['format_version']} is newer than this toolkit's "
-                          f"({FORMAT_VERSION}); upgrade hpa-toolkit")
+    except OSError as e:  # a folder named config.json, no permission
+        raise BundleError(f"{cfg_path}: cannot be read ({e.strerror or e})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        what = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise BundleError(f"{cfg_path}: not an hpa-toolkit bundle (format {what!r})")
+    # The format version is the contract between writer and reader: a newer one may hold what this
+    # toolkit cannot read. The toolkit version that wrote a bundle of a known format is provenance only
+    # (the model card names it): its members are rebuilt from their recorded settings and every weight
+    # file must fit them (hpa.prediction.inference.model_for_prediction), whichever version wrote it.
+    version = config.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise BundleError(f"{cfg_path}: format_version: expected a whole number >= 1, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise BundleError(f"{cfg_path}: bundle format {version} is newer than this toolkit's ({FORMAT_VERSION}, "
+                          f"hpa-toolkit {toolkit_version()}; the bundle was written by hpa-toolkit "
+                          f"{config.get('toolkit_version')}); upgrade hpa-toolkit")
     check_config(config, cfg_path)
     dev = device if isinstance(device, torch.device) else pick_device(device)
-    return Bundle(root, config, _ensemble(root, config, dev), dev)
+    try:
+        ensemble = _ensemble(root, config, dev)
+    except CheckpointError as e:  # weights that fit no network of their member's settings: name the bundle
+        raise BundleError(f"bundle {root}: {e}") from None
+    return Bundle(root, config, ensemble, dev)
 
 
 def check_config(config: dict, where: Path) -> None:
@@ -337,6 +352,9 @@ def check_config(config: dict, where: Path) -> None:
 
     def bad(key: str, why: str) -> BundleError:
         return BundleError(f"{where}: {key}: {why}")
+
+    if not isinstance(config.get("toolkit_version"), str):
+        raise bad("toolkit_version", f"expected the version that wrote it, got {config.get('toolkit_version')!r}")
 
     classes = config.get("classes")
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
@@ -360,7 +378,14 @@ def check_config(config: dict, where: Path) -> None:
             not all(isinstance(w, int | float) and w >= 0 for w in weights) or sum(weights) <= 0:
         raise bad("blend.weights", f"expected one weight >= 0 per member ({len(members)}), got {weights!r}")
     for k, e in enumerate(members):
+        if not isinstance(e, dict):
+            raise bad(f"members[{k}]", f"expected a mapping, got {type(e).__name__}")
         name = e.get("name", f"members[{k}]")
+        size = e.get("size")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise bad(f"{name}.size", f"expected a side in pixels, got {size!r}")
+        if not isinstance(e.get("model"), dict):
+            raise bad(f"{name}.model", f"expected the model's settings (a mapping), got {e.get('model')!r}")
         if e.get("arch") not in list_archs(published=True):
             raise bad(f"{name}.arch", f"{e.get('arch')!r} is not an arch of this toolkit")
         if not e.get("tta") or any(t not in DIHEDRAL for t in e["tta"]):

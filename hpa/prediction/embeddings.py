@@ -7,7 +7,10 @@ token), so a head trained on it (hpa.training.frozen) is the paper's head on a f
 Resumable and interrupt-safe: a split is embedded in chunks of CHUNK samples, each written
 atomically to `<split>.parts/`; a re-run skips finished chunks, then finished splits. The store's
 `provenance.json` records the encoder (arch, weights, the sha256 of its tensors), the side, the
-views and the precision; a store of other settings is refused, never mixed.
+views, the precision and the toolkit version; a store of other settings is refused, never mixed, and
+one written by another toolkit version is embedded again (it is a cache, and a version may read or
+resize images differently). Each split records its Ids and its sources (every file's name, size and
+time), so a split of other images, or of the same Ids prepared again, is embedded again too.
 """
 
 from __future__ import annotations
@@ -188,16 +191,38 @@ def _identity(enc: Encoder, model: torch.nn.Module, settings: dict) -> dict:
             "amp": enc.amp, "toolkit": toolkit_version()}
 
 
-def open_store(store: Path, identity: dict) -> dict:
-    """The store's provenance, created with `identity` or checked against it."""
+def read_provenance(store: Path) -> dict:
+    """A store's provenance.json (the one reader): a mapping with its splits, or one line naming it."""
     path = layout.embedding_provenance(store)
-    if path.is_file():
+    try:
         saved = json.loads(path.read_text())
-        diff = [k for k in identity if k != "toolkit" and saved.get(k) != identity[k]]
+    except FileNotFoundError:
+        raise RunError(f"{path}: not found; {store} is not an embedding store (embed.py writes one)") from None
+    except (OSError, ValueError) as e:  # a folder in its place, a file cut short, not JSON
+        raise RunError(f"{path}: unreadable ({' '.join(str(e).split())[:120]}); delete {store} to embed again") \
+            from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("splits"), dict):
+        raise RunError(f"{path}: not an embedding store's provenance (no splits); delete {store} to embed again")
+    return saved
+
+
+def open_store(store: Path, identity: dict, echo=print) -> dict:
+    """The store's provenance, created with `identity` or checked against it. A store is a cache of
+    what an encoder makes of the images: made with another encoder or other settings it is refused
+    (one line naming both), never mixed; made by another toolkit version (whose image reading or
+    resizing may differ) or in another store format, its splits are embedded again."""
+    path = layout.embedding_provenance(store)
+    if path.exists():
+        saved = read_provenance(store)
+        diff = [k for k in identity if k not in ("toolkit", "format") and saved.get(k) != identity[k]]
         if diff:
             raise RunError(f"{store}: holds embeddings made with other {', '.join(diff)} "
                            f"({saved.get(diff[0])!r} vs {identity[diff[0]]!r}); delete it to embed again")
-        return saved
+        stale = [k for k in ("toolkit", "format") if saved.get(k) != identity[k]]
+        if not stale:
+            return saved
+        echo(f"note: {store} was embedded by {stale[0]} {saved.get(stale[0])!r}, this is {identity[stale[0]]!r}; "
+             f"its splits ({', '.join(saved['splits']) or 'none'}) are embedded again")
     saved = {**identity, "splits": {}}
     store.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(saved, indent=1))
@@ -211,7 +236,7 @@ def _embed_split(model: torch.nn.Module, store: Path, split: str, images: Images
     ids = images.ids
     files = layout.embedding_files(store, split)
     prov_path = layout.embedding_provenance(store)
-    prov = json.loads(prov_path.read_text())
+    prov = read_provenance(store)
     want = {"n": len(ids), "ids_sha256": ids_sha256(ids), "sources_sha256": images.sources_sha256()}
     had = prov["splits"].get(split)
     if had == want and files["array"].is_file():
@@ -221,10 +246,12 @@ def _embed_split(model: torch.nn.Module, store: Path, split: str, images: Images
         echo(f"note: the embeddings of {split} in {store} were made from other images ({had['n']} samples) or "
              "other versions of them; they are made again")
     owner = layout.embedding_parts_owner(files["parts"])
-    if files["parts"].is_dir() and (not owner.is_file() or owner.read_text() != json.dumps(want)):
+    # chunks of another toolkit version or store format are not reused
+    made_by = json.dumps({**want, "toolkit": prov.get("toolkit"), "format": prov.get("format")})
+    if files["parts"].is_dir() and (not owner.is_file() or owner.read_text() != made_by):
         shutil.rmtree(files["parts"])  # chunks of an interrupted run over other images: never mixed in
     files["parts"].mkdir(parents=True, exist_ok=True)
-    atomic_write_text(owner, json.dumps(want))
+    atomic_write_text(owner, made_by)
     echo(f"== embed {split}: {len(ids)} images x {len(enc.views)} views with {enc.key} at {enc.size} px")
     parts = _embed_images(model, images, enc, files["parts"], batch_size=batch_size, device=device, workers=workers,
                          desc=f"embed {split}")
@@ -258,7 +285,7 @@ def embed_dataset(data_dir: Path, enc: Encoder, *, splits: Sequence[str] | None 
                               f"--size {enc.size} first")
     model, settings = build_encoder(enc, device)
     store = layout.embeddings_dir(data_dir, enc.key, enc.size)
-    open_store(store, _identity(enc, model, settings))
+    open_store(store, _identity(enc, model, settings), echo)
     for split in splits:
         prepared = layout.prepared_dir(data_dir, enc.size, split)
         ids = read_ids(layout.split_table(data_dir, split))
@@ -278,10 +305,12 @@ def embed_folder(images_dir: Path, out_dir: Path, enc: Encoder, *, batch_size: i
         echo(f"skipped {name}: {why}")
     ids = [i for i in ids if i not in bad]
     if not ids:
-        raise ConfigError(f"--images {images_dir}: no readable <Id>_red/green/blue/yellow images")
+        first = next(iter({**skipped, **bad}.values()), "")
+        raise ConfigError(f"--images {images_dir}: no readable <Id>_red/green/blue/yellow images"
+                          + (f" ({len(skipped) + len(bad)} skipped, the first: {first})" if first else ""))
     model, settings = build_encoder(enc, device)
     store = layout.embedding_store(Path(out_dir), enc.key, enc.size)
-    open_store(store, _identity(enc, model, settings))
+    open_store(store, _identity(enc, model, settings), echo)
     return _embed_split(model, store, "images", Images(ids, enc.size, raw_dir=Path(images_dir)), enc,
                        batch_size=batch_size, device=device, workers=workers, echo=echo)
 

@@ -7,7 +7,6 @@ the way the blend combined the members' test predictions.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,20 +85,19 @@ def from_recipe(out_dir: Path, device: torch.device) -> Ensemble:
     """The ensemble a recipe's blend made: blend.json's members, weights and thresholds, each
     member's folds, TTA, sizes and precision from the sidecars of the test files the blend read,
     and the runs whose checkpoints (by content) produced them."""
-    from hpa.prediction.blending import read_sidecars
+    from hpa.prediction.blending import read_blend_summary, read_sidecars
 
     out_dir = Path(out_dir)
     blend_json = layout.blend_summary(out_dir)
-    if not blend_json.is_file():
-        raise RunError(f"{blend_json}: not found; run the recipe (or blend.py) to the end first")
-    summary = json.loads(blend_json.read_text())
-    if "test_files" not in summary:
-        raise RunError(f"{blend_json}: written by an older version (it does not list the files it blended); blend "
-                       "again with this version")
+    summary = read_blend_summary(blend_json)
     members = []
     for name in summary["models"]:
         files = [blend_json.parent / p for p in summary["test_files"][name]]
         sides = read_sidecars(files)
+        lost = [f for f in files if f not in sides]
+        if lost:  # a fold without its record would be dropped or guessed: refused instead
+            raise RunError(f"{layout.sidecar_path(lost[0])}: the record of a file the blend read ({name}) is "
+                           "missing; predict that fold again (predict_tta.py) and blend again")
         made = [s["producer"] for s in sides.values()]
         if any("frozen" in p for p in made):
             raise RunError(f"{blend_json}: member {name} is a head on frozen embeddings, which an image ensemble "

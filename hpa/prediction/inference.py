@@ -24,7 +24,7 @@ from hpa.core.digests import file_sha256, ids_sha256
 from hpa.core.runtime import autocast, loader_processes, progress
 from hpa.data import layout
 from hpa.data.arrays import read_prepared, stored_side
-from hpa.data.images import STAIN_FILE, read_sample, stain_files, stain_index
+from hpa.data.images import STAIN_FILE, check_side, read_sample, stain_files, stain_index
 from hpa.data.labels import (
     CLASS_NAMES,
     NUM_CLASSES,
@@ -154,6 +154,10 @@ def check_raw_sample(directory: Path, sample_id: str) -> str | None:
             return f"{path}: unreadable image ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
     if len(set(sizes.values())) > 1:
         return f"{files['red']}: channels differ in size ({sizes})"
+    try:
+        check_side(files["red"], sizes["red"][1], sizes["red"][0])
+    except SampleError as e:
+        return str(e)
     return None
 
 
@@ -230,16 +234,36 @@ def load_run(run_dir: Path, device: torch.device, want: tuple[str, int, int] | N
         raise CheckpointError(f"{layout.run_file(run_dir, 'best')}: is a checkpoint of {cfg.arch}_{cfg.size} fold "
                               f"{cfg.fold}, not of {want[0]}_{want[1]} fold {want[2]} (copied from another run?); put "
                               "the right file there or train that fold (train_fold.py)")
-    model = model_for_prediction(cfg.arch, cfg.model, ck["model"], device, cfg.channels_last)
+    model = model_for_prediction(cfg.arch, cfg.model, ck["model"], device, cfg.channels_last,
+                                 layout.run_file(run_dir, "best"))
     return LoadedRun(run_dir, model, cfg, ck.get("provenance") or {}, int(ck["epoch"]))
 
 
 def model_for_prediction(arch: str, settings: dict, state: dict, device: torch.device,
-                         channels_last: bool) -> torch.nn.Module:
+                         channels_last: bool, source: str | Path = "") -> torch.nn.Module:
     """A network built from its saved settings with its weights, on `device`, in eval mode, in the
-    memory layout it was trained in (a run's best.pt and a bundle's safetensors both come here)."""
-    model = build_model(arch, **settings)
-    model.load_state_dict(state)
+    memory layout it was trained in (a run's best.pt and a bundle's safetensors both come here).
+    Weights that do not fit the network this toolkit builds from those settings (another arch's under
+    this name, or another version's layer names or shapes) are one line naming `source`."""
+    try:
+        model = build_model(arch, **settings)
+    except TypeError as e:  # a setting another version of the toolkit had (or has not yet)
+        raise CheckpointError(f"{source or arch}: its model settings do not build a {arch} network in this toolkit "
+                              f"({' '.join(str(e).split())[:160]}): another toolkit version's file") from None
+    try:
+        if not isinstance(state, dict):
+            raise TypeError(f"the weights are a {type(state).__name__}, not a state dict")
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as e:  # torch lists every key; the first says enough
+        keys, state = model.state_dict(), state if isinstance(state, dict) else {}
+        missing = sorted(set(keys) - set(state))
+        extra = sorted(set(state) - set(keys))
+        shaped = [k for k in keys if k in state and tuple(getattr(state[k], "shape", ())) != tuple(keys[k].shape)]
+        what = (f"{len(missing)} missing (e.g. {missing[0]})" if missing else f"{len(extra)} unexpected (e.g. "
+                f"{extra[0]})" if extra else f"{len(shaped)} of other shapes (e.g. {shaped[0]})" if shaped else
+                " ".join(str(e).split())[:160])  # one line, whatever torch printed
+        raise CheckpointError(f"{source or arch}: its weights do not fit the {arch} network this toolkit builds from "
+                              f"its settings ({what}): another arch's or another toolkit version's file") from None
     model.to(device).eval()
     return model.to(memory_format=torch.channels_last) if channels_last else model
 

@@ -12,7 +12,6 @@ regression sees each sample's mean embedding over the views.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Literal
@@ -28,7 +27,7 @@ from hpa.data import layout
 from hpa.data.labels import NUM_CLASSES, labels_matrix, read_folds, read_label_tables
 from hpa.errors import ConfigError, RunError
 from hpa.models.heads import buffering_head
-from hpa.prediction.embeddings import Encoder, embed_dataset, read_embeddings
+from hpa.prediction.embeddings import Encoder, embed_dataset, read_embeddings, read_provenance
 from hpa.prediction.inference import PredictOptions
 from hpa.training.losses import build_loss
 
@@ -182,7 +181,7 @@ def member_tag(enc: Encoder, kind: str) -> str:
 def producer(enc: Encoder, store: Path, kind: str, st: FrozenSettings, fold: int, prov: dict | None = None) -> dict:
     """What makes a fold's predictions what they are (the sidecar's `producer`); `prov`: the store's
     provenance when the caller has read it already."""
-    prov = prov or json.loads(layout.embedding_provenance(store).read_text())
+    prov = prov or read_provenance(store)
     head = st.model_dump(include={"seed", "epochs", "lr", "weight_decay", "batch_size", "head_hidden",
                                   "head_dropout", "loss"} if kind == "head" else {"C"})
     return {"fold": fold, "encoder": enc.key, "encoder_sha256": prov["encoder_sha256"], "frozen": kind,
@@ -248,7 +247,7 @@ def frozen_current(data_dir: Path, enc: Encoder, store: Path, kind: str, st: Fro
         return False
     sha = file_sha256(folds_csv)
     tag = member_tag(enc, kind)
-    prov = json.loads(layout.embedding_provenance(store).read_text())
+    prov = read_provenance(store)
     for f in folds:
         files = [layout.prediction_path(preds, tag, enc.size, f, k) for k in ("oof", "test")]
         sides = read_sidecars([p for p in files if p.is_file()])
