@@ -434,7 +434,7 @@ BAD_BUNDLES: dict[str, tuple[Callable[[Path], None], str]] = {
     "a member's size as text": (_config(lambda c: c["members"][0].update(size="32")), ".size: expected"),
     "weights truncated": (lambda b: _cut(_first_weights(b)), "sha256 differs"),
     "weights missing": (lambda b: _first_weights(b).unlink(), "weight file of the bundle not found"),
-    "another arch's weights": (_weights_of("gapnet_pl"), "/bundle: tiny_cnn: its weights do not fit the tiny_cnn"),
+    "another arch's weights": (_weights_of("gapnet_pl"), "/f0.safetensors: its weights do not fit the tiny_cnn"),
     "another version's layer names": (_weights_of("tiny_cnn", _renamed), "do not fit the tiny_cnn network"),
 }
 
