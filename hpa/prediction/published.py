@@ -15,9 +15,9 @@ made from and is remade when that changes.
 Defaults reproduce the publisher's numbers: bestfitting's predict_d121.py reads each stain as 8-bit
 grey, resizes it to 1536 and then to 1024 px (bilinear both times), scales it to [0, 1], runs one
 view in fp32 and calls a class when its probability is above 0.5, the top class always. The
-toolkit runs the same fp32 network in channels-last memory layout, 2.3x faster on a 2-core AVX-512
-CPU than the default layout, while bf16 (autocast or bf16 weights) was slower for this DenseNet
-there (bench/bench_published.py). The
+toolkit runs the same fp32 network in channels-last memory layout, 1.4-1.6x faster on a 2-core
+AVX-512 CPU than the default layout, while bf16 autocast was slower for this DenseNet there
+(bench/bench_published.py). The
 toolkit's decision rule at flat 0.5 thresholds (classes at or above 0.5; none: the top one) calls
 the same classes except for a probability of exactly 0.5.
 """
