@@ -88,3 +88,79 @@ def test_the_smallest_and_largest_fields(side):
     assert lab.shape == (side, side)
     if side == 3072:
         assert lab.max() >= 3
+
+
+def test_class_map_assignment():
+    """A class whose map lies in one cell: that cell keeps the image's probability, a cell with half
+    the evidence half of it, one without none; an unmapped class: every cell the image's."""
+    from hpa.prediction.cells import cell_scores
+
+    labels = np.zeros((20, 30), np.int32)
+    labels[:, :10], labels[:, 10:20], labels[:, 20:] = 1, 2, 3
+    m = np.zeros((20, 30))
+    m[:, :10], m[:, 10:20] = 1.0, 0.5
+    scores = cell_scores(labels, np.array([0.8, 0.3]), {0: m})
+    np.testing.assert_allclose(scores[:, 0], [0.8, 0.4, 0.0])
+    np.testing.assert_allclose(scores[:, 1], [0.3, 0.3, 0.3])
+
+
+def test_a_folder_gives_masks_cells_and_the_2021_submission(tmp_path):
+    """predict_tta.py --images DIR --bundle B --cells on demo fields: a 16-bit label mask per field
+    (the segmenter's), cells.csv with each cell's box, area and centroid as scikit-image's regionprops
+    measures them and a probability per class, and the 2021 submission whose masks decode to the
+    cells; its per-cell mAP against the drawn truth is a number in [0, 1]."""
+    import cv2
+    import pandas as pd
+    from scripts import run_script
+    from skimage.measure import regionprops
+
+    from hpa.config import load_arch_config
+    from hpa.data.images import read_sample, write_sample_png
+    from hpa.models import build_model
+    from hpa.prediction.bundle import write_bundle
+    from hpa.prediction.cell_scoring import ScoredCell, cell_map, decode_mask
+    from hpa.prediction.ensemble import Ensemble, Member
+
+    cfg = load_arch_config("tiny_cnn", size=128, fold=0, pretrained="none")
+    ens = Ensemble([Member("tiny_cnn_128", 128, [build_model("tiny_cnn", **cfg.model).eval()], ("id",), [128], "off",
+                           [0], [cfg], [{}])], "equal", np.ones(1), np.full(28, 0.5))
+    bundle = write_bundle(ens, tmp_path / "b", training_data={"labels": {}, "folds_sha256": ""},
+                          summary={"oof_macro_f1": 0.1, "oof_macro_f1_at_0.5": 0.1, "oof_rows": 2})
+    truth_masks, truth = {}, {}
+    for k in range(3):
+        img, lab, per_cell = render_cells([0, 25], 128, np.random.default_rng(10 + k))
+        write_sample_png(tmp_path / "imgs", f"f{k}", img)
+        truth_masks[f"f{k}"], truth[f"f{k}"] = lab, per_cell
+    out = tmp_path / "out" / "preds.csv"
+    r = run_script("predict_tta.py", "--bundle", bundle, "--images", tmp_path / "imgs", "--out", out, "--cells",
+                   "--no-report", "--device", "cpu")
+    assert r.returncode == 0, r.stderr[-2000:]
+    cells = pd.read_csv(out.with_name("cells.csv"))
+    sub = pd.read_csv(out.with_name("cell_submission.csv")).set_index("ID")
+    pred_masks, scored = {}, []
+    for k in range(3):
+        sid = f"f{k}"
+        mask = cv2.imread(str(out.with_name("cell_masks") / f"{sid}.png"), cv2.IMREAD_UNCHANGED)
+        assert mask.dtype == np.uint16 and mask.max() > 0
+        assert np.array_equal(mask, segment_cells(read_sample(tmp_path / "imgs", sid)))
+        mine = cells[cells.Id == sid].set_index("cell")
+        for p in regionprops(mask.astype(np.int32)):
+            row = mine.loc[p.label]
+            assert (row.y0, row.x0, row.y1, row.x1) == p.bbox and row.area == p.area
+            assert (row.cy, row.cx) == pytest.approx(p.centroid, abs=0.06)
+        words = sub.loc[sid, "PredictionString"].split()
+        assert sub.loc[sid, "ImageWidth"] == 128 and len(words) % 3 == 0
+        seen = {}
+        for cls, conf, rle in zip(words[::3], words[1::3], words[2::3]):
+            seen.setdefault(rle, []).append((int(cls), float(conf)))
+        decoded = [decode_mask(rle, 128, 128) for rle in seen]
+        assert sorted(int(d.sum()) for d in decoded) == sorted(int((mask == c).sum()) for c in range(1, mask.max() + 1))
+        pred_masks[sid] = mask.astype(np.int32)
+        for rle, pairs in seen.items():
+            cell = int(np.bincount(mask[decode_mask(rle, 128, 128)]).argmax())
+            scored += [ScoredCell(sid, cell, c, conf) for c, conf in pairs]
+    from hpa.data.class_sets import KAGGLE2018_TO_HPA2021
+
+    truth21 = {s: {c: {KAGGLE2018_TO_HPA2021[k] for k in ks} for c, ks in t.items()} for s, t in truth.items()}
+    mean, _ = cell_map(pred_masks, scored, truth_masks, truth21, 19)
+    assert 0.0 <= mean <= 1.0

@@ -29,7 +29,7 @@ from hpa.data import layout
 from hpa.errors import ConfigError
 from hpa.models import list_archs
 
-IMAGE_ONLY = ("bundle", "ids", "thresholds", "out", "strict", "no_report", "explain", "classes")  # --images alone
+IMAGE_ONLY = ("bundle", "ids", "thresholds", "out", "strict", "no_report", "explain", "classes", "cells")  # --images
 BUNDLE_HOLDS = ("arch", "size", "folds", "sizes", "amp")  # a bundle carries these; --tta, --thresholds replace its own
 RUNS_ONLY = ("data_dir",)  # OOF and test prediction of runs, not a folder
 
@@ -60,6 +60,9 @@ def build_parser() -> Parser:
     ap.add_argument("--classes", choices=["kaggle2018"], help="with --images: write the probabilities as the Kaggle 28 "
                     "columns (a published model of another class set mapped where the classes agree; the others "
                     "left empty) [the model's own classes]")
+    ap.add_argument("--cells", action="store_true", help="with --images: also every cell: each field segmented (no "
+                    "weights needed) and each cell predicted from the class maps; cells.csv, cell_masks/ and the 2021 "
+                    "competition's cell_submission.csv beside --out")
     ap.add_argument("--strict", action="store_true", help="with --images: fail if any sample cannot be read")
     ap.add_argument("--no-report", action="store_true", help="with --images: no report.html and no class maps")
     ap.add_argument("--explain", type=options.class_index, nargs="+", default=[], metavar="K",
@@ -98,6 +101,9 @@ def main(argv: list[str] | None = None) -> None:
                            thresholds=a.thresholds if a.bundle else None, classes=a.classes, **views, **loader)
     print(f"wrote {r.n_predicted} predictions to {r.predictions}" + (f" and the report {r.report}" if r.report else "")
           + (f"; skipped {len(r.skipped)} (listed above)" if r.skipped else ""))
+    if a.cells:
+        api.predict_cells(a.images, r.predictions, bundle=a.bundle, runs=runs, **loader,
+                          **({"tta": a.tta} if a.tta is not None and a.bundle else views if not a.bundle else {}))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,10 @@
 set maps onto the Kaggle 2018 28 (the toolkit's own set, hpa.data.labels).
 
 - `kaggle2018`: the 28 classes of the 2018 Kaggle competition (hpa.data.labels.CLASS_NAMES).
+- `hpa2021`: the 19 of the 2021 Kaggle "Human Protein Atlas - Single Cell Classification"
+  competition (Le et al., Nature Methods 19:1221, 2022), whose submissions per-cell outputs are
+  written for. Its classes merged 2018 ones: a 2021 class takes the largest probability of the 2018
+  classes it merged (`from_kaggle2018`).
 - `subcell31`: SubCell's 31 (Gupta et al. 2024; `CLASS2NAME` in CellProfiling/SubCellPortable
   `inference.py`): the HPA's later annotation, with classes the 2018 set lacks (centriolar
   satellite, midbody, mitotic chromosome, nucleoli rim, vesicles, negative).
@@ -30,7 +34,21 @@ SUBCELL31: tuple[str, ...] = (
     "Nucleoli fibrillar center", "Nucleoli rim", "Nucleoplasm", "Peroxisomes", "Plasma membrane", "Vesicles",
     "Negative")
 
-SETS: dict[str, tuple[str, ...]] = {KAGGLE2018: CLASS_NAMES, "subcell31": SUBCELL31}
+HPA2021: tuple[str, ...] = (
+    "Nucleoplasm", "Nuclear membrane", "Nucleoli", "Nucleoli fibrillar center", "Nuclear speckles", "Nuclear bodies",
+    "Endoplasmic reticulum", "Golgi apparatus", "Intermediate filaments", "Actin filaments", "Microtubules",
+    "Mitotic spindle", "Centrosome", "Plasma membrane", "Mitochondria", "Aggresome", "Cytosol",
+    "Vesicles and punctate cytosolic patterns", "Negative")
+
+SETS: dict[str, tuple[str, ...]] = {KAGGLE2018: CLASS_NAMES, "subcell31": SUBCELL31, "hpa2021": HPA2021}
+
+# Kaggle 2018 class -> the 2021 class it went into: the same compartment, or a merge of 2018 classes
+# (focal adhesion sites into actin filaments, the microtubule organising centre into centrosome, cell
+# junctions into plasma membrane, and the small cytoplasmic compartments into vesicles and punctate
+# cytosolic patterns). Microtubule ends, cytokinetic bridge and rods & rings have no 2021 class.
+KAGGLE2018_TO_HPA2021: dict[int, int] = {0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 7: 7, 8: 17, 9: 17, 10: 17, 11: 8,
+                                         12: 9, 13: 9, 14: 10, 17: 11, 18: 12, 19: 12, 20: 17, 21: 13, 22: 13,
+                                         23: 14, 24: 15, 25: 16, 26: 17}
 
 # set -> {its class index: the Kaggle 2018 class index of the same compartment}
 TO_KAGGLE2018: dict[str, dict[int, int]] = {
@@ -57,3 +75,13 @@ def to_kaggle2018(probs: np.ndarray, set_name: str) -> tuple[np.ndarray, list[in
     for k, kaggle in mapping.items():
         out[:, kaggle] = probs[:, k]
     return out, sorted(set(range(len(CLASS_NAMES))) - set(mapping.values()))
+
+
+def from_kaggle2018(probs: np.ndarray) -> np.ndarray:
+    """Kaggle 2018 probabilities (N x 28) as the 2021 competition's 19 classes: each 2021 class the
+    largest probability of the 2018 classes that went into it; `Negative`, which no 2018 class is,
+    stays NaN."""
+    out = np.full((len(probs), len(HPA2021)), np.nan)
+    for k, j in KAGGLE2018_TO_HPA2021.items():
+        out[:, j] = np.fmax(out[:, j], probs[:, k])
+    return out

@@ -359,6 +359,18 @@ def report_assets(predictions: Path) -> Path:
     return Path(predictions).with_name("report_files")
 
 
+def cell_outputs(predictions: Path) -> dict[str, Path]:
+    """The per-cell outputs beside a folder's predictions file: `cells.csv` (a row per cell),
+    `cell_submission.csv` (the 2021 competition's format) and `cell_masks/<Id>.png` (16-bit labels)."""
+    p = Path(predictions)
+    return {"table": p.with_name("cells.csv"), "submission": p.with_name("cell_submission.csv"),
+            "masks": p.with_name("cell_masks")}
+
+
+def cell_mask(masks: Path, sample_id: str) -> Path:
+    return Path(masks) / f"{sample_id}.png"
+
+
 def sample_assets(assets: Path, sample_id: str) -> dict[str, Path]:
     """One sample's images in the report's folder, by role: composite, thumb, each stain, and
     `cam_<k>` for the map of class k (filled in by the caller)."""

@@ -39,18 +39,20 @@ def write_predictions(path: Path, ids: list[str], probs: np.ndarray) -> None:
     atomic_write_csv(path, predictions_frame(path, ids, probs))
 
 
-def read_predictions(path: Path) -> tuple[list[str], np.ndarray]:
-    """Read and validate a prediction file. Returns (Ids, N x 28 float array)."""
+def read_predictions(path: Path, n_classes: int = NUM_CLASSES) -> tuple[list[str], np.ndarray]:
+    """Read and validate a prediction file of a model of `n_classes` classes (the Kaggle 28 unless a
+    published model's set is another). Returns (Ids, N x n_classes float array)."""
+    columns = ["Id"] + [str(k) for k in range(n_classes)]
     path = Path(path)
     require_file(path, "prediction file", PredictionError)
     try:
         df = pd.read_csv(path, dtype={"Id": str}, keep_default_na=False, na_values=[""])
     except Exception as e:
         raise PredictionError(f"{path}: cannot parse CSV ({e})") from e
-    if list(df.columns) == COLUMNS + [NAMES_COLUMN]:
-        df = df[COLUMNS]
-    if list(df.columns) != COLUMNS:
-        raise PredictionError(f"{path}: expected {len(COLUMNS)} columns Id,0..{NUM_CLASSES - 1}; "
+    if list(df.columns) == columns + [NAMES_COLUMN]:
+        df = df[columns]
+    if list(df.columns) != columns:
+        raise PredictionError(f"{path}: expected {len(columns)} columns Id,0..{n_classes - 1}; "
                               f"found {len(df.columns)}: {list(df.columns)[:6]}...")
     if df.empty:
         raise PredictionError(f"{path}: has a header and no rows")
@@ -65,7 +67,7 @@ def read_predictions(path: Path) -> tuple[list[str], np.ndarray]:
         i = int(np.flatnonzero(dup.to_numpy())[0])
         raise PredictionError(f"{path}, row {i + 2}: duplicate Id {ids[i]!r}")
     try:
-        probs = df[COLUMNS[1:]].to_numpy(dtype=np.float64)
+        probs = df[columns[1:]].to_numpy(dtype=np.float64)
     except ValueError as e:
         raise PredictionError(f"{path}: non-numeric probability ({e})") from e
     bad = ~np.isfinite(probs)

@@ -71,3 +71,130 @@ def segment_cells(img: np.ndarray) -> np.ndarray:
     from skimage.segmentation import relabel_sequential
 
     return relabel_sequential(cells)[0].astype(np.int32)
+
+
+# ---- every cell predicted by class-map assignment -----------------------------------------------------
+MAP_FLOOR = 0.05  # a class below this image probability is not mapped: its cells take the image's probability
+
+
+def cell_scores(labels: np.ndarray, probs: np.ndarray, maps: dict[int, np.ndarray]) -> np.ndarray:
+    """Per-cell probabilities (cells x classes) from the image's, shared by its class maps (the
+    rule-based step of the 2021 winners): for a mapped class k, a cell gets p_k times the mean of
+    k's map inside it over the largest such mean among the cells, so the cell with the most evidence
+    keeps the image's probability and a cell without any gets 0; an unmapped class's cells all
+    take p_k. `labels` and each map share one grid."""
+    from scipy import ndimage as ndi
+
+    n = int(labels.max())
+    out = np.tile(np.asarray(probs, float), (n, 1))
+    if n == 0:
+        return out
+    index = np.arange(1, n + 1)
+    for k, m in maps.items():
+        mean = np.nan_to_num(np.asarray(ndi.mean(m, labels=labels, index=index), float))
+        top = mean.max()
+        out[:, k] = probs[k] * mean / top if top > 0 else probs[k]
+    return out
+
+
+def square_labels(labels: np.ndarray, side: int) -> np.ndarray:
+    """A field's label mask on the grid its class maps are drawn on: padded to a square as the image
+    is (hpa.data.resolution.pad_to_square), resized to `side` (nearest)."""
+    import cv2
+
+    from hpa.data.resolution import pad_to_square
+
+    sq = pad_to_square(labels)
+    return cv2.resize(sq, (side, side), interpolation=cv2.INTER_NEAREST) if sq.shape[0] != side else sq
+
+
+def cell_rows(sample_id: str, labels: np.ndarray, scores: np.ndarray) -> list[dict]:
+    """cells.csv rows of one field: Id, cell, its bounding box (y0, x0, y1, x1, end exclusive), area,
+    centroid, and a probability per class (columns 0..C-1)."""
+    from scipy import ndimage as ndi
+
+    n = int(labels.max())
+    boxes = ndi.find_objects(labels, max_label=n)
+    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    centres = ndi.center_of_mass(np.ones_like(labels), labels, np.arange(1, n + 1)) if n else []
+    rows = []
+    for k in range(n):
+        if boxes[k] is None:
+            continue
+        ys, xs = boxes[k]
+        rows.append({"Id": sample_id, "cell": k + 1, "y0": ys.start, "x0": xs.start, "y1": ys.stop, "x1": xs.stop,
+                     "area": int(areas[k]), "cy": round(float(centres[k][0]), 1), "cx": round(float(centres[k][1]), 1),
+                     **{str(c): round(float(v), 6) for c, v in enumerate(scores[k])}})
+    return rows
+
+
+def submission_row(sample_id: str, labels: np.ndarray, scores_2021: np.ndarray) -> dict:
+    """The 2021 competition's row of one field: ID, ImageWidth, ImageHeight and PredictionString
+    (`class confidence mask` for every cell and every class with a confidence)."""
+    from hpa.prediction.cell_scoring import encode_mask
+
+    parts = []
+    for k in range(int(labels.max())):
+        mask = labels == k + 1
+        if not mask.any():
+            continue
+        rle = encode_mask(mask)
+        parts += [f"{c} {scores_2021[k, c]:.6f} {rle}" for c in range(scores_2021.shape[1])
+                  if np.isfinite(scores_2021[k, c])]
+    return {"ID": sample_id, "ImageWidth": labels.shape[1], "ImageHeight": labels.shape[0],
+            "PredictionString": " ".join(parts)}
+
+
+def predict_cells(ens, images, predictions, *, opts=None, echo=print) -> dict:
+    """Every cell of the fields a folder prediction wrote (`predictions`, predict_folder's CSV)
+    segmented (segment_cells) and predicted by class-map assignment (cell_scores, maps of the
+    classes at or above MAP_FLOOR from the same ensemble); writes, beside `predictions`, a 16-bit
+    label mask per field, cells.csv, and for a model of the Kaggle 2018 classes the 2021
+    competition's submission (classes mapped onto its 19, hpa.data.class_sets.from_kaggle2018).
+    Returns what was written (hpa.data.layout.cell_outputs) and the fields without a cell."""
+    from pathlib import Path
+
+    import cv2
+    import pandas as pd
+
+    from hpa.core.atomic import atomic_outputs, check_outputs, csv_text, reading, staged_dir
+    from hpa.data import layout
+    from hpa.data.class_sets import KAGGLE2018, class_set, from_kaggle2018
+    from hpa.data.images import read_sample
+    from hpa.data.predictions import read_predictions
+    from hpa.prediction.ensemble import ensemble_maps
+    from hpa.prediction.folder import DISPLAY_SIDE
+    from hpa.prediction.inference import PredictOptions
+
+    opts = opts or PredictOptions()
+    images, predictions = Path(images), Path(predictions)
+    outs = layout.cell_outputs(predictions)
+    own = class_set(ens.classes, "the ensemble")
+    with reading({"predictions": predictions}):
+        ids, probs = read_predictions(predictions, len(ens.classes))
+        check_outputs(outs)
+        side = min(DISPLAY_SIDE, max(m.size for m in ens.members))
+        mapped = {sid: [k for k in range(probs.shape[1]) if probs[i, k] >= MAP_FLOOR] for i, sid in enumerate(ids)}
+        echo(f"class maps of {sum(map(len, mapped.values()))} (image, class) pairs for the cells ...")
+        maps = ensemble_maps(ens, ids, mapped, side, batch_size=opts.batch_size, raw_dir=images)
+        rows, subs, empty = [], [], []
+        with staged_dir(outs["masks"]) as tmp:
+            for i, sid in enumerate(ids):
+                labels = segment_cells(read_sample(images, sid))
+                if labels.max() == 0:
+                    empty.append(sid)
+                    echo(f"{sid}: no nucleus found, no cells")
+                cv2.imwrite(str(layout.cell_mask(tmp, sid)), labels.astype(np.uint16))
+                scores = cell_scores(square_labels(labels, side), probs[i], dict(zip(mapped[sid], maps[sid])))
+                rows += cell_rows(sid, labels, scores)
+                if own == KAGGLE2018:
+                    subs.append(submission_row(sid, labels, from_kaggle2018(scores)))
+        columns = ["Id", "cell", "y0", "x0", "y1", "x1", "area", "cy", "cx"] + [str(k) for k in range(probs.shape[1])]
+        with atomic_outputs() as tmp:
+            tmp(outs["table"]).write_text(csv_text(pd.DataFrame(rows, columns=columns)))
+            if subs:
+                tmp(outs["submission"]).write_text(csv_text(pd.DataFrame(subs)))
+    echo(f"wrote {len(rows)} cells of {len(ids)} fields to {outs['table']}" +
+         (f" and the 2021 submission {outs['submission']}" if subs else
+          f" (no 2021 submission: the model's classes are {own}'s)"))
+    return {**outs, "empty": empty}
