@@ -128,3 +128,8 @@ def test_the_class_set_page_shows_the_table_the_code_uses():
     for k, name in enumerate(CLASS_NAMES):
         theirs = f"{inverse[k]} {SUBCELL31[inverse[k]]}" if k in inverse else "(none: left empty)"
         assert f"| {k} {name} | {theirs} |" in page, name
+    from hpa.data.class_sets import HPA2021, KAGGLE2018_TO_HPA2021
+
+    for k, name in enumerate(CLASS_NAMES):
+        j = KAGGLE2018_TO_HPA2021.get(k)
+        assert f"| {k} {name} | {f'{j} {HPA2021[j]}' if j is not None else '(none: not written)'} |" in page, name
