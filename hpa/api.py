@@ -173,12 +173,16 @@ def split_folds(labels: str | Path | list, out: str | Path, *, n_folds: int = 5,
 
 @checked
 def make_demo(out_dir: str | Path, *, n_train: int = 2000, n_test: int = 500, size: int = 128, seed: int = 0,
-              min_per_class: int = 3) -> Path:
-    """The synthetic demo dataset in the Kaggle layout (hpa.data.demo); returns its folder."""
+              min_per_class: int = 3, partial_cells: float = 0.0) -> Path:
+    """The synthetic demo dataset in the Kaggle layout, with the truth of its cells (hpa.data.demo);
+    `partial_cells` in [0, 1): each class is drawn in each cell only with probability 1 - it (off:
+    every cell of an image shows its classes). Returns its folder."""
     from hpa.data.demo import make_demo as make
 
+    if isinstance(partial_cells, bool) or not isinstance(partial_cells, int | float) or not 0 <= partial_cells < 1:
+        raise ConfigError(f"partial_cells={partial_cells!r}: a probability in [0, 1)")
     make(Path(out_dir), count("n_train", n_train), count("n_test", n_test), count("size", size, 32), seed,
-         count("min_per_class", min_per_class, 0))
+         count("min_per_class", min_per_class, 0), partial=float(partial_cells))
     return Path(out_dir)
 
 

@@ -4,8 +4,9 @@
 
 Writes `train.csv`, `train/`, `test/`, `sample_submission.csv`, `test_labels.csv` (the test
 truth, which real Kaggle data lacks), `demo_duplicates.csv` (the injected near-duplicate
-pairs, ground truth for dedup) and `preview.png` (one sample per class). The output is a pure
-function of the arguments.
+pairs, ground truth for dedup), `preview.png` (one sample per class) and `cells/` (the drawn cells:
+a 16-bit label mask per image and the classes each cell shows, the truth of per-cell prediction).
+The output is a pure function of the arguments.
 """
 
 from __future__ import annotations
@@ -26,13 +27,16 @@ def build_parser() -> Parser:
     options.seed(ap)
     ap.add_argument("--min-per-class", type=options.non_negative_int, default=3,
                     help="forced occurrences of every class per split")
+    ap.add_argument("--partial-cells", type=float, default=0.0, metavar="P",
+                    help="show each class in each cell only with probability 1 - P, as real fields show a protein in "
+                         "some cells [0: in every cell]")
     return ap
 
 
 def main(argv: list[str] | None = None) -> None:
     a = build_parser().parse_args(argv)
     out = api.make_demo(a.out_dir, n_train=a.n_train, n_test=a.n_test, size=a.size, seed=a.seed,
-                        min_per_class=a.min_per_class)
+                        min_per_class=a.min_per_class, partial_cells=a.partial_cells)
     print(f"wrote demo dataset to {out} (preview: {layout.demo_file(Path(out), 'preview')})")
 
 

@@ -347,18 +347,26 @@ def render(classes: list[int], size: int, rng: np.random.Generator) -> np.ndarra
     return render_cells(classes, size, rng)[0]
 
 
-def render_cells(classes: list[int], size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray,
-                                                                                      dict[int, set[int]]]:
+def render_cells(classes: list[int], size: int, rng: np.random.Generator, partial: float = 0.0) -> \
+        tuple[np.ndarray, np.ndarray, dict[int, set[int]]]:
     """The image `render` draws (the same random draws), its cells' label mask (0 background) and
     the classes drawn in each cell: the truth a segmentation and per-cell predictions are measured
-    against."""
+    against. `partial` > 0: each class is drawn in each cell only with probability 1 - partial (in
+    one cell at least), as real fields show a protein in some cells and not others; 0 draws no
+    extra numbers, so the image is `render`'s."""
     sc = Scene(size, rng)
     for cell in sc.cells:
         cell.nucleoli = _nucleoli_mask(sc, cell)
     green = np.zeros((size, size), np.float32)
+    shown: dict[int, list[int]] = {}
     for c in classes:
         n_cells = _FEW_CELLS.get(c, len(sc.cells))
-        for cell in sc.cells[:n_cells]:
+        cells = list(range(n_cells))
+        if partial > 0 and n_cells > 1:
+            keep = [k for k in cells if rng.random() >= partial]
+            cells = keep or [int(rng.integers(n_cells))]
+        shown[c] = cells
+        for cell in (sc.cells[k] for k in cells):
             layer = np.zeros_like(green)
             PATTERNS[c](sc, cell, layer)
             green += layer * cell.level * rng.uniform(0.6, 1.0)
@@ -374,7 +382,7 @@ def render_cells(classes: list[int], size: int, rng: np.random.Generator) -> tup
         ch = cv2.GaussianBlur(ch.astype(np.float32), (0, 0), sigma)
         ch = ch * rng.uniform(0.7, 1.1) + rng.normal(0, 0.03, ch.shape).astype(np.float32)
         chans.append(np.clip(ch * 200, 0, 255).astype(np.uint8))
-    per_cell = {k + 1: {c for c in classes if k < _FEW_CELLS.get(c, len(sc.cells))} for k in range(len(sc.cells))}
+    per_cell = {k + 1: {c for c in classes if k in shown[c]} for k in range(len(sc.cells))}
     return np.stack(chans, -1), sc.label, per_cell
 
 
@@ -427,9 +435,11 @@ def write_preview(path: Path, images: dict[int, np.ndarray]) -> None:
 
 
 def make_demo(out: Path, n_train: int, n_test: int, size: int, seed: int, min_per_class: int = 3,
-              duplicates: tuple[int, int] | None = None, progress: bool = True) -> None:
+              duplicates: tuple[int, int] | None = None, progress: bool = True, partial: float = 0.0) -> None:
     """The demo dataset in `out`, a pure function of the arguments; `duplicates`: how many near-duplicate
-    copies to inject into train and into test (default: a share of each split)."""
+    copies to inject into train and into test (default: a share of each split). Beside the images, the
+    truth of their cells (hpa.data.layout.demo_cells; not of the near-duplicates); `partial` (render_cells)
+    shows each class in only part of the cells."""
     out = Path(out)
     n_dup_train, n_dup_test = duplicates or (None, None)
     lab_seq, id_seq, dup_seq, img_seq = np.random.SeedSequence(seed).spawn(4)
@@ -449,10 +459,16 @@ def make_demo(out: Path, n_train: int, n_test: int, size: int, seed: int, min_pe
     seeds = iter(img_seq.spawn(n_train + n_test))
     preview: dict[int, tuple[np.ndarray, list[int]]] = {}
     bar = progress_bar(total=n_train + n_test, desc="demo images", disable=not progress, unit="img")
+    cell_rows = {"train": [], "test": []}
     for split in ("train", "test"):
+        masks = layout.demo_cells(out, split)["masks"]
+        masks.mkdir(parents=True, exist_ok=True)
         for sid, classes in splits[split]:
-            img = render(classes, size, np.random.default_rng(next(seeds)))
+            img, labels, per_cell = render_cells(classes, size, np.random.default_rng(next(seeds)), partial)
             write_sample_png(layout.raw_dir(out, split), sid, img)
+            ok, buf = cv2.imencode(".png", labels.astype(np.uint16))
+            atomic_write_bytes(masks / f"{sid}.png", buf.tobytes())
+            cell_rows[split] += [(sid, k, format_target(sorted(cs))) for k, cs in per_cell.items()]
             for c in classes:  # prefer single-label samples for the preview
                 if c not in preview or (len(classes) < len(preview[c][1])):
                     preview[c] = (img, classes)
@@ -482,4 +498,6 @@ def make_demo(out: Path, n_train: int, n_test: int, size: int, seed: int, min_pe
                                                                  "Target": [format_target(c) for _, c in test]}))
     atomic_write_csv(layout.split_table(out, "test"), pd.DataFrame({"Id": [i for i, _ in test], "Predicted": "0"}))
     atomic_write_csv(layout.demo_file(out, "duplicates"), pd.DataFrame(dup_rows, columns=["Id_a", "Id_b"]))
+    for split, rows in cell_rows.items():
+        atomic_write_csv(layout.demo_cells(out, split)["table"], pd.DataFrame(rows, columns=["Id", "cell", "Target"]))
     write_preview(layout.demo_file(out, "preview"), {c: v[0] for c, v in preview.items()})

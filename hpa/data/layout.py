@@ -111,6 +111,13 @@ def demo_file(data_dir: Path, what: str) -> Path:
     return Path(data_dir) / DEMO_FILES[what]
 
 
+def demo_cells(data_dir: Path, split: str) -> dict[str, Path]:
+    """The demo's cell truth of a split: `cells/<split>/<Id>.png` (16-bit label masks of the drawn
+    cells) and `cells/<split>.csv` (Id, cell, Target: the classes drawn in that cell)."""
+    d = Path(data_dir) / "cells"
+    return {"masks": d / split, "table": d / f"{split}.csv"}
+
+
 # what a download could not fetch (hpa.data.download), listed for the re-run that retries it
 DOWNLOAD_FAILURES = {"external": "download_failures.csv", "full_size": "download_failures_full_size.csv"}
 

@@ -198,3 +198,37 @@ def predict_cells(ens, images, predictions, *, opts=None, echo=print) -> dict:
          (f" and the 2021 submission {outs['submission']}" if subs else
           f" (no 2021 submission: the model's classes are {own}'s)"))
     return {**outs, "empty": empty}
+
+
+def evaluate_cells(predictions, truth: dict) -> tuple[float, np.ndarray]:
+    """The 2021 metric (hpa.prediction.cell_scoring.cell_map on its 19 classes) of the cells
+    predict_cells wrote beside `predictions` (a model of the Kaggle 2018 classes), against a truth of
+    label masks and per-cell Kaggle 2018 classes in the demo's layout (hpa.data.layout.demo_cells)."""
+    from pathlib import Path
+
+    import cv2
+    import pandas as pd
+
+    from hpa.data import layout
+    from hpa.data.class_sets import HPA2021, KAGGLE2018_TO_HPA2021, from_kaggle2018
+    from hpa.prediction.cell_scoring import ScoredCell, cell_map
+
+    outs = layout.cell_outputs(Path(predictions))
+    cells = pd.read_csv(outs["table"], dtype={"Id": str})
+    want = pd.read_csv(truth["table"], dtype={"Id": str, "Target": str}, keep_default_na=False)
+    ids = sorted(set(cells["Id"]) & set(want["Id"]))
+
+    def mask(path: Path) -> np.ndarray:
+        return cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.int32)
+
+    pred_masks = {i: mask(layout.cell_mask(outs["masks"], i)) for i in ids}
+    true_masks = {i: mask(layout.cell_mask(truth["masks"], i)) for i in ids}
+    truth21: dict[str, dict[int, set[int]]] = {i: {} for i in ids}
+    for row in want[want["Id"].isin(ids)].itertuples():
+        truth21[row.Id][int(row.cell)] = {KAGGLE2018_TO_HPA2021[int(k)] for k in row.Target.split()
+                                          if int(k) in KAGGLE2018_TO_HPA2021}
+    cells = cells[cells["Id"].isin(ids)]
+    scores = from_kaggle2018(cells[[str(k) for k in range(28)]].to_numpy(float))
+    scored = [ScoredCell(sid, int(cell), c, float(s[c])) for sid, cell, s in zip(cells["Id"], cells["cell"], scores)
+              for c in range(len(HPA2021)) if np.isfinite(s[c])]
+    return cell_map(pred_masks, scored, true_masks, truth21, len(HPA2021))
