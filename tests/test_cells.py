@@ -164,3 +164,44 @@ def test_a_folder_gives_masks_cells_and_the_2021_submission(tmp_path):
     truth21 = {s: {c: {KAGGLE2018_TO_HPA2021[k] for k in ks} for c, ks in t.items()} for s, t in truth.items()}
     mean, _ = cell_map(pred_masks, scored, truth_masks, truth21, 19)
     assert 0.0 <= mean <= 1.0
+
+
+def test_the_demo_writes_its_cells_and_can_show_a_class_in_part_of_them(tmp_path):
+    """make_demo's cells/ holds each image's drawn cells (render_cells' labels) and the classes each
+    shows; with --partial-cells some cells of an image lack a class the image has, and the image
+    label is the union of its cells'; the per-cell mAP of perfect cells is 1."""
+    import cv2
+    import pandas as pd
+
+    import hpa
+    from hpa.data import layout
+    from hpa.data.labels import parse_target
+    from hpa.prediction.cells import evaluate_cells
+
+    data = hpa.make_demo(tmp_path / "d", n_train=34, n_test=30, size=96, seed=1, min_per_class=1,
+                         partial_cells=0.5)
+    truth = layout.demo_cells(data, "test")
+    cells = pd.read_csv(truth["table"], dtype={"Id": str, "Target": str}, keep_default_na=False)
+    labels = pd.read_csv(data / "test_labels.csv", dtype=str).set_index("Id")["Target"]
+    partial = 0
+    for sid, rows in cells.groupby("Id"):
+        mask = cv2.imread(str(truth["masks"] / f"{sid}.png"), cv2.IMREAD_UNCHANGED)
+        assert mask.dtype == np.uint16 and sorted(rows["cell"]) == list(range(1, mask.max() + 1))
+        shown = [set(map(int, t.split())) for t in rows["Target"]]
+        assert set().union(*shown) == set(parse_target(labels[sid]))
+        partial += any(s != set().union(*shown) for s in shown)
+    assert partial >= 5
+    # perfect cells: the truth's own masks, each cell's classes at 0.9 and the others at 0.01
+    out = tmp_path / "pred" / "p.csv"
+    masks = layout.cell_outputs(out)["masks"]
+    masks.mkdir(parents=True)
+    rows = []
+    for sid, g in cells.groupby("Id"):
+        (masks / f"{sid}.png").write_bytes((truth["masks"] / f"{sid}.png").read_bytes())
+        for cell, target in zip(g["cell"], g["Target"]):
+            p = np.full(28, 0.01)
+            p[[int(k) for k in target.split()]] = 0.9
+            rows.append({"Id": sid, "cell": cell, **{str(k): p[k] for k in range(28)}})
+    pd.DataFrame(rows).to_csv(layout.cell_outputs(out)["table"], index=False)
+    score, per_class = evaluate_cells(out, truth)
+    assert score == pytest.approx(1.0)
