@@ -502,3 +502,21 @@ def test_export_refuses_a_blended_file_whose_record_is_missing(recipe_out, tmp_p
     layout.sidecar_path(first).unlink()
     with pytest.raises(HPAError, match="the record of a file the blend read .* is missing"):
         export_bundle(copy, tmp_path / "b", **QUIET)
+
+
+def test_the_recipes_test_report_scores_every_demo_cell(recipe_out, tmp_path):
+    """A recipe whose data is the demo (it knows its cells): the test-image report also predicts every
+    cell (masks, cells.csv, the 2021 submission) and prints the per-cell mAP of the 2021 metric."""
+    from hpa.pipeline.recipe import report_test_images
+
+    data, work = recipe_out
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    said: list[str] = []
+    report_test_images(data, copy, "cpu", said.append)
+    line = next(s for s in said if s.startswith("PER-CELL mAP"))
+    assert 0.0 <= float(line.rsplit(" ", 1)[1]) <= 1.0
+    preds = layout.recipe_test_images(copy)
+    outs = layout.cell_outputs(preds)
+    assert outs["table"].is_file() and outs["submission"].is_file()
+    assert len(list(outs["masks"].glob("*.png"))) == len(pd.read_csv(data / "sample_submission.csv"))

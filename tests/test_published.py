@@ -494,3 +494,54 @@ def test_the_subcell_map_is_strict(tmp_path, edit, says):
     with pytest.raises(WeightsError) as e:
         load_subcell(net, paths[0], paths[1:])
     assert says in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_published_bundle_without_a_licence_is_not_packaged(checkpoint, tmp_path, monkeypatch):
+    """bestfitting's publisher states no licence, and a bioimage.io package needs an SPDX one: one
+    line, no package."""
+    import hpa
+    from hpa.errors import HPAError
+    from hpa.prediction.bioimageio import export_bioimageio
+
+    monkeypatch.setenv("HPA_WEIGHTS_CACHE", str(tmp_path / "cache"))
+    net, data = checkpoint
+    dest = hpa_weights.cached_path(W)
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(data)
+    with pytest.raises(HPAError, match="licence 'other' is no SPDX licence identifier"):
+        export_bioimageio(hpa.load_bundle(NAME).path, tmp_path / "winner.zip")
+    assert not (tmp_path / "winner.zip").exists()
+
+
+@pytest.mark.slow
+def test_a_published_subcell_bundle_as_a_bioimageio_package(server, tiny_subcell, tmp_path):
+    """SubCell's classifier (MIT) as a bioimage.io package: it validates, passes bioimageio.core's
+    test_model, names its 31 output channels, and gives the bundle's probabilities on its test image."""
+    import zipfile
+
+    from bioimageio.core import test_model
+    from bioimageio.spec import load_model_description
+
+    import hpa
+    from hpa.data.images import read_sample
+    from hpa.prediction.bioimageio import export_bioimageio
+
+    srv, _ = server
+    _, enc, heads = subcell_files(srv, seed=2)
+    serve_subcell(srv, enc, heads, tmp_path)
+    images = tmp_path / "images"
+    (sid,) = write_images(images, 1, seed=8, side=448)
+    bundle = hpa.load_bundle(SUBCELL)
+    pkg = export_bioimageio(bundle.path, tmp_path / "subcell.zip", test_image=read_sample(images, sid))
+    descr = load_model_description(pkg)
+    assert len(descr.outputs[0].axes[1].channel_names) == 31
+    summary = test_model(pkg)
+    assert summary.status == "passed", summary.format()
+    with zipfile.ZipFile(pkg) as z:
+        name = next(n for n in z.namelist() if n.endswith("test_output.npy"))
+        z.extract(name, tmp_path / "pkg")
+    got = np.load(tmp_path / "pkg" / name).reshape(-1)
+    out = bundle.predict_folder(images, tmp_path / "p.csv", report=False).predictions
+    with open(out) as f:
+        row = next(csv.DictReader(f))
+    assert np.abs(got - np.array([float(row[str(k)]) for k in range(31)])).max() < 1e-5

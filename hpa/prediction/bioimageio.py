@@ -41,6 +41,16 @@ def to_side(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 @torch.jit.script
+def through(x: torch.Tensor, sides: list[int]) -> torch.Tensor:
+    """Bilinear resizing to each side in turn (a published model's own loader, as
+    hpa.data.resolution.resize_through does it with OpenCV); scripted for inputs of any side."""
+    for side in sides:
+        if x.shape[-1] != side:
+            x = nn.functional.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+    return x
+
+
+@torch.jit.script
 def pad_square(x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) centred on a zero (black) square of its longer side; scripted, so that a traced
     network pads inputs of any shape (hpa.data.resolution.pad_to_square on a batch)."""
@@ -79,6 +89,7 @@ class EnsembleNet(nn.Module):
         self.members = nn.ModuleList(nn.ModuleList(wrap(f, m.size) if wrap else f for f in m.models)
                                      for m in ensemble.members)
         self.sizes = [m.size for m in ensemble.members]
+        self.resizes = [list(m.resize) for m in ensemble.members]  # a published model's own resizing, else []
         self.tta = [list(m.tta) for m in ensemble.members]
         self.weights = [float(w) for w in ensemble.weights]
         self.logit_space = ensemble.weighting == "logit"
@@ -88,14 +99,30 @@ class EnsembleNet(nn.Module):
 
         out = []
         x = pad_square(x)
-        for models, size, tta in zip(self.members, self.sizes, self.tta):
-            xm = to_side(x, size)
+        for models, size, tta, resize in zip(self.members, self.sizes, self.tta, self.resizes):
+            xm = through(x, resize) if resize else to_side(x, size)
             acc = sum(torch.sigmoid(model(dihedral(xm, name))) for model in models for name in tta)
             out.append(acc / (len(models) * len(tta)))
         if self.logit_space:
             z = sum(w * torch.logit(p, eps=1e-7) for w, p in zip(self.weights, out))
             return torch.sigmoid(z)
         return sum(w * p for w, p in zip(self.weights, out))
+
+
+def spdx_licence(licence: str, where: Path) -> str:
+    """The SPDX identifier a bioimage.io package needs for a bundle's licence (the Hub writes them in
+    lower case: `cc-by-sa-3.0` is `CC-BY-SA-3.0`); one line when there is none, as for a published
+    model whose publisher states no licence."""
+    import typing
+
+    from bioimageio.spec._internal.license_id import LicenseIdLiteral
+
+    known = {k.lower(): k for k in typing.get_args(LicenseIdLiteral)}
+    if str(licence).lower() not in known:
+        raise HPAError(f"{where}: licence {licence!r} is no SPDX licence identifier, which a bioimage.io package "
+                       "needs (a published model whose publisher states no licence cannot be packaged; for your own "
+                       "bundle export again with --licence, e.g. cc-by-sa-3.0 or mit)")
+    return known[str(licence).lower()]
 
 
 def export_bioimageio(bundle_dir: str | Path, out_zip: str | Path, *, test_image: np.ndarray | None = None) -> Path:
@@ -108,6 +135,7 @@ def export_bioimageio(bundle_dir: str | Path, out_zip: str | Path, *, test_image
     from hpa.prediction.explain import composite
 
     bundle = load_bundle(bundle_dir, "cpu")
+    licence = spdx_licence(bundle.config["license"], bundle.path / "config.json")
     for m in bundle.ensemble.members:
         for model in m.models:
             model.to(memory_format=torch.contiguous_format)
@@ -151,7 +179,7 @@ def export_bioimageio(bundle_dir: str | Path, out_zip: str | Path, *, test_image
             cite=[v.CiteEntry(text="Zhang et al., Multi-labelled proteins recognition for high-throughput microscopy "
                                    "images using deep convolutional neural networks. BMC Bioinformatics 22 (2021)",
                               doi=v.Doi("10.1186/s12859-021-04196-0"))],
-            license=v.LicenseId("CC-BY-SA-3.0") if cfg["license"].lower() == "cc-by-sa-3.0" else cfg["license"],
+            license=v.LicenseId(licence),
             documentation=v.FileDescr(source=files["documentation"]),
             covers=[v.FileDescr(source=files["cover"])],
             attachments=[v.FileDescr(source=files["thresholds"])],

@@ -25,9 +25,13 @@ RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 
 def encode_mask(mask: np.ndarray) -> str:
     """A binary mask (H x W) as the 2021 competition's submissions wrote it."""
+    import warnings
+
     from pycocotools import mask as coco_mask
 
-    rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)[:, :, None]))[0]
+    with warnings.catch_warnings():  # pycocotools 2.0.11 passes copy=False to numpy 2, which warns; the result is right
+        warnings.simplefilter("ignore", DeprecationWarning)
+        rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)[:, :, None]))[0]
     return base64.b64encode(zlib.compress(rle["counts"], zlib.Z_BEST_COMPRESSION)).decode()
 
 

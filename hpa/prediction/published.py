@@ -49,6 +49,7 @@ class PublishedModel:
     channels_last: bool = False
     rule: str = "a class is called at probability {t}, the top class always"
     encoder: str = "vit_base_patch16_224"  # SubCell's timm ViT
+    licence_id: str = "other"  # SPDX; "other" where the publisher states none (no bioimage.io package then)
 
 
 def _published() -> dict[str, PublishedModel]:
@@ -65,8 +66,9 @@ def _published() -> dict[str, PublishedModel]:
             name = f"subcell-{ch}-{variant}"
             out[name] = PublishedModel(
                 name, "subcell", (name,) + tuple(f"{name}-mlp{k}" for k in range(SUBCELL_SEEDS)), size=448, resize=(),
-                classes=SUBCELL31, rule="no threshold is published (SubCellPortable reports the top classes); the "
-                                        "toolkit calls a class at {t}, the top class when none is",
+                classes=SUBCELL31, licence_id="mit",
+                rule="no threshold is published (SubCellPortable reports the top classes); the toolkit calls a class "
+                     "at {t}, the top class when none is",
                 paper="Gupta A. et al., SubCell: vision foundation models for microscopy capture single-cell "
                       "biology, bioRxiv 10.1101/2024.12.06.627299 (2024)",
                 summary=f"SubCell's {variant.upper()} ViT-B/16 classifier on the {ch} stains ({SUBCELL_SEEDS} MLP "
@@ -84,8 +86,8 @@ def is_published(name: str | Path) -> bool:
 def _card(p: PublishedModel, source: dict) -> str:
     resize = (f"resized through {' then '.join(map(str, p.resize))} px (bilinear)" if p.resize else
               f"resized to {p.size} px")
-    return (f"---\nlibrary_name: hpa-toolkit\nlicense: other\ntags: [biology, microscopy, human-protein-atlas, "
-            f"protein-localization, multi-label]\n---\n\n# {p.name}\n\n{p.summary}.\n\n"
+    return (f"---\nlibrary_name: hpa-toolkit\nlicense: {p.licence_id}\ntags: [biology, microscopy, "
+            f"human-protein-atlas, protein-localization, multi-label]\n---\n\n# {p.name}\n\n{p.summary}.\n\n"
             f"Converted by hpa-toolkit from the publisher's files, unchanged in value: every tensor mapped strictly "
             f"onto the toolkit's network.\n\n- Source: {source['url']}\n- Files sha256: `{source['sha256']}`\n"
             f"- Code: {source['page']}\n- Paper: {p.paper}\n- Licence: {source['licence']}\n"
@@ -160,7 +162,7 @@ def published_bundle(name: str, echo=print) -> Path:
                  "input": f"each stain 8-bit grey, {how}, scaled to [0, 1]; the network's own normalisation inside",
                  "channels_last": p.channels_last, "folds": [0], "files": weight_files, "sha256": shas}
         config = {"format": FORMAT, "format_version": FORMAT_VERSION, "toolkit_version": toolkit_version(),
-                  "license": "other", "datasets": [], "classes": list(p.classes), "members": [entry],
+                  "license": p.licence_id, "datasets": [], "classes": list(p.classes), "members": [entry],
                   "blend": {"weighting": "equal", "weights": [1.0], "threshold_method": p.rule.format(t=p.threshold),
                             "models": [name]},
                   "thresholds": [p.threshold] * len(p.classes), "source": source, "evidence": {}}
