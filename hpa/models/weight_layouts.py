@@ -169,18 +169,23 @@ def to_timm(sd: dict[str, torch.Tensor], layout: str, path: Path) -> dict[str, t
     return out
 
 
+def _check_fits(mapped: dict[str, torch.Tensor], own: dict[str, torch.Tensor], path: Path, hint: str) -> None:
+    """Every mapped tensor has a place in the network, of its shape; otherwise one line naming the
+    first that has not (`hint`: what to check)."""
+    for k, v in mapped.items():
+        if k not in own:
+            raise WeightsError(f"{path}: {k!r} does not exist in the network; {hint}")
+        if v.shape != own[k].shape:
+            raise WeightsError(f"{path}: {k!r} has shape {tuple(v.shape)}, the network expects {tuple(own[k].shape)}")
+
+
 def load_published(encoder: torch.nn.Module, path: Path, layout: str | None = None) -> str:
     """Fill a timm VisionTransformer from a published checkpoint, strictly; returns the layout used."""
     sd = encoder_state(read_checkpoint(path), Path(path))
     layout = layout or detect_layout(sd)
     mapped = to_timm(sd, layout, Path(path))
     own = encoder.state_dict()
-    for k, v in mapped.items():
-        if k not in own:
-            raise WeightsError(f"{path}: {k!r} (from the {layout} layout) does not exist in the model; is this the "
-                               "right architecture?")
-        if v.shape != own[k].shape:
-            raise WeightsError(f"{path}: {k!r} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
+    _check_fits(mapped, own, path, f"from the {layout} layout: is this the right architecture?")
     missing = [k for k in own if k not in mapped]
     if missing:
         raise WeightsError(f"{path}: {len(missing)} model tensor(s) missing from the {layout} file, first "
@@ -242,12 +247,8 @@ def load_published_cnn(net: torch.nn.Module, path: Path, layout: str, *, head: b
         raise WeightsError(f"{path}: no state dict of tensors in the file")
     mapped = _bestfitting({k.removeprefix("module."): v for k, v in sd.items()}, Path(path))
     own = net.state_dict()
-    for k, v in mapped.items():
-        if k not in own:
-            raise WeightsError(f"{path}: {k!r} (from the {layout} layout) does not exist in the network; is it built "
-                               "as the publisher's (model.variant)?")
-        if v.shape != own[k].shape:
-            raise WeightsError(f"{path}: {k!r} has shape {tuple(v.shape)}, the network expects {tuple(own[k].shape)}")
+    _check_fits(mapped, own, path, f"from the {layout} layout: is the network built as the publisher's "
+                                   "(model.variant)?")
     wanted = [k for k in own if k.startswith("encoder.") or (head and k.startswith("head."))]
     missing = [k for k in wanted if k not in mapped and not k.endswith("num_batches_tracked")]
     if missing:
@@ -292,12 +293,7 @@ def load_subcell(net: torch.nn.Module, encoder: Path, heads: list[Path]) -> None
                                    "6)")
             targets.add(target)
             mapped[target] = v
-    for k, v in mapped.items():
-        if k not in own:
-            raise WeightsError(f"{encoder}: {k!r} does not exist in the SubCell network; is it the right channel set?")
-        if v.shape != own[k].shape:
-            raise WeightsError(f"{encoder}: {k!r} has shape {tuple(v.shape)}, the network expects "
-                               f"{tuple(own[k].shape)}")
+    _check_fits(mapped, own, encoder, "is it SubCell's network for this channel set?")
     missing = [k for k in own if k not in mapped]
     if missing:
         raise WeightsError(f"{encoder}: {len(missing)} network tensor(s) missing from SubCell's files, first "
