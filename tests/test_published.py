@@ -285,15 +285,15 @@ def test_a_file_put_where_the_offline_message_says_is_used(checkpoint, tmp_path,
 def test_the_real_samples_go_through_with_a_report(real_samples, tmp_path, monkeypatch):
     """The 8 real HPA samples (512, 2048 and 3072 px) through the published bundle: one row each,
     probabilities equal to the publisher's network on the publisher's input, and report.html with
-    a class map of every predicted class. The entry's sides are halved here (768 then 512) to keep
+    a class map of every predicted class. The entry's sides are quartered here (384 then 256) to keep
     the suite fast on 2 cores; the full-side equality is the first test's."""
     import dataclasses
 
     from hpa.prediction import published
 
     monkeypatch.setenv("HPA_WEIGHTS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setitem(published.PUBLISHED, NAME, dataclasses.replace(published.PUBLISHED[NAME], size=512,
-                                                                       resize=(768, 512)))
+    monkeypatch.setitem(published.PUBLISHED, NAME, dataclasses.replace(published.PUBLISHED[NAME], size=256,
+                                                                       resize=(384, 256)))
     net = publisher_model(seed=4)
     with torch.no_grad():
         net.logit.bias.fill_(-3.0)  # a class or two per image: the maps stay few
@@ -310,7 +310,7 @@ def test_the_real_samples_go_through_with_a_report(real_samples, tmp_path, monke
     sid = rows[-1][0]  # the 3072 px field, resized through the entry's sides as the publisher's loader does
     planes = [cv2.imread(str(next(images.glob(f"{sid}_{c}.*"))), cv2.IMREAD_GRAYSCALE) for c in COLORS]
     img = np.stack(planes, -1)
-    for side in (768, 512):
+    for side in (384, 256):
         img = cv2.resize(img, (side, side), interpolation=cv2.INTER_LINEAR)
     with torch.no_grad():
         ref = torch.sigmoid(net(torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None]))[0].numpy()
