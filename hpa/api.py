@@ -304,12 +304,13 @@ def predict_images(images: str | Path, out: str | Path, *, bundle: str | Path | 
 
 @checked
 def predict_cells(images: str | Path, predictions: str | Path, *, bundle: str | Path | None = None,
-                  runs: Runs | None = None, **test_time) -> dict:
+                  runs: Runs | None = None, method: str = "maps", **test_time) -> dict:
     """Every cell of a predicted folder: `predictions` is the CSV predict_images wrote for `images`
     with the same `bundle` or `runs`; each field is segmented with no weights (nuclei, then cells
-    grown over the microtubule and ER stains) and each cell gets the image's probabilities shared by
-    the class maps (hpa.prediction.cells). Writes beside `predictions` the label masks, cells.csv and
-    the 2021 competition's submission. `test_time`: batch_size, workers, device, tta."""
+    grown over the microtubule and ER stains) and each cell is predicted by `method`: `maps` shares
+    the image's probabilities by the class maps, `crops` runs the ensemble on each cell's crop
+    (hpa.prediction.cells). Writes beside `predictions` the label masks, cells.csv and the 2021
+    competition's submission. `test_time`: batch_size, workers, device, tta."""
     from hpa.prediction.cells import predict_cells as run
 
     if (bundle is None) == (runs is None):
@@ -322,11 +323,11 @@ def predict_cells(images: str | Path, predictions: str | Path, *, bundle: str | 
         b = load_bundle(str(bundle), device)
         ens = b.with_test_time(tta=opts.tta if test_time.get("tta") is not None else None).ensemble
         with reading({"bundle": b.path}):
-            return run(ens, Path(images), Path(predictions), opts=opts)
+            return run(ens, Path(images), Path(predictions), method=method, opts=opts)
     from hpa.prediction.ensemble import from_runs
 
     ens = from_runs(Path(runs.root), runs.arch, count("size", runs.size, 8), _fold_list(runs.folds), device, opts)
-    return run(ens, Path(images), Path(predictions), opts=opts)
+    return run(ens, Path(images), Path(predictions), method=method, opts=opts)
 
 
 @dataclass

@@ -205,3 +205,40 @@ def test_the_demo_writes_its_cells_and_can_show_a_class_in_part_of_them(tmp_path
     pd.DataFrame(rows).to_csv(layout.cell_outputs(out)["table"], index=False)
     score, per_class = evaluate_cells(out, truth)
     assert score == pytest.approx(1.0)
+
+
+def test_crops_are_the_cell_alone_and_predicted_by_the_ensemble():
+    """cell_crops: a cell's box, black outside it, padded to a square; crop_scores: the ensemble's
+    probabilities on that crop resized to the member's side (the model run here by hand)."""
+    import cv2
+    import torch
+
+    from hpa.config import load_arch_config
+    from hpa.models import build_model
+    from hpa.prediction.cells import cell_crops, crop_scores
+    from hpa.prediction.ensemble import Ensemble, Member
+    from hpa.prediction.inference import PredictOptions
+
+    img, labels, _ = render_cells([0], 128, np.random.default_rng(4))
+    crops = cell_crops(img, labels)
+    k = 2
+    ys, xs = np.nonzero(labels == k)
+    box = img[ys.min():ys.max() + 1, xs.min():xs.max() + 1].copy()
+    box[labels[ys.min():ys.max() + 1, xs.min():xs.max() + 1] != k] = 0
+    side = max(box.shape[:2])
+    square = np.zeros((side, side, 4), np.uint8)
+    top, left = (side - box.shape[0]) // 2, (side - box.shape[1]) // 2
+    square[top:top + box.shape[0], left:left + box.shape[1]] = box
+    assert np.array_equal(crops[k - 1], square)
+    torch.manual_seed(0)
+    cfg = load_arch_config("tiny_cnn", size=64, fold=0, pretrained="none")
+    model = build_model("tiny_cnn", **cfg.model).eval()
+    ens = Ensemble([Member("tiny_cnn_64", 64, [model], ("id", "hflip"), [64], "off", [0])], "equal", np.ones(1),
+                   np.full(28, 0.5))
+    got = crop_scores(ens, crops, PredictOptions(batch_size=3, device="cpu"))
+    x = torch.from_numpy(cv2.resize(square, (64, 64), interpolation=cv2.INTER_AREA if side > 64 else
+                                    cv2.INTER_LINEAR).transpose(2, 0, 1).copy()).float()[None] / 255
+    with torch.no_grad():
+        want = (torch.sigmoid(model(x)) + torch.sigmoid(model(x.flip(-1)))) / 2
+    np.testing.assert_allclose(got[k - 1], want[0].numpy(), atol=1e-6)
+    assert got.shape == (labels.max(), 28)

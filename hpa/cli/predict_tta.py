@@ -60,9 +60,10 @@ def build_parser() -> Parser:
     ap.add_argument("--classes", choices=["kaggle2018"], help="with --images: write the probabilities as the Kaggle 28 "
                     "columns (a published model of another class set mapped where the classes agree; the others "
                     "left empty) [the model's own classes]")
-    ap.add_argument("--cells", action="store_true", help="with --images: also every cell: each field segmented (no "
-                    "weights needed) and each cell predicted from the class maps; cells.csv, cell_masks/ and the 2021 "
-                    "competition's cell_submission.csv beside --out")
+    ap.add_argument("--cells", nargs="?", const="maps", choices=["maps", "crops"], metavar="METHOD",
+                    help="with --images: also every cell: each field segmented (no weights needed) and each cell "
+                         "predicted from the class maps (maps, the default) or by the model on its crop (crops); "
+                         "cells.csv, cell_masks/ and the 2021 competition's cell_submission.csv beside --out")
     ap.add_argument("--strict", action="store_true", help="with --images: fail if any sample cannot be read")
     ap.add_argument("--no-report", action="store_true", help="with --images: no report.html and no class maps")
     ap.add_argument("--explain", type=options.class_index, nargs="+", default=[], metavar="K",
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {r.n_predicted} predictions to {r.predictions}" + (f" and the report {r.report}" if r.report else "")
           + (f"; skipped {len(r.skipped)} (listed above)" if r.skipped else ""))
     if a.cells:
-        api.predict_cells(a.images, r.predictions, bundle=a.bundle, runs=runs, **loader,
+        api.predict_cells(a.images, r.predictions, bundle=a.bundle, runs=runs, method=a.cells, **loader,
                           **({"tta": a.tta} if a.tta is not None and a.bundle else views if not a.bundle else {}))
 
 

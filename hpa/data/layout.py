@@ -351,6 +351,11 @@ def bundle_weights(member: str, fold: int) -> str:
     return f"weights/{member}/f{fold}.safetensors"
 
 
+def recipe_cells_by(out_dir: Path, method: str) -> Path:
+    """The demo's test images' predictions copied where another per-cell method writes its cells."""
+    return Path(out_dir) / "test_images" / f"cells_{method}" / "predictions.csv"
+
+
 def recipe_test_images(out_dir: Path) -> Path:
     """The recipe's own-image prediction of the test folder (probabilities, names, report.html beside)."""
     return Path(out_dir) / "test_images" / "predictions.csv"

@@ -328,12 +328,20 @@ def report_test_images(data_dir: Path, out_dir: Path, device: str, echo) -> Path
     echo(f"report: {r.report}")
     truth = layout.demo_cells(data_dir, "test")
     if truth["table"].is_file():  # the demo knows its cells: every cell predicted and scored as in 2021
-        from hpa.prediction.cells import evaluate_cells, predict_cells
+        import shutil
 
-        predict_cells(ens, layout.raw_dir(data_dir, "test"), r.predictions, opts=opts, echo=echo)
-        score, _ = evaluate_cells(r.predictions, truth)
-        echo(f"PER-CELL mAP (the 2021 metric: IoU 0.6, its 19 classes; offline segmenter, class-map assignment): "
-             f"{score:.4f}")
+        from hpa.prediction.cells import METHODS, evaluate_cells, predict_cells, segmentation_quality
+
+        for method in METHODS:  # the class maps' cells beside the report; the crops' in a folder of their own
+            preds = r.predictions if method == "maps" else layout.recipe_cells_by(out_dir, method)
+            if preds != r.predictions:
+                preds.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(r.predictions, preds)
+            predict_cells(ens, layout.raw_dir(data_dir, "test"), preds, method=method, opts=opts, echo=echo)
+            score, _ = evaluate_cells(preds, truth)
+            echo(f"PER-CELL mAP ({method}; the 2021 metric: IoU 0.6, its 19 classes): {score:.4f}")
+        found, mean_iou = segmentation_quality(r.predictions, truth)
+        echo(f"SEGMENTATION (offline): {found:.1%} of the drawn cells found at IoU 0.6, mean IoU {mean_iou:.3f}")
     return r.report
 
 

@@ -97,6 +97,60 @@ def cell_scores(labels: np.ndarray, probs: np.ndarray, maps: dict[int, np.ndarra
     return out
 
 
+def cell_crops(img: np.ndarray, labels: np.ndarray) -> list[np.ndarray | None]:
+    """Each cell as an image of its own: its bounding box, black outside the cell, padded to a square
+    (None for a number no cell has)."""
+    from scipy import ndimage as ndi
+
+    from hpa.data.resolution import pad_to_square
+
+    crops: list[np.ndarray | None] = []
+    for k, box in enumerate(ndi.find_objects(labels, max_label=int(labels.max()))):
+        if box is None:
+            crops.append(None)
+            continue
+        crop = img[box].copy()
+        crop[labels[box] != k + 1] = 0
+        crops.append(pad_to_square(crop))
+    return crops
+
+
+def crop_scores(ens, crops: list[np.ndarray | None], opts) -> np.ndarray:
+    """Per-cell probabilities from the ensemble run on each cell's crop (cell_crops) resized to each
+    member's side, averaged over its folds and views and blended as the ensemble blends images."""
+    import cv2
+    import torch
+
+    from hpa.core.runtime import autocast
+    from hpa.prediction.inference import dihedral
+
+    device = opts.torch_device()
+    keep = [c for c in crops if c is not None]
+    per_member = []
+    for m in ens.members:
+        if not keep:
+            per_member.append(np.zeros((0, len(ens.classes))))
+            continue
+        sized = [cv2.resize(c, (m.size, m.size), interpolation=cv2.INTER_AREA if c.shape[0] > m.size else
+                            cv2.INTER_LINEAR) for c in keep]
+        x_all = torch.from_numpy(np.stack(sized).transpose(0, 3, 1, 2).copy()).float().div_(255.0)
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(x_all), opts.batch_size):
+                x = x_all[start:start + opts.batch_size].to(device)
+                acc = 0
+                for model in m.models:
+                    for view in m.tta:
+                        with autocast(device, m.amp):
+                            acc = acc + torch.sigmoid(model(dihedral(x, view)).float())
+                out.append((acc / (len(m.models) * len(m.tta))).cpu().numpy())
+        per_member.append(np.concatenate(out))
+    blended = ens.combine(per_member) if keep else np.zeros((0, len(ens.classes)))
+    full = np.zeros((len(crops), len(ens.classes)))
+    full[[k for k, c in enumerate(crops) if c is not None]] = blended
+    return full
+
+
 def square_labels(labels: np.ndarray, side: int) -> np.ndarray:
     """A field's label mask on the grid its class maps are drawn on: padded to a square as the image
     is (hpa.data.resolution.pad_to_square), resized to `side` (nearest)."""
@@ -145,10 +199,14 @@ def submission_row(sample_id: str, labels: np.ndarray, scores_2021: np.ndarray) 
             "PredictionString": " ".join(parts)}
 
 
-def predict_cells(ens, images, predictions, *, opts=None, echo=print) -> dict:
+METHODS = ("maps", "crops")
+
+
+def predict_cells(ens, images, predictions, *, method: str = "maps", opts=None, echo=print) -> dict:
     """Every cell of the fields a folder prediction wrote (`predictions`, predict_folder's CSV)
-    segmented (segment_cells) and predicted by class-map assignment (cell_scores, maps of the
-    classes at or above MAP_FLOOR from the same ensemble); writes, beside `predictions`, a 16-bit
+    segmented (segment_cells) and predicted by `method`: `maps`, class-map assignment (cell_scores,
+    maps of the classes at or above MAP_FLOOR from the same ensemble), or `crops`, the ensemble on
+    each cell's crop (cell_crops, crop_scores); writes, beside `predictions`, a 16-bit
     label mask per field, cells.csv, and for a model of the Kaggle 2018 classes the 2021
     competition's submission (classes mapped onto its 19, hpa.data.class_sets.from_kaggle2018).
     Returns what was written (hpa.data.layout.cell_outputs) and the fields without a cell."""
@@ -162,10 +220,13 @@ def predict_cells(ens, images, predictions, *, opts=None, echo=print) -> dict:
     from hpa.data.class_sets import KAGGLE2018, class_set, from_kaggle2018
     from hpa.data.images import read_sample
     from hpa.data.predictions import read_predictions
+    from hpa.errors import HPAError
     from hpa.prediction.ensemble import ensemble_maps
     from hpa.prediction.folder import DISPLAY_SIDE
     from hpa.prediction.inference import PredictOptions
 
+    if method not in METHODS:
+        raise HPAError(f"--cells {method}: one of {', '.join(METHODS)}")
     opts = opts or PredictOptions()
     images, predictions = Path(images), Path(predictions)
     outs = layout.cell_outputs(predictions)
@@ -174,18 +235,23 @@ def predict_cells(ens, images, predictions, *, opts=None, echo=print) -> dict:
         ids, probs = read_predictions(predictions, len(ens.classes))
         check_outputs(outs)
         side = min(DISPLAY_SIDE, max(m.size for m in ens.members))
-        mapped = {sid: [k for k in range(probs.shape[1]) if probs[i, k] >= MAP_FLOOR] for i, sid in enumerate(ids)}
-        echo(f"class maps of {sum(map(len, mapped.values()))} (image, class) pairs for the cells ...")
-        maps = ensemble_maps(ens, ids, mapped, side, batch_size=opts.batch_size, raw_dir=images)
+        mapped = {sid: [k for k in range(probs.shape[1]) if probs[i, k] >= MAP_FLOOR] if method == "maps" else []
+                  for i, sid in enumerate(ids)}
+        if method == "maps":
+            echo(f"class maps of {sum(map(len, mapped.values()))} (image, class) pairs for the cells ...")
+        maps = ensemble_maps(ens, ids, mapped, side, batch_size=opts.batch_size, raw_dir=images) \
+            if method == "maps" else {}
         rows, subs, empty = [], [], []
         with staged_dir(outs["masks"]) as tmp:
             for i, sid in enumerate(ids):
-                labels = segment_cells(read_sample(images, sid))
+                img = read_sample(images, sid)
+                labels = segment_cells(img)
                 if labels.max() == 0:
                     empty.append(sid)
                     echo(f"{sid}: no nucleus found, no cells")
                 cv2.imwrite(str(layout.cell_mask(tmp, sid)), labels.astype(np.uint16))
-                scores = cell_scores(square_labels(labels, side), probs[i], dict(zip(mapped[sid], maps[sid])))
+                scores = cell_scores(square_labels(labels, side), probs[i], dict(zip(mapped[sid], maps[sid]))) \
+                    if method == "maps" else crop_scores(ens, cell_crops(img, labels), opts)
                 rows += cell_rows(sid, labels, scores)
                 if own == KAGGLE2018:
                     subs.append(submission_row(sid, labels, from_kaggle2018(scores)))
@@ -232,3 +298,31 @@ def evaluate_cells(predictions, truth: dict) -> tuple[float, np.ndarray]:
     scored = [ScoredCell(sid, int(cell), c, float(s[c])) for sid, cell, s in zip(cells["Id"], cells["cell"], scores)
               for c in range(len(HPA2021)) if np.isfinite(s[c])]
     return cell_map(pred_masks, scored, true_masks, truth21, len(HPA2021))
+
+
+def segmentation_quality(predictions, truth: dict) -> tuple[float, float]:
+    """(share of the true cells a segmented cell overlaps at IoU >= 0.6, mean best IoU of the true
+    cells) of the masks written beside `predictions` against the demo's (hpa.data.layout.demo_cells)."""
+    from pathlib import Path
+
+    import cv2
+
+    from hpa.data import layout
+    from hpa.prediction.cell_scoring import IOU, _ious
+
+    masks = layout.cell_outputs(Path(predictions))["masks"]
+    matched = total = 0
+    best: list[float] = []
+    for path in sorted(Path(truth["masks"]).glob("*.png")):
+        mine = layout.cell_mask(masks, path.stem)
+        if not mine.is_file():
+            continue
+        m, _, true_cells = _ious(cv2.imread(str(mine), cv2.IMREAD_UNCHANGED).astype(np.int32),
+                                 cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.int32))
+        total += len(true_cells)
+        if m.size:
+            matched += int((m >= IOU).any(0).sum())
+            best += list(m.max(0))
+        else:
+            best += [0.0] * len(true_cells)
+    return (matched / total if total else float("nan")), (float(np.mean(best)) if best else float("nan"))
