@@ -77,7 +77,7 @@ def tiny_demo(tmp_path_factory) -> Path:
     from hpa.data.demo import make_demo
 
     out = tmp_path_factory.mktemp("demo")
-    make_demo(out, n_train=400, n_test=200, size=64, seed=1, min_per_class=6, progress=False)
+    make_demo(out, n_train=400, n_test=200, size=64, seed=1, min_per_class=6)
     return out
 
 
@@ -96,7 +96,7 @@ def small_data(tmp_path_factory) -> Path:
     from hpa.data.demo import make_demo
 
     data = tmp_path_factory.mktemp("small") / "data"
-    make_demo(data, n_train=48, n_test=28, size=32, seed=3, min_per_class=1, progress=False)
+    make_demo(data, n_train=48, n_test=28, size=32, seed=3, min_per_class=1)
     assert hpa.prepare(data, size=32, echo=lambda _: None) == {}
     hpa.make_folds(data, n_folds=2, echo=lambda _: None)
     return data

@@ -307,8 +307,8 @@ def test_the_packaged_network_is_the_ensemble_by_hand():
         return nn.Sequential(nn.Conv2d(4, 3, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 28)).eval()
 
     a, b = [tiny(), tiny()], [tiny()]
-    ens = SimpleNamespace(members=[SimpleNamespace(models=a, size=32, tta=("id", "hflip")),
-                                   SimpleNamespace(models=b, size=16, tta=("id",))],
+    ens = SimpleNamespace(members=[SimpleNamespace(models=a, size=32, tta=("id", "hflip"), resize=()),
+                                   SimpleNamespace(models=b, size=16, tta=("id",), resize=())],
                           weights=[0.75, 0.25], weighting="equal")
     x = torch.rand(2, 4, 32, 32)
     with torch.no_grad():

@@ -26,7 +26,7 @@ SCRIPT = textwrap.dedent("""
 
     assert Path(hpa.__file__).parent == Path(sys.argv[1]) / "hpa", hpa.__file__  # the installed copy
     quiet = dict(echo=lambda _: None)
-    make_demo("data", n_train=40, n_test=28, size=32, seed=0, min_per_class=1, progress=False)
+    make_demo("data", n_train=40, n_test=28, size=32, seed=0, min_per_class=1)
     hpa.prepare("data", size=32, **quiet)
     hpa.make_folds("data", n_folds=2, **quiet)
     for f in (0, 1):

@@ -73,9 +73,9 @@ def test_deterministic_for_a_seed(tmp_path):
                 h.update(p.name.encode() + p.read_bytes())
         return h.hexdigest()
 
-    make_demo(tmp_path / "a", 36, 36, 32, seed=7, min_per_class=1, progress=False)
-    make_demo(tmp_path / "b", 36, 36, 32, seed=7, min_per_class=1, progress=False)
-    make_demo(tmp_path / "c", 36, 36, 32, seed=8, min_per_class=1, progress=False)
+    make_demo(tmp_path / "a", 36, 36, 32, seed=7, min_per_class=1)
+    make_demo(tmp_path / "b", 36, 36, 32, seed=7, min_per_class=1)
+    make_demo(tmp_path / "c", 36, 36, 32, seed=8, min_per_class=1)
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
     assert digest(tmp_path / "a") != digest(tmp_path / "c")
 

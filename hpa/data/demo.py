@@ -435,7 +435,7 @@ def write_preview(path: Path, images: dict[int, np.ndarray]) -> None:
 
 
 def make_demo(out: Path, n_train: int, n_test: int, size: int, seed: int, min_per_class: int = 3,
-              duplicates: tuple[int, int] | None = None, progress: bool = True, partial: float = 0.0) -> None:
+              duplicates: tuple[int, int] | None = None, partial: float = 0.0) -> None:
     """The demo dataset in `out`, a pure function of the arguments; `duplicates`: how many near-duplicate
     copies to inject into train and into test (default: a share of each split). Beside the images, the
     truth of their cells (hpa.data.layout.demo_cells; not of the near-duplicates); `partial` (render_cells)
@@ -458,7 +458,7 @@ def make_demo(out: Path, n_train: int, n_test: int, size: int, seed: int, min_pe
     # each image has its own stream, so the output does not depend on generation order
     seeds = iter(img_seq.spawn(n_train + n_test))
     preview: dict[int, tuple[np.ndarray, list[int]]] = {}
-    bar = progress_bar(total=n_train + n_test, desc="demo images", disable=not progress, unit="img")
+    bar = progress_bar(total=n_train + n_test, desc="demo images", unit="img")
     cell_rows = {"train": [], "test": []}
     for split in ("train", "test"):
         masks = layout.demo_cells(out, split)["masks"]

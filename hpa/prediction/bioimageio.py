@@ -135,7 +135,7 @@ def export_bioimageio(bundle_dir: str | Path, out_zip: str | Path, *, test_image
     from hpa.prediction.explain import composite
 
     bundle = load_bundle(bundle_dir, "cpu")
-    licence = spdx_licence(bundle.config["license"], bundle.path / "config.json")
+    licence = spdx_licence(bundle.config["license"], bundle.path / layout.BUNDLE_FILES["config"])
     for m in bundle.ensemble.members:
         for model in m.models:
             model.to(memory_format=torch.contiguous_format)

@@ -306,6 +306,7 @@ def segmentation_quality(predictions, truth: dict) -> tuple[float, float]:
     from pathlib import Path
 
     import cv2
+    import pandas as pd
 
     from hpa.data import layout
     from hpa.prediction.cell_scoring import IOU, _ious
@@ -313,8 +314,8 @@ def segmentation_quality(predictions, truth: dict) -> tuple[float, float]:
     masks = layout.cell_outputs(Path(predictions))["masks"]
     matched = total = 0
     best: list[float] = []
-    for path in sorted(Path(truth["masks"]).glob("*.png")):
-        mine = layout.cell_mask(masks, path.stem)
+    for sid in sorted(set(pd.read_csv(truth["table"], dtype={"Id": str})["Id"])):
+        mine, path = layout.cell_mask(masks, sid), layout.cell_mask(truth["masks"], sid)
         if not mine.is_file():
             continue
         m, _, true_cells = _ious(cv2.imread(str(mine), cv2.IMREAD_UNCHANGED).astype(np.int32),
