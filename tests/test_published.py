@@ -514,9 +514,11 @@ def test_a_published_bundle_without_a_licence_is_not_packaged(checkpoint, tmp_pa
 
 
 @pytest.mark.slow
-def test_a_published_subcell_bundle_as_a_bioimageio_package(server, tiny_subcell, tmp_path):
+def test_a_published_subcell_bundle_as_a_bioimageio_package(server, tiny_subcell, tmp_path, monkeypatch):
     """SubCell's classifier (MIT) as a bioimage.io package: it validates, passes bioimageio.core's
-    test_model, names its 31 output channels, and gives the bundle's probabilities on its test image."""
+    test_model, names its 31 output channels, and gives the bundle's probabilities on its test image
+    (at 224 px here, to keep the suite fast)."""
+    import dataclasses
     import zipfile
 
     from bioimageio.core import test_model
@@ -524,13 +526,15 @@ def test_a_published_subcell_bundle_as_a_bioimageio_package(server, tiny_subcell
 
     import hpa
     from hpa.data.images import read_sample
+    from hpa.prediction import published
     from hpa.prediction.bioimageio import export_bioimageio
 
+    monkeypatch.setitem(published.PUBLISHED, SUBCELL, dataclasses.replace(published.PUBLISHED[SUBCELL], size=224))
     srv, _ = server
     _, enc, heads = subcell_files(srv, seed=2)
     serve_subcell(srv, enc, heads, tmp_path)
     images = tmp_path / "images"
-    (sid,) = write_images(images, 1, seed=8, side=448)
+    (sid,) = write_images(images, 1, seed=8, side=224)
     bundle = hpa.load_bundle(SUBCELL)
     pkg = export_bioimageio(bundle.path, tmp_path / "subcell.zip", test_image=read_sample(images, sid))
     descr = load_model_description(pkg)
