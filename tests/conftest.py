@@ -24,8 +24,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 # Files that take a minute or more, started first so that no worker is left alone with one at the end
 # (run_tests.sh hands each worker whole files, in this order; the rest follow in collection order).
-LONG_FILES = ("test_pipeline.py", "test_recipe_smoke.py", "test_slurm.py", "test_training.py", "test_bundle.py",
-              "test_ablate.py", "test_published.py", "test_reliability.py", "test_plan_smoke.py", "test_hpa_weights.py")
+LONG_FILES = ("test_pipeline.py", "test_recipe_smoke.py", "test_slurm.py", "test_training.py", "test_ablate.py",
+              "test_reliability.py", "test_plan_smoke.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
