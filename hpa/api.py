@@ -257,6 +257,17 @@ class Runs:
     thresholds: Path | None = None
 
 
+def _user_bundle(bundle: str | Path, device, opts, test_time: dict, thresholds: str | Path | None = None):
+    """The bundle with the user's choices over its own: the views if `test_time` names tta, and
+    thresholds from a find_thresholds.py JSON."""
+    from hpa.data.threshold_files import read_thresholds
+    from hpa.prediction.bundle import load_bundle
+
+    return load_bundle(str(bundle), device).with_test_time(
+        tta=opts.tta if test_time.get("tta") is not None else None,
+        thresholds=read_thresholds(Path(thresholds)) if thresholds else None)
+
+
 @checked
 def predict_images(images: str | Path, out: str | Path, *, bundle: str | Path | None = None,
                    runs: Runs | None = None, ids: str | Path | None = None, strict: bool = False,
@@ -283,12 +294,7 @@ def predict_images(images: str | Path, out: str | Path, *, bundle: str | Path | 
 
         read_ids(Path(ids))
     if bundle is not None:
-        from hpa.data.threshold_files import read_thresholds
-        from hpa.prediction.bundle import load_bundle
-
-        b = load_bundle(str(bundle), device)
-        b = b.with_test_time(tta=opts.tta if test_time.get("tta") is not None else None,
-                             thresholds=read_thresholds(Path(thresholds)) if thresholds else None)
+        b = _user_bundle(bundle, device, opts, test_time, thresholds)
         with reading({"thresholds": thresholds}):
             return b.predict_folder(images, out, ids_csv=ids, strict=strict, report=report, opts=opts)
     from hpa.data.threshold_files import read_thresholds
@@ -318,12 +324,9 @@ def predict_cells(images: str | Path, predictions: str | Path, *, bundle: str | 
     opts = _test_time("predict_cells", test_time)
     device = opts.torch_device()
     if bundle is not None:
-        from hpa.prediction.bundle import load_bundle
-
-        b = load_bundle(str(bundle), device)
-        ens = b.with_test_time(tta=opts.tta if test_time.get("tta") is not None else None).ensemble
+        b = _user_bundle(bundle, device, opts, test_time)
         with reading({"bundle": b.path}):
-            return run(ens, Path(images), Path(predictions), method=method, opts=opts)
+            return run(b.ensemble, Path(images), Path(predictions), method=method, opts=opts)
     from hpa.prediction.ensemble import from_runs
 
     ens = from_runs(Path(runs.root), runs.arch, count("size", runs.size, 8), _fold_list(runs.folds), device, opts)

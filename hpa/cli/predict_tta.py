@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {r.n_predicted} predictions to {r.predictions}" + (f" and the report {r.report}" if r.report else "")
           + (f"; skipped {len(r.skipped)} (listed above)" if r.skipped else ""))
     if a.cells:
-        api.predict_cells(a.images, r.predictions, bundle=a.bundle, runs=runs, method=a.cells, **loader,
-                          **({"tta": a.tta} if a.tta is not None and a.bundle else views if not a.bundle else {}))
+        # with a bundle, check_flags refused --sizes and --amp: views holds at most the user's --tta
+        api.predict_cells(a.images, r.predictions, bundle=a.bundle, runs=runs, method=a.cells, **views, **loader)
 
 
 if __name__ == "__main__":

@@ -121,8 +121,7 @@ def crop_scores(ens, crops: list[np.ndarray | None], opts) -> np.ndarray:
     import cv2
     import torch
 
-    from hpa.core.runtime import autocast
-    from hpa.prediction.inference import dihedral
+    from hpa.prediction.inference import view_sum
 
     device = opts.torch_device()
     keep = [c for c in crops if c is not None]
@@ -138,11 +137,7 @@ def crop_scores(ens, crops: list[np.ndarray | None], opts) -> np.ndarray:
         with torch.no_grad():
             for start in range(0, len(x_all), opts.batch_size):
                 x = x_all[start:start + opts.batch_size].to(device)
-                acc = 0
-                for model in m.models:
-                    for view in m.tta:
-                        with autocast(device, m.amp):
-                            acc = acc + torch.sigmoid(model(dihedral(x, view)).float())
+                acc = view_sum(m.models, x, m.tta, m.amp, device)
                 out.append((acc / (len(m.models) * len(m.tta))).cpu().numpy())
         per_member.append(np.concatenate(out))
     blended = ens.combine(per_member) if keep else np.zeros((0, len(ens.classes)))
@@ -266,13 +261,19 @@ def predict_cells(ens, images, predictions, *, method: str = "maps", opts=None, 
     return {**outs, "empty": empty}
 
 
+def read_labels(path) -> np.ndarray:
+    """A 16-bit label-mask PNG (predict_cells', or the demo's truth) as int32 labels."""
+    import cv2
+
+    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.int32)
+
+
 def evaluate_cells(predictions, truth: dict) -> tuple[float, np.ndarray]:
     """The 2021 metric (hpa.prediction.cell_scoring.cell_map on its 19 classes) of the cells
     predict_cells wrote beside `predictions` (a model of the Kaggle 2018 classes), against a truth of
     label masks and per-cell Kaggle 2018 classes in the demo's layout (hpa.data.layout.demo_cells)."""
     from pathlib import Path
 
-    import cv2
     import pandas as pd
 
     from hpa.data import layout
@@ -284,11 +285,8 @@ def evaluate_cells(predictions, truth: dict) -> tuple[float, np.ndarray]:
     want = pd.read_csv(truth["table"], dtype={"Id": str, "Target": str}, keep_default_na=False)
     ids = sorted(set(cells["Id"]) & set(want["Id"]))
 
-    def mask(path: Path) -> np.ndarray:
-        return cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.int32)
-
-    pred_masks = {i: mask(layout.cell_mask(outs["masks"], i)) for i in ids}
-    true_masks = {i: mask(layout.cell_mask(truth["masks"], i)) for i in ids}
+    pred_masks = {i: read_labels(layout.cell_mask(outs["masks"], i)) for i in ids}
+    true_masks = {i: read_labels(layout.cell_mask(truth["masks"], i)) for i in ids}
     truth21: dict[str, dict[int, set[int]]] = {i: {} for i in ids}
     for row in want[want["Id"].isin(ids)].itertuples():
         truth21[row.Id][int(row.cell)] = {KAGGLE2018_TO_HPA2021[int(k)] for k in row.Target.split()
@@ -305,7 +303,6 @@ def segmentation_quality(predictions, truth: dict) -> tuple[float, float]:
     cells) of the masks written beside `predictions` against the demo's (hpa.data.layout.demo_cells)."""
     from pathlib import Path
 
-    import cv2
     import pandas as pd
 
     from hpa.data import layout
@@ -318,8 +315,7 @@ def segmentation_quality(predictions, truth: dict) -> tuple[float, float]:
         mine, path = layout.cell_mask(masks, sid), layout.cell_mask(truth["masks"], sid)
         if not mine.is_file():
             continue
-        m, _, true_cells = _ious(cv2.imread(str(mine), cv2.IMREAD_UNCHANGED).astype(np.int32),
-                                 cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.int32))
+        m, _, true_cells = _ious(read_labels(mine), read_labels(path))
         total += len(true_cells)
         if m.size:
             matched += int((m >= IOU).any(0).sum())

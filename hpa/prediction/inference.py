@@ -268,6 +268,18 @@ def model_for_prediction(arch: str, settings: dict, state: dict, device: torch.d
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
+def view_sum(models: Sequence[torch.nn.Module], x: torch.Tensor, tta: Sequence[str], amp: str,
+             device: torch.device) -> torch.Tensor:
+    """The sum of sigmoid probabilities (B x classes) over models and dihedral views of a batch, each
+    pass at the precision `amp`: what prediction averages (folder images, stores, cell crops)."""
+    acc = 0
+    for model in models:
+        for name in tta:
+            with autocast(device, amp):
+                acc = acc + torch.sigmoid(model(dihedral(x, name)).float())
+    return acc
+
+
 @torch.no_grad()
 def predict(models: Sequence[torch.nn.Module], ids: list[str], size: int, opts: PredictOptions, desc: str,
             **source) -> tuple[np.ndarray, dict[str, str]]:
@@ -288,11 +300,7 @@ def predict(models: Sequence[torch.nn.Module], ids: list[str], size: int, opts: 
         dl = DataLoader(ds, batch_sampler=sampler, **loader_processes(workers, ds))
         for x, errors, index in progress(dl, desc=f"{desc} @{s}", leave=False):
             x = x.to(device).contiguous(memory_format=torch.channels_last)
-            acc = 0
-            for model in models:
-                for name in tta:
-                    with autocast(device, amp):
-                        acc = acc + torch.sigmoid(model(dihedral(x, name)).float())
+            acc = view_sum(models, x, tta, amp, device)
             total = np.zeros((len(ids), acc.shape[1])) if total is None else total
             total[index.numpy()] += acc.cpu().numpy()
             failed.update({ids[int(k)]: e for k, e in zip(index, errors) if e})

@@ -17,9 +17,8 @@ grey, resizes it to 1536 and then to 1024 px (bilinear both times), scales it to
 view in fp32 and calls a class when its probability is above 0.5, the top class always. The
 toolkit runs the same fp32 network in channels-last memory layout, 1.4-1.6x faster on a 2-core
 AVX-512 CPU than the default layout, while bf16 autocast was slower for this DenseNet there
-(bench/bench_published.py). The
-toolkit's decision rule at flat 0.5 thresholds (classes at or above 0.5; none: the top one) calls
-the same classes except for a probability of exactly 0.5.
+(bench/bench_published.py). The toolkit's decision rule at flat 0.5 thresholds (classes at or
+above 0.5; none: the top one) calls the same classes except for a probability of exactly 0.5.
 """
 
 from __future__ import annotations
@@ -83,9 +82,13 @@ def is_published(name: str | Path) -> bool:
     return str(name) in PUBLISHED
 
 
+def _resizing(p: PublishedModel) -> str:
+    return f"resized through {' then '.join(map(str, p.resize))} px (bilinear)" if p.resize else \
+        f"resized to {p.size} px"
+
+
 def _card(p: PublishedModel, source: dict) -> str:
-    resize = (f"resized through {' then '.join(map(str, p.resize))} px (bilinear)" if p.resize else
-              f"resized to {p.size} px")
+    resize = _resizing(p)
     return (f"---\nlibrary_name: hpa-toolkit\nlicense: {p.licence_id}\ntags: [biology, microscopy, "
             f"human-protein-atlas, protein-localization, multi-label]\n---\n\n# {p.name}\n\n{p.summary}.\n\n"
             f"Converted by hpa-toolkit from the publisher's files, unchanged in value: every tensor mapped strictly "
@@ -155,11 +158,10 @@ def published_bundle(name: str, echo=print) -> Path:
               "paper": p.paper}
     with staged_dir(out) as tmp:
         weight_files, shas = save_weights(tmp, name, [0], [net], arch, p.size)
-        how = (f"resized through {' then '.join(map(str, p.resize))} px (bilinear)" if p.resize else
-               f"resized to {p.size} px")
         entry = {"name": name, "arch": arch, "size": p.size, "sizes": [p.size], "resize": list(p.resize),
                  "tta": list(p.tta), "amp": p.amp, "model": settings, "channels": ["red", "green", "blue", "yellow"],
-                 "input": f"each stain 8-bit grey, {how}, scaled to [0, 1]; the network's own normalisation inside",
+                 "input": f"each stain 8-bit grey, {_resizing(p)}, scaled to [0, 1]; the network's own "
+                          "normalisation inside",
                  "channels_last": p.channels_last, "folds": [0], "files": weight_files, "sha256": shas}
         config = {"format": FORMAT, "format_version": FORMAT_VERSION, "toolkit_version": toolkit_version(),
                   "license": p.licence_id, "datasets": [], "classes": list(p.classes), "members": [entry],
