@@ -310,11 +310,14 @@ def predict_images(images: str | Path, out: str | Path, *, bundle: str | Path | 
 
 @checked
 def predict_cells(images: str | Path, predictions: str | Path, *, bundle: str | Path | None = None,
-                  runs: Runs | None = None, method: str = "maps", **test_time) -> dict:
+                  runs: Runs | None = None, method: str = "maps", segmenter: str = "watershed",
+                  masks: str | Path | None = None, **test_time) -> dict:
     """Every cell of a predicted folder: `predictions` is the CSV predict_images wrote for `images`
-    with the same `bundle` or `runs`; each field is segmented with no weights (nuclei, then cells
-    grown over the microtubule and ER stains) and each cell is predicted by `method`: `maps` shares
-    the image's probabilities by the class maps, `crops` runs the ensemble on each cell's crop
+    with the same `bundle` or `runs`. Each field is segmented by `segmenter`: `watershed` (no
+    weights: nuclei, then cells grown over the microtubule and ER stains) or `hpa` (the HPA's
+    U-Nets), or its cells are read from `masks` (a folder of `<Id>.png|tif` label masks). Each cell
+    is predicted by `method`: `maps` shares the image's probabilities by the class maps, `crops`
+    runs the ensemble on each cell's crop, `bestfitting-2021` runs the 2021 winner's cell model
     (hpa.prediction.cells). Writes beside `predictions` the label masks, cells.csv and the 2021
     competition's submission. `test_time`: batch_size, workers, device, tta."""
     from hpa.prediction.cells import predict_cells as run
@@ -326,11 +329,12 @@ def predict_cells(images: str | Path, predictions: str | Path, *, bundle: str | 
     if bundle is not None:
         b = _user_bundle(bundle, device, opts, test_time)
         with reading({"bundle": b.path}):
-            return run(b.ensemble, Path(images), Path(predictions), method=method, opts=opts)
+            return run(b.ensemble, Path(images), Path(predictions), method=method, segment=segmenter, masks=masks,
+                       opts=opts)
     from hpa.prediction.ensemble import from_runs
 
     ens = from_runs(Path(runs.root), runs.arch, count("size", runs.size, 8), _fold_list(runs.folds), device, opts)
-    return run(ens, Path(images), Path(predictions), method=method, opts=opts)
+    return run(ens, Path(images), Path(predictions), method=method, segment=segmenter, masks=masks, opts=opts)
 
 
 @dataclass

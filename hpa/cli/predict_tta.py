@@ -28,8 +28,11 @@ from hpa.cli import Parser, options
 from hpa.data import layout
 from hpa.errors import ConfigError
 from hpa.models import list_archs
+from hpa.prediction.cells import SEGMENTERS
+from hpa.prediction.cells import methods as cell_methods
 
 IMAGE_ONLY = ("bundle", "ids", "thresholds", "out", "strict", "no_report", "explain", "classes", "cells")  # --images
+CELLS_ONLY = ("segmenter", "masks")
 BUNDLE_HOLDS = ("arch", "size", "folds", "sizes", "amp")  # a bundle carries these; --tta, --thresholds replace its own
 RUNS_ONLY = ("data_dir",)  # OOF and test prediction of runs, not a folder
 
@@ -60,10 +63,16 @@ def build_parser() -> Parser:
     ap.add_argument("--classes", choices=["kaggle2018"], help="with --images: write the probabilities as the Kaggle 28 "
                     "columns (a published model of another class set mapped where the classes agree; the others "
                     "left empty) [the model's own classes]")
-    ap.add_argument("--cells", nargs="?", const="maps", choices=["maps", "crops"], metavar="METHOD",
-                    help="with --images: also every cell: each field segmented (no weights needed) and each cell "
-                         "predicted from the class maps (maps, the default) or by the model on its crop (crops); "
+    ap.add_argument("--cells", nargs="?", const="maps", choices=cell_methods(), metavar="METHOD",
+                    help="with --images: also every cell, predicted from the class maps (maps, the default), by the "
+                         "model on its crop (crops) or by the 2021 winner's cell model (bestfitting-2021); "
                          "cells.csv, cell_masks/ and the 2021 competition's cell_submission.csv beside --out")
+    ap.add_argument("--segmenter", choices=list(SEGMENTERS),
+                    help="with --cells: how fields are cut into cells: watershed (no weights needed) or hpa (the "
+                         "HPA's nucleus and cell U-Nets, downloaded once) [watershed]")
+    ap.add_argument("--masks", type=Path, metavar="DIR",
+                    help="with --cells: your own label masks instead of a segmenter, <Id>.png or .tif per image "
+                         "(0 background, 1..n cells)")
     ap.add_argument("--strict", action="store_true", help="with --images: fail if any sample cannot be read")
     ap.add_argument("--no-report", action="store_true", help="with --images: no report.html and no class maps")
     ap.add_argument("--explain", type=options.class_index, nargs="+", default=[], metavar="K",
@@ -82,6 +91,10 @@ def check_flags(a) -> None:
     if a.bundle and (given(BUNDLE_HOLDS) or a.runs != layout.DEFAULT_RUNS):
         raise ConfigError(f"{', '.join(given(BUNDLE_HOLDS) or ['--runs'])} with --bundle: the bundle carries its own "
                           "members, folds, sides and precision")
+    if not a.cells and given(CELLS_ONLY):
+        raise ConfigError(f"{', '.join(given(CELLS_ONLY))}: only with --cells (predicting every cell)")
+    if a.segmenter and a.masks:
+        raise ConfigError("--segmenter with --masks: the masks are the cells; give one of them")
     if not a.bundle and (a.arch is None or a.size is None):
         raise ConfigError("--arch and --size are required (or --bundle with --images)")
 
@@ -104,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
           + (f"; skipped {len(r.skipped)} (listed above)" if r.skipped else ""))
     if a.cells:
         # with a bundle, check_flags refused --sizes and --amp: views holds at most the user's --tta
-        api.predict_cells(a.images, r.predictions, bundle=a.bundle, runs=runs, method=a.cells, **views, **loader)
+        api.predict_cells(a.images, r.predictions, bundle=a.bundle, runs=runs, method=a.cells,
+                          segmenter=a.segmenter or "watershed", masks=a.masks, **views, **loader)
 
 
 if __name__ == "__main__":

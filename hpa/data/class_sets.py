@@ -85,3 +85,15 @@ def from_kaggle2018(probs: np.ndarray) -> np.ndarray:
     for k, j in KAGGLE2018_TO_HPA2021.items():
         out[:, j] = np.fmax(out[:, j], probs[:, k])
     return out
+
+
+def to_hpa2021(probs: np.ndarray, set_name: str) -> np.ndarray:
+    """Probabilities of `set_name`'s classes as the 2021 competition's 19 (NaN where a 2021 class has
+    no counterpart): the 2021 set as it is; another set through its Kaggle 2018 counterparts
+    (from_kaggle2018), SubCell's `Negative` onto the 2021 `Negative`."""
+    if set_name == "hpa2021":
+        return np.asarray(probs, float)
+    out = from_kaggle2018(to_kaggle2018(probs, set_name)[0] if set_name != KAGGLE2018 else probs)
+    if set_name == "subcell31":
+        out[:, HPA2021.index("Negative")] = probs[:, SUBCELL31.index("Negative")]
+    return out

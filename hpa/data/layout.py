@@ -383,6 +383,19 @@ def cell_mask(masks: Path, sample_id: str) -> Path:
     return Path(masks) / f"{sample_id}.png"
 
 
+MASK_EXTENSIONS = ("png", "tif", "tiff")
+
+
+def user_mask(masks: Path, sample_id: str) -> Path:
+    """A user's label mask of a sample (`--masks DIR`): `<Id>.png`, `.tif` or `.tiff`, the first that
+    exists (else the `.png` name, for the message that it is missing)."""
+    for ext in MASK_EXTENSIONS:
+        p = Path(masks) / f"{sample_id}.{ext}"
+        if p.is_file():
+            return p
+    return Path(masks) / f"{sample_id}.png"
+
+
 def sample_assets(assets: Path, sample_id: str) -> dict[str, Path]:
     """One sample's images in the report's folder, by role: composite, thumb, each stain, and
     `cam_<k>` for the map of class k (filled in by the caller)."""

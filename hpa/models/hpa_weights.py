@@ -61,6 +61,7 @@ class WeightSource:
     github_release: str | None = None  # owner/repo@tag whose release asset `filename` is
     settings: dict | None = None  # a whole CNN's `model` settings (the ViT ones are made from the fields above)
     pretrainable: bool = True  # False: a part of a published model (a classifier head), no --pretrained
+    sha256: str | None = None  # the file's digest as its publisher states it, checked after download
 
     def model_settings(self) -> dict:
         """The `model` settings a run with these weights gets (hpa.config applies them)."""
@@ -140,6 +141,22 @@ def _sources() -> dict[str, WeightSource]:
                                          filename=f"{folder}_seed_{k}.pth", pretrainable=False,
                                          licence="MIT (CellProfiling/SubCellPortable)",
                                          source="https://github.com/CellProfiling/SubCellPortable")
+    # the HPA's segmentation U-Nets (CellProfiling/HPA-Cell-Segmentation `constants.py`), whole pickled
+    # pytorch_zoo DPNUnet models read by hpa.models.pickled_modules; run by hpa.prediction.hpa_cellseg
+    for name, file, stains in (("hpa-cellseg-nuclei", "dpn_unet_nuclei_v1.pth", "bbb"),
+                               ("hpa-cellseg-cell", "dpn_unet_cell_3ch_v1.pth", "ryb")):
+        out[name] = WeightSource(name, arch="dpn_unet", layout="hpa_cellseg", channels=stains, normalize="dpn",
+                                 img_size=0, ln_eps=0.0, zenodo_record="4665863", filename=file, pretrainable=False,
+                                 licence="the Zenodo record's (read from its API at download, kept in the cache "
+                                         "sidecar)",
+                                 source="https://github.com/CellProfiling/HPA-Cell-Segmentation")
+    # the 2021 winner's cell classifier as the BioImage Model Zoo holds it (hpa.prediction.cell_models)
+    out["bestfitting-2021-cells"] = WeightSource(
+        "bestfitting-2021-cells", arch="inceptionv3_cells", layout="torchscript", channels="rgby", normalize="0-255",
+        img_size=128, ln_eps=0.0, zenodo_record="6539073", pretrainable=False,
+        sha256="3eb4d8ca9907223c6f79c73cec32cd8a9db0ba642da4967d9b110a0a16e2680e",
+        licence="the Zenodo record's (read from its API at download, kept in the cache sidecar)",
+        source="https://bioimage.io/#/?id=10.5281%2Fzenodo.5910854")
     return out
 
 
@@ -289,6 +306,10 @@ def fetch(name: str, echo=print) -> Path:
     from hpa.core.atomic import atomic_write_text
     from hpa.core.digests import file_sha256
 
+    if w.sha256 and file_sha256(dest) != w.sha256:
+        dest.unlink()
+        raise WeightsError(f"{name}: the downloaded file's sha256 differs from the publisher's {w.sha256}; it was "
+                           "deleted")
     atomic_write_text(layout.weights_sidecar(dest), json.dumps(
         {"name": name, "url": url, "size": size, "checksum": checksum and ":".join(checksum),
          "verified": f"size and {checksum[0]}" if checksum else "size",

@@ -194,17 +194,49 @@ def submission_row(sample_id: str, labels: np.ndarray, scores_2021: np.ndarray) 
             "PredictionString": " ".join(parts)}
 
 
-METHODS = ("maps", "crops")
+SEGMENTERS = ("watershed", "hpa")
+IMAGE_METHODS = ("maps", "crops")
 
 
-def predict_cells(ens, images, predictions, *, method: str = "maps", opts=None, echo=print) -> dict:
+def methods() -> tuple[str, ...]:
+    from hpa.prediction.cell_models import CELL_MODELS
+
+    return (*IMAGE_METHODS, *CELL_MODELS)
+
+
+def segmenter(name: str, masks=None, *, device="cpu", echo=print):
+    """A function (sample Id, H x W x 4 field) -> its label mask: the user's masks (`masks`, a
+    folder of `<Id>.png|tif`), or the named segmenter: `watershed` (segment_cells, no weights) or
+    `hpa` (the HPA's U-Nets, hpa.prediction.hpa_cellseg)."""
+    from hpa.data import layout
+    from hpa.errors import HPAError
+
+    if masks is not None:
+        from pathlib import Path
+
+        if not Path(masks).is_dir():
+            raise HPAError(f"--masks {masks}: no such directory")
+        return lambda sid, img: read_labels(layout.user_mask(masks, sid), img.shape[:2])
+    if name == "hpa":
+        from hpa.prediction.hpa_cellseg import HPASegmenter
+
+        seg = HPASegmenter.published(device, echo)
+        return lambda sid, img: seg(img)
+    if name != "watershed":
+        raise HPAError(f"--segmenter {name}: one of {', '.join(SEGMENTERS)}")
+    return lambda sid, img: segment_cells(img)
+
+
+def predict_cells(ens, images, predictions, *, method: str = "maps", segment: str = "watershed", masks=None,
+                  opts=None, echo=print) -> dict:
     """Every cell of the fields a folder prediction wrote (`predictions`, predict_folder's CSV)
-    segmented (segment_cells) and predicted by `method`: `maps`, class-map assignment (cell_scores,
-    maps of the classes at or above MAP_FLOOR from the same ensemble), or `crops`, the ensemble on
-    each cell's crop (cell_crops, crop_scores); writes, beside `predictions`, a 16-bit
-    label mask per field, cells.csv, and for a model of the Kaggle 2018 classes the 2021
-    competition's submission (classes mapped onto its 19, hpa.data.class_sets.from_kaggle2018).
-    Returns what was written (hpa.data.layout.cell_outputs) and the fields without a cell."""
+    segmented (`segment`, or the user's `masks`; see `segmenter`) and predicted by `method`: `maps`,
+    class-map assignment (cell_scores, maps of the classes at or above MAP_FLOOR from the same
+    ensemble), `crops`, the ensemble on each cell's crop (cell_crops, crop_scores), or a published
+    cell model by name (hpa.prediction.cell_models, in its own classes); writes, beside
+    `predictions`, a 16-bit label mask per field, cells.csv, and the 2021 competition's submission
+    (classes mapped onto its 19, hpa.data.class_sets.to_hpa2021). Returns what was written
+    (hpa.data.layout.cell_outputs) and the fields without a cell."""
     from pathlib import Path
 
     import cv2
@@ -212,23 +244,28 @@ def predict_cells(ens, images, predictions, *, method: str = "maps", opts=None, 
 
     from hpa.core.atomic import atomic_outputs, check_outputs, csv_text, reading, staged_dir
     from hpa.data import layout
-    from hpa.data.class_sets import KAGGLE2018, class_set, from_kaggle2018
+    from hpa.data.class_sets import SETS, class_set, to_hpa2021
     from hpa.data.images import read_sample
     from hpa.data.predictions import read_predictions
     from hpa.errors import HPAError
+    from hpa.prediction.cell_models import CELL_MODELS, cell_model_scores, load_cell_model
     from hpa.prediction.ensemble import ensemble_maps
     from hpa.prediction.folder import DISPLAY_SIDE
     from hpa.prediction.inference import PredictOptions
 
-    if method not in METHODS:
-        raise HPAError(f"--cells {method}: one of {', '.join(METHODS)}")
+    if method not in methods():
+        raise HPAError(f"--cells {method}: one of {', '.join(methods())}")
     opts = opts or PredictOptions()
     images, predictions = Path(images), Path(predictions)
     outs = layout.cell_outputs(predictions)
-    own = class_set(ens.classes, "the ensemble")
-    with reading({"predictions": predictions}):
+    cell_model = CELL_MODELS.get(method)
+    own = cell_model.classes if cell_model else class_set(ens.classes, "the ensemble")
+    n_classes = len(SETS[own])
+    with reading({"predictions": predictions, "masks": masks}):
         ids, probs = read_predictions(predictions, len(ens.classes))
         check_outputs(outs)
+        segment_field = segmenter(segment, masks, device=opts.torch_device(), echo=echo)
+        model = load_cell_model(method, echo) if cell_model else None
         side = min(DISPLAY_SIDE, max(m.size for m in ens.members))
         mapped = {sid: [k for k in range(probs.shape[1]) if probs[i, k] >= MAP_FLOOR] if method == "maps" else []
                   for i, sid in enumerate(ids)}
@@ -240,32 +277,60 @@ def predict_cells(ens, images, predictions, *, method: str = "maps", opts=None, 
         with staged_dir(outs["masks"]) as tmp:
             for i, sid in enumerate(ids):
                 img = read_sample(images, sid)
-                labels = segment_cells(img)
+                labels = segment_field(sid, img)
                 if labels.max() == 0:
                     empty.append(sid)
-                    echo(f"{sid}: no nucleus found, no cells")
+                    echo(f"{sid}: no cells (no nucleus found)" if masks is None else f"{sid}: its mask has no cells")
+                if labels.max() > np.iinfo(np.uint16).max:
+                    raise HPAError(f"{sid}: {labels.max()} cells; a 16-bit label mask holds 65535 at most")
                 cv2.imwrite(str(layout.cell_mask(tmp, sid)), labels.astype(np.uint16))
-                scores = cell_scores(square_labels(labels, side), probs[i], dict(zip(mapped[sid], maps[sid]))) \
-                    if method == "maps" else crop_scores(ens, cell_crops(img, labels), opts)
+                if method == "maps":
+                    scores = cell_scores(square_labels(labels, side), probs[i], dict(zip(mapped[sid], maps[sid])))
+                elif method == "crops":
+                    scores = crop_scores(ens, cell_crops(img, labels), opts)
+                else:
+                    scores = cell_model_scores(model, cell_model, img, labels, n_classes, opts.batch_size)
                 rows += cell_rows(sid, labels, scores)
-                if own == KAGGLE2018:
-                    subs.append(submission_row(sid, labels, from_kaggle2018(scores)))
-        columns = ["Id", "cell", "y0", "x0", "y1", "x1", "area", "cy", "cx"] + [str(k) for k in range(probs.shape[1])]
+                subs.append(submission_row(sid, labels, to_hpa2021(scores, own)))
+        columns = ["Id", "cell", "y0", "x0", "y1", "x1", "area", "cy", "cx"] + [str(k) for k in range(n_classes)]
         with atomic_outputs() as tmp:
             tmp(outs["table"]).write_text(csv_text(pd.DataFrame(rows, columns=columns)))
-            if subs:
-                tmp(outs["submission"]).write_text(csv_text(pd.DataFrame(subs)))
-    echo(f"wrote {len(rows)} cells of {len(ids)} fields to {outs['table']}" +
-         (f" and the 2021 submission {outs['submission']}" if subs else
-          f" (no 2021 submission: the model's classes are {own}'s)"))
+            tmp(outs["submission"]).write_text(csv_text(pd.DataFrame(subs, columns=["ID", "ImageWidth", "ImageHeight",
+                                                                                     "PredictionString"])))
+    echo(f"wrote {len(rows)} cells of {len(ids)} fields ({own} classes) to {outs['table']} and the 2021 submission "
+         f"{outs['submission']}")
     return {**outs, "empty": empty}
 
 
-def read_labels(path) -> np.ndarray:
-    """A 16-bit label-mask PNG (predict_cells', or the demo's truth) as int32 labels."""
+def read_labels(path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """A label mask (predict_cells' 16-bit PNGs, the demo's truth, a user's `--masks`) as int32
+    labels: one integer per pixel, 0 background, 1..n cells (a PNG or TIFF of 8, 16 or 32 bits, or a
+    grey image stored as RGB). Anything else, or a size other than `shape` (H, W), is one line."""
+    from pathlib import Path
+
     import cv2
 
-    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.int32)
+    from hpa.errors import HPAError
+
+    path = Path(path)
+    if not path.is_file():
+        raise HPAError(f"{path}: no label mask there (expected <Id>.png, .tif or .tiff)")
+    m = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if m is None:
+        raise HPAError(f"{path}: not a readable image")
+    if m.ndim == 3:
+        if not all(np.array_equal(m[..., 0], m[..., c]) for c in range(1, m.shape[2])):
+            raise HPAError(f"{path}: a colour image, not a label mask (one integer per pixel: 0 background, "
+                           "1..n cells)")
+        m = m[..., 0]
+    if m.dtype.kind == "f":
+        if not np.all(np.isfinite(m)) or not np.array_equal(m, np.round(m)):
+            raise HPAError(f"{path}: holds fractional values, not integer cell labels")
+    if m.min() < 0:
+        raise HPAError(f"{path}: holds negative labels; 0 is background and cells are 1..n")
+    if shape is not None and m.shape != tuple(shape):
+        raise HPAError(f"{path}: {m.shape[1]}x{m.shape[0]} px, the field is {shape[1]}x{shape[0]}")
+    return m.astype(np.int32)
 
 
 def evaluate_cells(predictions, truth: dict) -> tuple[float, np.ndarray]:
