@@ -39,8 +39,12 @@ def load_cell_model(name: str, echo=print) -> torch.jit.ScriptModule:
     from hpa.models.hpa_weights import fetch
 
     path = fetch(CELL_MODELS[name].weights, echo)
+    import warnings
+
     try:
-        return torch.jit.load(str(path), map_location="cpu").eval()
+        with warnings.catch_warnings():  # torch marks TorchScript deprecated; it is the Model Zoo's format
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as e:
         raise WeightsError(f"{path}: not a TorchScript model ({type(e).__name__}: {' '.join(str(e).split())[:120]})") \
             from None

@@ -265,6 +265,8 @@ def predict_cells(ens, images, predictions, *, method: str = "maps", segment: st
         ids, probs = read_predictions(predictions, len(ens.classes))
         check_outputs(outs)
         segment_field = segmenter(segment, masks, device=opts.torch_device(), echo=echo)
+        for sid in ids if masks is not None else ():  # a malformed mask stops the run before any model work
+            read_labels(layout.user_mask(masks, sid))
         model = load_cell_model(method, echo) if cell_model else None
         side = min(DISPLAY_SIDE, max(m.size for m in ens.members))
         mapped = {sid: [k for k in range(probs.shape[1]) if probs[i, k] >= MAP_FLOOR] if method == "maps" else []
