@@ -459,6 +459,51 @@ def test_subcell_bundle_equals_the_publishers_forward_pass(server, tiny_subcell,
     assert kaggle[ids[0]]["15"] == "" and kaggle[ids[0]]["27"] == ""
 
 
+def test_subcell_on_cell_crops_gives_its_31_classes_and_the_2021_submission(server, tiny_subcell, tmp_path):
+    """--bundle subcell-rybg-mae --cells crops: each cell alone (its box, black outside, padded
+    square, resized to 448) through SubCell's forward; cells.csv holds SubCell's 31 classes and the
+    submission the 2021 19, Nucleoplasm onto Nucleoplasm and Negative onto Negative."""
+    from hpa.data.class_sets import HPA2021, SUBCELL31
+    from hpa.data.demo import render_cells
+    from hpa.data.images import write_sample_png
+
+    srv, _ = server
+    sd, enc, heads = subcell_files(srv)
+    serve_subcell(srv, enc, heads, tmp_path)
+    img, _, _ = render_cells([0], 160, np.random.default_rng(7))
+    write_sample_png(tmp_path / "imgs", "c0", img)
+    out = tmp_path / "p" / "preds.csv"
+    r = run_script("predict_tta.py", "--bundle", SUBCELL, "--images", tmp_path / "imgs", "--out", out, "--no-report",
+                   "--cells", "crops")
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(out.with_name("cells.csv")) as f:
+        cells = list(csv.DictReader(f))
+    assert len(cells) >= 2 and [k for k in cells[0] if k.isdigit()] == [str(k) for k in range(31)]
+    lab = cv2.imread(str(out.with_name("cell_masks") / "c0.png"), cv2.IMREAD_UNCHANGED).astype(np.int32)
+    first = cells[0]
+    k = int(first["cell"])
+    ys, xs = np.nonzero(lab == k)
+    box = img[ys.min():ys.max() + 1, xs.min():xs.max() + 1].copy()
+    box[lab[ys.min():ys.max() + 1, xs.min():xs.max() + 1] != k] = 0
+    side = max(box.shape[:2])
+    sq = np.zeros((side, side, 4), np.uint8)
+    top, left = (side - box.shape[0]) // 2, (side - box.shape[1]) // 2
+    sq[top:top + box.shape[0], left:left + box.shape[1]] = box
+    x = torch.from_numpy(cv2.resize(sq, (448, 448), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1).copy())
+    with torch.no_grad():
+        ref = subcell_reference(sd, enc, heads, x.float()[None] / 255)[0].numpy()
+    got = np.array([float(first[str(c)]) for c in range(31)])
+    assert np.abs(got - ref).max() < 1e-5
+    with open(out.with_name("cell_submission.csv")) as f:
+        words = next(csv.DictReader(f))["PredictionString"].split()
+    from hpa.prediction.cell_scoring import decode_mask
+
+    conf = {int(c): float(p) for c, p, rle in zip(words[::3], words[1::3], words[2::3])
+            if decode_mask(rle, 160, 160)[ys[0], xs[0]]}
+    assert conf[HPA2021.index("Nucleoplasm")] == pytest.approx(ref[SUBCELL31.index("Nucleoplasm")], abs=1e-5)
+    assert conf[HPA2021.index("Negative")] == pytest.approx(ref[SUBCELL31.index("Negative")], abs=1e-5)
+
+
 def test_the_class_map_pairs_only_classes_of_the_same_name():
     """Each pair of the table names the same compartment (case aside), each Kaggle class takes at
     most one class of the other set, and every class of the same name is paired."""
