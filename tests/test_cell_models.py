@@ -123,15 +123,16 @@ def _disc(shape, cy, cx, r):
 
 
 def test_the_labelling_of_constructed_network_maps():
-    """Three cells, two of them touching along a border the cell network marks: each is found whole
-    (IoU >= 0.9 against the drawn cell), with its own nucleus, and the touching two stay apart."""
+    """Three cells, two of them touching along a border the cell network marks and one cut by the
+    field's edge: each is found whole (IoU >= 0.9 against the drawn cell), with its own nucleus, and
+    the touching two stay apart; maps with no nucleus give no cells."""
     from scipy import ndimage as ndi
 
     shape = (420, 560)
     nuc, cell = np.zeros(shape + (3,), np.uint8), np.zeros(shape + (3,), np.uint8)
     truth = np.zeros(shape, np.int32)
-    truth[40:220, 30:250], truth[40:220, 250:470], truth[260:400, 150:380] = 1, 2, 3
-    centres = [(130, 140), (130, 360), (330, 265)]
+    truth[40:220, 30:250], truth[40:220, 250:470], truth[260:420, 150:380] = 1, 2, 3
+    centres = [(130, 140), (130, 360), (340, 265)]
     for cy, cx in centres:
         d = _disc(shape, cy, cx, 38)
         nuc[..., 2][d] = 255
@@ -147,6 +148,9 @@ def test_the_labelling_of_constructed_network_maps():
     for cy, cx in centres:
         assert lab[cy, cx] > 0
     assert len({lab[cy, cx] for cy, cx in centres}) == 3
+    assert lab[-1, 200] > 0  # the cell at the edge reaches it
+    nuc[...] = 0
+    assert label_cells(nuc, cell).max() == 0
 
 
 @pytest.fixture(scope="module")
