@@ -328,3 +328,19 @@ def test_mask_flags_mean_one_thing(bundle, tmp_path):
     r = run_script("predict_tta.py", "--bundle", b, "--images", images, "--cells", "--masks", tmp_path,
                    "--segmenter", "hpa")
     assert r.returncode != 0 and "the masks are the cells" in r.stderr
+
+
+def test_offline_the_cell_model_says_where_to_get_it_and_a_wrong_file_put_there_is_refused(bundle, tmp_path,
+                                                                                             monkeypatch):
+    monkeypatch.setenv("HPA_WEIGHTS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    b, images, preds, _ = bundle
+    out = _copy_preds(preds, tmp_path)
+    args = ("predict_tta.py", "--bundle", b, "--images", images, "--out", out, "--no-report", "--cells",
+            "bestfitting-2021")
+    w = hpa_weights.SOURCES["bestfitting-2021-cells"]
+    line = assert_one_line_error(run_script(*args), "records/6539073", str(hpa_weights.cached_path(w)))
+    assert "HF_HUB_OFFLINE" in line
+    hpa_weights.cached_path(w).parent.mkdir(parents=True)
+    hpa_weights.cached_path(w).write_bytes(b"something else")
+    assert_one_line_error(run_script(*args), "not the publisher's file")

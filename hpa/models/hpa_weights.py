@@ -83,7 +83,8 @@ class WeightSource:
         if self.github_release:
             repo, tag = self.github_release.split("@")
             return f"https://github.com/{repo}/releases/download/{tag}/{self.filename}"
-        return f"{zenodo_url()}/records/{self.zenodo_record}" + (f" ({self.filename})" if self.filename else "")
+        return f"{zenodo_url()}/records/{self.zenodo_record}" + (f" ({self.filename})" if self.filename else
+                                                                 " (its .pt or .pth weights file)")
 
 
 SUBCELL_CHANNELS = {"rybg": "all_channels", "rbg": "MT-DNA-Protein", "ybg": "ER-DNA-Protein", "bg": "DNA-Protein"}
@@ -284,6 +285,12 @@ def fetch(name: str, echo=print) -> Path:
     w = source(name)
     dest = cached_path(w)
     if dest.is_file():
+        if w.sha256 and not layout.weights_sidecar(dest).is_file():  # put there by hand: the pinned digest decides
+            from hpa.core.digests import file_sha256
+
+            if file_sha256(dest) != w.sha256:
+                raise WeightsError(f"{dest}: not the publisher's file (its sha256 differs from {w.sha256}); "
+                                   f"download {w.where()} again")
         return dest
     if w.s3_key is None and w.zenodo_record is None and w.github_release is None:
         raise WeightsError(f"{name}: the weights are not public; get them as {w.source} says "
