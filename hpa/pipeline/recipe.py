@@ -330,9 +330,9 @@ def report_test_images(data_dir: Path, out_dir: Path, device: str, echo) -> Path
     if truth["table"].is_file():  # the demo knows its cells: every cell predicted and scored as in 2021
         import shutil
 
-        from hpa.prediction.cells import METHODS, evaluate_cells, predict_cells, segmentation_quality
+        from hpa.prediction.cells import IMAGE_METHODS, evaluate_cells, predict_cells, segmentation_quality
 
-        for method in METHODS:  # the class maps' cells beside the report; the crops' in a folder of their own
+        for method in IMAGE_METHODS:  # the class maps' cells beside the report; the crops' in a folder of their own
             preds = r.predictions if method == "maps" else layout.recipe_cells_by(out_dir, method)
             if preds != r.predictions:
                 preds.parent.mkdir(parents=True, exist_ok=True)
