@@ -29,7 +29,8 @@ from hpa.data import layout
 from hpa.errors import ConfigError
 from hpa.models import list_archs
 
-IMAGE_ONLY = ("bundle", "ids", "thresholds", "out", "strict", "no_report", "explain", "classes", "cells")  # --images
+IMAGE_ONLY = ("bundle", "ids", "thresholds", "out", "strict", "no_report", "explain", "classes", "cells",
+              "labels")  # with --images only
 BUNDLE_HOLDS = ("arch", "size", "folds", "sizes", "amp")  # a bundle carries these; --tta, --thresholds replace its own
 RUNS_ONLY = ("data_dir",)  # OOF and test prediction of runs, not a folder
 
@@ -64,6 +65,8 @@ def build_parser() -> Parser:
                     help="with --images: also every cell: each field segmented (no weights needed) and each cell "
                          "predicted from the class maps (maps, the default) or by the model on its crop (crops); "
                          "cells.csv, cell_masks/ and the 2021 competition's cell_submission.csv beside --out")
+    ap.add_argument("--labels", type=Path, help="with --images: an Id,Target CSV of the classes known for some or all "
+                    "of the images (Kaggle 2018 numbers), shown beside the predicted ones in the report")
     ap.add_argument("--strict", action="store_true", help="with --images: fail if any sample cannot be read")
     ap.add_argument("--no-report", action="store_true", help="with --images: no report.html and no class maps")
     ap.add_argument("--explain", type=options.class_index, nargs="+", default=[], metavar="K",
@@ -99,7 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     runs = None if a.bundle else api.Runs(a.arch, a.size, tuple(a.folds or [0]), a.runs, a.thresholds)
     r = api.predict_images(a.images, a.out or Path(layout.IMAGE_PREDICTIONS), bundle=a.bundle, runs=runs, ids=a.ids,
                            strict=a.strict, report=False if a.no_report else a.explain,
-                           thresholds=a.thresholds if a.bundle else None, classes=a.classes, **views, **loader)
+                           thresholds=a.thresholds if a.bundle else None, classes=a.classes, labels=a.labels,
+                           **views, **loader)
     print(f"wrote {r.n_predicted} predictions to {r.predictions}" + (f" and the report {r.report}" if r.report else "")
           + (f"; skipped {len(r.skipped)} (listed above)" if r.skipped else ""))
     if a.cells:

@@ -251,13 +251,21 @@ def predict_cells(ens, images, predictions, *, method: str = "maps", opts=None, 
                 if own == KAGGLE2018:
                     subs.append(submission_row(sid, labels, from_kaggle2018(scores)))
         columns = ["Id", "cell", "y0", "x0", "y1", "x1", "area", "cy", "cx"] + [str(k) for k in range(probs.shape[1])]
+        table = pd.DataFrame(rows, columns=columns)
+        from hpa.prediction.cell_report import with_cells
+
+        report = layout.folder_report(predictions)
+        page = with_cells(report, table, outs["masks"], echo)  # the report gets the cells in the same write
         with atomic_outputs() as tmp:
-            tmp(outs["table"]).write_text(csv_text(pd.DataFrame(rows, columns=columns)))
+            tmp(outs["table"]).write_text(csv_text(table))
             if subs:
                 tmp(outs["submission"]).write_text(csv_text(pd.DataFrame(subs)))
+            if page is not None:
+                tmp(report).write_text(page)
     echo(f"wrote {len(rows)} cells of {len(ids)} fields to {outs['table']}" +
          (f" and the 2021 submission {outs['submission']}" if subs else
-          f" (no 2021 submission: the model's classes are {own}'s)"))
+          f" (no 2021 submission: the model's classes are {own}'s)") + (f"; the report {report} shows them"
+                                                                         if page is not None else ""))
     return {**outs, "empty": empty}
 
 

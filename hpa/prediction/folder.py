@@ -19,8 +19,12 @@ from hpa.errors import HPAError
 from hpa.prediction.ensemble import Ensemble, ensemble_maps, predict_ensemble
 from hpa.prediction.inference import PredictOptions
 
-DISPLAY_SIDE = 512  # the report's composites, stains and maps; thumbnails are THUMB_SIDE
-THUMB_SIDE = 96
+DISPLAY_SIDE = 512  # the largest side a field is shown at (its own side when smaller)
+MAP_SIDE = 64  # a class map's grid in the page: finer than any model's feature grid below 2048 px inputs
+JPEG_QUALITY = 80  # 2.5x smaller than PNG; the stains' fine structure survives
+SPRITE_STAINS = ("green", "red", "blue", "yellow")  # after the composite, in the report's pictures
+STAIN_NAMES = {"composite": "composite", "green": "protein (green)", "red": "microtubules (red)",
+               "blue": "nucleus (blue)", "yellow": "ER (yellow)"}
 
 
 @dataclass
@@ -51,57 +55,106 @@ def folder_ids(images: Path, ids_csv: Path | None, strict: bool) -> tuple[list[s
     return [i for i in ids if i not in skipped], skipped
 
 
-def _save_png(path: Path, rgb: np.ndarray) -> None:
-    from PIL import Image
+def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    import cv2
 
-    Image.fromarray(rgb).save(path, optimize=False)
+    # colour kept at every pixel (4:4:4): which stain a fine structure is in is what a biologist reads
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [
+        cv2.IMWRITE_JPEG_QUALITY, quality, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
+    if not ok:
+        raise HPAError(f"a {rgb.shape[1]} x {rgb.shape[0]} picture could not be encoded as JPEG")
+    return buf.tobytes()
 
 
-def write_assets(assets: Path, images: Path, ids: list[str], classes: dict[str, list[int]],
-                 maps: dict[str, np.ndarray], size: int) -> None:
-    """Each sample's composite, thumbnail, stains and class-map overlays, at DISPLAY_SIDE at most."""
+def display_image(images: Path, sample_id: str) -> np.ndarray:
+    """A field as the report shows it: padded to a square as the models see it, at its own side up
+    to DISPLAY_SIDE (H x W x 4 uint8)."""
     import cv2
 
     from hpa.data.images import read_sample
-    from hpa.data.resolution import pad_to_square, resize_to_working_side
-    from hpa.prediction.explain import composite, overlay, stain
+    from hpa.data.resolution import pad_to_square
 
+    img = pad_to_square(read_sample(images, sample_id))
+    side = min(DISPLAY_SIDE, img.shape[0])
+    return cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA) if img.shape[0] != side else img
+
+
+def sprite(img: np.ndarray) -> np.ndarray:
+    """The field's picture in the report: the composite, then each of SPRITE_STAINS in grey (the
+    page colours the protein's maps over it), side by side (H x 5H x 3 uint8)."""
+    from hpa.data.labels import COLORS
+    from hpa.prediction.explain import composite
+
+    greys = [np.repeat(img[..., COLORS.index(c), None], 3, -1) for c in SPRITE_STAINS]
+    return np.concatenate([composite(img), *greys], 1)
+
+
+def write_sprites(assets: Path, images: Path, ids: list[str]) -> dict[str, int]:
+    """Each field's picture (sprite) as `assets/<Id>.jpg`; returns each field's tile side."""
+    sides = {}
     for sid in ids:
-        img = resize_to_working_side(pad_to_square(read_sample(images, sid)), size)
-        side = min(DISPLAY_SIDE, img.shape[0])
-        img = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA) if img.shape[0] != side else img
-        paths = layout.sample_assets(assets, sid)
-        paths["dir"].mkdir(parents=True, exist_ok=True)
-        rgb = composite(img)
-        _save_png(paths["composite"], rgb)
-        _save_png(paths["thumb"], cv2.resize(rgb, (THUMB_SIDE, THUMB_SIDE), interpolation=cv2.INTER_AREA))
-        for color in ("red", "green", "blue", "yellow"):
-            _save_png(paths[color], stain(img, color))
-        for k, cam in zip(classes[sid], maps.get(sid, [])):
-            cam = cv2.resize(cam, (side, side), interpolation=cv2.INTER_LINEAR) if cam.shape[0] != side else cam
-            _save_png(layout.cam_asset(assets, sid, k), overlay(rgb, cam))
+        img = display_image(images, sid)
+        layout.report_sprite(assets, sid).write_bytes(_jpeg(sprite(img), JPEG_QUALITY))
+        sides[sid] = img.shape[0]
+    return sides
+
+
+def map_png(cam: np.ndarray) -> str:
+    """A class map in [0, 1] as the page receives it: an 8-bit grey PNG (255 = the map's maximum),
+    base64; smooth maps compress about sixfold."""
+    import base64
+
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.round(np.clip(cam, 0, 1) * 255).astype(np.uint8),
+                           [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    if not ok:
+        raise HPAError(f"a {cam.shape[1]} x {cam.shape[0]} class map could not be encoded as PNG")
+    return base64.b64encode(buf.tobytes()).decode()
+
+
+def colormap_table(name: str = "inferno") -> list[str]:
+    """A perceptual colour map (matplotlib's) as the page's 256 CSS colours, low to high."""
+    from matplotlib import colormaps
+
+    rgb = np.round(colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).astype(int)
+    return ["#" + "".join(f"{v:02x}" for v in c) for c in rgb]
+
+
+def read_truth(labels: Path | None, n_classes: int) -> dict[str, list[int]]:
+    """The known classes per Id from an `Id,Target` CSV (hpa.data.labels.read_labels), for a model of
+    the Kaggle 2018 classes; none without `labels`."""
+    from hpa.data.labels import NUM_CLASSES, read_labels
+
+    if labels is None:
+        return {}
+    if n_classes != NUM_CLASSES:
+        raise HPAError(f"--labels {labels}: Target holds Kaggle 2018 class numbers and the model predicts "
+                       f"{n_classes} classes of its own")
+    df = read_labels(Path(labels))
+    return {sid: np.flatnonzero(y).tolist() for sid, y in zip(df["Id"], df.attrs["y"])}
 
 
 def report_data(ids: list[str], probs: np.ndarray, predicted: np.ndarray, classes: dict[str, list[int]],
-                ens: Ensemble, skipped: dict[str, str], assets_name: str, images: Path) -> dict:
-    """The page's data: classes named in the model's own words, its thresholds, a row per image."""
-    def rel(p: Path) -> str:
-        return f"{assets_name}/{p.parent.name}/{p.name}"
-
+                maps: dict[str, np.ndarray], sides: dict[str, int], ens: Ensemble, skipped: dict[str, str],
+                assets_name: str, title: str, source: str, truth: dict[str, list[int]]) -> dict:
+    """The page's data: classes named in the model's own words, its thresholds, a row per image with
+    its picture, its class maps (MAP_SIDE grids as PNG; `empty` where Grad-CAM located no evidence) and the
+    known classes where `truth` has the Id."""
     rows = []
     for sid, p, pred in zip(ids, probs, predicted):
-        a = layout.sample_assets(Path(assets_name), sid)
-        rows.append({"id": sid, "probs": [round(float(v), 6) for v in p],
-                     "predicted": [int(k) for k in np.flatnonzero(pred)], "thumb": rel(a["thumb"]),
-                     "composite": rel(a["composite"]), "stains": {c: rel(a[c]) for c in ("green", "red", "blue",
-                                                                                         "yellow")},
-                     "maps": [{"k": int(k), "src": rel(layout.cam_asset(Path(assets_name), sid, k))}
-                              for k in classes[sid]]})
-    return {"classes": list(ens.classes), "thresholds": [float(t) for t in ens.thresholds], "rows": rows,
-            "skipped": [{"id": k, "reason": v} for k, v in skipped.items()],
-            "source": ens.source or f"images: {Path(images).absolute()}",
-            "stain_names": {"green": "protein (green)", "red": "microtubules (red)", "blue": "nucleus (blue)",
-                            "yellow": "ER (yellow)"}}
+        row = {"id": sid, "probs": [round(float(v), 6) for v in p], "predicted": [int(k) for k in np.flatnonzero(pred)],
+               "sprite": f"{assets_name}/{layout.report_sprite(Path(), sid).name}", "side": sides[sid],
+               "maps": [{"k": int(k), "empty": True} if m.max() <= 0 else
+                        {"k": int(k), "side": m.shape[0], "png": map_png(m)}
+                        for k, m in zip(classes[sid], maps.get(sid, []))]}
+        if sid in truth:
+            row["truth"] = truth[sid]
+        rows.append(row)
+    return {"title": title, "classes": list(ens.classes), "thresholds": [float(t) for t in ens.thresholds],
+            "rows": rows, "skipped": [{"id": k, "reason": v} for k, v in skipped.items()], "source": source,
+            "tiles": ["composite", *SPRITE_STAINS], "stain_names": STAIN_NAMES, "colormap": colormap_table(),
+            "labelled": bool(truth), "cells": False}
 
 
 def check_report_assets(assets: Path) -> None:
@@ -117,12 +170,13 @@ def check_report_assets(assets: Path) -> None:
 
 
 def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | None = None, strict: bool = False,
-                   report: bool | Sequence[int] = True, opts: PredictOptions | None = None,
-                   echo: Callable[[str], None] = print) -> FolderResult:
+                   report: bool | Sequence[int] = True, labels: Path | None = None,
+                   opts: PredictOptions | None = None, echo: Callable[[str], None] = print) -> FolderResult:
     """Predict every sample of `images` with the ensemble; write `out` (Id, a column per class of the
     model's set, or of the Kaggle 28 with `opts.classes`, then the predicted names) and,
     with `report`, report.html and its images beside it (maps of the predicted classes, and of the
-    classes `report` lists). `opts`: batch size, loader processes and device. Inputs the caller
+    classes `report` lists); `labels` (an Id,Target CSV) puts the known classes beside the predicted
+    ones in the report. `opts`: batch size, loader processes and device. Inputs the caller
     declared (hpa.core.atomic.reading) and the pictures are never replaced. Returns what was written
     and what was skipped."""
     from hpa.core.atomic import atomic_outputs, check_outputs, csv_text, reading, staged_dir
@@ -149,10 +203,13 @@ def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | No
     from hpa.data.images import EXTENSIONS
 
     pictures = [p for p in images.iterdir() if p.is_file() and p.suffix[1:].lower() in EXTENSIONS]
-    with reading({"image": pictures, "Id list (--ids)": ids_csv}):
+    if labels is not None and not report:
+        raise HPAError(f"--labels {labels}: the known classes are shown in the report; without one they are not used")
+    with reading({"image": pictures, "Id list (--ids)": ids_csv, "labels (--labels)": labels}):
         check_outputs(outputs)
         if report:
             check_report_assets(layout.report_assets(out))
+        truth = read_truth(labels, n)
         ids, skipped = folder_ids(images, ids_csv, strict)
         probs, failed = predict_ensemble(ens, ids, device=device, batch_size=batch_size, workers=workers,
                                          raw_dir=images) if ids else (np.zeros((0, n)), {})
@@ -181,13 +238,14 @@ def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | No
             extra = [int(k) for k in explain]
             classes = {sid: sorted(set(np.flatnonzero(p).tolist()) | set(extra)) for sid, p in zip(ids, pred)}
             echo(f"class activation maps for {sum(map(len, classes.values()))} (image, class) pairs ...")
-            size = max(m.size for m in ens.members)
-            maps = ensemble_maps(ens, ids, classes, min(DISPLAY_SIDE, size), batch_size=batch_size, raw_dir=images)
+            side = min(MAP_SIDE, max(m.size for m in ens.members))
+            maps = ensemble_maps(ens, ids, classes, side, batch_size=batch_size, raw_dir=images)
             assets = layout.report_assets(out)
             with staged_dir(assets) as tmp:
-                write_assets(tmp, images, ids, classes, maps, size)
-            data = report_data(ids, probs, pred, classes, ens, skipped, assets.name, images)
-            page = html_page(f"HPA predictions: {images.name}", data)
+                sides = write_sprites(tmp, images, ids)
+            data = report_data(ids, probs, pred, classes, maps, sides, ens, skipped, assets.name,
+                               f"HPA predictions: {images.name}", ens.source or f"images: {images.absolute()}", truth)
+            page = html_page(data)
         with atomic_outputs() as tmp:  # the predictions and their page appear together
             tmp(out).write_text(csv_text(df))
             if page is not None:
