@@ -16,7 +16,7 @@ tiff, jpg or jpeg in either case) is predicted by all the given folds' models, o
 members; unreadable samples are listed and skipped. Writes probabilities and the predicted class
 names (thresholds from --thresholds, else 0.5), and beside them report.html: the images with their
 stains and a class activation map (Grad-CAM, averaged over folds and TTA views) for every predicted
-class.
+class, the known classes beside the predicted ones with --labels, and the cells with --cells.
 """
 
 from __future__ import annotations
