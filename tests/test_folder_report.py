@@ -256,3 +256,18 @@ def test_report_page_data_is_the_predictions(predicted):
     for row in data["rows"]:
         assert row["probs"] == pytest.approx(df.loc[row["id"]].iloc[:28].astype(float).tolist(), abs=1e-6)
     assert data["thresholds"][3] == 0.0 and data["skipped"][0]["id"] == "broken"
+
+
+def test_labels_need_a_report_and_the_kaggle_classes(tmp_path, small_data):
+    from types import SimpleNamespace
+
+    from hpa.errors import HPAError
+    from hpa.prediction.folder import read_truth
+
+    ens = SimpleNamespace(classes=["a"] * 28)
+    labels = small_data / "test_labels.csv"
+    with pytest.raises(HPAError, match="--labels .*test_labels.csv: the known classes are shown in the report"):
+        predict_folder(ens, small_data / "test", tmp_path / "p.csv", report=False, labels=labels)
+    assert not (tmp_path / "p.csv").exists()
+    with pytest.raises(HPAError, match="--labels .*: Target holds Kaggle 2018 class numbers and the model predicts 31"):
+        read_truth(labels, 31)

@@ -237,6 +237,8 @@ def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | No
 
             extra = [int(k) for k in explain]
             classes = {sid: sorted(set(np.flatnonzero(p).tolist()) | set(extra)) for sid, p in zip(ids, pred)}
+            if labels is not None:
+                echo(f"--labels {labels}: known classes of {sum(i in truth for i in ids)} of the {len(ids)} images")
             echo(f"class activation maps for {sum(map(len, classes.values()))} (image, class) pairs ...")
             side = min(MAP_SIDE, max(m.size for m in ens.members))
             maps = ensemble_maps(ens, ids, classes, side, batch_size=batch_size, raw_dir=images)
