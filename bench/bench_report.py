@@ -61,7 +61,9 @@ def main() -> None:
             "--labels", str(demo / "test_labels.csv"), "--cells"])))
     lines = [f"| {name} | {files:,} | {size / 1e6:.1f} | {s:.0f} |" for name, files, size, s in rows]
     body = (f"The demo's {a.n_test} test fields (128 px), tiny_cnn at 64 px (3 epochs, one fold: about 13 predicted "
-            "classes, so 13 class maps, per field).\n\n| report | files | MB | seconds (the whole command) |\n"
+            "classes, so 13 class maps, per field). MB are 10^6 bytes of report.html and report_files/; the seconds "
+            "are each whole command's on a machine shared with other work, not a comparison of speed.\n\n"
+            "| report | files | MB | seconds |\n"
             "|---|---|---|---|\n" + "\n".join(lines))
     if a.before:
         body += (f"\n\nThis checkout's report is {rows[0][2] / rows[1][2]:.1f}x smaller in "

@@ -320,7 +320,8 @@ function showCell(r, c) {  // its crop (with a margin), the class maps inside it
   const pad = size * 0.15, box = [x0 - pad, y0 - pad, size + 2 * pad, size + 2 * pad];
   const maps = r.maps.map((m, i) => `<figure>${m.empty ? '<div class="empty" style="width:160px;height:160px">' +
     "no evidence located</div>" : `<canvas class="map" style="width:160px;height:160px" data-cellmap="${i}" ` +
-    'width="160" height="160"></canvas>'}<figcaption>${esc(D.classes[m.k])}</figcaption></figure>`);
+    `width="160" height="160"></canvas>`}<figcaption>${esc(D.classes[m.k])} (cell p ${fmt(c.probs[m.k])})` +
+    "</figcaption></figure>");
   $("cellview").innerHTML = head + colourScale() + '<div class="grid"><figure><canvas id="crop" width="160" ' +
     `height="160" style="background:#000"></canvas><figcaption>the cell (composite)</figcaption></figure>` +
     `${maps.join("")}</div>${probs}`;
