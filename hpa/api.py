@@ -114,11 +114,13 @@ def _test_time(fn: str, settings: dict):
     """PredictOptions from the keyword arguments left over by `fn`; an unknown one names `fn`."""
     from hpa.prediction.inference import PredictOptions
 
+    if settings.get("labels") is not None and fn != "predict_images":
+        raise ConfigError(f"hpa.{fn}(): labels= goes with hpa.predict_images (the known classes its report shows)")
     try:
         return PredictOptions.make(**settings)
     except TypeError:
         raise ConfigError(f"hpa.{fn}(): unknown argument(s) {', '.join(sorted(settings))} (test-time settings: tta, "
-                          "sizes, batch_size, amp, workers, device)") from None
+                          "sizes, batch_size, amp, workers, device, classes, labels)") from None
 
 
 @checked
@@ -271,15 +273,14 @@ def _user_bundle(bundle: str | Path, device, opts, test_time: dict, thresholds: 
 @checked
 def predict_images(images: str | Path, out: str | Path, *, bundle: str | Path | None = None,
                    runs: Runs | None = None, ids: str | Path | None = None, strict: bool = False,
-                   report: bool | list[int] = True, thresholds: str | Path | None = None,
-                   labels: str | Path | None = None, **test_time):
+                   report: bool | list[int] = True, thresholds: str | Path | None = None, **test_time):
     """Predict every sample of a folder of own images with a `bundle` (a folder, a published model's
     name or a Hub id: its members, TTA, blend and thresholds) or with `runs` (a Runs); writes `out`
     and, with `report`, report.html with class maps of the predicted classes (a list of class numbers
-    adds maps of those; `labels`, an Id,Target CSV, shows the known classes beside the predicted ones
-    in it). `thresholds`: a find_thresholds.py JSON that replaces the bundle's (runs
+    adds maps of those). `thresholds`: a find_thresholds.py JSON that replaces the bundle's (runs
     carry theirs in the Runs). `test_time`: batch_size, workers, device, tta (with a bundle: replaces
-    its members' views), and without a bundle sizes and amp (PredictOptions)."""
+    its members' views), without a bundle sizes and amp, classes, and labels (an Id,Target CSV of
+    known classes, shown in the report beside the predicted ones) (PredictOptions)."""
     from hpa.prediction.folder import predict_folder
 
     if (bundle is None) == (runs is None):
@@ -295,10 +296,14 @@ def predict_images(images: str | Path, out: str | Path, *, bundle: str | Path | 
         from hpa.data.labels import read_ids
 
         read_ids(Path(ids))
+    if opts.labels is not None:  # so is a bad labels table
+        from hpa.data.labels import read_labels
+
+        read_labels(opts.labels)
     if bundle is not None:
         b = _user_bundle(bundle, device, opts, test_time, thresholds)
         with reading({"thresholds": thresholds}):
-            return b.predict_folder(images, out, ids_csv=ids, strict=strict, report=report, labels=labels, opts=opts)
+            return b.predict_folder(images, out, ids_csv=ids, strict=strict, report=report, opts=opts)
     from hpa.data.threshold_files import read_thresholds
     from hpa.prediction.ensemble import from_runs
 
@@ -307,7 +312,7 @@ def predict_images(images: str | Path, out: str | Path, *, bundle: str | Path | 
     ens = from_runs(Path(runs.root), runs.arch, count("size", runs.size, 8), folds, device, opts, thr)
     with reading({"thresholds": runs.thresholds}):
         return predict_folder(ens, Path(images), Path(out), ids_csv=Path(ids) if ids else None, strict=strict,
-                              report=report, labels=Path(labels) if labels else None, opts=opts)
+                              report=report, opts=opts)
 
 
 @checked

@@ -52,10 +52,10 @@ def with_cells(tmp_path_factory):
     ens = Ensemble([Member("tiny_cnn_64", 64, [build_model("tiny_cnn", **cfg.model).eval()], ("id",), [64], "off",
                            [0], [cfg], [{}])], "equal", np.ones(1), thr)
     out = root / "out" / "preds.csv"
-    opts = PredictOptions(device="cpu")
-    predict_folder(ens, root / "imgs", out, labels=root / "labels.csv", opts=opts, echo=lambda _: None)
+    predict_folder(ens, root / "imgs", out, opts=PredictOptions(device="cpu", labels=root / "labels.csv"),
+                   echo=lambda _: None)
     before = page_json(layout.folder_report(out))
-    predict_cells(ens, root / "imgs", out, opts=opts, echo=lambda _: None)
+    predict_cells(ens, root / "imgs", out, opts=PredictOptions(device="cpu"), echo=lambda _: None)
     return root, out, ens, before
 
 

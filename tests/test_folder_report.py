@@ -40,8 +40,8 @@ def predicted(small_data, tiny_runs, tmp_path_factory):
     ens = from_runs(tiny_runs, "tiny_cnn", 32, [0, 1], torch.device("cpu"), PredictOptions(DIHEDRAL[:2], amp="off"),
                     thresholds=thr)
     out = root / "out" / "preds.csv"
-    result = predict_folder(ens, images, out, report=[11], labels=small_data / "test_labels.csv",
-                            opts=PredictOptions(device="cpu"), echo=lambda _: None)
+    result = predict_folder(ens, images, out, report=[11], opts=PredictOptions(device="cpu", labels=small_data /
+                                                                               "test_labels.csv"), echo=lambda _: None)
     return root, images, result
 
 
@@ -146,17 +146,14 @@ def test_the_known_classes_shown_are_the_labels_csv(predicted, small_data):
 
 def test_a_map_without_evidence_says_so():
     """An all-zero map (Grad-CAM negative everywhere) is sent as `empty`, never as a blank picture."""
-    from types import SimpleNamespace
 
-    from hpa.prediction.folder import report_data
+    from hpa.prediction.folder import image_row
     from hpa.prediction.html_report import PAGE
 
-    ens = SimpleNamespace(classes=["a", "b"], thresholds=[0.5, 0.5])
-    maps = {"x": np.stack([np.zeros((8, 8)), np.eye(8)])}
-    data = report_data(["x"], np.array([[0.9, 0.8]]), np.array([[True, True]]), {"x": [0, 1]}, maps, {"x": 8}, ens,
-                       {}, "report_files", "t", "s", {})
-    assert data["rows"][0]["maps"][0] == {"k": 0, "empty": True}
-    assert data["rows"][0]["maps"][1]["k"] == 1 and "png" in data["rows"][0]["maps"][1]
+    row = image_row("x", np.array([0.9, 0.8]), np.array([True, True]), {0: np.zeros((8, 8)), 1: np.eye(8)}, 8,
+                    "report_files/x.jpg", None)
+    assert row["maps"][0] == {"k": 0, "empty": True}
+    assert row["maps"][1]["k"] == 1 and "png" in row["maps"][1] and "truth" not in row
     assert "no evidence located" in PAGE
 
 
@@ -267,7 +264,7 @@ def test_labels_need_a_report_and_the_kaggle_classes(tmp_path, small_data):
     ens = SimpleNamespace(classes=["a"] * 28)
     labels = small_data / "test_labels.csv"
     with pytest.raises(HPAError, match="--labels .*test_labels.csv: the known classes are shown in the report"):
-        predict_folder(ens, small_data / "test", tmp_path / "p.csv", report=False, labels=labels)
+        predict_folder(ens, small_data / "test", tmp_path / "p.csv", report=False, opts=PredictOptions(labels=labels))
     assert not (tmp_path / "p.csv").exists()
     with pytest.raises(HPAError, match="--labels .*: Target holds Kaggle 2018 class numbers and the model predicts 31"):
         read_truth(labels, 31)

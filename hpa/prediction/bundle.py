@@ -220,8 +220,7 @@ class Bundle:
         return dataclasses.replace(self, ensemble=ens)
 
     def predict_folder(self, images: str | Path, out: str | Path, *, ids_csv: str | Path | None = None,
-                       strict: bool = False, report: bool | Sequence[int] = True, labels: str | Path | None = None,
-                       opts=None, echo=print):
+                       strict: bool = False, report: bool | Sequence[int] = True, opts=None, echo=print):
         """hpa.prediction.folder.predict_folder with this bundle's ensemble (`opts`: a PredictOptions
         for the batch size, loader processes and device; the bundle's own TTA, sizes and precision
         apply). The bundle's folder is an input no output may go into."""
@@ -236,8 +235,7 @@ class Bundle:
             self.device = device
         with reading({"bundle": self.path}):
             return predict_folder(self.ensemble, Path(images), Path(out), ids_csv=Path(ids_csv) if ids_csv else None,
-                                  strict=strict, report=report, labels=Path(labels) if labels else None, opts=opts,
-                                  echo=echo)
+                                  strict=strict, report=report, opts=opts, echo=echo)
 
 
 def resolve_bundle(path_or_id: str | Path) -> Path:

@@ -55,15 +55,16 @@ def folder_ids(images: Path, ids_csv: Path | None, strict: bool) -> tuple[list[s
     return [i for i in ids if i not in skipped], skipped
 
 
-def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
+def _write_picture(path: Path, rgb: np.ndarray) -> None:
+    """An RGB picture in the format its name says (hpa.data.layout.report_sprite's)."""
     import cv2
 
     # colour kept at every pixel (4:4:4): which stain a fine structure is in is what a biologist reads
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [
-        cv2.IMWRITE_JPEG_QUALITY, quality, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
+    ok, buf = cv2.imencode(path.suffix, np.ascontiguousarray(rgb[..., ::-1]), [
+        cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
     if not ok:
-        raise HPAError(f"a {rgb.shape[1]} x {rgb.shape[0]} picture could not be encoded as JPEG")
-    return buf.tobytes()
+        raise HPAError(f"{path}: a {rgb.shape[1]} x {rgb.shape[0]} picture could not be encoded")
+    path.write_bytes(buf.tobytes())
 
 
 def display_image(images: Path, sample_id: str) -> np.ndarray:
@@ -94,7 +95,7 @@ def write_sprites(assets: Path, images: Path, ids: list[str]) -> dict[str, int]:
     sides = {}
     for sid in ids:
         img = display_image(images, sid)
-        layout.report_sprite(assets, sid).write_bytes(_jpeg(sprite(img), JPEG_QUALITY))
+        _write_picture(layout.report_sprite(assets, sid), sprite(img))
         sides[sid] = img.shape[0]
     return sides
 
@@ -135,26 +136,28 @@ def read_truth(labels: Path | None, n_classes: int) -> dict[str, list[int]]:
     return {sid: np.flatnonzero(y).tolist() for sid, y in zip(df["Id"], df.attrs["y"])}
 
 
-def report_data(ids: list[str], probs: np.ndarray, predicted: np.ndarray, classes: dict[str, list[int]],
-                maps: dict[str, np.ndarray], sides: dict[str, int], ens: Ensemble, skipped: dict[str, str],
-                assets_name: str, title: str, source: str, truth: dict[str, list[int]]) -> dict:
-    """The page's data: classes named in the model's own words, its thresholds, a row per image with
-    its picture, its class maps (MAP_SIDE grids as PNG; `empty` where Grad-CAM located no evidence) and the
-    known classes where `truth` has the Id."""
-    rows = []
-    for sid, p, pred in zip(ids, probs, predicted):
-        row = {"id": sid, "probs": [round(float(v), 6) for v in p], "predicted": [int(k) for k in np.flatnonzero(pred)],
-               "sprite": f"{assets_name}/{layout.report_sprite(Path(), sid).name}", "side": sides[sid],
-               "maps": [{"k": int(k), "empty": True} if m.max() <= 0 else
-                        {"k": int(k), "side": m.shape[0], "png": map_png(m)}
-                        for k, m in zip(classes[sid], maps.get(sid, []))]}
-        if sid in truth:
-            row["truth"] = truth[sid]
-        rows.append(row)
+def image_row(sample_id: str, probs: np.ndarray, predicted: np.ndarray, maps: dict[int, np.ndarray], side: int,
+              picture: str, truth: list[int] | None) -> dict:
+    """One image in the page's data: its probabilities and predicted classes, its picture (a path
+    relative to the page) and side, its class maps by class (MAP_SIDE grids as PNG; `empty` where
+    Grad-CAM located no evidence), and its known classes where `truth` is given."""
+    row = {"id": sample_id, "probs": [round(float(v), 6) for v in probs],
+           "predicted": [int(k) for k in np.flatnonzero(predicted)], "sprite": picture, "side": side,
+           "maps": [{"k": int(k), "empty": True} if m.max() <= 0 else
+                    {"k": int(k), "side": m.shape[0], "png": map_png(m)} for k, m in maps.items()]}
+    if truth is not None:
+        row["truth"] = truth
+    return row
+
+
+def report_data(rows: list[dict], ens: Ensemble, skipped: dict[str, str], title: str, source: str) -> dict:
+    """The page's data: classes named in the model's own words, its thresholds, the images' rows
+    (image_row), the samples skipped with the reason, and how the page draws (the pictures' tiles,
+    the stains' names, the maps' colour map)."""
     return {"title": title, "classes": list(ens.classes), "thresholds": [float(t) for t in ens.thresholds],
             "rows": rows, "skipped": [{"id": k, "reason": v} for k, v in skipped.items()], "source": source,
             "tiles": ["composite", *SPRITE_STAINS], "stain_names": STAIN_NAMES, "colormap": colormap_table(),
-            "labelled": bool(truth), "cells": False}
+            "labelled": any("truth" in r for r in rows), "cells": False}
 
 
 def check_report_assets(assets: Path) -> None:
@@ -170,13 +173,13 @@ def check_report_assets(assets: Path) -> None:
 
 
 def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | None = None, strict: bool = False,
-                   report: bool | Sequence[int] = True, labels: Path | None = None,
-                   opts: PredictOptions | None = None, echo: Callable[[str], None] = print) -> FolderResult:
+                   report: bool | Sequence[int] = True, opts: PredictOptions | None = None,
+                   echo: Callable[[str], None] = print) -> FolderResult:
     """Predict every sample of `images` with the ensemble; write `out` (Id, a column per class of the
     model's set, or of the Kaggle 28 with `opts.classes`, then the predicted names) and,
     with `report`, report.html and its images beside it (maps of the predicted classes, and of the
-    classes `report` lists); `labels` (an Id,Target CSV) puts the known classes beside the predicted
-    ones in the report. `opts`: batch size, loader processes and device. Inputs the caller
+    classes `report` lists; `opts.labels`, an Id,Target CSV, puts the known classes beside the
+    predicted ones). `opts`: batch size, loader processes and device. Inputs the caller
     declared (hpa.core.atomic.reading) and the pictures are never replaced. Returns what was written
     and what was skipped."""
     from hpa.core.atomic import atomic_outputs, check_outputs, csv_text, reading, staged_dir
@@ -194,7 +197,7 @@ def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | No
         raise HPAError(f"--explain {bad[0]}: not a class number 0..{n - 1} of the model's classes")
     report = report is not False
     opts = opts or PredictOptions()
-    device, batch_size, workers = opts.torch_device(), opts.batch_size, opts.workers
+    device, batch_size, workers, labels = opts.torch_device(), opts.batch_size, opts.workers, opts.labels
     if not images.is_dir():
         raise HPAError(f"--images {images}: no such directory ({images.absolute()})")
     outputs = {"predictions (--out)": out}
@@ -245,8 +248,11 @@ def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | No
             assets = layout.report_assets(out)
             with staged_dir(assets) as tmp:
                 sides = write_sprites(tmp, images, ids)
-            data = report_data(ids, probs, pred, classes, maps, sides, ens, skipped, assets.name,
-                               f"HPA predictions: {images.name}", ens.source or f"images: {images.absolute()}", truth)
+            rows = [image_row(sid, p, d, dict(zip(classes[sid], maps[sid])), sides[sid],
+                              f"{assets.name}/{layout.report_sprite(Path(), sid).name}", truth.get(sid))
+                    for sid, p, d in zip(ids, probs, pred)]
+            data = report_data(rows, ens, skipped, f"HPA predictions: {images.name}",
+                               ens.source or f"images: {images.absolute()}")
             page = html_page(data)
         with atomic_outputs() as tmp:  # the predictions and their page appear together
             tmp(out).write_text(csv_text(df))
