@@ -114,11 +114,13 @@ def _test_time(fn: str, settings: dict):
     """PredictOptions from the keyword arguments left over by `fn`; an unknown one names `fn`."""
     from hpa.prediction.inference import PredictOptions
 
+    if settings.get("labels") is not None and fn != "predict_images":
+        raise ConfigError(f"hpa.{fn}(): labels= goes with hpa.predict_images (the known classes its report shows)")
     try:
         return PredictOptions.make(**settings)
     except TypeError:
         raise ConfigError(f"hpa.{fn}(): unknown argument(s) {', '.join(sorted(settings))} (test-time settings: tta, "
-                          "sizes, batch_size, amp, workers, device)") from None
+                          "sizes, batch_size, amp, workers, device, classes, labels)") from None
 
 
 @checked
@@ -277,7 +279,8 @@ def predict_images(images: str | Path, out: str | Path, *, bundle: str | Path | 
     and, with `report`, report.html with class maps of the predicted classes (a list of class numbers
     adds maps of those). `thresholds`: a find_thresholds.py JSON that replaces the bundle's (runs
     carry theirs in the Runs). `test_time`: batch_size, workers, device, tta (with a bundle: replaces
-    its members' views), and without a bundle sizes and amp (PredictOptions)."""
+    its members' views), without a bundle sizes and amp, classes, and labels (an Id,Target CSV of
+    known classes, shown in the report beside the predicted ones) (PredictOptions)."""
     from hpa.prediction.folder import predict_folder
 
     if (bundle is None) == (runs is None):
@@ -293,6 +296,10 @@ def predict_images(images: str | Path, out: str | Path, *, bundle: str | Path | 
         from hpa.data.labels import read_ids
 
         read_ids(Path(ids))
+    if opts.labels is not None:  # so is a bad labels table
+        from hpa.data.labels import read_labels
+
+        read_labels(opts.labels)
     if bundle is not None:
         b = _user_bundle(bundle, device, opts, test_time, thresholds)
         with reading({"thresholds": thresholds}):

@@ -138,6 +138,7 @@ FOREIGN = {
     ("data/download.py", ".jpg"): "the HPA image server's file names (the download's addresses)",
     ("data/demo.py", ".png"): "the image format cv2.imencode encodes to, not a file name",
     ("data/images.py", ".png"): "the image format cv2.imencode encodes to, not a file name",
+    ("prediction/folder.py", ".png"): "the image format cv2.imencode encodes a class map to, not a file name",
     ("config.py", ".yaml"): "package data the toolkit reads: configs/<arch>.yaml",
     ("pipeline/recipe.py", ".yaml"): "package data the toolkit reads (configs/recipes/<name>.yaml), a user's recipe",
     ("pipeline/recipe.py", ".yml"): "a user's recipe file, read",

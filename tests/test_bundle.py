@@ -270,8 +270,8 @@ def test_a_fresh_directory_with_only_the_bundle_predicts_the_real_samples(recipe
     for sid, _, _ in rows:  # the 2048 and 3072 px sources shown at the report's side, not their own
         from PIL import Image
 
-        with Image.open(fresh / "report_files" / sid / "composite.png") as im:
-            assert im.size[0] <= 512
+        with Image.open(fresh / "report_files" / f"{sid}.jpg") as im:  # the composite and four stains
+            assert im.size == (5 * 512, 512)
 
 
 def test_bundle_flags_are_checked_at_the_command_line(recipe_out, tmp_path):

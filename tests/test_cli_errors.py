@@ -219,7 +219,7 @@ def test_own_images_skip_bad_samples_and_see_upper_case_extensions(setup, real_s
         assert any(ln.startswith(f"skipped {name}") for ln in r.stdout.splitlines()), (name, r.stdout)
     assert "skipped 3" in r.stdout
     page = (tmp_path / "report.html").read_text()  # the report beside the predictions, with the skipped samples
-    assert "UPPER" in page and "lonely" in page and (tmp_path / "report_files" / "UPPER" / "composite.png").is_file()
+    assert "UPPER" in page and "lonely" in page and (tmp_path / "report_files" / "UPPER.jpg").is_file()
     before = digest([out])
     assert_one_line_error(run(*args, "--strict"), "--strict: bad id_red.png", "sample(s) could not be read")
     assert digest([out]) == before

@@ -16,7 +16,7 @@ tiff, jpg or jpeg in either case) is predicted by all the given folds' models, o
 members; unreadable samples are listed and skipped. Writes probabilities and the predicted class
 names (thresholds from --thresholds, else 0.5), and beside them report.html: the images with their
 stains and a class activation map (Grad-CAM, averaged over folds and TTA views) for every predicted
-class.
+class, the known classes beside the predicted ones with --labels, and the cells with --cells.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from hpa.models import list_archs
 from hpa.prediction.cells import SEGMENTERS
 from hpa.prediction.cells import methods as cell_methods
 
-IMAGE_ONLY = ("bundle", "ids", "thresholds", "out", "strict", "no_report", "explain", "classes", "cells")  # --images
-CELLS_ONLY = ("segmenter", "masks")
+IMAGE_ONLY = ("bundle", "ids", "thresholds", "out", "strict", "no_report", "explain", "classes", "cells",
+              "labels")  # with --images only
+CELLS_ONLY = ("segmenter", "masks")  # with --cells only
 BUNDLE_HOLDS = ("arch", "size", "folds", "sizes", "amp")  # a bundle carries these; --tta, --thresholds replace its own
 RUNS_ONLY = ("data_dir",)  # OOF and test prediction of runs, not a folder
 
@@ -73,6 +74,8 @@ def build_parser() -> Parser:
     ap.add_argument("--masks", type=Path, metavar="DIR",
                     help="with --cells: your own label masks instead of a segmenter, <Id>.png or .tif per image "
                          "(0 background, 1..n cells)")
+    ap.add_argument("--labels", type=Path, help="with --images: an Id,Target CSV of the classes known for some or all "
+                    "of the images (Kaggle 2018 numbers), shown beside the predicted ones in the report")
     ap.add_argument("--strict", action="store_true", help="with --images: fail if any sample cannot be read")
     ap.add_argument("--no-report", action="store_true", help="with --images: no report.html and no class maps")
     ap.add_argument("--explain", type=options.class_index, nargs="+", default=[], metavar="K",
@@ -112,7 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     runs = None if a.bundle else api.Runs(a.arch, a.size, tuple(a.folds or [0]), a.runs, a.thresholds)
     r = api.predict_images(a.images, a.out or Path(layout.IMAGE_PREDICTIONS), bundle=a.bundle, runs=runs, ids=a.ids,
                            strict=a.strict, report=False if a.no_report else a.explain,
-                           thresholds=a.thresholds if a.bundle else None, classes=a.classes, **views, **loader)
+                           thresholds=a.thresholds if a.bundle else None, classes=a.classes, labels=a.labels,
+                           **views, **loader)
     print(f"wrote {r.n_predicted} predictions to {r.predictions}" + (f" and the report {r.report}" if r.report else "")
           + (f"; skipped {len(r.skipped)} (listed above)" if r.skipped else ""))
     if a.cells:

@@ -18,7 +18,7 @@ Outputs:
     <out-dir>/: runs/, predictions/, submission.csv, report.md, blend.json, plan.md, slurm/   a recipe
     ablations/<arch>_<size>/: results, summary, table, folds/, runs/     ablate.py
     weights/<member>/f<fold>.safetensors, config.json, README.md          a bundle
-    report.html, report_files/<Id>/*.png beside a folder's predictions   predict_tta.py --images
+    report.html, report_files/<Id>.jpg beside a folder's predictions    predict_tta.py --images
     .lock in every directory a run, recipe or ablation writes
 """
 
@@ -367,7 +367,7 @@ def folder_report(predictions: Path) -> Path:
 
 
 def report_assets(predictions: Path) -> Path:
-    """The report's images (composites, stains, class maps): `<report>_files/<Id>/`."""
+    """The report's images: one picture per field, `report_files/<Id>.jpg` (report_sprite)."""
     return Path(predictions).with_name("report_files")
 
 
@@ -396,21 +396,21 @@ def user_mask(masks: Path, sample_id: str) -> Path:
     return Path(masks) / f"{sample_id}.png"
 
 
-def sample_assets(assets: Path, sample_id: str) -> dict[str, Path]:
-    """One sample's images in the report's folder, by role: composite, thumb, each stain, and
-    `cam_<k>` for the map of class k (filled in by the caller)."""
-    d = Path(assets) / sample_id
-    return {"dir": d, "composite": d / "composite.png", "thumb": d / "thumb.png",
-            **{c: d / f"{c}.png" for c in ("red", "green", "blue", "yellow")}}
+
+def report_sprite(assets: Path, sample_id: str) -> Path:
+    """One field's picture in the report's folder: the composite and the four stains side by side."""
+    return Path(assets) / f"{sample_id}.jpg"
 
 
-def cam_asset(assets: Path, sample_id: str, k: int) -> Path:
-    return Path(assets) / sample_id / f"cam_{k}.png"
+# what earlier versions wrote there (`<Id>/composite.png`, ..., `<Id>/cam_<k>.png`): replaced like the pictures
+OLD_REPORT_IMAGE = re.compile(r"(composite|thumb|red|green|blue|yellow|cam_\d+)\.png")
 
 
 def is_report_image(path: Path) -> bool:
-    """A file the report's image folder may hold: every one of sample_assets and cam_asset is a PNG."""
-    return Path(path).suffix == ".png"
+    """A file the report's image folder may hold, so replacing the folder loses nothing of the user's:
+    a field's picture (report_sprite), or one of the PNGs of an earlier version's `<Id>/` folders."""
+    path = Path(path)
+    return path.suffix == ".jpg" or OLD_REPORT_IMAGE.fullmatch(path.name) is not None
 
 
 # ---- the thresholds file ---------------------------------------------------------------------

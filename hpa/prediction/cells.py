@@ -295,12 +295,19 @@ def predict_cells(ens, images, predictions, *, method: str = "maps", segment: st
                 rows += cell_rows(sid, labels, scores)
                 subs.append(submission_row(sid, labels, to_hpa2021(scores, own)))
         columns = ["Id", "cell", "y0", "x0", "y1", "x1", "area", "cy", "cx"] + [str(k) for k in range(n_classes)]
+        table = pd.DataFrame(rows, columns=columns)
+        from hpa.prediction.cell_report import with_cells
+
+        report = layout.folder_report(predictions)
+        page = with_cells(report, table, outs["masks"], ids, SETS[own], echo)  # written with the table, at once
         with atomic_outputs() as tmp:
-            tmp(outs["table"]).write_text(csv_text(pd.DataFrame(rows, columns=columns)))
+            tmp(outs["table"]).write_text(csv_text(table))
             tmp(outs["submission"]).write_text(csv_text(pd.DataFrame(subs, columns=["ID", "ImageWidth", "ImageHeight",
                                                                                      "PredictionString"])))
+            if page is not None:
+                tmp(report).write_text(page)
     echo(f"wrote {len(rows)} cells of {len(ids)} fields ({own} classes) to {outs['table']} and the 2021 submission "
-         f"{outs['submission']}")
+         f"{outs['submission']}" + (f"; the report {report} shows them" if page is not None else ""))
     return {**outs, "empty": empty}
 
 

@@ -86,14 +86,6 @@ def composite(img: np.ndarray, stains: Sequence[str] = ("red", "green", "blue", 
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
-def stain(img: np.ndarray, color: str) -> np.ndarray:
-    """One stain alone, in its display colour (H x W x 3 uint8)."""
-    from hpa.data.labels import COLORS
-
-    plane = img[..., COLORS.index(color), None].astype(np.float32)
-    return np.clip(plane * np.array(STAIN_RGB[color]), 0, 255).astype(np.uint8)
-
-
 def overlay(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """A [0, 1] map over an RGB image, coloured with matplotlib's `inferno` where it is high."""
     from matplotlib import colormaps

@@ -85,7 +85,8 @@ class PredictOptions:
     the recipe and the ablation: the dihedral views, the inference sides (None: each image at its
     stored side), images per forward pass, precision, loader processes and the device; and for a
     folder, the class set its probabilities are written in (None: the model's own; `kaggle2018`
-    maps another set's classes onto the Kaggle 28, hpa.data.class_sets)."""
+    maps another set's classes onto the Kaggle 28, hpa.data.class_sets) and the Id,Target CSV of
+    known classes its report shows beside the predicted ones."""
     tta: tuple[str, ...] = DIHEDRAL
     sizes: tuple[int, ...] | None = None
     batch_size: int = 32
@@ -93,11 +94,13 @@ class PredictOptions:
     workers: int = 0
     device: str = "auto"
     classes: str | None = None
+    labels: Path | None = None
 
     @classmethod
     def make(cls, *, tta: int | str | Sequence[str] | None = None, sizes: Sequence[int] | None = None,
              batch_size: int | None = None, amp: str | None = None, workers: int | None = None,
-             device: str | None = None, classes: str | None = None) -> PredictOptions:
+             device: str | None = None, classes: str | None = None,
+             labels: str | Path | None = None) -> PredictOptions:
         """Validated options, None meaning the field's default above (the one place the defaults live);
         an error is one line naming the argument (`tta=9`; the command line checks its flags itself)."""
         from hpa.core.runtime import AMP_MODES
@@ -116,7 +119,7 @@ class PredictOptions:
         if classes not in (None, KAGGLE2018):
             raise ConfigError(f"classes={classes!r}: the one class set other sets map onto is {KAGGLE2018!r}")
         return cls(views, sides, count("batch_size", batch_size, 1), amp, count("workers", workers, 0), str(device),
-                   classes)
+                   classes, Path(labels) if labels is not None else None)
 
     def torch_device(self) -> torch.device:
         from hpa.core.runtime import pick_device
