@@ -299,7 +299,8 @@ def test_own_masks_are_the_cells(bundle, tmp_path):
     ("size", "px, the field is 160x160"),
     ("fraction", "holds fractional values"),
     ("missing", "no label mask there"),
-    ("unreadable", "not a readable image")])
+    ("unreadable", "not a readable image"),
+    ("too many", "70000 as a cell number")])
 def test_a_malformed_mask_is_one_line_naming_it(bundle, tmp_path, bad, says):
     b, images, preds, truth = bundle
     masks = _write_masks(tmp_path / "m", {"f0": truth["f0"].astype(np.uint16)})
@@ -312,6 +313,8 @@ def test_a_malformed_mask_is_one_line_naming_it(bundle, tmp_path, bad, says):
         cv2.imwrite(str(masks / "f1.png"), m[:100].astype(np.uint16))
     elif bad == "fraction":
         cv2.imwrite(str(masks / "f1.tif"), m.astype(np.float32) + 0.5)
+    elif bad == "too many":
+        cv2.imwrite(str(masks / "f1.tif"), np.where(m == 1, 70000, m).astype(np.int32))
     elif bad == "unreadable":
         (masks / "f1.png").write_bytes(b"\x89PNG broken")
     out = _copy_preds(preds, tmp_path)

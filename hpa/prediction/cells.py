@@ -266,7 +266,9 @@ def predict_cells(ens, images, predictions, *, method: str = "maps", segment: st
         check_outputs(outs)
         segment_field = segmenter(segment, masks, device=opts.torch_device(), echo=echo)
         for sid in ids if masks is not None else ():  # a malformed mask stops the run before any model work
-            read_labels(layout.user_mask(masks, sid))
+            if (n := read_labels(layout.user_mask(masks, sid)).max()) > np.iinfo(np.uint16).max:
+                raise HPAError(f"{layout.user_mask(masks, sid)}: {n} as a cell number; the cell masks this writes are "
+                               "16-bit (cells 1..65535)")
         model = load_cell_model(method, echo) if cell_model else None
         side = min(DISPLAY_SIDE, max(m.size for m in ens.members))
         mapped = {sid: [k for k in range(probs.shape[1]) if probs[i, k] >= MAP_FLOOR] if method == "maps" else []
