@@ -14,7 +14,8 @@ __version__ = "0.3.0"
 
 API = {**{name: "api" for name in (
     "prepare", "find_duplicates", "make_folds", "split_folds", "make_demo", "download", "train", "train_fold",
-    "predict", "predict_images", "predict_cells", "Runs", "fit_thresholds", "fit_bundle_thresholds", "blend",
+    "predict", "predict_images", "predict_cells", "check_cells", "Runs", "fit_thresholds", "fit_bundle_thresholds",
+    "blend",
     "export_bundle", "embed", "ablate", "run_recipe")}, "load_bundle": "prediction.bundle"}
 
 

@@ -344,6 +344,22 @@ def predict_cells(images: str | Path, predictions: str | Path, *, bundle: str | 
     return run(ens, Path(images), Path(predictions), method=method, segment=segmenter, masks=masks, opts=opts)
 
 
+@checked
+def check_cells(images: str | Path, predictions: str | Path, *, ids: str | Path | None = None, method: str = "maps",
+                segmenter: str = "watershed", masks: str | Path | None = None) -> None:
+    """What predict_cells will need for the folder `images` (or the samples of `ids`) and the
+    predictions file `predictions`, checked before anything is predicted: see
+    hpa.prediction.cells.check_cell_inputs (the user's masks, the outputs, the published weights,
+    downloaded now). predict_tta.py runs it before the image stage."""
+    from hpa.data.labels import read_ids
+    from hpa.prediction.cells import check_cell_inputs
+    from hpa.prediction.inference import find_image_ids
+
+    listed = read_ids(Path(ids)) if ids else find_image_ids(Path(images))[0]
+    check_cell_inputs(Path(images), Path(predictions), listed, method=method, segment=segmenter,
+                      masks=Path(masks) if masks is not None else None)
+
+
 @dataclass
 class ThresholdFit:
     thresholds: np.ndarray  # 28 per-class thresholds

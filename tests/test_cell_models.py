@@ -179,7 +179,7 @@ def bundle(tmp_path_factory):
 
 def _copy_preds(preds, tmp_path):
     out = tmp_path / "out" / "preds.csv"
-    out.parent.mkdir()
+    out.parent.mkdir(parents=True)
     out.write_bytes(preds.read_bytes())
     return out
 
@@ -284,23 +284,32 @@ def _write_masks(folder, masks: dict[str, np.ndarray], ext: str = "png"):
 
 
 def test_own_masks_are_the_cells(bundle, tmp_path):
+    """A 16-bit PNG and an 8-bit TIFF (upper-case extension) are the cells as they are; a 32-bit mask
+    numbered with gaps and past 65535 is renumbered 1..n in the order of its labels."""
     b, images, preds, truth = bundle
     masks = _write_masks(tmp_path / "m", {"f0": truth["f0"].astype(np.uint16)})
-    cv2.imwrite(str(masks / "f1.tif"), truth["f1"].astype(np.uint8))
+    cv2.imwrite(str(masks / "f1.TIF"), truth["f1"].astype(np.uint8))
     out = _copy_preds(preds, tmp_path)
     api.predict_cells(images, out, bundle=b, masks=masks, method="crops", device="cpu")
     for sid in ("f0", "f1"):
         got = cv2.imread(str(out.with_name("cell_masks") / f"{sid}.png"), cv2.IMREAD_UNCHANGED)
         assert np.array_equal(got, truth[sid])
+    (masks / "f1.TIF").unlink()
+    gappy = np.where(truth["f1"] > 0, truth["f1"] * 10 + 69990, 0).astype(np.int32)
+    cv2.imwrite(str(masks / "f1.tif"), gappy)
+    out2 = _copy_preds(preds, tmp_path / "again")
+    api.predict_cells(images, out2, bundle=b, masks=masks, method="crops", device="cpu")
+    got = cv2.imread(str(out2.with_name("cell_masks") / "f1.png"), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(got, truth["f1"])  # the drawn labels are 1..n in order, so renumbering restores them
 
 
 @pytest.mark.parametrize("bad, says", [
     ("colour", "a colour image, not a label mask"),
     ("size", "px, the field is 160x160"),
     ("fraction", "holds fractional values"),
-    ("missing", "no label mask there"),
+    ("missing", "no mask for f1"),
     ("unreadable", "not a readable image"),
-    ("too many", "70000 as a cell number")])
+    ("two", "2 masks for f1 (f1.png, f1.tif)")])
 def test_a_malformed_mask_is_one_line_naming_it(bundle, tmp_path, bad, says):
     b, images, preds, truth = bundle
     masks = _write_masks(tmp_path / "m", {"f0": truth["f0"].astype(np.uint16)})
@@ -313,14 +322,15 @@ def test_a_malformed_mask_is_one_line_naming_it(bundle, tmp_path, bad, says):
         cv2.imwrite(str(masks / "f1.png"), m[:100].astype(np.uint16))
     elif bad == "fraction":
         cv2.imwrite(str(masks / "f1.tif"), m.astype(np.float32) + 0.5)
-    elif bad == "too many":
-        cv2.imwrite(str(masks / "f1.tif"), np.where(m == 1, 70000, m).astype(np.int32))
+    elif bad == "two":
+        cv2.imwrite(str(masks / "f1.png"), m.astype(np.uint16))
+        cv2.imwrite(str(masks / "f1.tif"), m.astype(np.uint16))
     elif bad == "unreadable":
         (masks / "f1.png").write_bytes(b"\x89PNG broken")
     out = _copy_preds(preds, tmp_path)
     with pytest.raises(HPAError) as e:
         api.predict_cells(images, out, bundle=b, masks=masks, method="crops", device="cpu")
-    assert says in str(e.value) and "f1." in str(e.value) and "\n" not in str(e.value)
+    assert says in str(e.value) and "f1" in str(e.value) and "\n" not in str(e.value)
     assert not out.with_name("cells.csv").exists()  # nothing half-written
 
 
@@ -347,3 +357,26 @@ def test_offline_the_cell_model_says_where_to_get_it_and_a_wrong_file_put_there_
     hpa_weights.cached_path(w).parent.mkdir(parents=True)
     hpa_weights.cached_path(w).write_bytes(b"something else")
     assert_one_line_error(run_script(*args), "not the publisher's file")
+    # the HPA segmenter's two files, both named at once
+    assert_one_line_error(run_script(*args[:-1], "crops", "--segmenter", "hpa"), "dpn_unet_nuclei_v1.pth",
+                          "dpn_unet_cell_3ch_v1.pth")
+
+
+def test_the_cell_stage_is_checked_before_any_image_is_predicted(bundle, tmp_path):
+    """predict_tta.py --cells: a bad mask folder, an --out the cell outputs would replace, and a
+    report page of the user's own stop the command before anything is written."""
+    b, images, _, truth = bundle
+    masks = _write_masks(tmp_path / "m", {"f0": truth["f0"].astype(np.uint16)})  # none for f1
+    out = tmp_path / "o" / "preds.csv"
+    r = run_script("predict_tta.py", "--bundle", b, "--images", images, "--out", out, "--cells", "--masks", masks)
+    assert_one_line_error(r, "no mask for f1")
+    assert not out.parent.exists()
+    r = run_script("predict_tta.py", "--bundle", b, "--images", images, "--out", tmp_path / "o" / "cells.csv",
+                   "--cells")
+    assert_one_line_error(r, "cells.csv")
+    assert not (tmp_path / "o").exists()
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "report.html").write_text("<html>my notes</html>")
+    r = run_script("predict_tta.py", "--bundle", b, "--images", images, "--out", out, "--cells", "--no-report")
+    assert_one_line_error(r, "not a report page this toolkit wrote")
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["report.html"]

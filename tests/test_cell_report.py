@@ -204,7 +204,10 @@ def test_a_cell_models_own_classes_and_a_field_without_cells(with_cells, tmp_pat
         cv2.imwrite(str(masks / f"{sid}.png"), drawn)
     cv2.imwrite(str(masks / "f2.png"), np.zeros_like(drawn))
     torch.manual_seed(0)
+    from hpa.models import hpa_weights
+
     monkeypatch.setattr(cell_models, "load_cell_model", lambda name, echo=print: torch.jit.script(_CellNet().eval()))
+    monkeypatch.setattr(hpa_weights, "fetch", lambda name, echo=print: tmp_path / "in-the-cache")
     predict_cells(ens, root / "imgs", mine, method="bestfitting-2021", masks=masks, opts=PredictOptions(device="cpu"),
                   echo=lambda _: None)
     data = page_json(layout.folder_report(mine))

@@ -113,7 +113,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"wrote {p}")
         return
     runs = None if a.bundle else api.Runs(a.arch, a.size, tuple(a.folds or [0]), a.runs, a.thresholds)
-    r = api.predict_images(a.images, a.out or Path(layout.IMAGE_PREDICTIONS), bundle=a.bundle, runs=runs, ids=a.ids,
+    out = a.out or Path(layout.IMAGE_PREDICTIONS)
+    if a.cells:  # the cell stage's inputs, outputs and weights, before any image is predicted
+        api.check_cells(a.images, out, ids=a.ids, method=a.cells, segmenter=a.segmenter or "watershed", masks=a.masks)
+    r = api.predict_images(a.images, out, bundle=a.bundle, runs=runs, ids=a.ids,
                            strict=a.strict, report=False if a.no_report else a.explain,
                            thresholds=a.thresholds if a.bundle else None, classes=a.classes, labels=a.labels,
                            **views, **loader)

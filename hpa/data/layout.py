@@ -386,14 +386,18 @@ def cell_mask(masks: Path, sample_id: str) -> Path:
 MASK_EXTENSIONS = ("png", "tif", "tiff")
 
 
-def user_mask(masks: Path, sample_id: str) -> Path:
-    """A user's label mask of a sample (`--masks DIR`): `<Id>.png`, `.tif` or `.tiff`, the first that
-    exists (else the `.png` name, for the message that it is missing)."""
+def user_masks(masks: Path, sample_id: str) -> list[Path]:
+    """A user's label masks of a sample in a `--masks DIR`: `<Id>.png`, `.tif` or `.tiff`, the
+    extension in any case (one is expected)."""
+    import os
+
+    found: list[Path] = []
     for ext in MASK_EXTENSIONS:
-        p = Path(masks) / f"{sample_id}.{ext}"
-        if p.is_file():
-            return p
-    return Path(masks) / f"{sample_id}.png"
+        for e in dict.fromkeys((ext, ext.upper())):
+            p = Path(masks) / f"{sample_id}.{e}"
+            if p.is_file() and not any(os.path.samefile(p, q) for q in found):  # one file on a case-folding disk
+                found.append(p)
+    return found
 
 
 

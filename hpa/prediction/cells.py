@@ -91,7 +91,8 @@ def cell_scores(labels: np.ndarray, probs: np.ndarray, maps: dict[int, np.ndarra
         return out
     index = np.arange(1, n + 1)
     for k, m in maps.items():
-        mean = np.nan_to_num(np.asarray(ndi.mean(m, labels=labels, index=index), float))
+        with np.errstate(invalid="ignore", divide="ignore"):  # a cell too small for the map's grid has no mean
+            mean = np.nan_to_num(np.asarray(ndi.mean(m, labels=labels, index=index), float))
         top = mean.max()
         out[:, k] = probs[k] * mean / top if top > 0 else probs[k]
     return out
@@ -208,15 +209,11 @@ def segmenter(name: str, masks=None, *, device="cpu", echo=print):
     """A function (sample Id, H x W x 4 field) -> its label mask: the user's masks (`masks`, a
     folder of `<Id>.png|tif`), or the named segmenter: `watershed` (segment_cells, no weights) or
     `hpa` (the HPA's U-Nets, hpa.prediction.hpa_cellseg)."""
-    from hpa.data import layout
     from hpa.errors import HPAError
 
     if masks is not None:
-        from pathlib import Path
-
-        if not Path(masks).is_dir():
-            raise HPAError(f"--masks {masks}: no such directory")
-        return lambda sid, img: read_labels(layout.user_mask(masks, sid), img.shape[:2])
+        check_masks_dir(masks)
+        return lambda sid, img: read_user_mask(masks, sid, img.shape[:2], echo)
     if name == "hpa":
         from hpa.prediction.hpa_cellseg import HPASegmenter
 
@@ -225,6 +222,96 @@ def segmenter(name: str, masks=None, *, device="cpu", echo=print):
     if name != "watershed":
         raise HPAError(f"--segmenter {name}: one of {', '.join(SEGMENTERS)}")
     return lambda sid, img: segment_cells(img)
+
+
+def check_masks_dir(masks) -> None:
+    from pathlib import Path
+
+    from hpa.errors import HPAError
+
+    if Path(masks).is_file():
+        raise HPAError(f"--masks {masks}: a file; give the folder that holds one <Id>.png or .tif per image")
+    if not Path(masks).is_dir():
+        raise HPAError(f"--masks {masks}: no such directory")
+
+
+def read_user_mask(masks, sample_id: str, shape: tuple[int, int] | None = None, echo=None) -> np.ndarray:
+    """A user's mask of a sample (hpa.data.layout.user_masks) read by read_labels, its cells renumbered
+    1..n in the order of their labels; one line if there is none, two, more cells than a 16-bit
+    mask holds, or (with `shape`) another size. `echo` hears of a mask whose one label covers several
+    separate regions (a foreground mask rather than cells)."""
+    from scipy import ndimage as ndi
+    from skimage.segmentation import relabel_sequential
+
+    from hpa.data import layout
+    from hpa.errors import HPAError
+
+    found = layout.user_masks(masks, sample_id)
+    if not found:
+        raise HPAError(f"--masks {masks}: no mask for {sample_id} (expected {sample_id}.png, .tif or .tiff)")
+    if len(found) > 1:
+        raise HPAError(f"--masks {masks}: {len(found)} masks for {sample_id} ({', '.join(p.name for p in found)}); "
+                       "keep one")
+    m = relabel_sequential(read_labels(found[0], shape))[0]
+    if m.max() > np.iinfo(np.uint16).max:
+        raise HPAError(f"{found[0]}: {m.max()} cells; the cell masks this writes are 16-bit (65535 cells at most)")
+    if echo and m.max() == 1 and ndi.label(m > 0)[1] > 1:
+        echo(f"{found[0]}: one label covers {ndi.label(m > 0)[1]} separate regions, taken as one cell; a mask of "
+             "cells gives each cell its own number")
+    return m
+
+
+def check_cell_inputs(images, predictions, ids: list[str] | None, *, method: str = "maps", segment: str = "watershed",
+                      masks=None, echo=print) -> None:
+    """What the cell stage needs, checked before any model runs (and, from predict_tta.py, before the
+    image stage): the method and segmenter, outputs that would not replace the predictions, a report
+    this toolkit wrote (if any), the user's masks of `ids` (format, count, the image's size) and the
+    published weights the choice needs (downloaded now, or one line offline)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from hpa.core.atomic import check_outputs, reading
+    from hpa.data import layout
+    from hpa.data.images import stain_files
+    from hpa.errors import HPAError, WeightsError
+    from hpa.models.hpa_weights import fetch
+    from hpa.prediction.cell_models import CELL_MODELS
+    from hpa.prediction.hpa_cellseg import CELL_WEIGHTS, NUCLEI_WEIGHTS
+    from hpa.prediction.html_report import page_data
+
+    if method not in methods():
+        raise HPAError(f"--cells {method}: one of {', '.join(methods())}")
+    if masks is None and segment not in SEGMENTERS:
+        raise HPAError(f"--segmenter {segment}: one of {', '.join(SEGMENTERS)}")
+    outs = layout.cell_outputs(Path(predictions))
+    clash = next((role for role, p in outs.items() if p.absolute() == Path(predictions).absolute()), None)
+    if clash:  # checked by name: before the image stage, the predictions file may not exist yet
+        raise HPAError(f"--out {predictions}: the cell stage writes its {clash} under that name beside it; name the "
+                       "predictions otherwise")
+    with reading({"predictions": predictions, "masks": masks}):
+        check_outputs(outs)
+    report = layout.folder_report(Path(predictions))
+    if report.is_file():
+        page_data(report)
+    if masks is not None:
+        check_masks_dir(masks)
+        for sid in ids or []:
+            try:
+                w, h = Image.open(stain_files(Path(images), sid)["red"]).size
+            except Exception:  # an unreadable sample is the image stage's to report and skip
+                continue
+            read_user_mask(masks, sid, (h, w))
+    names = ([CELL_MODELS[method].weights] if method in CELL_MODELS else []) + \
+        ([NUCLEI_WEIGHTS, CELL_WEIGHTS] if masks is None and segment == "hpa" else [])
+    missing = []
+    for name in names:
+        try:
+            fetch(name, echo)
+        except WeightsError as e:
+            missing.append(str(e))
+    if missing:
+        raise WeightsError("; and ".join(missing))
 
 
 def predict_cells(ens, images, predictions, *, method: str = "maps", segment: str = "watershed", masks=None,
@@ -253,8 +340,6 @@ def predict_cells(ens, images, predictions, *, method: str = "maps", segment: st
     from hpa.prediction.folder import DISPLAY_SIDE
     from hpa.prediction.inference import PredictOptions
 
-    if method not in methods():
-        raise HPAError(f"--cells {method}: one of {', '.join(methods())}")
     opts = opts or PredictOptions()
     images, predictions = Path(images), Path(predictions)
     outs = layout.cell_outputs(predictions)
@@ -263,12 +348,9 @@ def predict_cells(ens, images, predictions, *, method: str = "maps", segment: st
     n_classes = len(SETS[own])
     with reading({"predictions": predictions, "masks": masks}):
         ids, probs = read_predictions(predictions, len(ens.classes))
+        check_cell_inputs(images, predictions, ids, method=method, segment=segment, masks=masks, echo=echo)
         check_outputs(outs)
         segment_field = segmenter(segment, masks, device=opts.torch_device(), echo=echo)
-        for sid in ids if masks is not None else ():  # a malformed mask stops the run before any model work
-            if (n := read_labels(layout.user_mask(masks, sid)).max()) > np.iinfo(np.uint16).max:
-                raise HPAError(f"{layout.user_mask(masks, sid)}: {n} as a cell number; the cell masks this writes are "
-                               "16-bit (cells 1..65535)")
         model = load_cell_model(method, echo) if cell_model else None
         side = min(DISPLAY_SIDE, max(m.size for m in ens.members))
         mapped = {sid: [k for k in range(probs.shape[1]) if probs[i, k] >= MAP_FLOOR] if method == "maps" else []

@@ -212,6 +212,10 @@ def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | No
         check_outputs(outputs)
         if report:
             check_report_assets(layout.report_assets(out))
+            if layout.folder_report(out).is_file():  # a page of the user's own is not replaced
+                from hpa.prediction.html_report import page_data
+
+                page_data(layout.folder_report(out))
         truth = read_truth(labels, n)
         ids, skipped = folder_ids(images, ids_csv, strict)
         probs, failed = predict_ensemble(ens, ids, device=device, batch_size=batch_size, workers=workers,
@@ -241,7 +245,9 @@ def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | No
             extra = [int(k) for k in explain]
             classes = {sid: sorted(set(np.flatnonzero(p).tolist()) | set(extra)) for sid, p in zip(ids, pred)}
             if labels is not None:
-                echo(f"--labels {labels}: known classes of {sum(i in truth for i in ids)} of the {len(ids)} images")
+                unmatched = len(set(truth) - set(ids))
+                echo(f"--labels {labels}: known classes of {sum(i in truth for i in ids)} of the {len(ids)} images"
+                     + (f"; {unmatched} of its Ids name no predicted image" if unmatched else ""))
             echo(f"class activation maps for {sum(map(len, classes.values()))} (image, class) pairs ...")
             side = min(MAP_SIDE, max(m.size for m in ens.members))
             maps = ensemble_maps(ens, ids, classes, side, batch_size=batch_size, raw_dir=images)
@@ -258,4 +264,8 @@ def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | No
             tmp(out).write_text(csv_text(df))
             if page is not None:
                 tmp(layout.folder_report(out)).write_text(page)
+        stale = [p for p in layout.cell_outputs(out).values() if p.exists()]
+        if stale:
+            echo(f"note: {', '.join(p.name for p in stale)} beside {out.name} are from an earlier --cells run and "
+                 "do not describe these predictions; run with --cells to renew them")
         return FolderResult(out, layout.folder_report(out) if report else None, len(ids), skipped)

@@ -275,9 +275,10 @@ function detail(id, cellNo) {
   document.querySelectorAll("#cellrows tr").forEach((tr) => tr.classList.toggle("sel",
     tr.dataset.id === id && Number(tr.dataset.cell) === cellNo));
   const tops = [...new Set((r.cells || []).map((c) => top1(c.probs)))].sort((a, b) => a - b);
-  const legend = r.cells ? `<p>${r.cells.length} cells, outlined in the colour of their top class (click one): ` +
-    tops.map((k) => `<span class="swatch" style="background:${classColour(k)}"></span>${esc(CC[k])}`)
-      .join(" ") + "</p>" : "";
+  const legend = !r.cells ? "" : !r.cells.length ? "<p>No cells in this field (no nucleus found, or an empty " +
+    "mask).</p>" : `<p>${r.cells.length} cell${r.cells.length === 1 ? "" : "s"}, outlined in the colour of ` +
+    "their top class (click one): " + tops.map((k) => `<span class="swatch" style="background:${classColour(k)}">` +
+      `</span>${esc(CC[k])}`).join(" ") + "</p>";
   const maps = r.maps.map((m, i) => `<figure>${m.empty ? '<div class="empty">no evidence located: Grad-CAM ' +
     "finds no region of the image that raises this class</div>" : `<canvas class="map" data-map="${i}" ` +
     'width="240" height="240"></canvas>'}<figcaption>${esc(D.classes[m.k])} (p ${fmt(r.probs[m.k])}` +
@@ -378,6 +379,6 @@ def page_data(report: Path) -> dict:
     try:
         text = Path(report).read_text(encoding="utf-8")
         return json.loads(text.split('<script type="application/json" id="data">', 1)[1].split("</script>", 1)[0])
-    except (OSError, UnicodeDecodeError, IndexError, ValueError) as e:
-        raise HPAError(f"{report}: not a report page this toolkit wrote ({type(e).__name__}); move it, or predict "
-                       "the folder again") from None
+    except (OSError, UnicodeDecodeError, IndexError, ValueError):
+        raise HPAError(f"{report}: not a report page this toolkit wrote; move it, or predict the folder again") \
+            from None
