@@ -67,3 +67,16 @@ def test_atomic_outputs_are_all_or_nothing(tmp_path):
             raise RuntimeError("the third output failed")
     assert (tmp_path / "a.csv").read_text() == "old" and not (tmp_path / "b.csv").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["a.csv"]  # no temp files left
+
+
+def test_an_output_named_like_an_input_not_written_yet_is_refused(tmp_path):
+    """A check made before the input exists (predict_tta.py checks the cell stage's outputs before
+    the image stage writes the predictions) compares the names."""
+    from hpa.core.atomic import check_outputs, reading
+    from hpa.errors import HPAError
+
+    preds = tmp_path / "out" / "cells.csv"
+    with reading({"predictions": preds}), pytest.raises(HPAError, match="is an input .predictions."):
+        check_outputs({"table": tmp_path / "out" / ".." / "out" / "cells.csv"})
+    with reading({"predictions": preds}):
+        check_outputs({"table": tmp_path / "out" / "other.csv"})

@@ -27,7 +27,7 @@ from publishers import TINY_DPN, zoo_dpn_unet
 from scripts import run_script
 from torch import nn
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, cell_by_hand
 from hpa import api
 from hpa.data.demo import render_cells
 from hpa.data.images import read_sample, write_sample_png
@@ -264,9 +264,7 @@ def test_the_2021_winners_cell_model_predicts_every_cell(server, bundle, tmp_pat
         mine = cells[cells.Id == sid].set_index("cell")
         assert len(mine) == lab.max() > 0
         for k in range(1, lab.max() + 1):
-            ys, xs = np.nonzero(lab == k)
-            box = img[ys.min():ys.max() + 1, xs.min():xs.max() + 1].copy()
-            box[lab[ys.min():ys.max() + 1, xs.min():xs.max() + 1] != k] = 0
+            box = cell_by_hand(img, lab, k)
             x = cv2.resize(box, (128, 128), interpolation=cv2.INTER_AREA if max(box.shape[:2]) > 128 else
                            cv2.INTER_LINEAR)
             with torch.no_grad():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import cell_by_hand
 from hpa.data.demo import render_cells
 from hpa.prediction.cell_scoring import _ious
 from hpa.prediction.cells import segment_cells
@@ -222,13 +223,8 @@ def test_crops_are_the_cell_alone_and_predicted_by_the_ensemble():
     img, labels, _ = render_cells([0], 128, np.random.default_rng(4))
     crops = cell_crops(img, labels)
     k = 2
-    ys, xs = np.nonzero(labels == k)
-    box = img[ys.min():ys.max() + 1, xs.min():xs.max() + 1].copy()
-    box[labels[ys.min():ys.max() + 1, xs.min():xs.max() + 1] != k] = 0
-    side = max(box.shape[:2])
-    square = np.zeros((side, side, 4), np.uint8)
-    top, left = (side - box.shape[0]) // 2, (side - box.shape[1]) // 2
-    square[top:top + box.shape[0], left:left + box.shape[1]] = box
+    square = cell_by_hand(img, labels, k, square=True)
+    side = square.shape[0]
     assert np.array_equal(crops[k - 1], square)
     torch.manual_seed(0)
     cfg = load_arch_config("tiny_cnn", size=64, fold=0, pretrained="none")

@@ -29,7 +29,7 @@ from scripts import run_script
 from torch import nn
 from torch.nn import functional as F
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, cell_by_hand
 from hpa.errors import WeightsError
 from hpa.models import build_model, hpa_weights
 from hpa.models.weight_layouts import load_published_cnn
@@ -483,12 +483,7 @@ def test_subcell_on_cell_crops_gives_its_31_classes_and_the_2021_submission(serv
     first = cells[0]
     k = int(first["cell"])
     ys, xs = np.nonzero(lab == k)
-    box = img[ys.min():ys.max() + 1, xs.min():xs.max() + 1].copy()
-    box[lab[ys.min():ys.max() + 1, xs.min():xs.max() + 1] != k] = 0
-    side = max(box.shape[:2])
-    sq = np.zeros((side, side, 4), np.uint8)
-    top, left = (side - box.shape[0]) // 2, (side - box.shape[1]) // 2
-    sq[top:top + box.shape[0], left:left + box.shape[1]] = box
+    sq = cell_by_hand(img, lab, k, square=True)
     x = torch.from_numpy(cv2.resize(sq, (448, 448), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1).copy())
     with torch.no_grad():
         ref = subcell_reference(sd, enc, heads, x.float()[None] / 255)[0].numpy()

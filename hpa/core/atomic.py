@@ -91,7 +91,7 @@ def refuse_inputs(path: Path, *, folder: bool = False, role: str = "") -> None:
             hit = _inside(path, p) or (folder and _inside(p, path))
             what = f"is inside the {kind} input {p}" if _inside(path, p) else f"holds the {kind} input {p}"
         else:
-            hit = (folder and _inside(p, path)) or (path.exists() and _same(p, path))
+            hit = (folder and _inside(p, path)) or _same(p, path)  # by name while neither exists yet
             what = f"holds the {kind} input {p}" if folder and hit and not path.is_file() else f"is an input ({kind})"
         if hit:
             as_role = f" as the {role}" if role else ""

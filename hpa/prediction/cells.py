@@ -255,9 +255,9 @@ def read_user_mask(masks, sample_id: str, shape: tuple[int, int] | None = None, 
     m = relabel_sequential(read_labels(found[0], shape))[0]
     if m.max() > np.iinfo(np.uint16).max:
         raise HPAError(f"{found[0]}: {m.max()} cells; the cell masks this writes are 16-bit (65535 cells at most)")
-    if echo and m.max() == 1 and ndi.label(m > 0)[1] > 1:
-        echo(f"{found[0]}: one label covers {ndi.label(m > 0)[1]} separate regions, taken as one cell; a mask of "
-             "cells gives each cell its own number")
+    if echo and m.max() == 1 and (regions := ndi.label(m > 0)[1]) > 1:
+        echo(f"{found[0]}: one label covers {regions} separate regions, taken as one cell; a mask of cells gives "
+             "each cell its own number")
     return m
 
 
@@ -284,13 +284,8 @@ def check_cell_inputs(images, predictions, ids: list[str] | None, *, method: str
         raise HPAError(f"--cells {method}: one of {', '.join(methods())}")
     if masks is None and segment not in SEGMENTERS:
         raise HPAError(f"--segmenter {segment}: one of {', '.join(SEGMENTERS)}")
-    outs = layout.cell_outputs(Path(predictions))
-    clash = next((role for role, p in outs.items() if p.absolute() == Path(predictions).absolute()), None)
-    if clash:  # checked by name: before the image stage, the predictions file may not exist yet
-        raise HPAError(f"--out {predictions}: the cell stage writes its {clash} under that name beside it; name the "
-                       "predictions otherwise")
     with reading({"predictions": predictions, "masks": masks}):
-        check_outputs(outs)
+        check_outputs(layout.cell_outputs(Path(predictions)))
     report = layout.folder_report(Path(predictions))
     if report.is_file():
         page_data(report)
@@ -329,7 +324,7 @@ def predict_cells(ens, images, predictions, *, method: str = "maps", segment: st
     import cv2
     import pandas as pd
 
-    from hpa.core.atomic import atomic_outputs, check_outputs, csv_text, reading, staged_dir
+    from hpa.core.atomic import atomic_outputs, csv_text, reading, staged_dir
     from hpa.data import layout
     from hpa.data.class_sets import SETS, class_set, to_hpa2021
     from hpa.data.images import read_sample
@@ -349,7 +344,6 @@ def predict_cells(ens, images, predictions, *, method: str = "maps", segment: st
     with reading({"predictions": predictions, "masks": masks}):
         ids, probs = read_predictions(predictions, len(ens.classes))
         check_cell_inputs(images, predictions, ids, method=method, segment=segment, masks=masks, echo=echo)
-        check_outputs(outs)
         segment_field = segmenter(segment, masks, device=opts.torch_device(), echo=echo)
         model = load_cell_model(method, echo) if cell_model else None
         side = min(DISPLAY_SIDE, max(m.size for m in ens.members))
