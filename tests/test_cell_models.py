@@ -378,3 +378,15 @@ def test_the_cell_stage_is_checked_before_any_image_is_predicted(bundle, tmp_pat
     r = run_script("predict_tta.py", "--bundle", b, "--images", images, "--out", out, "--cells", "--no-report")
     assert_one_line_error(r, "not a report page this toolkit wrote")
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["report.html"]
+
+
+def test_a_run_without_cells_notes_the_earlier_cells_and_a_run_with_them_does_not(bundle, tmp_path):
+    b, images, _, _ = bundle
+    out = tmp_path / "o" / "preds.csv"
+    args = ("predict_tta.py", "--bundle", b, "--images", images, "--out", out, "--no-report", "--device", "cpu")
+    r = run_script(*args, "--cells", "crops")
+    assert r.returncode == 0 and "note:" not in r.stdout, r.stderr[-2000:]
+    r = run_script(*args, "--cells", "crops")  # renewed: nothing stale
+    assert r.returncode == 0 and "note:" not in r.stdout
+    r = run_script(*args)
+    assert r.returncode == 0 and "note: cells.csv, cell_submission.csv, cell_masks beside preds.csv" in r.stdout

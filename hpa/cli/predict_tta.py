@@ -122,6 +122,10 @@ def main(argv: list[str] | None = None) -> None:
                            **views, **loader)
     print(f"wrote {r.n_predicted} predictions to {r.predictions}" + (f" and the report {r.report}" if r.report else "")
           + (f"; skipped {len(r.skipped)} (listed above)" if r.skipped else ""))
+    stale = [p for p in layout.cell_outputs(r.predictions).values() if p.exists()]
+    if stale and not a.cells:  # the cell stage would renew them; without it they describe earlier predictions
+        print(f"note: {', '.join(p.name for p in stale)} beside {r.predictions.name} are from an earlier --cells run "
+              "and do not describe these predictions; run with --cells to renew them")
     if a.cells:
         # with a bundle, check_flags refused --sizes and --amp: views holds at most the user's --tta
         api.predict_cells(a.images, r.predictions, bundle=a.bundle, runs=runs, method=a.cells,

@@ -264,8 +264,4 @@ def predict_folder(ens: Ensemble, images: Path, out: Path, *, ids_csv: Path | No
             tmp(out).write_text(csv_text(df))
             if page is not None:
                 tmp(layout.folder_report(out)).write_text(page)
-        stale = [p for p in layout.cell_outputs(out).values() if p.exists()]
-        if stale:
-            echo(f"note: {', '.join(p.name for p in stale)} beside {out.name} are from an earlier --cells run and "
-                 "do not describe these predictions; run with --cells to renew them")
         return FolderResult(out, layout.folder_report(out) if report else None, len(ids), skipped)
