@@ -80,3 +80,32 @@ def test_an_output_named_like_an_input_not_written_yet_is_refused(tmp_path):
         check_outputs({"table": tmp_path / "out" / ".." / "out" / "cells.csv"})
     with reading({"predictions": preds}):
         check_outputs({"table": tmp_path / "out" / "other.csv"})
+
+
+def test_a_killed_writers_temporary_files_are_removed_by_the_next_writer(tmp_path):
+    """kill -9 leaves a writer's staging folder or temporary file beside its output; the next writer
+    of that output on this host removes those of processes that are gone, and leaves a live
+    process's and another host's alone."""
+    import socket
+    import subprocess
+    import sys
+
+    from hpa.core.atomic import atomic_write_text
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    host = socket.gethostname()
+    dead_dir = tmp_path / f".masks.{host}-{gone}.abc.tmp"
+    dead_file = tmp_path / f".t.csv.{host}-{gone}.xyz.tmp"
+    live_dir = tmp_path / f".masks.{host}-{os.getppid()}.def.tmp"
+    other_host = tmp_path / f".masks.another-node-{gone}.ghi.tmp"
+    for d in (dead_dir, live_dir, other_host):
+        d.mkdir()
+        (d / "1.png").write_bytes(b"x")
+    dead_file.write_text("half")
+    with staged_dir(tmp_path / "masks") as tmp:
+        (tmp / "2.png").write_bytes(b"y")
+    atomic_write_text(tmp_path / "t.csv", "whole")
+    assert not dead_dir.exists() and not dead_file.exists()
+    assert live_dir.is_dir() and other_host.is_dir()
+    assert (tmp_path / "masks" / "2.png").is_file() and (tmp_path / "t.csv").read_text() == "whole"

@@ -10,6 +10,7 @@ import errno
 import io
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -98,12 +99,49 @@ def refuse_inputs(path: Path, *, folder: bool = False, role: str = "") -> None:
             raise HPAError(f"{path}: {what} and would be overwritten{as_role}; choose another output path")
 
 
+def _owner() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _temp_prefix(path: Path) -> str:
+    """Temporary names beside `path` carry the writer's host and process, so that a later writer can
+    tell the debris of a killed one (kill -9 runs no cleanup) from a live writer's work."""
+    return f".{path.name}.{_owner()}."
+
+
+def _reap(path: Path) -> None:
+    """Remove the temporary files and folders beside `path` left by writers of this host that are
+    no longer running (another host's, or a live process's, are left alone)."""
+    head = f".{path.name}.{socket.gethostname()}-"
+    try:
+        siblings = [p for p in path.parent.iterdir() if p.name.startswith(head)]
+    except OSError:
+        return
+    for p in siblings:
+        pid = p.name[len(head):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive (or not ours to signal): its work
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
 def _mkstemp(path: Path, suffix: str) -> tuple[int, str]:
     """A temporary file beside `path`; failing, one line naming `path`, never the temporary name."""
     refuse_inputs(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        _reap(path)
+        return tempfile.mkstemp(prefix=_temp_prefix(path), suffix=suffix, dir=path.parent)
     except OSError as e:
         raise HPAError(f"{path}: cannot be written ({e.strerror or e} in {path.parent.absolute()})") from None
 
@@ -184,7 +222,8 @@ def staged_dir(final: Path):
     final = Path(final)
     refuse_inputs(final, folder=True)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    _reap(final)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(final), suffix=".tmp", dir=final.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide a bundle or a report from a colleague
